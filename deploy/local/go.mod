@@ -1,0 +1,3 @@
+module github.com/auditpipe/auditpipe/deploy/local
+
+go 1.26.0

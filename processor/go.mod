@@ -1,0 +1,3 @@
+module github.com/auditpipe/auditpipe/processor
+
+go 1.26.0

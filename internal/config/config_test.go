@@ -1,0 +1,44 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+type sample struct {
+	Name  string `json:"name"`
+	Count int    `json:"count"`
+}
+
+func (s sample) Validate() error {
+	if s.Count < 0 {
+		return errors.New("count: must not be negative")
+	}
+	return nil
+}
+
+func TestLoadKeepsDefaultsAndRejectsUnknownKeys(t *testing.T) {
+	s := sample{Name: "default", Count: 3}
+	require.NoError(t, Load([]byte("count: 5\n"), &s))
+	require.Equal(t, sample{Name: "default", Count: 5}, s)
+
+	err := Load([]byte("name: x\ncuont: 5\n"), &s)
+	require.Error(t, err)
+	require.Contains(t, err.Error(), `"cuont"`)
+}
+
+func TestLoadFileNamesFileAndRunsValidate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("count: -1\n"), 0o600))
+	err := LoadFile(path, &sample{})
+	require.Error(t, err)
+	require.True(t, strings.Contains(err.Error(), path) && strings.Contains(err.Error(), "count: must not be negative"), err.Error())
+
+	err = LoadFile(filepath.Join(t.TempDir(), "missing.yaml"), &sample{})
+	require.ErrorIs(t, err, os.ErrNotExist)
+}

@@ -1,0 +1,109 @@
+// Package telemetry holds what every auditpipe process exposes about
+// itself: structured logs (log/slog), Prometheus metrics on an injected
+// registry, and health endpoints that report what the process depends on.
+package telemetry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewLogger returns a slog logger writing to w. level is debug, info, warn
+// or error; format is text or json.
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// NewRegistry returns a registry with the Go runtime and process collectors,
+// for one process. Components register their own metrics on it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Check reports whether one dependency is ready; nil means ready.
+type Check func(ctx context.Context) error
+
+// Health collects readiness checks from the components of a process.
+type Health struct {
+	mu     sync.Mutex
+	checks map[string]Check
+}
+
+// NewHealth returns an empty Health.
+func NewHealth() *Health { return &Health{checks: map[string]Check{}} }
+
+// Add registers a named readiness check, replacing one of the same name.
+func (h *Health) Add(name string, c Check) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.checks[name] = c
+}
+
+// Ready runs every check and returns the failures by name.
+func (h *Health) Ready(ctx context.Context) map[string]string {
+	h.mu.Lock()
+	names := make([]string, 0, len(h.checks))
+	for n := range h.checks {
+		names = append(names, n)
+	}
+	checks := make(map[string]Check, len(h.checks))
+	for n, c := range h.checks {
+		checks[n] = c
+	}
+	h.mu.Unlock()
+	sort.Strings(names)
+	failed := map[string]string{}
+	for _, n := range names {
+		if err := checks[n](ctx); err != nil {
+			failed[n] = err.Error()
+		}
+	}
+	return failed
+}
+
+// Mux returns a mux with /metrics for reg, /healthz (the process serves)
+// and /readyz (every check passes; the body names failing checks).
+func Mux(reg *prometheus.Registry, h *Health) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		failed := h.Ready(ctx)
+		w.Header().Set("Content-Type", "application/json")
+		if len(failed) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ready": len(failed) == 0, "failed": failed})
+	})
+	return mux
+}

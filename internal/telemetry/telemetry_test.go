@@ -1,0 +1,51 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestReadyzReportsFailingChecks(t *testing.T) {
+	h := NewHealth()
+	h.Add("kafka", func(context.Context) error { return nil })
+	srv := httptest.NewServer(Mux(NewRegistry(), h))
+	defer srv.Close()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String()
+	}
+	code, _ := get("/readyz")
+	require.Equal(t, http.StatusOK, code)
+
+	h.Add("store", func(context.Context) error { return errors.New("disk full") })
+	code, body := get("/readyz")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "disk full")
+
+	code, _ = get("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	code, body = get("/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, "go_goroutines")
+}
+
+func TestNewLoggerRejectsUnknownLevel(t *testing.T) {
+	_, err := NewLogger(&bytes.Buffer{}, "loud", "text")
+	require.Error(t, err)
+	_, err = NewLogger(&bytes.Buffer{}, "info", "xml")
+	require.Error(t, err)
+	l, err := NewLogger(&bytes.Buffer{}, "debug", "json")
+	require.NoError(t, err)
+	require.NotNil(t, l)
+}

@@ -1,0 +1,42 @@
+package webhook
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the receiver's Prometheus metrics. The cluster label is
+// bounded by the fleet size (every cluster id is bound to a credential).
+type Metrics struct {
+	requests *prometheus.CounterVec
+	rejected *prometheus.CounterVec
+	events   *prometheus.CounterVec
+	bytes    *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_producer_webhook_requests_total",
+			Help: "Webhook requests by HTTP status code.",
+		}, []string{"code"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_producer_webhook_rejected_requests_total",
+			Help: "Webhook requests answered with an error, by reason.",
+		}, []string{"reason"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_producer_events_total",
+			Help: "Events received by cluster and outcome (accepted: on the raw topic; dlq: on the dead-letter topic).",
+		}, []string{"cluster", "outcome"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_producer_received_bytes_total",
+			Help: "Decoded request body bytes received by cluster.",
+		}, []string{"cluster"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_producer_batch_duration_seconds",
+			Help:    "Time from receiving a batch to Kafka acknowledging all of it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+	}
+	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.latency)
+	return m
+}

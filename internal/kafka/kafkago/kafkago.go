@@ -1,0 +1,105 @@
+// Package kafkago adapts github.com/segmentio/kafka-go to the kafka port
+// (package kafka): a Producer on kafka.Writer, a GroupConsumer on the
+// lower-level kafka.ConsumerGroup API with one partition reader per
+// assigned partition, and an Admin on kafka.Client.
+//
+// kafka-go is used where it is strongest: simple, fast producing and plain
+// consumer groups. It does not filter aborted transactions (see Group), so
+// transactional topics are read with the sarama adapter instead.
+package kafkago
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	kgo "github.com/segmentio/kafka-go"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+)
+
+// dialTimeout bounds connection set-up; kafka-go's default dialer uses the
+// same value.
+const dialTimeout = 10 * time.Second
+
+// Option tunes a Group beyond what kafka.GroupConfig describes.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+}
+
+// WithLogger makes the group log the errors it recovers from by itself
+// (failed joins, reader and commit errors that end a generation). Without
+// it they are silent, as the port has no logger.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+func buildOptions(opts []Option) options {
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// log returns the configured logger, or one that discards.
+func (o options) log() *slog.Logger {
+	if o.logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.logger
+}
+
+// kafkaGoLogger routes kafka-go's internal error log to slog, so that
+// errors the library retries silently (a coordinator that moved, a failed
+// heartbeat) still leave a trace. It is nil without WithLogger, which
+// spares kafka-go formatting messages nobody reads.
+func (o options) kafkaGoLogger(attrs ...any) kgo.Logger {
+	if o.logger == nil {
+		return nil
+	}
+	l := o.logger.With(attrs...)
+	return kgo.LoggerFunc(func(msg string, args ...any) {
+		l.Warn("kafka-go: " + strings.TrimSpace(fmt.Sprintf(msg, args...)))
+	})
+}
+
+func newDialer(clientID string) *kgo.Dialer {
+	return &kgo.Dialer{ClientID: clientID, Timeout: dialTimeout, DualStack: true}
+}
+
+func newTransport(clientID string) *kgo.Transport {
+	return &kgo.Transport{ClientID: clientID, DialTimeout: dialTimeout}
+}
+
+func toMessage(r kafka.Record) kgo.Message {
+	m := kgo.Message{Topic: r.Topic, Key: r.Key, Value: r.Value}
+	if len(r.Headers) > 0 {
+		m.Headers = make([]kgo.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			m.Headers[i] = kgo.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return m
+}
+
+func toRecord(topic string, partition int32, m kgo.Message) kafka.Record {
+	r := kafka.Record{
+		Topic:     topic,
+		Partition: partition,
+		Offset:    m.Offset,
+		Key:       m.Key,
+		Value:     m.Value,
+		Time:      m.Time,
+	}
+	if len(m.Headers) > 0 {
+		r.Headers = make([]kafka.Header, len(m.Headers))
+		for i, h := range m.Headers {
+			r.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return r
+}

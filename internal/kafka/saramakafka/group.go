@@ -1,0 +1,394 @@
+package saramakafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+)
+
+// GroupConsumer is a kafka.GroupConsumer on a sarama ConsumerGroup.
+type GroupConsumer struct {
+	cfg kafka.GroupConfig
+
+	// runMu serializes Run calls: one member runs one session at a time.
+	runMu sync.Mutex
+
+	// mu guards group and closed. group is nil after a handler error made
+	// the member leave; the next Run joins with a new one.
+	mu     sync.Mutex
+	group  sarama.ConsumerGroup
+	closed bool
+}
+
+var _ kafka.GroupConsumer = (*GroupConsumer)(nil)
+
+// NewGroup creates a group member. It joins the group when Run is called.
+func NewGroup(cfg kafka.GroupConfig) (*GroupConsumer, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &GroupConsumer{cfg: cfg}
+	// Connect now, so that a wrong address fails here and not in Run.
+	g, err := c.newSaramaGroup()
+	if err != nil {
+		return nil, err
+	}
+	c.group = g
+	return c, nil
+}
+
+func (c *GroupConsumer) newSaramaGroup() (sarama.ConsumerGroup, error) {
+	cfg := c.cfg
+	sc := newConfig(cfg.ClientID)
+	// Cooperative-sticky moves only the partitions that change owner on a
+	// rebalance; the others keep consuming.
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+	sc.Consumer.Group.Session.Timeout = cfg.SessionTimeout
+	// Frequent heartbeats make a member notice a rebalance quickly, which
+	// is what bounds how long the other members wait for it.
+	sc.Consumer.Group.Heartbeat.Interval = max(cfg.SessionTimeout/10, 10*time.Millisecond)
+	// Offsets are committed by hand, after the handler succeeded, never on
+	// a timer: auto-commit would commit records still being handled.
+	sc.Consumer.Offsets.AutoCommit.Enable = false
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	if cfg.StartAtLatest {
+		sc.Consumer.Offsets.Initial = sarama.OffsetNewest
+	}
+	// Records of aborted transactions are never handed to the handler.
+	sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	// sarama sends fetches, offset commits and heartbeats over one
+	// connection per broker, and a broker answers a connection's requests
+	// in order: a commit waits behind a long-polling fetch. A caught-up
+	// member would then wait up to the fetch wait (500ms by default) after
+	// every batch. Tie the long poll to MaxWait instead, within bounds.
+	sc.Consumer.MaxWaitTime = min(max(cfg.MaxWait, 50*time.Millisecond), 500*time.Millisecond)
+	g, err := sarama.NewConsumerGroup(cfg.Brokers, cfg.Group, sc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka group %s: connect to %v: %w", cfg.Group, cfg.Brokers, err)
+	}
+	return g, nil
+}
+
+// current returns the sarama group, joining anew after a failure.
+func (c *GroupConsumer) current() (sarama.ConsumerGroup, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, fmt.Errorf("kafka group %s: %w", c.cfg.Group, sarama.ErrClosedConsumerGroup)
+	}
+	if c.group == nil {
+		g, err := c.newSaramaGroup()
+		if err != nil {
+			return nil, err
+		}
+		c.group = g
+	}
+	return c.group, nil
+}
+
+// leave closes g after a handler error, so that the group rebalances now
+// instead of waiting a session timeout for the silent member.
+func (c *GroupConsumer) leave(g sarama.ConsumerGroup) {
+	c.mu.Lock()
+	if c.group == g {
+		c.group = nil
+	}
+	c.mu.Unlock()
+	// The handler's error is what Run reports; failing to leave only
+	// delays the rebalance until the session times out.
+	_ = g.Close()
+}
+
+// Run joins the group and hands batches to h until ctx is canceled (it
+// returns nil) or h fails (it returns h's error, wrapped, after leaving
+// the group). Run can be called again afterwards; the member then rejoins.
+func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+
+	g, err := c.current()
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	gh := &groupHandler{cfg: c.cfg, group: g, h: h, stop: stop}
+	backoff := 100 * time.Millisecond
+	for {
+		// With the cooperative protocol Consume survives rebalances and
+		// returns only when the session ends: ctx done, a claim that ended
+		// on its own (handler error), or a lost session. A new session then
+		// rejoins with the same member id.
+		err := g.Consume(runCtx, c.cfg.Topics, gh)
+		if herr := gh.failure(); herr != nil {
+			c.leave(g)
+			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, herr)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		var cfgErr sarama.ConfigurationError
+		switch {
+		case err == nil:
+			backoff = 100 * time.Millisecond
+			continue
+		case errors.Is(err, sarama.ErrClosedConsumerGroup):
+			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, err)
+		case errors.As(err, &cfgErr):
+			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, err)
+		}
+		// Anything else (coordinator moving, broker restarting, a failed
+		// join) is worth retrying: the group must outlive broker hiccups.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// Close leaves the group. Safe to call twice, and without Run.
+func (c *GroupConsumer) Close() error {
+	c.mu.Lock()
+	g := c.group
+	c.group, c.closed = nil, true
+	c.mu.Unlock()
+	if g == nil {
+		return nil
+	}
+	if err := g.Close(); err != nil {
+		return fmt.Errorf("kafka group %s: close: %w", c.cfg.Group, err)
+	}
+	return nil
+}
+
+// groupHandler adapts a kafka.Handler to sarama's ConsumerGroupHandler.
+type groupHandler struct {
+	cfg   kafka.GroupConfig
+	group sarama.ConsumerGroup
+	h     kafka.Handler
+	stop  context.CancelFunc
+
+	mu  sync.Mutex
+	err error
+}
+
+func (*groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (*groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+
+func (g *groupHandler) fail(err error) {
+	g.mu.Lock()
+	if g.err == nil {
+		g.err = err
+	}
+	g.mu.Unlock()
+	g.stop()
+}
+
+func (g *groupHandler) failure() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
+}
+
+// ConsumeClaim hands the claim's records to the handler in batches and
+// commits after each batch the handler finished while the partition was
+// still this member's.
+func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	topic, partition := claim.Topic(), claim.Partition()
+	// sarama tells a claim about its revocation only by closing Messages()
+	// and does not hand out the claim's context, so the claim gets its own:
+	// canceled when Messages() closes (revoked, or the session ended) or
+	// the session context ends.
+	ctx, cancel := context.WithCancel(sess.Context())
+	defer cancel()
+	// The limit is at least sarama's own per-partition channel buffer:
+	// pausing is a memory guard, not flow control for every batch, because
+	// a resumed partition waits for the broker consumer's next fetch (up to
+	// Consumer.MaxWaitTime).
+	q := newClaimQueue(g.group, topic, partition, max(2*g.cfg.MaxBatch, 256))
+	defer q.finish()
+	go func() {
+		for m := range claim.Messages() {
+			q.push(m)
+		}
+		q.close()
+		cancel()
+	}()
+
+	for {
+		msgs := q.next(ctx, g.cfg.MaxBatch, g.cfg.MaxWait)
+		if msgs == nil {
+			return nil
+		}
+		batch := toBatch(topic, partition, msgs)
+		if err := g.h.Handle(ctx, batch); err != nil {
+			err = fmt.Errorf("handle batch %s/%d@%d-%d: %w", topic, partition,
+				msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
+			g.fail(err)
+			// Returning ends the session: the other claims' contexts are
+			// canceled, so they commit nothing after their current batch,
+			// and this batch comes again to the partition's next owner.
+			return err
+		}
+		// A batch that finished after its partition was revoked, or after
+		// the member began to stop, is not committed: the partition may
+		// already be read by another member, and the handler may have cut
+		// its work short on the canceled context.
+		if ctx.Err() != nil {
+			return nil
+		}
+		sess.MarkOffset(topic, partition, msgs[len(msgs)-1].Offset+1, "")
+		// Synchronous, so the commit lands before this claim can be
+		// revoked: the next owner starts after this batch.
+		sess.Commit()
+	}
+}
+
+func toBatch(topic string, partition int32, msgs []*sarama.ConsumerMessage) kafka.Batch {
+	b := kafka.Batch{Topic: topic, Partition: partition, Records: make([]kafka.Record, len(msgs))}
+	for i, m := range msgs {
+		r := kafka.Record{
+			Topic:     m.Topic,
+			Partition: m.Partition,
+			Offset:    m.Offset,
+			Key:       m.Key,
+			Value:     m.Value,
+			Time:      m.Timestamp,
+		}
+		if len(m.Headers) > 0 {
+			r.Headers = make([]kafka.Header, 0, len(m.Headers))
+			for _, h := range m.Headers {
+				if h == nil {
+					continue
+				}
+				r.Headers = append(r.Headers, kafka.Header{Key: string(h.Key), Value: h.Value})
+			}
+		}
+		b.Records[i] = r
+	}
+	return b
+}
+
+// claimQueue sits between sarama's Messages() channel and the batch loop.
+// A goroutine drains Messages() into it all the time, so that the channel
+// closing (the only sign of a revoked claim) is seen even while the
+// handler is busy. To keep memory bounded, the partition is paused while
+// the queue holds more than limit records; sarama then stops fetching it.
+type claimQueue struct {
+	group     sarama.ConsumerGroup
+	topic     string
+	partition int32
+	limit     int
+
+	mu     sync.Mutex
+	msgs   []*sarama.ConsumerMessage
+	closed bool // Messages() closed
+	done   bool // the claim ended; never pause again
+	paused bool
+	// ready has room for one signal: "something changed, look again".
+	ready chan struct{}
+}
+
+func newClaimQueue(g sarama.ConsumerGroup, topic string, partition int32, limit int) *claimQueue {
+	return &claimQueue{group: g, topic: topic, partition: partition, limit: limit, ready: make(chan struct{}, 1)}
+}
+
+func (q *claimQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (q *claimQueue) push(m *sarama.ConsumerMessage) {
+	q.mu.Lock()
+	if q.done {
+		// Nobody reads any more; sarama drains the rest itself.
+		q.mu.Unlock()
+		return
+	}
+	q.msgs = append(q.msgs, m)
+	if len(q.msgs) >= q.limit && !q.paused {
+		q.paused = true
+		q.group.Pause(map[string][]int32{q.topic: {q.partition}})
+	}
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *claimQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+// finish lifts a pause when the claim ends: sarama remembers paused
+// partitions and would start a later claim of this partition paused. The
+// forwarding goroutine may still push after that; done keeps it from
+// pausing again.
+func (q *claimQueue) finish() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.done = true
+	q.msgs = nil
+	if q.paused {
+		q.paused = false
+		q.group.Resume(map[string][]int32{q.topic: {q.partition}})
+	}
+}
+
+// next waits for the first record, then up to wait for more, and returns
+// at most maxBatch records. It returns nil when the claim is over (queue
+// closed and empty, or ctx done): records not yet handed out are then
+// left uncommitted for the partition's next owner.
+func (q *claimQueue) next(ctx context.Context, maxBatch int, wait time.Duration) []*sarama.ConsumerMessage {
+	var timer <-chan time.Time
+	for {
+		q.mu.Lock()
+		n, closed := len(q.msgs), q.closed
+		q.mu.Unlock()
+		if ctx.Err() != nil || (n == 0 && closed) {
+			return nil
+		}
+		if n >= maxBatch || (n > 0 && closed) {
+			break
+		}
+		if n > 0 && timer == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-q.ready:
+			continue
+		case <-timer:
+		}
+		break
+	}
+
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(len(q.msgs), maxBatch)
+	out := make([]*sarama.ConsumerMessage, n)
+	copy(out, q.msgs[:n])
+	// Drop the references so handed-out records can be collected.
+	clear(q.msgs[:n])
+	q.msgs = q.msgs[n:]
+	if q.paused && len(q.msgs) < q.limit/2 {
+		q.paused = false
+		q.group.Resume(map[string][]int32{q.topic: {q.partition}})
+	}
+	return out
+}

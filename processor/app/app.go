@@ -1,0 +1,208 @@
+// Package app wires the processor together: it loads the policy, creates
+// the Kafka producer and consumer group through injected constructors,
+// and runs the pipeline as the group's handler. The command in
+// cmd/processor and the all-in-one program in deploy/local both build the
+// processor through New, so they cannot drift apart.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/processor/pipeline"
+	"github.com/auditpipe/auditpipe/processor/policy"
+	"github.com/auditpipe/auditpipe/schemas"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultGroup is the default consumer group of the processor.
+const DefaultGroup = "auditpipe-processor"
+
+// Config configures the processor.
+type Config struct {
+	Brokers []string
+	// Group is the consumer group on the raw topic.
+	Group string
+	// ClientID identifies the processor's Kafka clients to the brokers.
+	ClientID string
+	Topics   schemas.Topics
+	// PolicyFile is an audit.k8s.io/v1 Policy, e.g. policies/tke-default.yaml.
+	PolicyFile string
+	// MaxEventBytes caps a processed event; see pipeline.Config.
+	MaxEventBytes int
+}
+
+// DefaultConfig returns a Config with defaults for everything but
+// Brokers and PolicyFile.
+func DefaultConfig() Config {
+	return Config{
+		Group:         DefaultGroup,
+		ClientID:      "auditpipe-processor",
+		Topics:        schemas.DefaultTopics(),
+		MaxEventBytes: pipeline.DefaultMaxEventBytes,
+	}
+}
+
+// Validate reports missing or unusable settings.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: none given"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("group: must not be empty"))
+	}
+	if c.PolicyFile == "" {
+		errs = append(errs, errors.New("policy: no policy file given"))
+	}
+	if err := c.pipelineConfig().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("processor config: %w", err)
+	}
+	return nil
+}
+
+// GroupConfig is the consumer group configuration for the raw topic.
+func (c Config) GroupConfig() kafka.GroupConfig {
+	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.Group, Topics: []string{c.Topics.Raw}, ClientID: c.ClientID}.WithDefaults()
+}
+
+// ProducerConfig is the configuration of the producer for the events and
+// DLQ topics. It leaves room above MaxEventBytes for the key, headers and
+// record overhead, because DLQ records carry the original (possibly
+// oversized) value.
+func (c Config) ProducerConfig() kafka.ProducerConfig {
+	pc := kafka.ProducerConfig{Brokers: c.Brokers, ClientID: c.ClientID}
+	if c.MaxEventBytes > 0 {
+		pc.MaxMessageBytes = c.MaxEventBytes + 64<<10
+	}
+	return pc.WithDefaults()
+}
+
+func (c Config) pipelineConfig() pipeline.Config {
+	return pipeline.Config{Topics: c.Topics, MaxEventBytes: c.MaxEventBytes}
+}
+
+// Deps are the processor's outside world. The constructors are injected
+// so that this package imports no Kafka client: the command passes the
+// sarama adapter, tests and deploy/local whatever suits them.
+type Deps struct {
+	// NewProducer creates the producer. Required.
+	NewProducer func(kafka.ProducerConfig) (kafka.Producer, error)
+	// NewGroup creates the consumer group member. When nil, the App only
+	// provides its Handler and Run fails.
+	NewGroup func(kafka.GroupConfig) (kafka.GroupConsumer, error)
+	// Registerer receives the metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger defaults to discarding logs.
+	Logger *slog.Logger
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// App is a configured processor.
+type App struct {
+	cfg       Config
+	log       *slog.Logger
+	producer  kafka.Producer
+	group     kafka.GroupConsumer
+	pipeline  *pipeline.Pipeline
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New loads the policy and creates the producer, the pipeline and (when
+// Deps.NewGroup is set) the group member. Nothing is started.
+func New(cfg Config, d Deps) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.NewProducer == nil {
+		return nil, errors.New("processor: no producer constructor")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	pol, err := policy.LoadFile(cfg.PolicyFile)
+	if err != nil {
+		return nil, err
+	}
+	metrics := pipeline.NewMetrics(d.Registerer)
+	a := &App{cfg: cfg, log: d.Logger}
+	a.producer, err = d.NewProducer(cfg.ProducerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("processor: create producer: %w", err)
+	}
+	a.pipeline, err = pipeline.New(cfg.pipelineConfig(), pol, a.producer, metrics, d.Logger, pipeline.WithClock(d.Now))
+	if err != nil {
+		return nil, errors.Join(err, a.Close())
+	}
+	if d.NewGroup != nil {
+		a.group, err = d.NewGroup(cfg.GroupConfig())
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("processor: create group %s: %w", cfg.Group, err), a.Close())
+		}
+	}
+	d.Logger.Info("processor configured", "policy", cfg.PolicyFile, "rules", pol.Rules(),
+		"group", cfg.Group, "raw", cfg.Topics.Raw, "events", cfg.Topics.Events, "dlq", cfg.Topics.DLQ)
+	return a, nil
+}
+
+// Handler returns the pipeline, the kafka.Handler for the raw topic.
+func (a *App) Handler() kafka.Handler { return a.pipeline }
+
+// Pipeline returns the pipeline, e.g. to replace its policy.
+func (a *App) Pipeline() *pipeline.Pipeline { return a.pipeline }
+
+// ReloadPolicy reads the policy file again and uses it for the next
+// batches. On error the current policy stays in force.
+func (a *App) ReloadPolicy() error {
+	pol, err := policy.LoadFile(a.cfg.PolicyFile)
+	if err != nil {
+		return err
+	}
+	if err := a.pipeline.SetPolicy(pol); err != nil {
+		return err
+	}
+	a.log.Info("policy reloaded", "policy", a.cfg.PolicyFile, "rules", pol.Rules())
+	return nil
+}
+
+// Run consumes the raw topic until ctx is canceled (then it returns nil)
+// or the pipeline fails.
+func (a *App) Run(ctx context.Context) error {
+	if a.group == nil {
+		return errors.New("processor: run: no consumer group (Deps.NewGroup was nil)")
+	}
+	if err := a.group.Run(ctx, a.pipeline); err != nil {
+		return fmt.Errorf("processor: consume %s: %w", a.cfg.Topics.Raw, err)
+	}
+	return nil
+}
+
+// Close leaves the group, then flushes and closes the producer. It is
+// safe to call twice.
+func (a *App) Close() error {
+	a.closeOnce.Do(func() {
+		var errs []error
+		if a.group != nil {
+			if err := a.group.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close group: %w", err))
+			}
+		}
+		if a.producer != nil {
+			if err := a.producer.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close producer: %w", err))
+			}
+		}
+		a.closeErr = errors.Join(errs...)
+	})
+	return a.closeErr
+}

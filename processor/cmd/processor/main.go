@@ -1,0 +1,111 @@
+// Command processor consumes raw Kubernetes audit events from Kafka,
+// applies an audit.k8s.io/v1 policy and writes processed events (and
+// poison records to the DLQ). All wiring is in package app; this file
+// only parses flags, picks the sarama adapter and serves metrics.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+	"github.com/auditpipe/auditpipe/processor/app"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "processor:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg := app.DefaultConfig()
+	fs := flag.NewFlagSet("processor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokers := fs.String("brokers", "localhost:9092", "comma-separated Kafka bootstrap `addresses`")
+	fs.StringVar(&cfg.Group, "group", cfg.Group, "consumer group `id` on the raw topic")
+	fs.StringVar(&cfg.PolicyFile, "policy", "", "audit.k8s.io/v1 Policy `file` to apply, e.g. policies/tke-default.yaml (required)")
+	fs.StringVar(&cfg.Topics.Raw, "topic-raw", cfg.Topics.Raw, "raw events `topic` to consume")
+	fs.StringVar(&cfg.Topics.Events, "topic-events", cfg.Topics.Events, "processed events `topic`")
+	fs.StringVar(&cfg.Topics.DLQ, "topic-dlq", cfg.Topics.DLQ, "dead-letter `topic`")
+	fs.IntVar(&cfg.MaxEventBytes, "max-event-bytes", cfg.MaxEventBytes, "largest processed event; larger ones lose their bodies, then go to the DLQ")
+	metricsAddr := fs.String("metrics-addr", ":9464", "`address` for /metrics; empty disables")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg.Brokers = splitList(*brokers)
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := app.New(cfg, app.Deps{
+		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
+		NewGroup:    func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		Registerer:  reg,
+		Logger:      logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.Close(); err != nil {
+			logger.Error("close", "err", err)
+		}
+	}()
+
+	if *metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("metrics server", "addr", *metricsAddr, "err", err)
+			}
+		}()
+		defer func() {
+			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(shutdownCtx) // best effort: we are exiting anyway
+		}()
+	}
+
+	logger.Info("processor starting", "brokers", cfg.Brokers, "metrics", *metricsAddr)
+	return a.Run(ctx)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

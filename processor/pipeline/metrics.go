@@ -1,0 +1,57 @@
+package pipeline
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Outcomes of a raw record, the values of the outcome label.
+const (
+	OutcomeAccepted      = "accepted"
+	OutcomeDroppedPolicy = "dropped_policy"
+	OutcomeDLQ           = "dlq"
+)
+
+// Metrics are the processor pipeline's Prometheus metrics. Counters are
+// only advanced once a batch's output was acknowledged, so that a batch
+// the group redelivers is not counted twice.
+type Metrics struct {
+	// Records counts raw records by outcome.
+	Records *prometheus.CounterVec
+	// Bytes counts record values read from the raw topic (in) and written
+	// to the events and DLQ topics (out).
+	Bytes *prometheus.CounterVec
+	// BatchDuration is how long handling one batch took, Produce included.
+	BatchDuration prometheus.Histogram
+}
+
+// NewMetrics creates the metrics and registers them with reg, like the
+// other stages' metrics (registering twice is a wiring bug and panics); a
+// nil reg registers nothing, which suits tests and tools that don't
+// export.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_processor_records_total",
+			Help: "Raw audit records handled by the processor, by outcome (accepted, dropped_policy, dlq).",
+		}, []string{"outcome"}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_processor_bytes_total",
+			Help: "Bytes of record values read from the raw topic (direction=in) and written to the events and DLQ topics (direction=out).",
+		}, []string{"direction"}),
+		BatchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_processor_batch_duration_seconds",
+			Help:    "Time to process one batch of raw records, including producing the output.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1ms .. ~8s
+		}),
+	}
+	// Create every series up front so that rates start from zero rather
+	// than appearing with the first event of an outcome.
+	for _, o := range []string{OutcomeAccepted, OutcomeDroppedPolicy, OutcomeDLQ} {
+		m.Records.WithLabelValues(o)
+	}
+	for _, d := range []string{"in", "out"} {
+		m.Bytes.WithLabelValues(d)
+	}
+	if reg != nil {
+		reg.MustRegister(m.Records, m.Bytes, m.BatchDuration)
+	}
+	return m
+}

@@ -1,0 +1,332 @@
+// Package pipeline is the processor's record handler: it turns batches of
+// raw apiserver events from the raw topic into processed events on the
+// events topic, applying the audit policy, and sends records it cannot
+// process to the DLQ topic with the reason, so that a poison record never
+// stops its partition.
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/processor/policy"
+	"github.com/auditpipe/auditpipe/schemas"
+)
+
+// DefaultMaxEventBytes is the default limit for a processed event, Kafka's
+// default message.max.bytes.
+const DefaultMaxEventBytes = 1 << 20
+
+// dlqStage is the value of schemas.HeaderDLQStage on records we send to
+// the DLQ.
+const dlqStage = "processor"
+
+// Annotations the apiserver's truncating backend
+// (k8s.io/apiserver/plugin/pkg/audit/truncate) sets when it drops bodies
+// of an event that is too large; we do the same for the same reason.
+const (
+	truncatedAnnotation = "audit.k8s.io/truncated"
+	truncatedValue      = "true"
+)
+
+// Policy decides what happens to an event; *policy.Policy implements it.
+// Apply lowers the event in place when it is kept.
+type Policy interface {
+	Apply(ev *schemas.Event) (policy.Decision, error)
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	// Topics names the output topics (events, DLQ).
+	Topics schemas.Topics
+	// MaxEventBytes caps an encoded processed event. A larger event loses
+	// its bodies; if it is still too large it goes to the DLQ. Default
+	// DefaultMaxEventBytes.
+	MaxEventBytes int
+}
+
+// WithDefaults fills zero fields with defaults.
+func (c Config) WithDefaults() Config {
+	if c.MaxEventBytes <= 0 {
+		c.MaxEventBytes = DefaultMaxEventBytes
+	}
+	return c
+}
+
+// Validate reports unusable settings.
+func (c Config) Validate() error {
+	if err := c.Topics.Validate(); err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	if c.MaxEventBytes < 0 {
+		return fmt.Errorf("pipeline: max event bytes %d is negative", c.MaxEventBytes)
+	}
+	return nil
+}
+
+// Pipeline is a kafka.Handler for the raw topic. It holds no state
+// between batches, so any number of group members can run it.
+type Pipeline struct {
+	cfg     Config
+	prod    kafka.Producer
+	policy  atomic.Pointer[policyHolder]
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+}
+
+// policyHolder lets an interface value live in an atomic.Pointer.
+type policyHolder struct{ Policy }
+
+var _ kafka.Handler = (*Pipeline)(nil)
+
+// Option changes a Pipeline's defaults.
+type Option func(*Pipeline)
+
+// WithClock sets the clock that stamps Pipeline.ProcessedAt (default
+// time.Now), so tests get deterministic output.
+func WithClock(now func() time.Time) Option {
+	return func(p *Pipeline) { p.now = now }
+}
+
+// New returns a Pipeline that applies pol and writes with prod. metrics
+// may be nil (unregistered metrics), logger too (logs are discarded).
+func New(cfg Config, pol Policy, prod kafka.Producer, metrics *Metrics, logger *slog.Logger, opts ...Option) (*Pipeline, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if prod == nil {
+		return nil, errors.New("pipeline: no producer")
+	}
+	if pol == nil {
+		return nil, errors.New("pipeline: no policy")
+	}
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Pipeline{cfg: cfg, prod: prod, metrics: metrics, log: logger, now: time.Now}
+	for _, o := range opts {
+		o(p)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	p.policy.Store(&policyHolder{pol})
+	return p, nil
+}
+
+// SetPolicy replaces the policy for the batches that start after it
+// returns; a batch in flight finishes with the policy it started with.
+func (p *Pipeline) SetPolicy(pol Policy) error {
+	if pol == nil {
+		return errors.New("pipeline: set policy: nil policy")
+	}
+	p.policy.Store(&policyHolder{pol})
+	return nil
+}
+
+// Handle processes a batch from the raw topic. It writes every output
+// record of the batch with one Produce call and returns nil once the
+// broker acknowledged them all; a failed Produce returns an error so that
+// the group redelivers the batch (downstream de-duplicates on cluster,
+// auditID and stage).
+func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
+	start := time.Now()
+	defer func() { p.metrics.BatchDuration.Observe(time.Since(start).Seconds()) }()
+
+	pol := p.policy.Load().Policy
+	out := make([]kafka.Record, 0, len(b.Records))
+	var counts [3]int // accepted, dropped, dlq
+	var bytesIn, bytesOut int
+	for _, rec := range b.Records {
+		bytesIn += len(rec.Value)
+		r, outcome := p.process(pol, b, rec)
+		switch outcome {
+		case OutcomeAccepted:
+			counts[0]++
+		case OutcomeDroppedPolicy:
+			counts[1]++
+			continue
+		case OutcomeDLQ:
+			counts[2]++
+		}
+		bytesOut += len(r.Value)
+		out = append(out, r)
+	}
+	if len(out) > 0 {
+		if err := p.prod.Produce(ctx, out...); err != nil {
+			return fmt.Errorf("produce %d records for %s/%d: %w", len(out), b.Topic, b.Partition, err)
+		}
+	}
+	p.metrics.Records.WithLabelValues(OutcomeAccepted).Add(float64(counts[0]))
+	p.metrics.Records.WithLabelValues(OutcomeDroppedPolicy).Add(float64(counts[1]))
+	p.metrics.Records.WithLabelValues(OutcomeDLQ).Add(float64(counts[2]))
+	p.metrics.Bytes.WithLabelValues("in").Add(float64(bytesIn))
+	p.metrics.Bytes.WithLabelValues("out").Add(float64(bytesOut))
+	return nil
+}
+
+// process turns one raw record into its output record, or none when the
+// policy drops it.
+func (p *Pipeline) process(pol Policy, b kafka.Batch, rec kafka.Record) (kafka.Record, string) {
+	origin := schemas.Origin{Topic: b.Topic, Partition: b.Partition, Offset: rec.Offset}
+	cluster := string(rec.HeaderValue(schemas.HeaderCluster))
+	if cluster == "" {
+		return p.dlq(rec, origin, "missing header "+schemas.HeaderCluster), OutcomeDLQ
+	}
+	receivedAt := rec.Time
+	if v := rec.HeaderValue(schemas.HeaderReceivedAt); v != nil {
+		t, err := time.Parse(time.RFC3339Nano, string(v))
+		if err != nil {
+			return p.dlq(rec, origin, fmt.Sprintf("bad header %s: %v", schemas.HeaderReceivedAt, err)), OutcomeDLQ
+		}
+		receivedAt = t
+	}
+	ev, reason := decode(rec.Value)
+	if reason != "" {
+		return p.dlq(rec, origin, reason), OutcomeDLQ
+	}
+	originalLevel := ev.Level
+	d, err := pol.Apply(&ev)
+	if err != nil {
+		return p.dlq(rec, origin, "policy: "+err.Error()), OutcomeDLQ
+	}
+	if d.Drop {
+		p.log.Debug("event dropped by policy", "cluster", cluster, "auditID", ev.AuditID, "stage", ev.Stage,
+			"reason", string(d.Reason), "rule", d.Rule, "origin", originString(origin))
+		return kafka.Record{}, OutcomeDroppedPolicy
+	}
+	ev.Kind, ev.APIVersion = "Event", "audit.k8s.io/v1"
+	pe := schemas.ProcessedEvent{Event: ev, Pipeline: schemas.Pipeline{
+		SchemaVersion: schemas.SchemaVersion,
+		Cluster:       cluster,
+		Source:        string(rec.HeaderValue(schemas.HeaderSource)),
+		ReceivedAt:    receivedAt.UTC(),
+		ProcessedAt:   p.now().UTC(),
+		OriginalLevel: originalLevel,
+		Origin:        origin,
+	}}
+	value, err := marshal(pe)
+	if err != nil {
+		return p.dlq(rec, origin, "encode processed event: "+err.Error()), OutcomeDLQ
+	}
+	if len(value) > p.cfg.MaxEventBytes {
+		value, reason = p.truncate(pe, len(value))
+		if reason != "" {
+			return p.dlq(rec, origin, reason), OutcomeDLQ
+		}
+	}
+	return kafka.Record{
+		Topic: p.cfg.Topics.Events,
+		Key:   []byte(cluster),
+		Value: value,
+		Headers: []kafka.Header{
+			{Key: schemas.HeaderCluster, Value: []byte(cluster)},
+			{Key: schemas.HeaderSource, Value: []byte(pe.Pipeline.Source)},
+			{Key: schemas.HeaderReceivedAt, Value: []byte(pe.Pipeline.ReceivedAt.Format(time.RFC3339Nano))},
+			{Key: schemas.HeaderSchemaVersion, Value: []byte(strconv.Itoa(schemas.SchemaVersion))},
+		},
+	}, OutcomeAccepted
+}
+
+// truncate drops the bodies of an event that is too large, lowering it to
+// Metadata as the apiserver's truncating backend does; bodies are nearly
+// all of a large event. It returns a DLQ reason when even that is too
+// large.
+func (p *Pipeline) truncate(pe schemas.ProcessedEvent, size int) ([]byte, string) {
+	pe.RequestObject, pe.ResponseObject = nil, nil
+	pe.Level = policy.LevelMetadata
+	ann := make(map[string]string, len(pe.Annotations)+1)
+	for k, v := range pe.Annotations {
+		ann[k] = v
+	}
+	ann[truncatedAnnotation] = truncatedValue
+	pe.Annotations = ann
+	value, err := marshal(pe)
+	if err != nil {
+		return nil, "encode processed event: " + err.Error()
+	}
+	if len(value) > p.cfg.MaxEventBytes {
+		return nil, fmt.Sprintf("too large: %d bytes after dropping bodies, limit %d", len(value), p.cfg.MaxEventBytes)
+	}
+	p.log.Info("event over size limit, bodies dropped", "cluster", pe.Pipeline.Cluster, "auditID", pe.AuditID,
+		"bytes", size, "limit", p.cfg.MaxEventBytes, "origin", originString(pe.Pipeline.Origin))
+	return value, ""
+}
+
+// dlq returns the DLQ record for rec: the original bytes and headers, and
+// why and where it failed.
+func (p *Pipeline) dlq(rec kafka.Record, origin schemas.Origin, reason string) kafka.Record {
+	o := originString(origin)
+	p.log.Warn("record sent to DLQ", "reason", reason, "origin", o,
+		"cluster", string(rec.HeaderValue(schemas.HeaderCluster)))
+	headers := make([]kafka.Header, 0, len(rec.Headers)+3)
+	for _, h := range rec.Headers {
+		switch h.Key {
+		case schemas.HeaderDLQReason, schemas.HeaderDLQStage, schemas.HeaderDLQOrigin:
+			continue // a record replayed from the DLQ gets fresh ones
+		}
+		headers = append(headers, h)
+	}
+	headers = append(headers,
+		kafka.Header{Key: schemas.HeaderDLQReason, Value: []byte(reason)},
+		kafka.Header{Key: schemas.HeaderDLQStage, Value: []byte(dlqStage)},
+		kafka.Header{Key: schemas.HeaderDLQOrigin, Value: []byte(o)},
+	)
+	return kafka.Record{Topic: p.cfg.Topics.DLQ, Key: rec.Key, Value: rec.Value, Headers: headers}
+}
+
+func originString(o schemas.Origin) string {
+	return o.Topic + "/" + strconv.FormatInt(int64(o.Partition), 10) + "/" + strconv.FormatInt(o.Offset, 10)
+}
+
+// decode parses an apiserver event, or says why the value is not one.
+func decode(value []byte) (schemas.Event, string) {
+	var ev schemas.Event
+	if err := json.Unmarshal(value, &ev); err != nil {
+		if serr, ok := errors.AsType[*json.SyntaxError](err); ok {
+			return ev, fmt.Sprintf("not JSON: %v at offset %d", serr, serr.Offset)
+		}
+		return ev, "not an audit event: " + strings.TrimPrefix(err.Error(), "json: ")
+	}
+	var missing []string
+	for _, f := range []struct{ name, value string }{{"auditID", ev.AuditID}, {"stage", ev.Stage}, {"verb", ev.Verb}} {
+		if f.value == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	switch {
+	case ev.Kind != "" && ev.Kind != "Event":
+		// Items of a webhook EventList may lack kind and apiVersion.
+		return ev, fmt.Sprintf("not an audit event: kind %q", ev.Kind)
+	case ev.APIVersion != "" && ev.APIVersion != "audit.k8s.io/v1" && ev.APIVersion != "audit.k8s.io/v1beta1":
+		return ev, fmt.Sprintf("not an audit event: apiVersion %q", ev.APIVersion)
+	case len(missing) > 0:
+		return ev, "not an audit event: missing " + strings.Join(missing, ", ")
+	}
+	return ev, ""
+}
+
+// marshal encodes without HTML escaping so that bodies keep their bytes.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

@@ -1,0 +1,45 @@
+package group
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+)
+
+// LocalSink writes to the embedded local store.
+type LocalSink struct {
+	store  *local.Store
+	logger *slog.Logger
+}
+
+// NewLocalSink returns a Sink for store.
+func NewLocalSink(store *local.Store, logger *slog.Logger) *LocalSink {
+	return &LocalSink{store: store, logger: logger}
+}
+
+// Name implements Sink.
+func (s *LocalSink) Name() string { return "local" }
+
+// Write implements Sink. The store is idempotent on (cluster, auditID,
+// stage), so a redelivered batch only counts duplicates.
+func (s *LocalSink) Write(ctx context.Context, records []kafka.Record) error {
+	values := make([][]byte, len(records))
+	for i, r := range records {
+		values[i] = r.Value
+	}
+	res, err := s.store.Write(ctx, values)
+	if err != nil {
+		return err
+	}
+	if res.Invalid > 0 {
+		// The processor only writes valid events; an invalid one here was
+		// written by something else. It cannot be stored, so say so loudly
+		// rather than stall the partition on it forever.
+		s.logger.Error("records on the events topic are not processed events; skipped",
+			"invalid", res.Invalid, "topic", records[0].Topic, "partition", records[0].Partition,
+			"first_offset", records[0].Offset)
+	}
+	return nil
+}

@@ -1,0 +1,19 @@
+// Package local is auditpipe's embedded event store: one SQLite file (through
+// the pure-Go modernc.org/sqlite driver, so the binary stays cgo-free) that
+// holds every processed event once, keyed by its natural identity (cluster,
+// auditID, stage), with indexed columns for the common audit fields, the full
+// ProcessedEvent JSON for json_extract over any dotted path, and an FTS5 index
+// for full-text search. It is written by the consumer group (Write) and read
+// by the search API (Query); the CLS query language will later compile to SQL
+// over the same column names.
+//
+// Concurrency model: one writer connection (SQLite allows one writer per file
+// anyway, and a single connection turns lock contention into a Go-side queue)
+// and a pool of read-only connections. WAL mode lets readers run while the
+// writer commits. Concurrent Write calls are safe and are serialised.
+//
+// Durability: an acknowledged Kafka offset is committed only after Write
+// returns, so Write must not return before its transaction is on disk. The
+// store therefore runs with synchronous=FULL (an fsync of the WAL at every
+// commit); see docs/decisions/0002-local-store-sqlite.md.
+package local

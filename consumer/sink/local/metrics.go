@@ -1,0 +1,77 @@
+package local
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the store's Prometheus metrics. Outcomes are a label with a
+// fixed set of values, so cardinality is bounded.
+type metrics struct {
+	reg           prometheus.Registerer
+	events        *prometheus.CounterVec
+	writeErrors   prometheus.Counter
+	writeDuration prometheus.Histogram
+	queryDuration prometheus.Histogram
+}
+
+// Values of the outcome label of auditpipe_localstore_events_total.
+const (
+	outcomeInserted  = "inserted"
+	outcomeDuplicate = "duplicate"
+	outcomeInvalid   = "invalid"
+)
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_events_total",
+			Help: "Events handed to the local store, by outcome (inserted, duplicate, invalid).",
+		}, []string{"outcome"}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_write_errors_total",
+			Help: "Write calls that failed with a database error and committed nothing.",
+		}),
+		writeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_write_duration_seconds",
+			Help:    "Duration of a Write call (one transaction, fsync included).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		queryDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_query_duration_seconds",
+			Help:    "Duration of a Query call (page and total).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+	}
+	// Pre-create the label values so that dashboards see zeros, not gaps.
+	for _, o := range []string{outcomeInserted, outcomeDuplicate, outcomeInvalid} {
+		m.events.WithLabelValues(o)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			m.unregister()
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.events, m.writeErrors, m.writeDuration, m.queryDuration}
+}
+
+// unregister lets a store be reopened on the same registry (tests, restarts
+// of the sink inside one process).
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.collectors() {
+		m.reg.Unregister(c)
+	}
+}

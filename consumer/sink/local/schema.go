@@ -1,0 +1,114 @@
+package local
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+)
+
+// migrations returns the schema migrations, applied in order; the schema
+// version stored in PRAGMA user_version is the number of migrations applied.
+// Never edit a released migration: append a new one.
+//
+// Design notes for migration 1:
+//   - events.id is an INTEGER PRIMARY KEY (a rowid alias) and the natural key
+//     (cluster, audit_id, stage) is a UNIQUE constraint. A table whose
+//     PRIMARY KEY is not an INTEGER PRIMARY KEY still has a rowid, but VACUUM
+//     may renumber it, and the FTS index refers to events by rowid. The
+//     UNIQUE constraint gives exactly the idempotency of a composite primary
+//     key (ON CONFLICT DO NOTHING fires on it) and its index serves lookups
+//     by cluster.
+//   - Column names are the snake_case of the audit fields so the coming
+//     `| SQL` stage can map CLS field names (objectRef.resource) onto them;
+//     anything without a column is reachable with json_extract(event, '$.x').
+//   - Times are integer unix milliseconds (like CLS's __TIMESTAMP__), NULL
+//     when the event had none.
+//   - events_time is the full result order, so an unfiltered "newest
+//     first" page is an index walk with no sort. The other secondary indexes
+//     end in stage_ts, so a filter plus "newest first" only sorts ties.
+//     Only the fields the search API filters on are indexed: each index
+//     costs write throughput. Add more in a new migration when the query
+//     language needs them.
+//   - events_fts is a contentless FTS5 table (content is the empty string):
+//     it stores only the inverted index, not a second copy of the text. The text is a rendition
+//     of the stored JSON, which can be recomputed at any time, and results
+//     are returned from events.event, so snippet()/highlight() (the only
+//     things external content would add) are not needed. contentless_delete
+//     keeps retention (DELETE by age) possible.
+func migrations() []string {
+	return []string{
+		`CREATE TABLE events (
+		id               INTEGER PRIMARY KEY,
+		cluster          TEXT    NOT NULL,
+		audit_id         TEXT    NOT NULL,
+		stage            TEXT    NOT NULL,
+		level            TEXT    NOT NULL,
+		verb             TEXT    NOT NULL,
+		username         TEXT    NOT NULL,
+		user_groups      TEXT    NOT NULL, -- groups joined by a newline
+		resource         TEXT    NOT NULL,
+		subresource      TEXT    NOT NULL,
+		namespace        TEXT    NOT NULL,
+		name             TEXT    NOT NULL,
+		api_group        TEXT    NOT NULL,
+		code             INTEGER,          -- responseStatus.code, NULL if absent
+		source_ip        TEXT    NOT NULL, -- sourceIPs[0]
+		user_agent       TEXT    NOT NULL,
+		request_received INTEGER,          -- requestReceivedTimestamp, unix ms
+		stage_ts         INTEGER,          -- stageTimestamp, unix ms: the time axis
+		received_at      INTEGER,          -- auditpipe.receivedAt, unix ms
+		event            TEXT    NOT NULL, -- the ProcessedEvent JSON, compacted
+		UNIQUE (cluster, audit_id, stage)
+	);
+	CREATE INDEX events_time ON events (stage_ts DESC, cluster, audit_id, stage);
+	CREATE INDEX events_cluster_ts ON events (cluster, stage_ts);
+	CREATE INDEX events_verb_ts ON events (verb, stage_ts);
+	CREATE INDEX events_username_ts ON events (username, stage_ts);
+	CREATE INDEX events_resource_ts ON events (resource, stage_ts);
+	CREATE INDEX events_namespace_ts ON events (namespace, stage_ts);
+	CREATE INDEX events_audit_id ON events (audit_id);
+	CREATE VIRTUAL TABLE events_fts USING fts5(
+		text,
+		content = '',
+		contentless_delete = 1,
+		tokenize = 'unicode61 remove_diacritics 2'
+	);`,
+	}
+}
+
+// migrate brings the schema to the newest version in one IMMEDIATE
+// transaction (the writer's DSN sets _txlock=immediate), so two processes
+// opening a fresh file cannot both create it.
+func migrate(ctx context.Context, db *sql.DB) (version int, err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin migration: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return 0, fmt.Errorf("read schema version: %w", err)
+	}
+	all := migrations()
+	if version > len(all) {
+		return version, fmt.Errorf("schema version %d is newer than this binary supports (%d): refusing to touch it", version, len(all))
+	}
+	for i := version; i < len(all); i++ {
+		if _, err := tx.ExecContext(ctx, all[i]); err != nil {
+			return version, fmt.Errorf("apply migration %d: %w", i+1, err)
+		}
+	}
+	if version < len(all) {
+		// PRAGMA takes no bound parameters; the value is our own integer.
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(all))); err != nil {
+			return version, fmt.Errorf("set schema version: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return version, fmt.Errorf("commit migration: %w", err)
+	}
+	return len(all), nil
+}

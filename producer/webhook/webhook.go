@@ -142,7 +142,7 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if list.APIVersion != "" && list.APIVersion != "audit.k8s.io/v1" && list.APIVersion != "audit.k8s.io/v1beta1" {
-		rc.fail(w, cluster, http.StatusBadRequest, "not_eventlist", fmt.Sprintf("apiVersion %q is not supported: want audit.k8s.io/v1 or audit.k8s.io/v1beta1", list.APIVersion))
+		rc.fail(w, cluster, http.StatusBadRequest, "not_eventlist", fmt.Sprintf("EventList apiVersion %q is not supported: want audit.k8s.io/v1 or audit.k8s.io/v1beta1", list.APIVersion))
 		return
 	}
 	if list.Items == nil {

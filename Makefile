@@ -1,0 +1,49 @@
+# auditpipe: one entry point per job. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+MODULES := schemas internal producer processor consumer deploy/local
+DATA_DIR ?= $(CURDIR)/data
+ARGS ?=
+BIN := $(CURDIR)/bin
+STATICCHECK_VERSION := v0.8.2
+
+.PHONY: help build run demo test test-short test-kafka lint bench clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+build: ## Build the all-in-one program into bin/auditpipe.
+	$(GO) build -o $(BIN)/auditpipe ./deploy/local/cmd/auditpipe
+
+run: build ## Run the whole pipeline on an embedded broker and store (ARGS='--help' for flags).
+	$(BIN)/auditpipe run --data-dir $(DATA_DIR) $(ARGS)
+
+demo: build ## Run the pipeline and load the public sample events into it.
+	$(BIN)/auditpipe run --data-dir $(DATA_DIR) --demo $(CURDIR)/testdata/public-audit $(ARGS)
+
+test: ## Unit and end-to-end tests of every module on the in-process broker, with -race.
+	@set -e; for m in $(MODULES); do \
+		echo "== $$m"; \
+		(cd $$m && $(GO) test -race -count=1 -timeout 15m ./...); \
+	done
+
+test-short: ## The tests without -race, for a quick loop.
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
+
+test-kafka: ## The end-to-end suite against Apache Kafka started from Maven Central jars.
+	./deploy/kafka/test-kafka.sh
+
+lint: ## gofmt, go vet, and staticcheck when it installs from the module proxy.
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+	@if $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) 2>/dev/null; then \
+		set -e; for m in $(MODULES); do (cd $$m && $$($(GO) env GOPATH)/bin/staticcheck ./...); done; \
+	else echo "staticcheck $(STATICCHECK_VERSION) did not install from the module proxy; skipped"; fi
+
+bench: ## Benchmarks of every module (throughput and allocations).
+	@set -e; for m in $(MODULES); do \
+		(cd $$m && $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...); \
+	done
+
+clean: ## Remove build output (not the data directory).
+	rm -rf $(BIN)

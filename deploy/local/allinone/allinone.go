@@ -1,0 +1,288 @@
+package allinone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/auditpipe/auditpipe/consumer/group"
+	"github.com/auditpipe/auditpipe/consumer/search"
+	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
+	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
+	"github.com/auditpipe/auditpipe/processor/pipeline"
+	"github.com/auditpipe/auditpipe/processor/policies"
+	"github.com/auditpipe/auditpipe/processor/policy"
+	"github.com/auditpipe/auditpipe/producer/webhook"
+)
+
+// Consumer group ids of the stages.
+const (
+	ProcessorGroup = "auditpipe-processor"
+	ConsumerGroup  = "auditpipe-consumer"
+)
+
+// Pipeline is a running all-in-one pipeline.
+type Pipeline struct {
+	cfg    Config
+	logger *slog.Logger
+
+	broker     *embedded.Broker
+	admin      kafka.Admin
+	brokers    []string
+	store      *local.Store
+	producers  []kafka.Producer
+	groups     []kafka.GroupConsumer
+	servers    []*http.Server
+	webhookURL string
+	apiURL     string
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	shutdown sync.Once
+}
+
+// Start starts every part and returns when the pipeline accepts events.
+// On error, whatever was started is stopped again.
+func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	pol, err := loadPolicy(cfg.Policy)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pipeline{cfg: cfg, logger: logger}
+	defer func() {
+		if err != nil {
+			_ = p.Shutdown(context.Background())
+		}
+	}()
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+
+	reg := telemetry.NewRegistry()
+	health := telemetry.NewHealth()
+
+	if err := p.startKafka(ctx); err != nil {
+		return nil, err
+	}
+	admin, err := saramakafka.NewAdmin(p.brokers, "auditpipe-allinone")
+	if err != nil {
+		return nil, fmt.Errorf("kafka admin for %v: %w", p.brokers, err)
+	}
+	p.admin = admin
+	if err := admin.EnsureTopics(ctx, p.topicSpecs()...); err != nil {
+		return nil, fmt.Errorf("create topics: %w", err)
+	}
+	health.Add("kafka", func(ctx context.Context) error {
+		_, err := admin.CommittedOffsets(ctx, ConsumerGroup, cfg.Topics.Events)
+		return err
+	})
+
+	storePath := filepath.Join(cfg.DataDir, "store", "events.db")
+	p.store, err = local.Open(storePath, local.Options{Logger: logger.With("component", "store"), Registerer: reg})
+	if err != nil {
+		return nil, fmt.Errorf("open local store %s: %w", storePath, err)
+	}
+
+	// producer: webhook → raw topic. kafka-go's writer is simple and fast
+	// for synchronous batches.
+	webhookProducer, err := kafkago.NewProducer(kafka.ProducerConfig{Brokers: p.brokers, ClientID: "auditpipe-producer"})
+	if err != nil {
+		return nil, fmt.Errorf("webhook kafka producer: %w", err)
+	}
+	p.producers = append(p.producers, webhookProducer)
+	wcfg := webhook.DefaultConfig()
+	wcfg.Topics = cfg.Topics
+	wcfg.MaxBodyBytes = cfg.Webhook.MaxBodyBytes
+	receiver, err := webhook.New(wcfg, webhookProducer, webhook.NewMetrics(reg), logger.With("component", "webhook"))
+	if err != nil {
+		return nil, err
+	}
+	webhookMux := http.NewServeMux()
+	receiver.Routes(webhookMux)
+	webhookAddr, err := p.serve(cfg.Webhook.Listen, webhookMux)
+	if err != nil {
+		return nil, fmt.Errorf("webhook listener: %w", err)
+	}
+	p.webhookURL = "http://" + webhookAddr
+
+	// processor: raw → events (+ dlq), on sarama.
+	procProducer, err := saramakafka.NewProducer(kafka.ProducerConfig{Brokers: p.brokers, ClientID: "auditpipe-processor"})
+	if err != nil {
+		return nil, fmt.Errorf("processor kafka producer: %w", err)
+	}
+	p.producers = append(p.producers, procProducer)
+	proc, err := pipeline.New(pipeline.Config{Topics: cfg.Topics}, pol, procProducer, pipeline.NewMetrics(reg), logger.With("component", "processor"))
+	if err != nil {
+		return nil, err
+	}
+	if err := p.startGroup(runCtx, ProcessorGroup, cfg.Topics.Raw, proc, logger.With("component", "processor")); err != nil {
+		return nil, err
+	}
+
+	// consumer: events → local store, on sarama.
+	handler := group.NewHandler([]group.Sink{group.NewLocalSink(p.store, logger.With("component", "consumer"))}, group.NewMetrics(reg), logger.With("component", "consumer"))
+	if err := p.startGroup(runCtx, ConsumerGroup, cfg.Topics.Events, handler, logger.With("component", "consumer")); err != nil {
+		return nil, err
+	}
+
+	// API, metrics, health.
+	apiMux := telemetry.Mux(reg, health)
+	apiMux.Handle("/api/", search.NewHandler(p.store, logger.With("component", "api")))
+	apiAddr, err := p.serve(cfg.API.Listen, apiMux)
+	if err != nil {
+		return nil, fmt.Errorf("api listener: %w", err)
+	}
+	p.apiURL = "http://" + apiAddr
+	logger.Info("auditpipe is ready",
+		"webhook", p.webhookURL+webhook.PathPrefix+"{cluster}",
+		"api", p.apiURL, "kafka", p.brokers, "data_dir", cfg.DataDir, "policy", pol.Name())
+	return p, nil
+}
+
+func loadPolicy(path string) (*policy.Policy, error) {
+	if path == "" {
+		return policy.Load(policies.TKEDefaultName, policies.TKEDefault)
+	}
+	return policy.LoadFile(path)
+}
+
+func (p *Pipeline) startKafka(ctx context.Context) error {
+	if len(p.cfg.Kafka.Brokers) > 0 {
+		p.brokers = p.cfg.Kafka.Brokers
+		return nil
+	}
+	_, portStr, _ := net.SplitHostPort(p.cfg.Kafka.Listen)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("kafka.listen %q: port: %w", p.cfg.Kafka.Listen, err)
+	}
+	bcfg := embedded.Config{
+		DataDir:           filepath.Join(p.cfg.DataDir, "kafka"),
+		DefaultPartitions: p.cfg.Kafka.Partitions,
+		// The broker is the only copy of acknowledged events until the
+		// store has them: fsync before acknowledging.
+		SyncWrites: true,
+	}
+	if port != 0 {
+		bcfg.Ports = []int{port}
+	}
+	p.broker, err = embedded.Start(bcfg)
+	if err != nil {
+		return err
+	}
+	p.brokers = p.broker.Addrs()
+	return nil
+}
+
+func (p *Pipeline) topicSpecs() []kafka.TopicSpec {
+	var specs []kafka.TopicSpec
+	for _, name := range []string{p.cfg.Topics.Raw, p.cfg.Topics.Events, p.cfg.Topics.DLQ} {
+		specs = append(specs, kafka.TopicSpec{Name: name, Partitions: p.cfg.Kafka.Partitions, ReplicationFactor: p.cfg.Kafka.ReplicationFactor})
+	}
+	return specs
+}
+
+func (p *Pipeline) startGroup(ctx context.Context, id, topic string, h kafka.Handler, logger *slog.Logger) error {
+	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: p.brokers, Group: id, Topics: []string{topic}, ClientID: id})
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", id, err)
+	}
+	p.groups = append(p.groups, g)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		kafka.Supervise(ctx, g, h, 10*time.Second, logger)
+	}()
+	return nil
+}
+
+// serve listens on addr (port 0 picks a free one) and serves h in the
+// background; it returns the bound address.
+func (p *Pipeline) serve(addr string, h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn)}
+	p.servers = append(p.servers, srv)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.logger.Error("http server stopped", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+// WebhookURL is the receiver's base URL; events for cluster c go to
+// WebhookURL()+"/v1/audit/"+c.
+func (p *Pipeline) WebhookURL() string { return p.webhookURL }
+
+// APIURL is the base URL of the query API, /metrics and health endpoints.
+func (p *Pipeline) APIURL() string { return p.apiURL }
+
+// Brokers are the Kafka bootstrap addresses in use.
+func (p *Pipeline) Brokers() []string { return p.brokers }
+
+// Kubeconfig returns the webhook kubeconfig for cluster.
+func (p *Pipeline) Kubeconfig(cluster string) ([]byte, error) {
+	return webhook.Kubeconfig(p.webhookURL, cluster)
+}
+
+// Shutdown stops accepting events, lets the stages finish their batches,
+// and closes the store and broker. Safe to call twice.
+func (p *Pipeline) Shutdown(ctx context.Context) error {
+	var errs []error
+	p.shutdown.Do(func() {
+		// Webhook first: nothing new is accepted while the rest drains.
+		for _, s := range p.servers {
+			if err := s.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop http server: %w", err))
+			}
+		}
+		if p.cancel != nil {
+			p.cancel()
+		}
+		done := make(chan struct{})
+		go func() { p.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("stages did not stop in time: %w", ctx.Err()))
+		}
+		for _, g := range p.groups {
+			if err := g.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("leave consumer group: %w", err))
+			}
+		}
+		for _, pr := range p.producers {
+			if err := pr.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close producer: %w", err))
+			}
+		}
+		if p.admin != nil {
+			_ = p.admin.Close()
+		}
+		if p.store != nil {
+			if err := p.store.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close store: %w", err))
+			}
+		}
+		p.broker.Close()
+	})
+	return errors.Join(errs...)
+}

@@ -1,0 +1,197 @@
+// Command auditpipe is the all-in-one auditpipe: the whole pipeline on an
+// embedded Kafka broker and local store (`auditpipe run`, behind
+// `make run`), plus the query and setup commands that go with it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/auditpipe/auditpipe/consumer/search"
+	"github.com/auditpipe/auditpipe/deploy/local/allinone"
+	"github.com/auditpipe/auditpipe/internal/config"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
+	"github.com/auditpipe/auditpipe/producer/webhook"
+)
+
+const usage = `auditpipe: Kubernetes audit events from a fleet of clusters, through Kafka,
+into a searchable store.
+
+Usage:
+  auditpipe run [flags]         run the whole pipeline in one process (make run)
+  auditpipe events [flags]      query stored events through the API
+  auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
+  auditpipe help                this text
+
+Run "auditpipe <command> --help" for the flags of a command.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "auditpipe:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "run":
+		return runPipeline(ctx, args[1:], stdout, stderr)
+	case "events":
+		return search.RunEventsCommand(ctx, args[1:], stdout, stderr)
+	case "kubeconfig":
+		return printKubeconfig(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg := allinone.DefaultConfig()
+	fs := flag.NewFlagSet("auditpipe run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `Usage: auditpipe run [flags]
+
+Runs the whole pipeline in one process: an embedded Kafka broker, the webhook
+receiver (producer), the processor with an audit policy, the consumer with the
+local store, and the query API with /metrics, /healthz and /readyz. Data lives
+under --data-dir and survives restarts. Ctrl-C stops it cleanly.
+
+Point a kube-apiserver at it with the kubeconfig printed at start:
+  kube-apiserver --audit-webhook-config-file=auditpipe.kubeconfig --audit-policy-file=...
+
+Flags (a --config file is read first; flags given on the command line win):
+`)
+		fs.PrintDefaults()
+	}
+	configPath := fs.String("config", "", "YAML config `file` (keys: dataDir, policy, cluster, kafka, webhook, api, topics, log); unknown keys are errors")
+	dataDir := fs.String("data-dir", cfg.DataDir, "`directory` for the embedded broker's log and the local store")
+	policyPath := fs.String("policy", "", "audit.k8s.io/v1 Policy `file` the processor applies (default: the TKE default policy)")
+	cluster := fs.String("cluster", cfg.Cluster, "cluster `id` of the webhook kubeconfig printed at start")
+	kafkaListen := fs.String("kafka-listen", cfg.Kafka.Listen, "`address` of the embedded Kafka broker")
+	brokers := fs.String("brokers", "", "comma-separated bootstrap `addresses` of an external Kafka cluster (no embedded broker then)")
+	webhookListen := fs.String("webhook-listen", cfg.Webhook.Listen, "`address` of the webhook receiver")
+	apiListen := fs.String("api-listen", cfg.API.Listen, "`address` of the query API, /metrics, /healthz and /readyz")
+	logLevel := fs.String("log-level", cfg.Log.Level, "log `level`: debug, info, warn, error")
+	logFormat := fs.String("log-format", cfg.Log.Format, "log `format`: text or json")
+	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *configPath != "" {
+		if err := config.LoadFile(*configPath, &cfg); err != nil {
+			return err
+		}
+	}
+	// Flags given explicitly override the file.
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "data-dir":
+			cfg.DataDir = *dataDir
+		case "policy":
+			cfg.Policy = *policyPath
+		case "cluster":
+			cfg.Cluster = *cluster
+		case "kafka-listen":
+			cfg.Kafka.Listen = *kafkaListen
+		case "brokers":
+			cfg.Kafka.Brokers = strings.Split(*brokers, ",")
+		case "webhook-listen":
+			cfg.Webhook.Listen = *webhookListen
+		case "api-listen":
+			cfg.API.Listen = *apiListen
+		case "log-level":
+			cfg.Log.Level = *logLevel
+		case "log-format":
+			cfg.Log.Format = *logFormat
+		}
+	})
+	logger, err := telemetry.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+
+	started := time.Now()
+	p, err := allinone.Start(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	kc, err := p.Kubeconfig(cfg.Cluster)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "auditpipe is ready in %s.\n\n", time.Since(started).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "  webhook:  %s/v1/audit/{cluster}\n  api:      %s/api/v1/events   (metrics %s/metrics)\n  kafka:    %s\n\n",
+		p.WebhookURL(), p.APIURL(), p.APIURL(), strings.Join(p.Brokers(), ","))
+	fmt.Fprintf(stdout, "Save this as auditpipe.kubeconfig and start kube-apiserver with\n--audit-webhook-config-file=auditpipe.kubeconfig (and an --audit-policy-file):\n\n%s\n", kc)
+	fmt.Fprintf(stdout, "Query:  auditpipe events --server %s --verb delete\n\n", p.APIURL())
+
+	if *demo != "" {
+		res, err := allinone.PostDemo(ctx, p.WebhookURL(), "demo", *demo)
+		if err != nil {
+			logger.Error("demo events not loaded", "dir", *demo, "err", err)
+		} else {
+			fmt.Fprintf(stdout, "Demo: posted %d events from %d files as cluster \"demo\" (%d values skipped). Try:\n  auditpipe events --server %s --cluster demo --verb delete\n\n",
+				res.Events, res.Files, res.Skipped, p.APIURL())
+		}
+	}
+
+	<-ctx.Done()
+	logger.Info("stopping")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped cleanly")
+	return nil
+}
+
+func printKubeconfig(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("auditpipe kubeconfig", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: auditpipe kubeconfig --cluster ID [--server URL]\n\nPrints the file kube-apiserver reads with --audit-webhook-config-file.\n\n")
+		fs.PrintDefaults()
+	}
+	cluster := fs.String("cluster", "", "cluster `id` the apiserver's events belong to (required)")
+	server := fs.String("server", "http://127.0.0.1:8090", "base `URL` of the webhook receiver")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cluster == "" {
+		fs.Usage()
+		return errors.New("--cluster is required")
+	}
+	kc, err := webhook.Kubeconfig(*server, *cluster)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(kc)
+	return err
+}

@@ -15,6 +15,12 @@ type sample struct {
 	Count int    `json:"count"`
 }
 
+type nested struct {
+	Inner  sample            `json:"inner"`
+	List   []sample          `json:"list"`
+	ByName map[string]sample `json:"byName"`
+}
+
 func (s sample) Validate() error {
 	if s.Count < 0 {
 		return errors.New("count: must not be negative")
@@ -30,6 +36,12 @@ func TestLoadKeepsDefaultsAndRejectsUnknownKeys(t *testing.T) {
 	err := Load([]byte("name: x\ncuont: 5\n"), &s)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), `"cuont"`)
+
+	var n nested
+	err = Load([]byte("inner:\n  name: a\n  nmae: b\nlist:\n- count: 1\n  x: 2\n"), &n)
+	require.ErrorContains(t, err, `unknown field "inner.nmae", "list[0].x"`)
+	require.NoError(t, Load([]byte("inner:\n  name: a\nlist:\n- count: 1\nbyName:\n  a: {count: 2}\n"), &n))
+	require.Equal(t, 2, n.ByName["a"].Count)
 }
 
 func TestLoadFileNamesFileAndRunsValidate(t *testing.T) {

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestRunRefusesUnknownConfigKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auditpipe.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("dataDir: /tmp/x\nwebhook:\n  listen: 127.0.0.1:0\n  maxBodyByte: 10\n"), 0o600))
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"run", "--config", path}, &out, &errOut)
+	require.ErrorContains(t, err, `unknown field "webhook.maxBodyByte"`)
+	require.ErrorContains(t, err, path)
+}
+
+func TestRunRefusesInvalidConfigValues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auditpipe.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("kafka:\n  partitions: 0\n"), 0o600))
+	err := run(context.Background(), []string{"run", "--config", path, "--data-dir", t.TempDir()}, &bytes.Buffer{}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "kafka.partitions")
+}
+
+func TestHelpAndUnknownCommands(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"help"}, &out, &errOut))
+	require.Contains(t, out.String(), "auditpipe run")
+
+	err := run(context.Background(), []string{"run", "--help"}, &out, &errOut)
+	require.True(t, errors.Is(err, flag.ErrHelp))
+	require.Contains(t, errOut.String(), "--audit-webhook-config-file")
+
+	require.ErrorContains(t, run(context.Background(), []string{"frobnicate"}, &out, &errOut), `unknown command "frobnicate"`)
+}
+
+func TestKubeconfigCommand(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"kubeconfig", "--cluster", "prod-1", "--server", "https://audit.example:8443"}, &out, &bytes.Buffer{}))
+	require.Contains(t, out.String(), "server: https://audit.example:8443/v1/audit/prod-1")
+	require.ErrorContains(t, run(context.Background(), []string{"kubeconfig"}, &out, &bytes.Buffer{}), "--cluster is required")
+}

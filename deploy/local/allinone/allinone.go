@@ -190,7 +190,7 @@ func (p *Pipeline) startKafka(ctx context.Context) error {
 func (p *Pipeline) topicSpecs() []kafka.TopicSpec {
 	var specs []kafka.TopicSpec
 	for _, name := range []string{p.cfg.Topics.Raw, p.cfg.Topics.Events, p.cfg.Topics.DLQ} {
-		specs = append(specs, kafka.TopicSpec{Name: name, Partitions: p.cfg.Kafka.Partitions, ReplicationFactor: p.cfg.Kafka.ReplicationFactor})
+		specs = append(specs, kafka.TopicSpec{Name: name, Partitions: p.cfg.Kafka.Partitions, ReplicationFactor: p.cfg.Kafka.ReplicationFactor, Configs: p.cfg.Kafka.TopicConfigs})
 	}
 	return specs
 }

@@ -36,6 +36,9 @@ type KafkaConfig struct {
 	Partitions int32 `json:"partitions"`
 	// ReplicationFactor of the topics the program creates.
 	ReplicationFactor int16 `json:"replicationFactor"`
+	// TopicConfigs are Kafka topic configs for the topics the program
+	// creates, e.g. min.insync.replicas: "2" on a 3-broker cluster.
+	TopicConfigs map[string]string `json:"topicConfigs"`
 }
 
 // WebhookConfig configures the producer's webhook receiver.

@@ -82,6 +82,88 @@ type Pipeline struct {
 	ProcessedAt   time.Time `json:"processedAt" desc:"When the processor handled the event."`
 	OriginalLevel string    `json:"originalLevel" desc:"Level the apiserver recorded, before the pipeline's policy lowered it."`
 	Origin        Origin    `json:"origin" desc:"Where the raw record is on the raw topic, for replay and audit of the pipeline itself."`
+
+	// The fields below were added in schema version 1 without a bump:
+	// they are optional and additive, so readers of the earlier layout
+	// keep working.
+
+	// Redacted lists what the processor's redaction replaced with
+	// RedactedValue, whatever the policy said.
+	Redacted []string `json:"redacted,omitempty" desc:"JSON Pointers (RFC 6901, from the event's root) of the values replaced with the redaction marker, e.g. /requestObject/data/password. Absent when nothing was redacted."`
+	// Truncated is true when the event lost its bodies because it was over
+	// the size limit.
+	Truncated bool `json:"truncated,omitempty" desc:"True when the bodies were dropped because the event was over the size limit (the event also carries the annotation audit.k8s.io/truncated)."`
+	// ClusterInfo is the cluster's entry in the fleet registry.
+	ClusterInfo *ClusterInfo `json:"clusterInfo,omitempty" desc:"The cluster's entry in the fleet registry; absent when the cluster is not in the registry."`
+	// Principal classifies who made the request.
+	Principal *Principal `json:"principal,omitempty" desc:"Who made the request: the authenticated user, classified."`
+	// Impersonated classifies the impersonated user, when there was one.
+	Impersonated *Principal `json:"impersonated,omitempty" desc:"The user the request impersonated, classified; absent without impersonation."`
+	Operation    string     `json:"operation,omitempty" desc:"Operation class: read, write, delete, exec (exec, attach, port-forward), rbac (changes to RBAC objects), auth-check (token and access reviews) or other."`
+	Outcome      string     `json:"outcome,omitempty" desc:"success (code below 400), denied (authorization decision forbid, or code 401 or 403), failed (any other code from 400, or stage Panic) or unknown (no response yet, e.g. stage RequestReceived)."`
+	LatencyMs    *float64   `json:"latencyMs,omitempty" desc:"stageTimestamp minus requestReceivedTimestamp in milliseconds (microsecond precision); absent when a timestamp is missing or they are out of order."`
+	SourceIP     string     `json:"sourceIP,omitempty" desc:"The first of sourceIPs: the client as the apiserver saw it (further entries are proxies, untrusted)."`
+	SourceIPType string     `json:"sourceIPType,omitempty" desc:"private (RFC 1918, RFC 4193, shared address space), loopback, link-local, public, or invalid (not an IP address)."`
+}
+
+// RedactedValue replaces every redacted value (a Secret's data and
+// stringData values, tokens, a Secret's last-applied-configuration). It is
+// a fixed string, so it reveals nothing, not even the length.
+const RedactedValue = "auditpipe:redacted"
+
+// ClusterInfo is what the fleet registry says about a cluster.
+type ClusterInfo struct {
+	DisplayName string `json:"displayName,omitempty"`
+	Region      string `json:"region,omitempty"`
+	Environment string `json:"environment,omitempty"`
+	Owner       string `json:"owner,omitempty"`
+}
+
+// Principal types.
+const (
+	PrincipalHuman           = "human"
+	PrincipalServiceAccount  = "serviceaccount"
+	PrincipalNode            = "node"
+	PrincipalControlPlane    = "control-plane"
+	PrincipalAnonymous       = "anonymous"
+	PrincipalUnauthenticated = "unauthenticated"
+)
+
+// Operation classes.
+const (
+	OperationRead      = "read"
+	OperationWrite     = "write"
+	OperationDelete    = "delete"
+	OperationExec      = "exec"
+	OperationRBAC      = "rbac"
+	OperationAuthCheck = "auth-check"
+	OperationOther     = "other"
+)
+
+// Outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeDenied  = "denied"
+	OutcomeFailed  = "failed"
+	OutcomeUnknown = "unknown"
+)
+
+// Source IP types.
+const (
+	SourceIPPrivate   = "private"
+	SourceIPLoopback  = "loopback"
+	SourceIPLinkLocal = "link-local"
+	SourceIPPublic    = "public"
+	SourceIPInvalid   = "invalid"
+)
+
+// Principal is a classified user.
+type Principal struct {
+	Type string `json:"type" desc:"human, serviceaccount, node, control-plane, anonymous or unauthenticated."`
+	// Namespace and Name are set for service accounts (their namespace and
+	// name) and nodes (Name is the node name).
+	Namespace string `json:"namespace,omitempty" desc:"Namespace of a service account."`
+	Name      string `json:"name,omitempty" desc:"Name of a service account or node."`
 }
 
 // Origin locates the raw record an event came from.

@@ -52,6 +52,14 @@ users:
 	if err := os.WriteFile(path, []byte(kubeconfig), 0o600); err != nil {
 		tb.Fatal(err)
 	}
+	return WebhookBackendFromKubeconfig(tb, path, mode)
+}
+
+// WebhookBackendFromKubeconfig is WebhookBackend for a kubeconfig file
+// written by the caller, e.g. one with TLS and a client certificate or a
+// bearer token, exactly as kube-apiserver's --audit-webhook-config-file.
+func WebhookBackendFromKubeconfig(tb testing.TB, path string, mode Mode) audit.Backend {
+	tb.Helper()
 	// The apiserver's default retry backoff starts at 10s; a shorter one
 	// keeps retried requests inside a test's patience.
 	backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5}

@@ -57,6 +57,11 @@ type Batch struct {
 	Topic     string
 	Partition int32
 	Records   []Record
+	// HighWatermark is the partition's high watermark (the offset the next
+	// produced record will get) as last seen by the consumer when the batch
+	// was fetched; 0 when the adapter does not know it. HighWatermark minus
+	// the offset after the batch is the partition's lag.
+	HighWatermark int64
 }
 
 // Handler processes the batches of a consumer group member. It is called

@@ -12,13 +12,19 @@ import (
 // are delivered again, so a transient failure delays records but never
 // loses them. It returns when ctx is done.
 func Supervise(ctx context.Context, g GroupConsumer, h Handler, max time.Duration, logger *slog.Logger) {
+	SuperviseFunc(ctx, func(ctx context.Context) error { return g.Run(ctx, h) }, max, logger)
+}
+
+// SuperviseFunc is Supervise for a component whose Run wraps the group's
+// (for example one that also watches its configuration files).
+func SuperviseFunc(ctx context.Context, run func(context.Context) error, max time.Duration, logger *slog.Logger) {
 	if max <= 0 {
 		max = 10 * time.Second
 	}
 	backoff := 100 * time.Millisecond
 	for {
 		started := time.Now()
-		err := g.Run(ctx, h)
+		err := run(ctx)
 		if ctx.Err() != nil {
 			return
 		}

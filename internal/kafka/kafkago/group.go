@@ -356,6 +356,7 @@ func (p *partition) fetch(ctx context.Context, reader *kgo.Reader) (kafka.Batch,
 	}
 	b := kafka.Batch{Topic: p.topic, Partition: p.id, Records: make([]kafka.Record, 0, min(cfg.MaxBatch, 64))}
 	b.Records = append(b.Records, toRecord(p.topic, p.id, m))
+	b.HighWatermark = m.HighWaterMark
 	if len(b.Records) >= cfg.MaxBatch {
 		return b, nil
 	}
@@ -373,6 +374,7 @@ func (p *partition) fetch(ctx context.Context, reader *kgo.Reader) (kafka.Batch,
 			return kafka.Batch{}, err
 		}
 		b.Records = append(b.Records, toRecord(p.topic, p.id, m))
+		b.HighWatermark = m.HighWaterMark
 	}
 	return b, nil
 }

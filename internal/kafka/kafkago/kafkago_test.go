@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +39,11 @@ func setup(tb testing.TB) *env {
 func (e *env) topic(tb testing.TB, partitions int32) string {
 	tb.Helper()
 	name := strings.NewReplacer("/", ".", " ", "_").Replace(tb.Name())
+	if os.Getenv(kafkatest.BrokersEnv) != "" {
+		// An external cluster outlives the run: reruns need topics (and
+		// so groups) of their own.
+		name += "." + strconv.FormatInt(time.Now().UnixNano(), 36)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(tb, e.admin.EnsureTopics(ctx, kafka.TopicSpec{Name: name, Partitions: partitions, ReplicationFactor: 1}))
@@ -46,12 +53,22 @@ func (e *env) topic(tb testing.TB, partitions int32) string {
 func (e *env) group(tb testing.TB, group, topic string) kafka.GroupConsumer {
 	return e.f.NewGroup(tb, kafka.GroupConfig{
 		Brokers:        e.brokers,
-		Group:          group,
+		Group:          group + "." + topic,
 		Topics:         []string{topic},
 		MaxBatch:       50,
 		MaxWait:        20 * time.Millisecond,
-		SessionTimeout: time.Second,
+		SessionTimeout: sessionTimeout(),
 	})
+}
+
+// sessionTimeout is short on the in-process broker, so that tests that
+// wait for a dead member are quick; Apache Kafka refuses anything below
+// its group.min.session.timeout.ms, 6 s by default.
+func sessionTimeout() time.Duration {
+	if os.Getenv(kafkatest.BrokersEnv) != "" {
+		return 6 * time.Second
+	}
+	return time.Second
 }
 
 func records(topic string, n, keys int) []kafka.Record {
@@ -132,7 +149,7 @@ func committedTotal(tb testing.TB, e *env, group, topic string) int64 {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	offs, err := e.admin.CommittedOffsets(ctx, group, topic)
+	offs, err := e.admin.CommittedOffsets(ctx, group+"."+topic, topic)
 	require.NoError(tb, err)
 	var total int64
 	for _, o := range offs {
@@ -299,10 +316,10 @@ func TestAdminAndProducerErrors(t *testing.T) {
 func TestProduceToTopicCreatedLater(t *testing.T) {
 	e := setup(t)
 	ctx := context.Background()
-	e.topic(t, 1) // warm the producer's metadata cache before "late" exists
-	require.NoError(t, e.prod.Produce(ctx, records(strings.ReplaceAll(t.Name(), "/", "."), 1, 1)...))
+	name := e.topic(t, 1) // warm the producer's metadata cache before "late" exists
+	require.NoError(t, e.prod.Produce(ctx, records(name, 1, 1)...))
 
-	late := kafka.Record{Topic: "late.topic", Value: []byte("v")}
+	late := kafka.Record{Topic: name + ".late", Value: []byte("v")}
 	require.Error(t, e.prod.Produce(ctx, late))
 	require.NoError(t, e.admin.EnsureTopics(ctx, kafka.TopicSpec{Name: late.Topic, Partitions: 1}))
 	require.NoError(t, e.prod.Produce(ctx, late))

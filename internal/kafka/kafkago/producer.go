@@ -64,7 +64,11 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 		// BatchBytes before sending anything, which is how MaxMessageBytes
 		// is enforced on the client side.
 		BatchBytes: int64(cfg.MaxMessageBytes),
-		Transport:  t,
+		// kafka-go's default of 100 records per batch would split one
+		// webhook batch (up to 400 events) into several round trips;
+		// BatchBytes is the limit that matters.
+		BatchSize: 1000,
+		Transport: t,
 		// Topics are created deliberately (Admin.EnsureTopics); a typo in a
 		// topic name must fail instead of creating a stray topic.
 		AllowAutoTopicCreation: false,

@@ -230,6 +230,7 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 			return nil
 		}
 		batch := toBatch(topic, partition, msgs)
+		batch.HighWatermark = claim.HighWaterMarkOffset()
 		if err := g.h.Handle(ctx, batch); err != nil {
 			err = fmt.Errorf("handle batch %s/%d@%d-%d: %w", topic, partition,
 				msgs[0].Offset, msgs[len(msgs)-1].Offset, err)

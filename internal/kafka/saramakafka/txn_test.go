@@ -1,0 +1,114 @@
+package saramakafka
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
+)
+
+func txnEnv(t *testing.T) (brokers []string, in, out, group string, admin *Admin) {
+	t.Helper()
+	brokers = kafkatest.Brokers(t)
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	in, out, group = "txn-in-"+suffix, "txn-out-"+suffix, "txn-group-"+suffix
+	admin, err := NewAdmin(brokers, "txn-admin")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: in, Partitions: 2, ReplicationFactor: 1},
+		kafka.TopicSpec{Name: out, Partitions: 2, ReplicationFactor: 1}))
+	return brokers, in, out, group, admin
+}
+
+// readCommitted reads topic with a fresh group (sarama's group reads
+// committed data only) until want records arrived, then waits a little
+// for more that must not be there.
+func readCommitted(t *testing.T, brokers []string, topic string, want int) []kafka.Record {
+	t.Helper()
+	g, err := NewGroup(kafka.GroupConfig{Brokers: brokers, Group: "reader-" + topic + strconv.FormatInt(time.Now().UnixNano(), 36),
+		Topics: []string{topic}, MaxWait: 10 * time.Millisecond}.WithDefaults())
+	require.NoError(t, err)
+	defer g.Close()
+	var mu sync.Mutex
+	var got []kafka.Record
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- g.Run(ctx, kafka.HandlerFunc(func(_ context.Context, b kafka.Batch) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, b.Records...)
+			return nil
+		}))
+	}()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= want }, 30*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // anything beyond want would be a duplicate or an aborted record
+	cancel()
+	require.NoError(t, <-done)
+	mu.Lock()
+	defer mu.Unlock()
+	return got
+}
+
+func TestTransactorCommitsRecordsAndOffsetsTogether(t *testing.T) {
+	brokers, in, out, group, admin := txnEnv(t)
+	tx, err := NewTransactor(kafka.TransactorConfig{ProducerConfig: kafka.ProducerConfig{Brokers: brokers}, Group: group, TransactionalID: "test-" + group})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, tx.Close()) })
+
+	ctx := t.Context()
+	require.NoError(t, tx.Commit(ctx, kafka.InputOffset{Topic: in, Partition: 1, Next: 42},
+		kafka.Record{Topic: out, Key: []byte("a"), Value: []byte("v1")}, kafka.Record{Topic: out, Key: []byte("b"), Value: []byte("v2")}))
+	// A transaction with no output still moves the offset.
+	require.NoError(t, tx.Commit(ctx, kafka.InputOffset{Topic: in, Partition: 0, Next: 7}))
+
+	offs, err := admin.CommittedOffsets(ctx, group, in)
+	require.NoError(t, err)
+	require.Equal(t, map[int32]int64{0: 7, 1: 42}, offs)
+	got := readCommitted(t, brokers, out, 2)
+	require.Len(t, got, 2)
+}
+
+// TestTransactorFencesPreviousOwner: a second transactor with the same
+// transactional id (a restarted or new owner of the partition) fences the
+// first; the first's open transaction is aborted and invisible.
+func TestTransactorFencesPreviousOwner(t *testing.T) {
+	brokers, in, out, group, admin := txnEnv(t)
+	cfg := kafka.TransactorConfig{ProducerConfig: kafka.ProducerConfig{Brokers: brokers}, Group: group, TransactionalID: "fence-" + group}
+	old, err := NewTransactor(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = old.Close() })
+	ctx := t.Context()
+	require.NoError(t, old.Commit(ctx, kafka.InputOffset{Topic: in, Partition: 0, Next: 1}, kafka.Record{Topic: out, Value: []byte("first")}))
+
+	// The old owner starts a transaction and writes, but does not commit
+	// before the new owner appears (as if it hung or was killed).
+	p, err := old.partition(kafka.InputOffset{Topic: in, Partition: 0})
+	require.NoError(t, err)
+	require.NoError(t, p.sp.BeginTxn())
+	_, _, err = p.sp.SendMessage(toMessage(kafka.Record{Topic: out, Value: []byte("zombie")}))
+	require.NoError(t, err)
+
+	next, err := NewTransactor(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, next.Close()) })
+	require.NoError(t, next.Commit(ctx, kafka.InputOffset{Topic: in, Partition: 0, Next: 2}, kafka.Record{Topic: out, Value: []byte("second")}))
+
+	require.Error(t, p.sp.CommitTxn(), "the fenced producer cannot commit")
+	offs, err := admin.CommittedOffsets(ctx, group, in)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), offs[0])
+	var values []string
+	for _, r := range readCommitted(t, brokers, out, 2) {
+		values = append(values, string(r.Value))
+	}
+	require.ElementsMatch(t, []string{"first", "second"}, values)
+}

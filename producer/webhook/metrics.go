@@ -5,11 +5,12 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics are the receiver's Prometheus metrics. The cluster label is
 // bounded by the fleet size (every cluster id is bound to a credential).
 type Metrics struct {
-	requests *prometheus.CounterVec
-	rejected *prometheus.CounterVec
-	events   *prometheus.CounterVec
-	bytes    *prometheus.CounterVec
-	latency  prometheus.Histogram
+	requests  *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
+	events    *prometheus.CounterVec
+	bytes     *prometheus.CounterVec
+	truncated *prometheus.CounterVec
+	latency   prometheus.Histogram
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -31,12 +32,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "auditpipe_producer_received_bytes_total",
 			Help: "Decoded request body bytes received by cluster.",
 		}, []string{"cluster"}),
+		truncated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_producer_truncated_events_total",
+			Help: "Events over maxEventBytes accepted without their request and response bodies, by cluster.",
+		}, []string{"cluster"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "auditpipe_producer_batch_duration_seconds",
 			Help:    "Time from receiving a batch to Kafka acknowledging all of it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
 	}
-	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.latency)
+	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.truncated, m.latency)
 	return m
 }

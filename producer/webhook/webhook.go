@@ -11,7 +11,6 @@
 package webhook
 
 import (
-	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,8 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/producer/event"
+	"github.com/auditpipe/auditpipe/producer/spool"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -49,13 +50,27 @@ type Config struct {
 	// PublishTimeout bounds how long one batch may wait for Kafka before
 	// the receiver answers 503 and lets the apiserver retry.
 	PublishTimeout time.Duration
+	// MaxEventBytes is the largest event put on the raw topic. A larger
+	// event loses its requestObject and responseObject and gets the
+	// annotation audit.k8s.io/truncated=true, as kube-apiserver's
+	// truncate backend does; if it is still too large, it goes to the
+	// dead-letter topic (its first MaxEventBytes bytes) with the reason.
+	// Keep it below the broker's message.max.bytes.
+	MaxEventBytes int
+	// MaxConcurrent caps the requests handled at once; more get 503 with
+	// Retry-After at once instead of queueing (which would hold their
+	// bodies in memory). Zero means no cap.
+	MaxConcurrent int
 }
 
 // DefaultConfig returns the defaults: 64 MiB bodies (400 events of up to
 // 45 KB at RequestResponse with room to spare) and a 20 s publish timeout,
 // under the apiserver's 30 s request timeout.
+//
+// MaxEventBytes is 900 KiB, under Kafka's default message.max.bytes of
+// 1 MiB with room for headers; MaxConcurrent is 64 requests.
 func DefaultConfig() Config {
-	return Config{Topics: schemas.DefaultTopics(), MaxBodyBytes: 64 << 20, PublishTimeout: 20 * time.Second}
+	return Config{Topics: schemas.DefaultTopics(), MaxBodyBytes: 64 << 20, PublishTimeout: 20 * time.Second, MaxEventBytes: 900 << 10, MaxConcurrent: 64}
 }
 
 // Validate checks the configuration.
@@ -69,6 +84,12 @@ func (c Config) Validate() error {
 	if c.PublishTimeout <= 0 {
 		return errors.New("webhook: publishTimeout must be positive")
 	}
+	if c.MaxEventBytes < 1024 {
+		return errors.New("webhook: maxEventBytes must be at least 1024")
+	}
+	if c.MaxConcurrent < 0 {
+		return errors.New("webhook: maxConcurrent must not be negative")
+	}
 	return nil
 }
 
@@ -79,6 +100,7 @@ type Receiver struct {
 	metrics *Metrics
 	logger  *slog.Logger
 	now     func() time.Time
+	slots   chan struct{} // nil: no concurrency cap
 }
 
 // New returns a Receiver publishing through pub.
@@ -86,12 +108,21 @@ func New(cfg Config, pub kafka.Producer, metrics *Metrics, logger *slog.Logger) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Receiver{cfg: cfg, pub: pub, metrics: metrics, logger: logger, now: time.Now}, nil
+	rc := &Receiver{cfg: cfg, pub: pub, metrics: metrics, logger: logger, now: time.Now}
+	if cfg.MaxConcurrent > 0 {
+		rc.slots = make(chan struct{}, cfg.MaxConcurrent)
+	}
+	return rc, nil
 }
+
+// Pattern is the ServeMux pattern the receiver serves; a middleware such
+// as the authenticator wraps the receiver under it (it reads the {cluster}
+// path value).
+const Pattern = "POST " + PathPrefix + "{cluster}"
 
 // Routes registers the receiver on mux.
 func (rc *Receiver) Routes(mux *http.ServeMux) {
-	mux.Handle("POST "+PathPrefix+"{cluster}", rc)
+	mux.Handle(Pattern, rc)
 }
 
 // eventList is the envelope the apiserver sends. Items stay raw so the
@@ -100,14 +131,6 @@ type eventList struct {
 	Kind       string            `json:"kind"`
 	APIVersion string            `json:"apiVersion"`
 	Items      []json.RawMessage `json:"items"`
-}
-
-// eventIdentity is the part of an event the receiver needs: the key and a
-// sanity check that an item is an audit event at all.
-type eventIdentity struct {
-	Kind    string `json:"kind"`
-	AuditID string `json:"auditID"`
-	Stage   string `json:"stage"`
 }
 
 // response is the JSON body of every answer; the apiserver ignores it,
@@ -121,6 +144,16 @@ type response struct {
 func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := rc.now()
 	cluster := r.PathValue("cluster")
+	if rc.slots != nil {
+		select {
+		case rc.slots <- struct{}{}:
+			defer func() { <-rc.slots }()
+		default:
+			w.Header().Set("Retry-After", "1")
+			rc.fail(w, cluster, http.StatusServiceUnavailable, "too_many_requests", fmt.Sprintf("more than %d requests in progress, retry later", rc.cfg.MaxConcurrent))
+			return
+		}
+	}
 	if !ValidClusterID(cluster) {
 		rc.fail(w, cluster, http.StatusNotFound, "invalid_cluster", fmt.Sprintf("cluster id %q in the path is not valid: want 1-63 characters of a-z 0-9 . _ -", cluster))
 		return
@@ -150,17 +183,22 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	records, rejected := rc.records(cluster, list.Items, start)
+	records, rejected, truncated := rc.records(cluster, list.Items, start)
 	ctx, cancel := contextWithTimeout(r, rc.cfg.PublishTimeout)
 	defer cancel()
 	if err := rc.pub.Produce(ctx, records...); err != nil {
 		rc.logger.Error("publish batch failed; the apiserver will retry", "cluster", cluster, "events", len(list.Items), "err", err)
 		w.Header().Set("Retry-After", "5")
-		rc.fail(w, cluster, http.StatusServiceUnavailable, "kafka_unavailable", "events were not stored, retry later: "+err.Error())
+		reason := "kafka_unavailable"
+		if errors.Is(err, spool.ErrFull) {
+			reason = "spool_full"
+		}
+		rc.fail(w, cluster, http.StatusServiceUnavailable, reason, "events were not stored, retry later: "+err.Error())
 		return
 	}
 	rc.metrics.events.WithLabelValues(cluster, "accepted").Add(float64(len(list.Items) - rejected))
 	rc.metrics.events.WithLabelValues(cluster, "dlq").Add(float64(rejected))
+	rc.metrics.truncated.WithLabelValues(cluster).Add(float64(truncated))
 	rc.metrics.requests.WithLabelValues("200").Inc()
 	rc.metrics.latency.Observe(time.Since(start).Seconds())
 	writeJSON(w, http.StatusOK, response{Accepted: len(list.Items) - rejected, Rejected: rejected})
@@ -170,11 +208,11 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // audit event goes to the dead-letter topic with the reason, so that one
 // bad item neither loses the rest of the batch nor makes the apiserver
 // retry a batch that can never succeed.
-func (rc *Receiver) records(cluster string, items []json.RawMessage, received time.Time) ([]kafka.Record, int) {
+func (rc *Receiver) records(cluster string, items []json.RawMessage, received time.Time) ([]kafka.Record, int, int) {
 	receivedAt := []byte(received.UTC().Format(time.RFC3339Nano))
 	version := []byte(strconv.Itoa(schemas.SchemaVersion))
 	records := make([]kafka.Record, 0, len(items))
-	rejected := 0
+	rejected, truncated := 0, 0
 	for i, item := range items {
 		headers := []kafka.Header{
 			{Key: schemas.HeaderCluster, Value: []byte(cluster)},
@@ -182,7 +220,11 @@ func (rc *Receiver) records(cluster string, items []json.RawMessage, received ti
 			{Key: schemas.HeaderReceivedAt, Value: receivedAt},
 			{Key: schemas.HeaderSchemaVersion, Value: version},
 		}
-		id, reason := identify(item)
+		id, value, cut, reason := event.Classify(item, rc.cfg.MaxEventBytes)
+		if cut {
+			truncated++
+		}
+		item = value
 		if reason != "" {
 			rejected++
 			rc.logger.Warn("event rejected to the dead-letter topic", "cluster", cluster, "item", i, "reason", reason)
@@ -200,27 +242,7 @@ func (rc *Receiver) records(cluster string, items []json.RawMessage, received ti
 		// request's stages together and in order.
 		records = append(records, kafka.Record{Topic: rc.cfg.Topics.Raw, Key: []byte(id.AuditID), Value: item, Headers: headers})
 	}
-	return records, rejected
-}
-
-func identify(item json.RawMessage) (eventIdentity, string) {
-	var id eventIdentity
-	trimmed := bytes.TrimSpace(item)
-	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return id, "not a JSON object"
-	}
-	if err := json.Unmarshal(item, &id); err != nil {
-		return id, "not an audit event: " + err.Error()
-	}
-	switch {
-	case id.Kind != "" && id.Kind != "Event":
-		return id, fmt.Sprintf("not an audit event: kind %q", id.Kind)
-	case id.AuditID == "":
-		return id, "not an audit event: no auditID"
-	case id.Stage == "":
-		return id, "not an audit event: no stage"
-	}
-	return id, ""
+	return records, rejected, truncated
 }
 
 // readBody reads the whole body, gunzipping it if needed, and refuses

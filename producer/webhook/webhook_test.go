@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditpipe/auditpipe/internal/audittest"
@@ -22,6 +23,8 @@ import (
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
+	"github.com/auditpipe/auditpipe/producer/event"
+	"github.com/auditpipe/auditpipe/producer/spool"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -36,14 +39,7 @@ type harness struct {
 func newHarness(t *testing.T, brokers []string, cfg Config) *harness {
 	t.Helper()
 	cfg.Topics = uniqueTopics(t)
-	admin, err := kafkago.NewAdmin(brokers, "test")
-	require.NoError(t, err)
-	defer admin.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	require.NoError(t, admin.EnsureTopics(ctx,
-		kafka.TopicSpec{Name: cfg.Topics.Raw, Partitions: 4, ReplicationFactor: 1},
-		kafka.TopicSpec{Name: cfg.Topics.DLQ, Partitions: 1, ReplicationFactor: 1}))
+	ensureTopics(t, brokers, cfg.Topics)
 	prod, err := kafkago.NewProducer(kafka.ProducerConfig{Brokers: brokers})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = prod.Close() })
@@ -56,7 +52,19 @@ func newHarness(t *testing.T, brokers []string, cfg Config) *harness {
 	return &harness{srv: srv, brokers: brokers, topics: cfg.Topics}
 }
 
-func uniqueTopics(t *testing.T) schemas.Topics {
+func ensureTopics(t testing.TB, brokers []string, topics schemas.Topics) {
+	t.Helper()
+	admin, err := kafkago.NewAdmin(brokers, "test")
+	require.NoError(t, err)
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, admin.EnsureTopics(ctx,
+		kafka.TopicSpec{Name: topics.Raw, Partitions: 4, ReplicationFactor: 1},
+		kafka.TopicSpec{Name: topics.DLQ, Partitions: 1, ReplicationFactor: 1}))
+}
+
+func uniqueTopics(t testing.TB) schemas.Topics {
 	n := strings.NewReplacer("/", ".", " ", "_").Replace(t.Name()) + "." + time.Now().Format("150405.000000000")
 	return schemas.Topics{Raw: "raw." + n, Events: "events." + n, DLQ: "dlq." + n}
 }
@@ -214,4 +222,199 @@ func TestKubeconfig(t *testing.T) {
 	require.Error(t, err)
 	_, err = Kubeconfig("127.0.0.1:8090", "c1")
 	require.Error(t, err)
+}
+
+// TestOversizedEvents checks the truncate-backend behaviour: an event
+// over maxEventBytes loses its bodies and is annotated; one that is still
+// too large goes to the dead-letter topic, cut to the limit, with the
+// reason; the rest of the batch is unaffected.
+func TestOversizedEvents(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxEventBytes = 2048
+	h := newHarness(t, kafkatest.Brokers(t), cfg)
+	big := strings.Repeat("x", 4000)
+	bodies := `{"kind":"Event","auditID":"big-bodies","stage":"ResponseComplete","annotations":{"a":"b"},"requestObject":{"data":"` + big + `"},"responseObject":{"data":"` + big + `"}}`
+	bigMeta := `{"kind":"Event","auditID":"big-meta","stage":"ResponseComplete","requestURI":"/` + big + `"}`
+	small := `{"kind":"Event","auditID":"small","stage":"ResponseComplete"}`
+	code, msg := post(t, h.srv.URL+PathPrefix+"c1", []byte(`{"items":[`+bodies+`,`+bigMeta+`,`+small+`]}`), nil)
+	require.Equal(t, http.StatusOK, code, msg)
+	require.JSONEq(t, `{"accepted":2,"rejected":1}`, msg)
+
+	raw := collect(t, h.brokers, h.topics.Raw, 2)
+	byID := map[string]schemas.Event{}
+	for _, r := range raw {
+		var ev schemas.Event
+		require.NoError(t, json.Unmarshal(r.Value, &ev))
+		byID[ev.AuditID] = ev
+	}
+	require.Equal(t, map[string]string{"a": "b", "audit.k8s.io/truncated": "true"}, byID["big-bodies"].Annotations)
+	require.Nil(t, byID["big-bodies"].RequestObject)
+	require.Nil(t, byID["big-bodies"].ResponseObject)
+	require.Contains(t, byID, "small")
+
+	dlq := collect(t, h.brokers, h.topics.DLQ, 1)
+	require.Len(t, dlq[0].Value, 2048)
+	reason := string(dlq[0].HeaderValue(schemas.HeaderDLQReason))
+	require.Contains(t, reason, "item 1: event exceeds maxEventBytes 2048 even without requestObject and responseObject")
+	require.Contains(t, reason, "(item of 4081 bytes cut to its first 2048)")
+}
+
+// gate is a Producer that holds every call until released, to keep
+// requests in flight.
+type gate struct {
+	kafka.Producer
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) Produce(ctx context.Context, r ...kafka.Record) error {
+	g.entered <- struct{}{}
+	<-g.release
+	return g.Producer.Produce(ctx, r...)
+}
+
+// TestConcurrencyCap checks that requests beyond maxConcurrent are
+// answered 503 with Retry-After at once, and the ones in flight finish.
+func TestConcurrencyCap(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	prod, err := kafkago.NewProducer(kafka.ProducerConfig{Brokers: brokers})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = prod.Close() })
+	g := &gate{Producer: prod, entered: make(chan struct{}, 2), release: make(chan struct{})}
+	cfg := DefaultConfig()
+	cfg.MaxConcurrent = 2
+	cfg.Topics = uniqueTopics(t)
+	ensureTopics(t, brokers, cfg.Topics)
+	rc, err := New(cfg, g, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	rc.Routes(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	body := []byte(`{"items":[{"auditID":"a","stage":"ResponseComplete"}]}`)
+	codes := make(chan int, 2)
+	for range 2 {
+		go func() {
+			resp, err := http.Post(srv.URL+PathPrefix+"c1", "application/json", bytes.NewReader(body))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	<-g.entered
+	<-g.entered
+	req, err := http.NewRequest(http.MethodPost, srv.URL+PathPrefix+"c1", bytes.NewReader(body))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, string(msg))
+	require.Equal(t, "1", resp.Header.Get("Retry-After"))
+	require.Contains(t, string(msg), "more than 2 requests in progress")
+	close(g.release)
+	require.Equal(t, http.StatusOK, <-codes)
+	require.Equal(t, http.StatusOK, <-codes)
+}
+
+func TestTruncatedGzipAndGarbage(t *testing.T) {
+	h := newHarness(t, kafkatest.Brokers(t), DefaultConfig())
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	_, _ = zw.Write([]byte(`{"items":[{"auditID":"a","stage":"ResponseComplete"}]}`))
+	require.NoError(t, zw.Close())
+	cut := gz.Bytes()[:gz.Len()-6]
+	code, msg := post(t, h.srv.URL+PathPrefix+"c1", cut, http.Header{"Content-Encoding": {"gzip"}})
+	require.Equal(t, http.StatusBadRequest, code, msg)
+	require.Contains(t, msg, "read body")
+	code, msg = post(t, h.srv.URL+PathPrefix+"c1", []byte("\x00\x01garbage"), http.Header{"Content-Encoding": {"gzip"}})
+	require.Equal(t, http.StatusBadRequest, code, msg)
+	require.Contains(t, msg, "gzip body")
+	code, msg = post(t, h.srv.URL+PathPrefix+"c1", []byte("\x00\x01garbage"), nil)
+	require.Equal(t, http.StatusBadRequest, code, msg)
+	require.Contains(t, msg, "invalid JSON at byte 1")
+}
+
+// FuzzRecords checks the splitter on arbitrary items: it never panics,
+// every item becomes exactly one record, raw records carry the item's
+// bytes unchanged (unless truncated, which annotates them) and are keyed
+// by their auditID, and no record exceeds maxEventBytes.
+func FuzzRecords(f *testing.F) {
+	f.Add([]byte(`{"items":[{"auditID":"a","stage":"ResponseComplete"},42,"x",null,{"kind":"Pod"}]}`))
+	f.Add([]byte(`{"items":[{"auditID":"a","stage":"s","requestObject":{"x":"` + strings.Repeat("y", 1100) + `"}}]}`))
+	cfg := DefaultConfig()
+	cfg.MaxEventBytes = 1024
+	rc, err := New(cfg, nil, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	require.NoError(f, err)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var list eventList
+		if json.Unmarshal(body, &list) != nil {
+			return
+		}
+		recs, rejected, _ := rc.records("c1", list.Items, time.Now())
+		require.Len(t, recs, len(list.Items))
+		dlq := 0
+		for i, r := range recs {
+			require.LessOrEqual(t, len(r.Value), cfg.MaxEventBytes)
+			if r.Topic == cfg.Topics.DLQ {
+				dlq++
+				require.NotEmpty(t, r.HeaderValue(schemas.HeaderDLQReason))
+				continue
+			}
+			var id event.Identity
+			require.NoError(t, json.Unmarshal(r.Value, &id))
+			require.Equal(t, id.AuditID, string(r.Key))
+			if len(list.Items[i]) <= cfg.MaxEventBytes {
+				require.Equal(t, []byte(list.Items[i]), r.Value)
+			}
+		}
+		require.Equal(t, rejected, dlq)
+	})
+}
+
+// TestFullSpoolGets503 puts the receiver in front of the spool with Kafka
+// down and a spool too small for a second batch: the first batch is
+// acknowledged from the spool, the second gets 503 with Retry-After and
+// the reason, so the apiserver retries.
+func TestFullSpoolGets503(t *testing.T) {
+	b, err := embedded.Start(embedded.Config{})
+	require.NoError(t, err)
+	brokers := b.Addrs()
+	b.Close()
+	prod, err := kafkago.NewProducer(kafka.ProducerConfig{Brokers: brokers})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = prod.Close() })
+	sp, err := spool.Open(spool.Config{Dir: t.TempDir(), MaxBytes: 600, SegmentBytes: 600}, nil)
+	require.NoError(t, err)
+	dcfg := spool.DefaultDurableConfig()
+	dcfg.KafkaTimeout = 300 * time.Millisecond
+	d, err := spool.NewDurable(dcfg, prod, sp, nil, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = d.Close() })
+	cfg := DefaultConfig()
+	reg := prometheus.NewRegistry()
+	rc, err := New(cfg, d, NewMetrics(reg), slog.New(slog.DiscardHandler))
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	rc.Routes(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	body := []byte(`{"items":[{"auditID":"a","stage":"ResponseComplete","pad":"` + strings.Repeat("p", 300) + `"}]}`)
+	code, msg := post(t, srv.URL+PathPrefix+"c1", body, nil)
+	require.Equal(t, http.StatusOK, code, msg)
+	req, err := http.NewRequest(http.MethodPost, srv.URL+PathPrefix+"c1", bytes.NewReader(body))
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, string(out))
+	require.Equal(t, "5", resp.Header.Get("Retry-After"))
+	require.Contains(t, string(out), "spool is full")
+	require.Equal(t, 1.0, testutil.ToFloat64(rc.metrics.rejected.WithLabelValues("spool_full")))
 }

@@ -15,13 +15,18 @@ import (
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
-	"github.com/auditpipe/auditpipe/processor/policy"
 	"github.com/auditpipe/auditpipe/schemas"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // DefaultGroup is the default consumer group of the processor.
 const DefaultGroup = "auditpipe-processor"
+
+// Delivery modes.
+const (
+	DeliveryAtLeastOnce = "at-least-once"
+	DeliveryExactlyOnce = "exactly-once"
+)
 
 // Config configures the processor.
 type Config struct {
@@ -31,8 +36,31 @@ type Config struct {
 	// ClientID identifies the processor's Kafka clients to the brokers.
 	ClientID string
 	Topics   schemas.Topics
-	// PolicyFile is an audit.k8s.io/v1 Policy, e.g. policies/tke-default.yaml.
+	// PolicyFile is an audit.k8s.io/v1 Policy, e.g. policies/tke-default.yaml:
+	// the fleet default unless the fleet registry names one.
 	PolicyFile string
+	// FleetFile is the fleet registry (see internal/fleet): cluster
+	// metadata for enrichment, the fleet default policy and per-cluster
+	// overrides. Optional.
+	FleetFile string
+	// MaxBatch caps the records of one batch (one transaction in
+	// exactly-once mode); 0 means the group's default.
+	MaxBatch int
+	// SessionTimeout is the group session timeout: how soon a crashed
+	// member's partitions move; 0 means the group's default.
+	SessionTimeout time.Duration
+	// Delivery is DeliveryAtLeastOnce (default; any broker, any reader)
+	// or DeliveryExactlyOnce (Kafka transactions: each batch's output and
+	// input offsets are committed together; readers of the events topic
+	// must read committed data only).
+	Delivery string
+	// TransactionalID prefixes the transactional ids in exactly-once
+	// mode; the same for every replica, unique to the group.
+	TransactionalID string
+	// ReloadInterval is how often the policy and registry files are
+	// checked for changes; a negative value disables reloading. Default
+	// DefaultReloadInterval.
+	ReloadInterval time.Duration
 	// MaxEventBytes caps a processed event; see pipeline.Config.
 	MaxEventBytes int
 }
@@ -41,10 +69,13 @@ type Config struct {
 // Brokers and PolicyFile.
 func DefaultConfig() Config {
 	return Config{
-		Group:         DefaultGroup,
-		ClientID:      "auditpipe-processor",
-		Topics:        schemas.DefaultTopics(),
-		MaxEventBytes: pipeline.DefaultMaxEventBytes,
+		Group:           DefaultGroup,
+		ClientID:        "auditpipe-processor",
+		Topics:          schemas.DefaultTopics(),
+		MaxEventBytes:   pipeline.DefaultMaxEventBytes,
+		ReloadInterval:  DefaultReloadInterval,
+		Delivery:        DeliveryAtLeastOnce,
+		TransactionalID: DefaultGroup,
 	}
 }
 
@@ -57,8 +88,17 @@ func (c Config) Validate() error {
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
 	}
-	if c.PolicyFile == "" {
-		errs = append(errs, errors.New("policy: no policy file given"))
+	if c.PolicyFile == "" && c.FleetFile == "" {
+		errs = append(errs, errors.New("policy: no policy file (or fleet registry) given"))
+	}
+	switch c.Delivery {
+	case DeliveryAtLeastOnce:
+	case DeliveryExactlyOnce:
+		if c.TransactionalID == "" {
+			errs = append(errs, errors.New("transactional id: must not be empty in exactly-once mode"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("delivery: %q is neither %s nor %s", c.Delivery, DeliveryAtLeastOnce, DeliveryExactlyOnce))
 	}
 	if err := c.pipelineConfig().Validate(); err != nil {
 		errs = append(errs, err)
@@ -71,7 +111,8 @@ func (c Config) Validate() error {
 
 // GroupConfig is the consumer group configuration for the raw topic.
 func (c Config) GroupConfig() kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.Group, Topics: []string{c.Topics.Raw}, ClientID: c.ClientID}.WithDefaults()
+	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.Group, Topics: []string{c.Topics.Raw}, ClientID: c.ClientID,
+		MaxBatch: c.MaxBatch, SessionTimeout: c.SessionTimeout}.WithDefaults()
 }
 
 // ProducerConfig is the configuration of the producer for the events and
@@ -86,6 +127,12 @@ func (c Config) ProducerConfig() kafka.ProducerConfig {
 	return pc.WithDefaults()
 }
 
+// TransactorConfig is the configuration of the transactions in
+// exactly-once mode.
+func (c Config) TransactorConfig() kafka.TransactorConfig {
+	return kafka.TransactorConfig{ProducerConfig: c.ProducerConfig(), Group: c.Group, TransactionalID: c.TransactionalID}
+}
+
 func (c Config) pipelineConfig() pipeline.Config {
 	return pipeline.Config{Topics: c.Topics, MaxEventBytes: c.MaxEventBytes}
 }
@@ -94,8 +141,11 @@ func (c Config) pipelineConfig() pipeline.Config {
 // so that this package imports no Kafka client: the command passes the
 // sarama adapter, tests and deploy/local whatever suits them.
 type Deps struct {
-	// NewProducer creates the producer. Required.
+	// NewProducer creates the producer. Required in at-least-once mode.
 	NewProducer func(kafka.ProducerConfig) (kafka.Producer, error)
+	// NewTransactor creates the transactions of exactly-once mode.
+	// Required in that mode.
+	NewTransactor func(kafka.TransactorConfig) (kafka.Transactor, error)
 	// NewGroup creates the consumer group member. When nil, the App only
 	// provides its Handler and Run fails.
 	NewGroup func(kafka.GroupConfig) (kafka.GroupConsumer, error)
@@ -112,8 +162,12 @@ type App struct {
 	cfg       Config
 	log       *slog.Logger
 	producer  kafka.Producer
+	txn       kafka.Transactor
 	group     kafka.GroupConsumer
 	pipeline  *pipeline.Pipeline
+	reloads   *prometheus.CounterVec
+	reloadMu  sync.Mutex
+	watched   []string // files the policies were read from
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -124,24 +178,36 @@ func New(cfg Config, d Deps) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d.NewProducer == nil {
+	exactlyOnce := cfg.Delivery == DeliveryExactlyOnce
+	if !exactlyOnce && d.NewProducer == nil {
 		return nil, errors.New("processor: no producer constructor")
+	}
+	if exactlyOnce && d.NewTransactor == nil {
+		return nil, errors.New("processor: exactly-once delivery needs a transactor constructor")
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	pol, err := policy.LoadFile(cfg.PolicyFile)
+	l, err := loadFleet(cfg)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("processor: %w", err)
 	}
 	metrics := pipeline.NewMetrics(d.Registerer)
-	a := &App{cfg: cfg, log: d.Logger}
-	a.producer, err = d.NewProducer(cfg.ProducerConfig())
-	if err != nil {
+	a := &App{cfg: cfg, log: d.Logger, reloads: newReloadMetrics(d.Registerer), watched: l.files}
+	opts := []pipeline.Option{pipeline.WithClock(d.Now)}
+	if exactlyOnce {
+		if a.txn, err = d.NewTransactor(cfg.TransactorConfig()); err != nil {
+			return nil, fmt.Errorf("processor: create transactor: %w", err)
+		}
+		opts = append(opts, pipeline.WithTransactions(a.txn))
+	} else if a.producer, err = d.NewProducer(cfg.ProducerConfig()); err != nil {
 		return nil, fmt.Errorf("processor: create producer: %w", err)
 	}
-	a.pipeline, err = pipeline.New(cfg.pipelineConfig(), pol, a.producer, metrics, d.Logger, pipeline.WithClock(d.Now))
+	a.pipeline, err = pipeline.New(cfg.pipelineConfig(), l.fleet.Default, a.producer, metrics, d.Logger, opts...)
 	if err != nil {
+		return nil, errors.Join(err, a.Close())
+	}
+	if err := a.pipeline.SetFleet(l.fleet); err != nil {
 		return nil, errors.Join(err, a.Close())
 	}
 	if d.NewGroup != nil {
@@ -150,8 +216,8 @@ func New(cfg Config, d Deps) (*App, error) {
 			return nil, errors.Join(fmt.Errorf("processor: create group %s: %w", cfg.Group, err), a.Close())
 		}
 	}
-	d.Logger.Info("processor configured", "policy", cfg.PolicyFile, "rules", pol.Rules(),
-		"group", cfg.Group, "raw", cfg.Topics.Raw, "events", cfg.Topics.Events, "dlq", cfg.Topics.DLQ)
+	d.Logger.Info("processor configured", "policy", l.defaultFile, "overrides", len(l.fleet.Clusters), "fleet", cfg.FleetFile,
+		"group", cfg.Group, "delivery", cfg.Delivery, "raw", cfg.Topics.Raw, "events", cfg.Topics.Events, "dlq", cfg.Topics.DLQ)
 	return a, nil
 }
 
@@ -161,25 +227,23 @@ func (a *App) Handler() kafka.Handler { return a.pipeline }
 // Pipeline returns the pipeline, e.g. to replace its policy.
 func (a *App) Pipeline() *pipeline.Pipeline { return a.pipeline }
 
-// ReloadPolicy reads the policy file again and uses it for the next
-// batches. On error the current policy stays in force.
-func (a *App) ReloadPolicy() error {
-	pol, err := policy.LoadFile(a.cfg.PolicyFile)
-	if err != nil {
-		return err
-	}
-	if err := a.pipeline.SetPolicy(pol); err != nil {
-		return err
-	}
-	a.log.Info("policy reloaded", "policy", a.cfg.PolicyFile, "rules", pol.Rules())
-	return nil
-}
+// ReloadPolicy reads the policy and fleet registry files again and uses
+// them for the next batches; batches in flight finish with the policies
+// they started with. On error the current policies stay in force. Run
+// calls it by itself when the files change.
+func (a *App) ReloadPolicy() error { return a.reload() }
 
 // Run consumes the raw topic until ctx is canceled (then it returns nil)
 // or the pipeline fails.
 func (a *App) Run(ctx context.Context) error {
 	if a.group == nil {
 		return errors.New("processor: run: no consumer group (Deps.NewGroup was nil)")
+	}
+	if a.cfg.ReloadInterval > 0 {
+		wctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); a.watch(wctx, a.cfg.ReloadInterval) }()
+		defer func() { cancel(); <-done }()
 	}
 	if err := a.group.Run(ctx, a.pipeline); err != nil {
 		return fmt.Errorf("processor: consume %s: %w", a.cfg.Topics.Raw, err)
@@ -200,6 +264,11 @@ func (a *App) Close() error {
 		if a.producer != nil {
 			if err := a.producer.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close producer: %w", err))
+			}
+		}
+		if a.txn != nil {
+			if err := a.txn.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close transactor: %w", err))
 			}
 		}
 		a.closeErr = errors.Join(errs...)

@@ -17,8 +17,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/processor/enrich"
+	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
 	"github.com/auditpipe/auditpipe/processor/policy"
+	"github.com/auditpipe/auditpipe/processor/redact"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -78,14 +82,32 @@ func (c Config) Validate() error {
 type Pipeline struct {
 	cfg     Config
 	prod    kafka.Producer
-	policy  atomic.Pointer[policyHolder]
+	txn     kafka.Transactor
+	fleet   atomic.Pointer[Fleet]
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
 }
 
-// policyHolder lets an interface value live in an atomic.Pointer.
-type policyHolder struct{ Policy }
+// Fleet is what the pipeline knows per cluster: the fleet default policy,
+// per-cluster overrides and the registry entries that enrich events. It
+// is replaced as a whole, so a batch sees one consistent version.
+type Fleet struct {
+	// Default applies to clusters without an override. Required.
+	Default Policy
+	// Clusters maps a cluster id to its own policy.
+	Clusters map[string]Policy
+	// Registry supplies cluster metadata; nil adds none.
+	Registry *fleet.Registry
+}
+
+// PolicyFor returns the policy of cluster.
+func (f *Fleet) PolicyFor(cluster string) Policy {
+	if pol, ok := f.Clusters[cluster]; ok && pol != nil {
+		return pol
+	}
+	return f.Default
+}
 
 var _ kafka.Handler = (*Pipeline)(nil)
 
@@ -98,6 +120,14 @@ func WithClock(now func() time.Time) Option {
 	return func(p *Pipeline) { p.now = now }
 }
 
+// WithTransactions makes each batch one Kafka transaction: its output
+// records and the input offset after it are committed together by tx
+// (exactly-once for read-committed readers). The producer given to New
+// is then unused and may be nil.
+func WithTransactions(tx kafka.Transactor) Option {
+	return func(p *Pipeline) { p.txn = tx }
+}
+
 // New returns a Pipeline that applies pol and writes with prod. metrics
 // may be nil (unregistered metrics), logger too (logs are discarded).
 func New(cfg Config, pol Policy, prod kafka.Producer, metrics *Metrics, logger *slog.Logger, opts ...Option) (*Pipeline, error) {
@@ -105,7 +135,11 @@ func New(cfg Config, pol Policy, prod kafka.Producer, metrics *Metrics, logger *
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if prod == nil {
+	var probe Pipeline
+	for _, o := range opts {
+		o(&probe)
+	}
+	if prod == nil && probe.txn == nil {
 		return nil, errors.New("pipeline: no producer")
 	}
 	if pol == nil {
@@ -124,19 +158,40 @@ func New(cfg Config, pol Policy, prod kafka.Producer, metrics *Metrics, logger *
 	if p.now == nil {
 		p.now = time.Now
 	}
-	p.policy.Store(&policyHolder{pol})
+	p.fleet.Store(&Fleet{Default: pol})
 	return p, nil
 }
 
-// SetPolicy replaces the policy for the batches that start after it
-// returns; a batch in flight finishes with the policy it started with.
+// SetPolicy replaces the fleet default policy for the batches that start
+// after it returns; a batch in flight finishes with the policy it started
+// with. Per-cluster overrides and the registry stay.
 func (p *Pipeline) SetPolicy(pol Policy) error {
 	if pol == nil {
 		return errors.New("pipeline: set policy: nil policy")
 	}
-	p.policy.Store(&policyHolder{pol})
+	f := *p.fleet.Load()
+	f.Default = pol
+	p.fleet.Store(&f)
 	return nil
 }
+
+// SetFleet replaces the policies and the registry for the batches that
+// start after it returns, as SetPolicy does.
+func (p *Pipeline) SetFleet(f Fleet) error {
+	if f.Default == nil {
+		return errors.New("pipeline: set fleet: no default policy")
+	}
+	for id, pol := range f.Clusters {
+		if pol == nil {
+			return fmt.Errorf("pipeline: set fleet: cluster %s: nil policy", id)
+		}
+	}
+	p.fleet.Store(&f)
+	return nil
+}
+
+// Fleet returns the fleet configuration in force.
+func (p *Pipeline) Fleet() Fleet { return *p.fleet.Load() }
 
 // Handle processes a batch from the raw topic. It writes every output
 // record of the batch with one Produce call and returns nil once the
@@ -147,13 +202,13 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	start := time.Now()
 	defer func() { p.metrics.BatchDuration.Observe(time.Since(start).Seconds()) }()
 
-	pol := p.policy.Load().Policy
+	fl := p.fleet.Load()
 	out := make([]kafka.Record, 0, len(b.Records))
 	var counts [3]int // accepted, dropped, dlq
 	var bytesIn, bytesOut int
 	for _, rec := range b.Records {
 		bytesIn += len(rec.Value)
-		r, outcome := p.process(pol, b, rec)
+		r, outcome := p.process(fl, b, rec)
 		switch outcome {
 		case OutcomeAccepted:
 			counts[0]++
@@ -166,7 +221,15 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 		bytesOut += len(r.Value)
 		out = append(out, r)
 	}
-	if len(out) > 0 {
+	switch {
+	case p.txn != nil && len(b.Records) > 0:
+		// Even a batch the policy dropped entirely commits its offsets
+		// here: the group must not commit them outside a transaction.
+		in := kafka.InputOffset{Topic: b.Topic, Partition: b.Partition, Next: b.Records[len(b.Records)-1].Offset + 1}
+		if err := p.txn.Commit(ctx, in, out...); err != nil {
+			return fmt.Errorf("commit %d records for %s/%d in a transaction: %w", len(out), b.Topic, b.Partition, err)
+		}
+	case len(out) > 0:
 		if err := p.prod.Produce(ctx, out...); err != nil {
 			return fmt.Errorf("produce %d records for %s/%d: %w", len(out), b.Topic, b.Partition, err)
 		}
@@ -181,7 +244,7 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 
 // process turns one raw record into its output record, or none when the
 // policy drops it.
-func (p *Pipeline) process(pol Policy, b kafka.Batch, rec kafka.Record) (kafka.Record, string) {
+func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Record, string) {
 	origin := schemas.Origin{Topic: b.Topic, Partition: b.Partition, Offset: rec.Offset}
 	cluster := string(rec.HeaderValue(schemas.HeaderCluster))
 	if cluster == "" {
@@ -200,7 +263,7 @@ func (p *Pipeline) process(pol Policy, b kafka.Batch, rec kafka.Record) (kafka.R
 		return p.dlq(rec, origin, reason), OutcomeDLQ
 	}
 	originalLevel := ev.Level
-	d, err := pol.Apply(&ev)
+	d, err := fl.PolicyFor(cluster).Apply(&ev)
 	if err != nil {
 		return p.dlq(rec, origin, "policy: "+err.Error()), OutcomeDLQ
 	}
@@ -219,7 +282,14 @@ func (p *Pipeline) process(pol Policy, b kafka.Batch, rec kafka.Record) (kafka.R
 		OriginalLevel: originalLevel,
 		Origin:        origin,
 	}}
-	value, err := marshal(pe)
+	// Redaction runs after the policy (which may already have dropped
+	// the bodies) and before anything is encoded, whatever the level.
+	pe.Pipeline.Redacted = redact.Event(&pe.Event)
+	enrich.Fill(&pe.Pipeline, &pe.Event)
+	if c, ok := fl.Registry.Cluster(cluster); ok {
+		pe.Pipeline.ClusterInfo = enrich.Cluster(c, true)
+	}
+	value, err := encode(pe)
 	if err != nil {
 		return p.dlq(rec, origin, "encode processed event: "+err.Error()), OutcomeDLQ
 	}
@@ -249,6 +319,7 @@ func (p *Pipeline) process(pol Policy, b kafka.Batch, rec kafka.Record) (kafka.R
 func (p *Pipeline) truncate(pe schemas.ProcessedEvent, size int) ([]byte, string) {
 	pe.RequestObject, pe.ResponseObject = nil, nil
 	pe.Level = policy.LevelMetadata
+	pe.Pipeline.Truncated = true
 	ann := make(map[string]string, len(pe.Annotations)+1)
 	for k, v := range pe.Annotations {
 		ann[k] = v
@@ -293,8 +364,53 @@ func originString(o schemas.Origin) string {
 	return o.Topic + "/" + strconv.FormatInt(int64(o.Partition), 10) + "/" + strconv.FormatInt(o.Offset, 10)
 }
 
+// Top-level keys of the bodies, which the fast path keeps as bytes.
+const (
+	keyRequestObject  = "requestObject"
+	keyResponseObject = "responseObject"
+)
+
 // decode parses an apiserver event, or says why the value is not one.
+//
+// The bodies, nearly all of a large event, are validated in one pass and
+// kept as sub-slices of value; only the rest (about 1 KB) is decoded.
+// Anything unusual (invalid JSON, escaped or differently cased body keys)
+// takes the plain encoding/json path, which gives the same result.
 func decode(value []byte) (schemas.Event, string) {
+	var req, resp []byte
+	unusual := false
+	var members [24]jsonbytes.Member // an event has about 18 top-level keys
+	ms := members[:0]
+	err := jsonbytes.Members(value, func(m jsonbytes.Member) {
+		ms = append(ms, m)
+		switch {
+		case m.KeyEscaped:
+			unusual = true
+		case string(m.Key) == keyRequestObject:
+			req = value[m.ValueStart:m.ValueEnd] // the last one wins, as in encoding/json
+		case string(m.Key) == keyResponseObject:
+			resp = value[m.ValueStart:m.ValueEnd]
+		}
+	})
+	if err != nil || unusual || (req == nil && resp == nil) {
+		return decodeSlow(value)
+	}
+	head := jsonbytes.Without(value, ms, func(m jsonbytes.Member) bool {
+		return string(m.Key) == keyRequestObject || string(m.Key) == keyResponseObject
+	})
+	ev, reason := decodeSlow(head)
+	if reason != "" || ev.RequestObject != nil || ev.ResponseObject != nil {
+		// A body under a key spelled differently ("RequestObject"):
+		// encoding/json matches keys case-insensitively.
+		return decodeSlow(value)
+	}
+	// A body recorded as null stays "null", as encoding/json keeps it.
+	ev.RequestObject, ev.ResponseObject = req, resp
+	return ev, ""
+}
+
+// decodeSlow parses value with encoding/json.
+func decodeSlow(value []byte) (schemas.Event, string) {
 	var ev schemas.Event
 	if err := json.Unmarshal(value, &ev); err != nil {
 		if serr, ok := errors.AsType[*json.SyntaxError](err); ok {
@@ -318,6 +434,36 @@ func decode(value []byte) (schemas.Event, string) {
 		return ev, "not an audit event: missing " + strings.Join(missing, ", ")
 	}
 	return ev, ""
+}
+
+// encode writes pe as JSON. The bodies are not re-encoded: encoding/json
+// would validate and compact them again, which is most of the cost of a
+// large event; they were validated when the event was decoded (or built
+// by redaction with encoding/json), so they are appended as they are.
+func encode(pe schemas.ProcessedEvent) ([]byte, error) {
+	req, resp := pe.RequestObject, pe.ResponseObject
+	pe.RequestObject, pe.ResponseObject = nil, nil
+	var buf bytes.Buffer
+	buf.Grow(len(req) + len(resp) + 2048)
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(pe); err != nil {
+		return nil, err
+	}
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if len(req) == 0 && len(resp) == 0 {
+		return out, nil
+	}
+	out = out[:len(out)-1] // the closing brace of the top-level object
+	if len(req) > 0 {
+		out = append(out, `,"`+keyRequestObject+`":`...)
+		out = append(out, req...)
+	}
+	if len(resp) > 0 {
+		out = append(out, `,"`+keyResponseObject+`":`...)
+		out = append(out, resp...)
+	}
+	return append(out, '}'), nil
 }
 
 // marshal encodes without HTML escaping so that bodies keep their bytes.

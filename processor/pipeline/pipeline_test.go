@@ -153,7 +153,8 @@ func TestAcceptedEvents(t *testing.T) {
 			ProcessedAt:   clock,
 			OriginalLevel: want[i].original,
 			Origin:        schemas.Origin{Topic: schemas.DefaultRawTopic, Partition: 3, Offset: int64(10 + i)},
-		}, pe.Pipeline)
+		}, withoutEnrichment(pe.Pipeline))
+		require.NotNil(t, pe.Pipeline.Principal, "record %d is enriched", i)
 		switch pe.Level {
 		case policy.LevelMetadata:
 			require.Nil(t, pe.RequestObject)
@@ -267,6 +268,7 @@ func TestOversizedBodiesAreDropped(t *testing.T) {
 	require.Nil(t, pe.RequestObject)
 	require.Nil(t, pe.ResponseObject)
 	require.Equal(t, "true", pe.Annotations["audit.k8s.io/truncated"])
+	require.True(t, pe.Pipeline.Truncated)
 	require.Equal(t, "allow", pe.Annotations["authorization.k8s.io/decision"])
 	require.Contains(t, h.logs.String(), "bodies dropped")
 }
@@ -337,4 +339,12 @@ func TestMetricsLint(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 6, n) // 3 outcomes, 2 directions, 1 histogram
 	require.Panics(t, func() { pipeline.NewMetrics(h.reg) }, "registering twice is a wiring bug")
+}
+
+// withoutEnrichment clears the fields enrich.Fill sets; they have their
+// own tests in enrichment_test.go.
+func withoutEnrichment(p schemas.Pipeline) schemas.Pipeline {
+	p.Principal, p.Impersonated, p.LatencyMs, p.ClusterInfo = nil, nil, nil, nil
+	p.Operation, p.Outcome, p.SourceIP, p.SourceIPType = "", "", "", ""
+	return p
 }

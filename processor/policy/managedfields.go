@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
 )
 
 // WithoutManagedFields returns body without metadata.managedFields, the
@@ -19,6 +21,14 @@ func WithoutManagedFields(body json.RawMessage) (json.RawMessage, error) {
 	if !bytes.Contains(body, []byte(`"managedFields"`)) {
 		return body, nil
 	}
+	if out, ok := withoutManagedFieldsBytes(body); ok {
+		return out, nil
+	}
+	return withoutManagedFieldsDecode(body)
+}
+
+// withoutManagedFieldsDecode is the general path: it decodes the body.
+func withoutManagedFieldsDecode(body json.RawMessage) (json.RawMessage, error) {
 	obj, ok := decodeObject(body)
 	if !ok {
 		return body, nil
@@ -137,4 +147,56 @@ func marshal(v any) (json.RawMessage, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// withoutManagedFieldsBytes removes metadata.managedFields of a single
+// object at byte level, leaving every other byte as it is: no decode and
+// re-encode of a large body. It declines (ok false) whatever it cannot do
+// safely — lists, tables, escaped or repeated keys, invalid JSON — and
+// the decoding path handles those.
+func withoutManagedFieldsBytes(body json.RawMessage) (json.RawMessage, bool) {
+	var meta *jsonbytes.Member
+	safe := true
+	err := jsonbytes.Members(body, func(m jsonbytes.Member) {
+		switch {
+		case m.KeyEscaped:
+			safe = false
+		case string(m.Key) == "items" || string(m.Key) == "rows":
+			safe = false
+		case string(m.Key) == "metadata":
+			if meta != nil {
+				safe = false
+			}
+			meta = &m
+		}
+	})
+	if err != nil || !safe {
+		return nil, false
+	}
+	if meta == nil {
+		return body, true
+	}
+	mb := body[meta.ValueStart:meta.ValueEnd]
+	var ms []jsonbytes.Member
+	found := 0
+	if err := jsonbytes.Members(mb, func(m jsonbytes.Member) {
+		if m.KeyEscaped {
+			safe = false
+		}
+		if string(m.Key) == "managedFields" {
+			found++
+		}
+		ms = append(ms, m)
+	}); err != nil || !safe || found > 1 {
+		// A metadata that is not an object: nothing to strip.
+		return body, err == jsonbytes.ErrNotObject && safe
+	}
+	if found == 0 {
+		return body, true
+	}
+	stripped := jsonbytes.Without(mb, ms, func(m jsonbytes.Member) bool { return string(m.Key) == "managedFields" })
+	out := make([]byte, 0, len(body)-len(mb)+len(stripped))
+	out = append(out, body[:meta.ValueStart]...)
+	out = append(out, stripped...)
+	return append(out, body[meta.ValueEnd:]...), true
 }

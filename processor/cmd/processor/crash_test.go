@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
+	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+	"github.com/auditpipe/auditpipe/schemas"
+	"github.com/stretchr/testify/require"
+)
+
+// TestKill9ExactlyOnce builds the processor, runs it in exactly-once mode
+// against the test's in-process broker, kills it with SIGKILL twice while
+// it commits small transactions (one per batch of 20), restarts it, and
+// then reads the events topic with read_committed: every input is there
+// exactly once — nothing lost, nothing duplicated.
+func TestKill9ExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the processor binary")
+	}
+	bin := filepath.Join(t.TempDir(), "processor")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run(), "build the processor")
+
+	brokers := kafkatest.Brokers(t)
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	topics := schemas.Topics{Raw: "raw-" + suffix, Events: "events-" + suffix, DLQ: "dlq-" + suffix}
+	admin, err := saramakafka.NewAdmin(brokers, "crash-admin")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	for _, topic := range []string{topics.Raw, topics.Events, topics.DLQ} {
+		require.NoError(t, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: topic, Partitions: 3, ReplicationFactor: 1}))
+	}
+
+	const n = 4000
+	ev, err := os.ReadFile("../../../testdata/public-audit/falco/create_clusterrole.json")
+	require.NoError(t, err)
+	in, err := saramakafka.NewProducer(kafka.ProducerConfig{Brokers: brokers, ClientID: "crash-raw"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = in.Close() })
+	recs := make([]kafka.Record, 0, n)
+	for i := range n {
+		id := "crash-" + strconv.Itoa(i)
+		recs = append(recs, kafka.Record{Topic: topics.Raw, Key: []byte(id),
+			Value:   bytes.Replace(ev, []byte(`"auditID":"`), []byte(`"auditID":"`+id+`-`), 1),
+			Headers: []kafka.Header{{Key: schemas.HeaderCluster, Value: []byte("c1")}}})
+	}
+	require.NoError(t, in.Produce(ctx, recs...))
+
+	type proc struct {
+		cmd    *exec.Cmd
+		exited chan struct{}
+	}
+	start := func() proc {
+		cmd := exec.Command(bin, "--brokers", brokers[0], "--group", "crash-"+suffix,
+			"--policy", "../../policies/tke-default.yaml",
+			"--topic-raw", topics.Raw, "--topic-events", topics.Events, "--topic-dlq", topics.DLQ,
+			"--delivery", "exactly-once", "--transactional-id", "crash-"+suffix,
+			"--max-batch", "20", "--session-timeout", "2s", "--reload-interval", "-1s", "--metrics-addr", "", "--log-level", "warn")
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		p := proc{cmd: cmd, exited: make(chan struct{})}
+		go func() { _ = cmd.Wait(); close(p.exited) }()
+		return p
+	}
+	// Count committed output as it appears.
+	var mu sync.Mutex
+	seen := map[string]int{}
+	total := 0
+	reader, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: brokers, Group: "crash-reader-" + suffix,
+		Topics: []string{topics.Events}, MaxWait: 10 * time.Millisecond}.WithDefaults())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = reader.Close() })
+	rctx, rcancel := context.WithCancel(ctx)
+	rdone := make(chan error, 1)
+	go func() {
+		rdone <- reader.Run(rctx, kafka.HandlerFunc(func(_ context.Context, b kafka.Batch) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range b.Records {
+				var pe schemas.ProcessedEvent
+				if err := json.Unmarshal(r.Value, &pe); err != nil {
+					return err
+				}
+				seen[pe.AuditID]++
+				total++
+			}
+			return nil
+		}))
+	}()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return total }
+	// reached waits for want committed records while the process runs.
+	reached := func(p proc, want int) {
+		t.Helper()
+		deadline := time.After(time.Minute)
+		for count() < want {
+			select {
+			case <-p.exited:
+				t.Fatalf("processor exited early (%v) at %d of %d records", p.cmd.ProcessState, count(), want)
+			case <-deadline:
+				offs, err := admin.CommittedOffsets(context.Background(), "crash-"+suffix, topics.Raw)
+				t.Fatalf("processor did not reach %d records (at %d); its committed input offsets: %v %v", want, count(), offs, err)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+
+	for range 2 {
+		killAt := min(count()+n/5, n*9/10)
+		p := start()
+		reached(p, killAt)
+		require.Less(t, count(), n, "the processor finished before it could be killed")
+		require.NoError(t, p.cmd.Process.Kill()) // SIGKILL: no shutdown, a transaction is likely open
+		<-p.exited
+		t.Logf("killed after %d committed records", count())
+		// Restart once the broker expired the dead member's session, as
+		// a supervisor's restart would. Restarting at once makes kfake
+		// hold the rebalance for the dead member until sarama's 60s
+		// rebalance timeout (the group adapter does not set it), which
+		// only slows the test down.
+		time.Sleep(3 * time.Second)
+	}
+	p := start()
+	t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.exited })
+	reached(p, n)
+	// Give duplicates, if any, time to show up.
+	time.Sleep(time.Second)
+	rcancel()
+	require.NoError(t, <-rdone)
+
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seen, n, "every input is in the output")
+	for id, c := range seen {
+		require.Equal(t, 1, c, "auditID %s appears %d times", id, c)
+	}
+	require.Equal(t, n, total)
+}

@@ -25,6 +25,13 @@ type Querier interface {
 	Query(ctx context.Context, q local.Query) (local.QueryResult, error)
 }
 
+// Store is what the API reads: the field filters of /api/v1/events and the
+// CLS queries of /api/v1/search. *local.Store satisfies it.
+type Store interface {
+	Querier
+	Search(ctx context.Context, req local.SearchRequest) (local.SearchResult, error)
+}
+
 // EventsResponse is the body of a successful GET /api/v1/events.
 type EventsResponse struct {
 	Events []json.RawMessage `json:"events"`
@@ -36,27 +43,33 @@ type EventsResponse struct {
 type ErrorResponse struct {
 	Error     string `json:"error"`
 	Parameter string `json:"parameter,omitempty"`
+	// Position is the byte offset of a query error in q.
+	Position *int `json:"position,omitempty"`
 }
 
 // NewHandler returns the read-only search API:
 //
 //	GET /api/v1/events?cluster=&verb=&user=&resource=&namespace=&q=&from=&to=&limit=
+//	GET /api/v1/search?q=&from=&to=&cluster=&limit=&cursor=
 //
 // from and to take RFC 3339 or unix milliseconds and bound stageTimestamp
 // (from inclusive, to exclusive). Unknown parameters are rejected so that a
 // typo (users=bob) is not silently a query for everything.
-func NewHandler(store Querier, logger *slog.Logger) http.Handler {
+// It does no authentication: wrap it with ProtectAPI (or RequireToken)
+// when it listens beyond loopback.
+func NewHandler(store Store, logger *slog.Logger) http.Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &handler{store: store, logger: logger}
 	mux := http.NewServeMux()
 	mux.HandleFunc(EventsPath, h.events)
+	mux.HandleFunc(SearchPath, h.search)
 	return mux
 }
 
 type handler struct {
-	store  Querier
+	store  Store
 	logger *slog.Logger
 }
 

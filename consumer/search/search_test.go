@@ -173,6 +173,10 @@ func TestHandlerMethodNotAllowed(t *testing.T) {
 
 type failingQuerier struct{}
 
+func (failingQuerier) Search(context.Context, local.SearchRequest) (local.SearchResult, error) {
+	return local.SearchResult{}, errors.New("disk on fire: /var/lib/auditpipe/events.db")
+}
+
 func (failingQuerier) Query(context.Context, local.Query) (local.QueryResult, error) {
 	return local.QueryResult{}, errors.New("disk I/O error at /secret/path")
 }

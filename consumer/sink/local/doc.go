@@ -12,6 +12,22 @@
 // and a pool of read-only connections. WAL mode lets readers run while the
 // writer commits. Concurrent Write calls are safe and are serialised.
 //
+// Several consumer replicas: a store file has exactly one writer. Replicas
+// in one process share one *Store (app.Deps.Store): the single writer
+// connection serialises their batches, and each is idempotent, so the
+// batches a rebalance hands from one replica to another only count as
+// duplicates. A second process opening the same file works (SQLite's lock,
+// busy_timeout, the IMMEDIATE migration) but only queues behind the first
+// for every commit: do not plan on it. Replicas on separate hosts have a
+// store each, holding the partitions each consumed; a rebalance then splits
+// a cluster's history across stores. For one complete local store, run its
+// sink in a dedicated single-member group; CLS is the fleet-wide view. See
+// docs/decisions/0005-cls-sink.md.
+//
+// Retention (RunRetention, PruneStep) deletes by age (stageTimestamp) and by
+// size (pages in use) in steps of bounded rows, one short transaction each,
+// so the consumer's writes wait at most one step.
+//
 // Durability: an acknowledged Kafka offset is committed only after Write
 // returns, so Write must not return before its transaction is on disk. The
 // store therefore runs with synchronous=FULL (an fsync of the WAL at every

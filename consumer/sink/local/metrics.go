@@ -14,6 +14,8 @@ type metrics struct {
 	writeErrors   prometheus.Counter
 	writeDuration prometheus.Histogram
 	queryDuration prometheus.Histogram
+	pruned        *prometheus.CounterVec
+	usedBytes     prometheus.Gauge
 }
 
 // Values of the outcome label of auditpipe_localstore_events_total.
@@ -44,7 +46,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of a Query call (page and total).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_pruned_events_total",
+			Help: "Events deleted by retention, by reason (age: older than maxAge; size: the store was over maxBytes).",
+		}, []string{"reason"}),
+		usedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "auditpipe_localstore_used_bytes",
+			Help: "Bytes of the store's pages in use (file size minus free pages, WAL excluded), as retention last measured it.",
+		}),
 	}
+	m.pruned.WithLabelValues(pruneAge)
+	m.pruned.WithLabelValues(pruneSize)
 	// Pre-create the label values so that dashboards see zeros, not gaps.
 	for _, o := range []string{outcomeInserted, outcomeDuplicate, outcomeInvalid} {
 		m.events.WithLabelValues(o)
@@ -62,7 +74,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.writeErrors, m.writeDuration, m.queryDuration}
+	return []prometheus.Collector{m.events, m.writeErrors, m.writeDuration, m.queryDuration, m.pruned, m.usedBytes}
 }
 
 // unregister lets a store be reopened on the same registry (tests, restarts

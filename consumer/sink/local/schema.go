@@ -73,6 +73,14 @@ func migrations() []string {
 		contentless_delete = 1,
 		tokenize = 'unicode61 remove_diacritics 2'
 	);`,
+		// Migration 2 (search, ADR 0006): the CLS query language matches
+		// text fields (user.username, objectRef.name, userAgent) by word.
+		// The search walks the distinct values of such a column through
+		// its index (a loose index scan: one seek per distinct value),
+		// matches the few values, then seeks the events by value and
+		// time. username already has an index; these add the other two.
+		`CREATE INDEX events_name_ts ON events (name, stage_ts);
+	CREATE INDEX events_user_agent_ts ON events (user_agent, stage_ts);`,
 	}
 }
 

@@ -75,6 +75,11 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(abs), 0o750); err != nil {
 		return nil, fmt.Errorf("open local store %s: create directory: %w", path, err)
 	}
+	// Before any connection opens: the search's SQL functions are only
+	// available on connections opened after registration.
+	if err := registerFunctions(); err != nil {
+		return nil, fmt.Errorf("open local store %s: register SQL functions: %w", path, err)
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("open local store %s: %w", path, err)

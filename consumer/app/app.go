@@ -1,0 +1,257 @@
+// Package app wires the consumer stage: the consumer group on the events
+// topic, the local store sink and the CLS sink (real, or the in-process
+// clslocal server in cls-local mode), metrics and retention. The command in
+// cmd/consumer and the all-in-one in deploy/local both build the consumer
+// through New, so they cannot drift apart.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditpipe/auditpipe/consumer/group"
+	"github.com/auditpipe/auditpipe/consumer/sink/cls"
+	"github.com/auditpipe/auditpipe/consumer/sink/cls/clslocal"
+	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/fleet"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+)
+
+// Deps are the consumer's outside world, injected so that this package
+// imports no Kafka client.
+type Deps struct {
+	// NewGroup creates the group member. When nil, Run fails; Handler
+	// still works (tests, or a caller running its own group).
+	NewGroup func(kafka.GroupConfig) (kafka.GroupConsumer, error)
+	// Store, when set, is used instead of opening Config.Local.Path: the
+	// way several replicas in one process share the single writer of a
+	// store file. The caller closes it.
+	Store *local.Store
+	// Registerer receives the metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger defaults to discarding logs.
+	Logger *slog.Logger
+}
+
+// App is a configured consumer.
+type App struct {
+	cfg       Config
+	log       *slog.Logger
+	store     *local.Store
+	ownsStore bool
+	clsSink   *cls.Sink
+	clsLocal  *clslocal.Server
+	clsURL    string
+	clsHTTP   *http.Server
+	handler   *group.Handler
+	group     kafka.GroupConsumer
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store, starts the CLS sink (and the cls-local server) and
+// creates the group member. Nothing consumes before Run.
+func New(cfg Config, d Deps) (_ *App, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("consumer config: %w", err)
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	reg := d.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry() // a private one: metrics go nowhere
+	}
+	a := &App{cfg: cfg, log: logger}
+	// Whatever was started before a failure is released.
+	defer func() {
+		if err != nil {
+			_ = a.Close()
+		}
+	}()
+	var reg2 *fleet.Registry
+	if cfg.FleetFile != "" {
+		if reg2, err = fleet.LoadFile(cfg.FleetFile); err != nil {
+			return nil, err
+		}
+	}
+
+	var sinks []group.Sink
+	if cfg.Local.Enabled {
+		a.store = d.Store
+		if a.store == nil {
+			a.store, err = local.Open(cfg.Local.Path, local.Options{Logger: logger, Registerer: reg})
+			if err != nil {
+				return nil, err
+			}
+			a.ownsStore = true
+		}
+		sinks = append(sinks, group.NewLocalSink(a.store, logger))
+	}
+	if cfg.CLS.Mode != CLSOff {
+		topics := cls.FleetTopics(reg2)
+		if cfg.CLS.Mode == CLSCloud && cfg.CLS.Region != "" && reg2 != nil {
+			if topics, err = a.provision(reg2, topics); err != nil {
+				return nil, err
+			}
+		}
+		endpoint := cfg.CLS.Endpoint
+		if cfg.CLS.Mode == CLSLocal {
+			if endpoint, err = a.startLocalCLS(); err != nil {
+				return nil, err
+			}
+			// Without a fleet entry a cluster still shows up locally, under
+			// a topic named after it.
+			fleetTopics := topics
+			topics = func(c string) (string, bool) {
+				if t, ok := fleetTopics(c); ok {
+					return t, true
+				}
+				return "local-" + c, true
+			}
+		}
+		a.clsSink, err = cls.New(cfg.CLSSinkConfig(endpoint), topics, reg, logger)
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, a.clsSink)
+	}
+	a.handler = group.NewHandler(sinks, group.NewMetrics(reg), logger)
+	if d.NewGroup != nil {
+		if a.group, err = d.NewGroup(cfg.GroupConfig()); err != nil {
+			return nil, fmt.Errorf("consumer: %w", err)
+		}
+	}
+	return a, nil
+}
+
+// provision resolves the fleet clusters named by logset and topicName to
+// topic ids, creating what is missing. A failure stops the start: running
+// without a cluster's topic would hold its partition for ever.
+func (a *App) provision(reg *fleet.Registry, fleetTopics cls.Topics) (cls.Topics, error) {
+	pc := cls.ProvisionConfig{SecretID: a.cfg.CLS.SecretID, SecretKey: a.cfg.CLS.SecretKey,
+		Region: a.cfg.CLS.Region, Endpoint: a.cfg.CLS.APIEndpoint}
+	if rest, ok := strings.CutPrefix(pc.Endpoint, "http://"); ok {
+		pc.Endpoint, pc.Scheme = rest, "HTTP" // a local stand-in
+	}
+	p, err := cls.NewProvisioner(pc, a.log)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ids := make([]string, 0, len(reg.Clusters))
+	for id := range reg.Clusters {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	resolved := map[string]string{}
+	for _, id := range ids {
+		c := reg.Clusters[id]
+		if c.CLS.TopicID != "" || c.CLS.TopicName == "" {
+			continue
+		}
+		tid, err := p.EnsureTopic(ctx, c.CLS.Logset, c.CLS.TopicName)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", id, err)
+		}
+		resolved[id] = tid
+	}
+	return func(cluster string) (string, bool) {
+		if t, ok := resolved[cluster]; ok {
+			return t, true
+		}
+		return fleetTopics(cluster)
+	}, nil
+}
+
+func (a *App) startLocalCLS() (string, error) {
+	a.clsLocal = clslocal.New(clslocal.Options{
+		Credentials: []clslocal.Credential{{SecretID: a.cfg.CLSSinkConfig("").SecretID, SecretKey: a.cfg.CLSSinkConfig("").SecretKey}},
+		KeepLogs:    10000,
+		Logger:      a.log,
+	})
+	ln, err := net.Listen("tcp", a.cfg.CLS.LocalAddr)
+	if err != nil {
+		return "", fmt.Errorf("cls-local: listen on %s: %w", a.cfg.CLS.LocalAddr, err)
+	}
+	a.clsHTTP = &http.Server{Handler: a.clsLocal.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := a.clsHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("cls-local server", "err", err)
+		}
+	}()
+	a.clsURL = "http://" + ln.Addr().String()
+	a.log.Info("cls-local: CLS stand-in listening; GET /logs shows what would be sent", "url", a.clsURL)
+	return a.clsURL, nil
+}
+
+// Handler is the group handler: every sink, then the commit.
+func (a *App) Handler() kafka.Handler { return a.handler }
+
+// Store is the local store (nil when disabled).
+func (a *App) Store() *local.Store { return a.store }
+
+// CLSLocal is the cls-local server and its base URL (nil, "" unless
+// cls.mode is cls-local).
+func (a *App) CLSLocal() (*clslocal.Server, string) { return a.clsLocal, a.clsURL }
+
+// CLSSink is the CLS sink (nil when cls.mode is off).
+func (a *App) CLSSink() *cls.Sink { return a.clsSink }
+
+// Run consumes until ctx ends, restarting the member with backoff after
+// failures, and runs retention in the background. It returns when the
+// in-flight batches are done; Close then flushes and releases.
+func (a *App) Run(ctx context.Context) error {
+	if a.group == nil {
+		return errors.New("consumer: no group (Deps.NewGroup is nil)")
+	}
+	var wg sync.WaitGroup
+	if a.store != nil && a.ownsStore {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.store.RunRetention(ctx, a.cfg.Retention())
+		}()
+	}
+	kafka.Supervise(ctx, a.group, a.handler, 10*time.Second, a.log)
+	wg.Wait()
+	return nil
+}
+
+// Close leaves the group, then closes the sinks: the CLS producer after
+// the group, so every batch it acknowledged was already waited for, and the
+// store last. Safe to call twice.
+func (a *App) Close() error {
+	a.closeOnce.Do(func() {
+		var errs []error
+		if a.group != nil {
+			errs = append(errs, a.group.Close())
+		}
+		if a.clsSink != nil {
+			errs = append(errs, a.clsSink.Close(10*time.Second))
+		}
+		if a.clsHTTP != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			errs = append(errs, a.clsHTTP.Shutdown(ctx))
+			cancel()
+		}
+		if a.store != nil && a.ownsStore {
+			errs = append(errs, a.store.Close())
+		}
+		a.closeErr = errors.Join(errs...)
+	})
+	return a.closeErr
+}

@@ -1,0 +1,153 @@
+package app_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditpipe/auditpipe/consumer/app"
+	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
+	"github.com/auditpipe/auditpipe/consumer/sink/cls/clslocal"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+)
+
+func TestLoadFull(t *testing.T) {
+	cfg, err := app.Load("testdata/full.yaml")
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, []string{"kafka-0:9092", "kafka-1:9092"}, cfg.Brokers)
+	require.Equal(t, 720*time.Hour, cfg.Retention().MaxAge)
+	require.Equal(t, 30*time.Second, cfg.Retention().Interval)
+	sc := cfg.CLSSinkConfig("ignored")
+	require.Equal(t, "ap-guangzhou.cls.tencentcs.com", sc.Endpoint)
+	require.Equal(t, 200*time.Millisecond, sc.Linger)
+	require.Equal(t, "zstd", sc.Compression)
+	require.Equal(t, time.Minute, sc.BlockedRetry)
+	require.Equal(t, 1000, cfg.GroupConfig().MaxBatch)
+}
+
+func TestLoadRejects(t *testing.T) {
+	_, err := app.Load("testdata/typo.yaml")
+	require.ErrorContains(t, err, `"local.enabeld"`)
+	_, err = app.Load("testdata/badduration.yaml")
+	require.ErrorContains(t, err, "duration")
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	for field, mut := range map[string]func(*app.Config){
+		"brokers":    func(c *app.Config) { c.Brokers = nil },
+		"maxBatch":   func(c *app.Config) { c.MaxBatch = 0 },
+		"no sink":    func(c *app.Config) { c.Local.Enabled = false },
+		"local.path": func(c *app.Config) { c.Local.Path = "" },
+		"cls.mode":   func(c *app.Config) { c.CLS.Mode = "kafka" },
+		"cls.endpoint": func(c *app.Config) {
+			c.CLS.Mode = app.CLSCloud
+			c.FleetFile = "f"
+			c.CLS.SecretID, c.CLS.SecretKey = "a", "b"
+		},
+		"cls.secretKey":   func(c *app.Config) { c.CLS.Mode = app.CLSCloud; c.FleetFile = "f"; c.CLS.Endpoint = "e" },
+		"retention":       func(c *app.Config) { c.Local.MaxBytes = 5 },
+		"cls.compression": func(c *app.Config) { c.CLS.Mode = app.CLSLocal; c.CLS.Compression = "gzip" },
+	} {
+		c := app.DefaultConfig()
+		c.Brokers = []string{"k:9092"}
+		require.NoError(t, c.Validate())
+		mut(&c)
+		err := c.Validate()
+		require.Error(t, err, field)
+		if field != "no sink" {
+			require.Contains(t, err.Error(), field)
+		}
+	}
+}
+
+// TestCLSLocalMode wires both sinks with the in-process CLS stand-in and
+// hands the handler a batch directly: the store and the stand-in both get
+// every event, and the metrics lint clean.
+func TestCLSLocalMode(t *testing.T) {
+	cfg := app.DefaultConfig()
+	cfg.Brokers = []string{"unused:9092"}
+	cfg.Local.Path = t.TempDir() + "/events.db"
+	cfg.CLS.Mode = app.CLSLocal
+	reg := prometheus.NewRegistry()
+	a, err := app.New(cfg, app.Deps{Registerer: reg})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, a.Close()) }()
+	srv, url := a.CLSLocal()
+	require.NotNil(t, srv)
+	require.NotEmpty(t, url)
+	recs := make([]kafka.Record, 20)
+	for i := range recs {
+		recs[i] = kafka.Record{Topic: "audit.events", Offset: int64(i),
+			Value: eventgen.Event("dev-1", "id-"+string(rune('a'+i)), 1000, time.Now())}
+	}
+	require.NoError(t, a.Handler().Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs, HighWatermark: 25}))
+	require.Equal(t, int64(20), srv.LogCount("local-dev-1"))
+	require.Equal(t, 5.0, testutil.ToFloat64(lagGauge(t, reg)))
+	problems, err := testutil.GatherAndLint(reg)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+	require.Error(t, a.Run(context.Background()), "no group")
+}
+
+func lagGauge(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "lag"})
+	for _, mf := range mfs {
+		if mf.GetName() == "auditpipe_consumer_partition_lag_records" {
+			g.Set(mf.GetMetric()[0].GetGauge().GetValue())
+			return g
+		}
+	}
+	t.Fatal("no lag metric")
+	return nil
+}
+
+// TestProvisionedTopics: a fleet cluster given by logset and topicName gets
+// its topic created at startup through the management API, and its events
+// go to that topic.
+func TestProvisionedTopics(t *testing.T) {
+	api := clslocal.NewManagementAPI()
+	apiSrv := httptest.NewServer(api)
+	defer apiSrv.Close()
+	upload := clslocal.New(clslocal.Options{Credentials: []clslocal.Credential{{SecretID: "AKIDp", SecretKey: "kp"}}})
+	upSrv := httptest.NewServer(upload.Handler())
+	defer upSrv.Close()
+	dir := t.TempDir()
+	fleetFile := filepath.Join(dir, "fleet.yaml")
+	require.NoError(t, os.WriteFile(fleetFile, []byte("clusters:\n  prod-1:\n    cls: {logset: audit, topicName: prod-1-audit}\n  dev-1:\n    cls: {topicID: fixed-dev}\n"), 0o600))
+
+	cfg := app.DefaultConfig()
+	cfg.Brokers = []string{"unused:9092"}
+	cfg.Local.Enabled = false
+	cfg.FleetFile = fleetFile
+	cfg.CLS = app.CLSConfig{Mode: app.CLSCloud, Endpoint: upSrv.URL, SecretID: "AKIDp", SecretKey: "kp",
+		Region: "ap-guangzhou", APIEndpoint: apiSrv.URL}
+	a, err := app.New(cfg, app.Deps{})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, a.Close()) }()
+	require.Equal(t, 1, api.Calls("CreateTopic"))
+	recs := []kafka.Record{
+		{Value: eventgen.Event("prod-1", "p1", 900, time.Now())},
+		{Value: eventgen.Event("dev-1", "d1", 900, time.Now())},
+	}
+	require.NoError(t, a.Handler().Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs}))
+	require.Equal(t, int64(1), upload.LogCount("tp-prod-1-audit"))
+	require.Equal(t, int64(1), upload.LogCount("fixed-dev"))
+
+	// A provisioning failure stops the start, naming the cluster.
+	api.FailCreateTopic("LimitExceeded.Topic")
+	require.NoError(t, os.WriteFile(fleetFile, []byte("clusters:\n  prod-2:\n    cls: {logset: audit, topicName: prod-2-audit}\n"), 0o600))
+	_, err = app.New(cfg, app.Deps{})
+	require.ErrorContains(t, err, "cluster prod-2")
+	require.ErrorContains(t, err, "LimitExceeded.Topic")
+}

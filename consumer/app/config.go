@@ -1,0 +1,207 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/auditpipe/auditpipe/consumer/sink/cls"
+	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/config"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/schemas"
+)
+
+// DefaultGroup is the consumer group of the consumer stage.
+const DefaultGroup = "auditpipe-consumer"
+
+// Sink modes of CLSConfig.Mode.
+const (
+	CLSOff   = "off"       // no CLS sink
+	CLSCloud = "cls"       // the real CLS endpoint
+	CLSLocal = "cls-local" // an in-process clslocal server: see what would be sent
+)
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration time.Duration
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string like \"30s\", got %s", b)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// Config configures the consumer. Load it with Load (strict YAML over
+// DefaultConfig).
+type Config struct {
+	Brokers  []string `json:"brokers"`
+	Group    string   `json:"group"`
+	Topic    string   `json:"topic"`
+	ClientID string   `json:"clientID"`
+	// MaxBatch is the most records a partition hands the sinks at once.
+	MaxBatch int `json:"maxBatch"`
+	// SessionTimeout is how long the group waits for a silent member (a
+	// killed replica) before giving its partitions to the others.
+	// Default 10s.
+	SessionTimeout Duration `json:"sessionTimeout"`
+	// FleetFile is the fleet registry: each cluster's CLS topic.
+	FleetFile string      `json:"fleetFile"`
+	Local     LocalConfig `json:"local"`
+	CLS       CLSConfig   `json:"cls"`
+}
+
+// LocalConfig configures the local store sink.
+type LocalConfig struct {
+	Enabled bool   `json:"enabled"`
+	Path    string `json:"path"`
+	// Retention; zero values keep everything.
+	MaxAge   Duration `json:"maxAge"`
+	MaxBytes int64    `json:"maxBytes"`
+	// RetentionInterval is the pause between retention rounds. Default 1m.
+	RetentionInterval Duration `json:"retentionInterval"`
+}
+
+// CLSConfig configures the CLS sink.
+type CLSConfig struct {
+	// Mode is off, cls or cls-local.
+	Mode      string `json:"mode"`
+	Endpoint  string `json:"endpoint"`
+	SecretID  string `json:"secretID"`
+	SecretKey string `json:"secretKey"`
+	Token     string `json:"token"`
+	// Region enables creating missing logsets, topics and indexes through
+	// the CLS management API (cls mode only) for fleet clusters given as
+	// cls.logset + cls.topicName, at startup. Empty: such clusters are not
+	// routed (logged and counted as unrouted).
+	Region string `json:"region"`
+	// APIEndpoint overrides the management API host
+	// (cls.tencentcloudapi.com); an http:// prefix means plain HTTP (a
+	// local stand-in).
+	APIEndpoint string `json:"apiEndpoint"`
+	// LocalAddr is where cls-local listens. Default 127.0.0.1:0.
+	LocalAddr      string   `json:"localAddr"`
+	Compression    string   `json:"compression"`
+	Linger         Duration `json:"linger"`
+	RetryBase      Duration `json:"retryBase"`
+	RetryMax       Duration `json:"retryMax"`
+	BlockedRetry   Duration `json:"blockedRetry"`
+	DefaultTopicID string   `json:"defaultTopicID"`
+}
+
+// DefaultConfig returns the defaults: local store on, CLS off.
+func DefaultConfig() Config {
+	return Config{
+		Group:    DefaultGroup,
+		Topic:    schemas.DefaultTopics().Events,
+		ClientID: "auditpipe-consumer",
+		MaxBatch: 500,
+		Local:    LocalConfig{Enabled: true, Path: "auditpipe-events.db", RetentionInterval: Duration(time.Minute)},
+		CLS:      CLSConfig{Mode: CLSOff, LocalAddr: "127.0.0.1:0"},
+	}
+}
+
+// Load reads a YAML file over the defaults; unknown keys are errors naming
+// the key. It does not Validate: flags may still complete the config.
+func Load(path string) (Config, error) {
+	// fileConfig has Config's fields but not its Validate method, which
+	// config.LoadFile would otherwise run before the flags are applied.
+	type fileConfig Config
+	cfg := fileConfig(DefaultConfig())
+	if err := config.LoadFile(path, &cfg); err != nil {
+		return Config{}, err
+	}
+	return Config(cfg), nil
+}
+
+// Validate reports every unusable setting, naming it.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: none given"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("group: must not be empty"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("topic: must not be empty"))
+	}
+	if c.MaxBatch <= 0 {
+		errs = append(errs, fmt.Errorf("maxBatch: %d, want > 0", c.MaxBatch))
+	}
+	if !c.Local.Enabled && c.CLS.Mode == CLSOff {
+		errs = append(errs, errors.New("local.enabled, cls.mode: no sink enabled"))
+	}
+	if c.Local.Enabled {
+		if c.Local.Path == "" {
+			errs = append(errs, errors.New("local.path: required when local.enabled"))
+		}
+		if err := c.Retention().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("local.%w", err))
+		}
+	}
+	switch c.CLS.Mode {
+	case CLSOff:
+	case CLSCloud, CLSLocal:
+		if c.CLS.Mode == CLSCloud && c.FleetFile == "" && c.CLS.DefaultTopicID == "" {
+			errs = append(errs, errors.New("fleetFile, cls.defaultTopicID: the CLS sink needs topics from the fleet registry or a default topic"))
+		}
+		// In cls-local mode the endpoint is the local server's, known
+		// only once it listens.
+		if err := c.CLSSinkConfig("http://cls-local").Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("cls.mode: %q, want off, cls or cls-local", c.CLS.Mode))
+	}
+	return errors.Join(errs...)
+}
+
+// GroupConfig is the consumer group member's configuration.
+func (c Config) GroupConfig() kafka.GroupConfig {
+	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.Group, Topics: []string{c.Topic}, ClientID: c.ClientID, MaxBatch: c.MaxBatch,
+		SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
+}
+
+// Retention is the local store's retention policy.
+func (c Config) Retention() local.Retention {
+	return local.Retention{MaxAge: time.Duration(c.Local.MaxAge), MaxBytes: c.Local.MaxBytes,
+		Interval: time.Duration(c.Local.RetentionInterval)}.WithDefaults()
+}
+
+// CLSSinkConfig is the CLS sink's configuration, sending to endpoint
+// (cls.endpoint in cls mode, the local server's URL in cls-local mode).
+func (c Config) CLSSinkConfig(endpoint string) cls.Config {
+	id, key := c.CLS.SecretID, c.CLS.SecretKey
+	if c.CLS.Mode == CLSLocal && id == "" && key == "" {
+		id, key = localSecretID, localSecretKey
+	}
+	if c.CLS.Mode == CLSCloud {
+		endpoint = c.CLS.Endpoint
+	}
+	return cls.Config{
+		Endpoint: endpoint, SecretID: id, SecretKey: key, Token: c.CLS.Token,
+		Compression: c.CLS.Compression, Linger: time.Duration(c.CLS.Linger),
+		RetryBase: time.Duration(c.CLS.RetryBase), RetryMax: time.Duration(c.CLS.RetryMax),
+		BlockedRetry: time.Duration(c.CLS.BlockedRetry), DefaultTopicID: c.CLS.DefaultTopicID,
+	}.WithDefaults()
+}
+
+// The credentials of the cls-local server when none are configured: the
+// signature is still computed and checked, with a key nobody needs to keep
+// secret.
+const (
+	localSecretID  = "AKIDauditpipelocal"
+	localSecretKey = "auditpipe-local"
+)

@@ -1,0 +1,5 @@
+package main
+
+import "flag"
+
+func flagErrHelp() error { return flag.ErrHelp }

@@ -1,0 +1,180 @@
+// Command consumer reads processed audit events from Kafka as a member of
+// a consumer group and writes them to the local store and/or Tencent Cloud
+// CLS, committing a partition's offset only past records every sink has
+// durably. Run any number of replicas: they share the partitions. All
+// wiring is in package app; this file parses flags and serves metrics.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/auditpipe/auditpipe/consumer/app"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+)
+
+const usage = `Usage: consumer [flags]
+
+Consumes the processed-events topic and writes every event to the sinks:
+  local      the embedded SQLite store (idempotent on cluster, auditID, stage)
+  cls        Tencent Cloud CLS, one topic per cluster from the fleet registry
+  cls-local  an in-process CLS stand-in (GET <url>/logs shows what would be sent)
+Offsets are committed only after every sink has a record, so a crash or a
+CLS outage delays events but never loses them (duplicates are possible and
+share cluster, auditID and stage with the original).
+
+Settings come from --config (strict YAML; unknown keys are errors), then
+flags override. CLS credentials may come from AUDITPIPE_CLS_SECRET_ID and
+AUDITPIPE_CLS_SECRET_KEY instead of the file.
+
+Flags:
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "consumer:", err)
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	configFile := fs.String("config", "", "YAML config `file` (see consumer/app.Config); flags override it")
+	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap `addresses` (default from config, else localhost:9092)")
+	sinks := fs.String("sink", "", "comma-separated sinks: local, cls, cls-local (default from config, else local)")
+	storePath := fs.String("store", "", "local store `file` (default from config)")
+	fleetFile := fs.String("fleet", "", "fleet registry `file` mapping clusters to CLS topics")
+	groupID := fs.String("group", "", "consumer group `id` (default "+app.DefaultGroup+")")
+	sessionTimeout := fs.Duration("session-timeout", 0, "how long the group waits for a silent (crashed) member (default from config, else 10s)")
+	maxBatch := fs.Int("max-batch", 0, "most records of a partition handed to the sinks at once (default from config, else 500)")
+	metricsAddr := fs.String("metrics-addr", ":9465", "`address` for /metrics; empty disables")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	cfg := app.DefaultConfig()
+	cfg.Brokers = []string{"localhost:9092"}
+	if *configFile != "" {
+		var err error
+		if cfg, err = app.Load(*configFile); err != nil {
+			return err
+		}
+	}
+	if *brokers != "" {
+		cfg.Brokers = splitList(*brokers)
+	}
+	if *sinks != "" {
+		cfg.Local.Enabled, cfg.CLS.Mode = false, app.CLSOff
+		for _, s := range splitList(*sinks) {
+			switch s {
+			case "local":
+				cfg.Local.Enabled = true
+			case app.CLSCloud, app.CLSLocal:
+				cfg.CLS.Mode = s
+			default:
+				return fmt.Errorf("--sink: unknown sink %q (want local, cls, cls-local)", s)
+			}
+		}
+	}
+	if *storePath != "" {
+		cfg.Local.Path = *storePath
+	}
+	if *fleetFile != "" {
+		cfg.FleetFile = *fleetFile
+	}
+	if *sessionTimeout > 0 {
+		cfg.SessionTimeout = app.Duration(*sessionTimeout)
+	}
+	if *maxBatch > 0 {
+		cfg.MaxBatch = *maxBatch
+	}
+	if *groupID != "" {
+		cfg.Group = *groupID
+	}
+	if v := os.Getenv("AUDITPIPE_CLS_SECRET_ID"); v != "" && cfg.CLS.SecretID == "" {
+		cfg.CLS.SecretID = v
+	}
+	if v := os.Getenv("AUDITPIPE_CLS_SECRET_KEY"); v != "" && cfg.CLS.SecretKey == "" {
+		cfg.CLS.SecretKey = v
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a, err := app.New(cfg, app.Deps{
+		NewGroup:   func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		Registerer: reg,
+		Logger:     logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.Close(); err != nil {
+			logger.Error("close", "err", err)
+		}
+	}()
+	if *metricsAddr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				logger.Error("metrics server", "addr", *metricsAddr, "err", err)
+			}
+		}()
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx) // best effort: exiting anyway
+		}()
+	}
+	if _, url := a.CLSLocal(); url != "" {
+		logger.Info("cls-local", "logs", url+"/logs")
+	}
+	logger.Info("consumer starting", "brokers", cfg.Brokers, "group", cfg.Group, "topic", cfg.Topic,
+		"local", cfg.Local.Enabled, "cls", cfg.CLS.Mode)
+	return a.Run(ctx)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

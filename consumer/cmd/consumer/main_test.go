@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
+	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+
+	_ "modernc.org/sqlite"
+)
+
+func TestHelp(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"--help"}, &out)
+	require.ErrorIs(t, err, flagErrHelp())
+	require.Contains(t, out.String(), "cls-local")
+	require.Contains(t, out.String(), "-session-timeout")
+}
+
+func TestRejectsBadFlags(t *testing.T) {
+	var out bytes.Buffer
+	require.ErrorContains(t, run(context.Background(), []string{"--sink", "s3"}, &out), `unknown sink "s3"`)
+	require.ErrorContains(t, run(context.Background(), []string{"extra"}, &out), "unexpected arguments")
+}
+
+// TestKill9 runs the real binary against the test's broker, kills it with
+// SIGKILL while it writes, several times, and checks after each kill that
+// the store passes integrity_check and that no committed offset is beyond
+// what the store holds. A last run drains everything: each event is
+// stored exactly once.
+func TestKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "consumer")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+
+	brokers := kafkatest.Brokers(t)
+	admin, err := saramakafka.NewAdmin(brokers, "kill9-admin")
+	require.NoError(t, err)
+	defer admin.Close()
+	const topic, parts, total = "audit.events", 3, 4000
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	require.NoError(t, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: topic, Partitions: parts, ReplicationFactor: 1}))
+	p, err := saramakafka.NewProducer(kafka.ProducerConfig{Brokers: brokers, ClientID: "kill9-producer"})
+	require.NoError(t, err)
+	defer p.Close()
+
+	// byPart[p] lists the auditIDs of partition p in offset order.
+	clusters := []string{"c0", "c1", "c2", "c3", "c4", "c5"}
+	byPart := map[int32][]string{}
+	var batch []kafka.Record
+	for i := range total {
+		c := clusters[i%len(clusters)]
+		id := fmt.Sprintf("%s-%06d", c, i)
+		part := kafkatest.ReferencePartition([]byte(c), parts)
+		byPart[part] = append(byPart[part], id)
+		batch = append(batch, kafka.Record{Topic: topic, Key: []byte(c), Value: eventgen.Event(c, id, 1400, time.Now())})
+		if len(batch) == 500 {
+			require.NoError(t, p.Produce(ctx, batch...))
+			batch = batch[:0]
+		}
+	}
+
+	store := filepath.Join(t.TempDir(), "events.db")
+	group := "kill9-" + fmt.Sprint(time.Now().UnixNano())
+	args := []string{"--brokers", strings.Join(brokers, ","), "--sink", "local", "--store", store,
+		"--group", group, "--metrics-addr", "", "--session-timeout", "2s", "--max-batch", "100", "--log-level", "warn"}
+	committed := func() (map[int32]int64, int64) {
+		m, err := admin.CommittedOffsets(ctx, group, topic)
+		require.NoError(t, err)
+		var sum int64
+		for _, v := range m {
+			sum += v
+		}
+		return m, sum
+	}
+	check := func(round string) {
+		db, err := sql.Open("sqlite", "file:"+store+"?mode=ro")
+		require.NoError(t, err)
+		defer db.Close()
+		var ok string
+		require.NoError(t, db.QueryRow("PRAGMA integrity_check").Scan(&ok))
+		require.Equal(t, "ok", ok, round)
+		stored := map[string]bool{}
+		rows, err := db.Query("SELECT audit_id FROM events")
+		require.NoError(t, err)
+		for rows.Next() {
+			var id string
+			require.NoError(t, rows.Scan(&id))
+			stored[id] = true
+		}
+		require.NoError(t, rows.Close())
+		m, sum := committed()
+		for part, off := range m {
+			for _, id := range byPart[part][:off] {
+				require.True(t, stored[id], "%s: %s is below the committed offset %d of partition %d but not stored", round, id, off, part)
+			}
+		}
+		t.Logf("%s: %d committed, %d stored, integrity ok", round, sum, len(stored))
+	}
+
+	var last int64
+	for round := range 3 {
+		cmd := exec.Command(bin, args...)
+		stderr := &syncBuffer{}
+		cmd.Stderr = stderr
+		require.NoError(t, cmd.Start())
+		// Kill once this run has committed something: mid-stream, with
+		// writes and commits in flight.
+		require.Eventually(t, func() bool { _, s := committed(); return s > last }, time.Minute, 20*time.Millisecond, stderr.String())
+		time.Sleep(time.Duration(50+round*70) * time.Millisecond)
+		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+		_ = cmd.Wait()
+		check(fmt.Sprintf("kill %d", round+1))
+		_, last = committed()
+	}
+	require.Less(t, last, int64(total), "the kills happened before the end")
+
+	// A clean run drains the rest, then stops on SIGTERM.
+	cmd := exec.Command(bin, args...)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	require.Eventually(t, func() bool { _, s := committed(); return s == total }, 2*time.Minute, 50*time.Millisecond, stderr.String())
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, cmd.Wait(), stderr.String())
+	check("final")
+	db, err := sql.Open("sqlite", "file:"+store+"?mode=ro")
+	require.NoError(t, err)
+	defer db.Close()
+	var n, distinct int
+	require.NoError(t, db.QueryRow("SELECT count(*), count(DISTINCT audit_id) FROM events").Scan(&n, &distinct))
+	require.Equal(t, total, n)
+	require.Equal(t, total, distinct)
+}
+
+// syncBuffer is the child's stderr: written by exec's copier while the test
+// may read it for a failure message.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,82 @@
+package cls
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Outcome label values.
+const (
+	outcomeSent      = "sent"
+	outcomeInvalid   = "invalid"
+	outcomeUnrouted  = "unrouted"
+	outcomeSuccess   = "success"
+	outcomeRetryable = "retryable"
+	outcomePermanent = "permanent"
+)
+
+type metrics struct {
+	reg       prometheus.Registerer
+	logs      *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	truncated prometheus.Counter
+	retryWait prometheus.Histogram
+	blocked   *prometheus.GaugeVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		logs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_clssink_logs_total",
+			Help: "Events by outcome: sent (acknowledged by CLS), invalid (not a processed event), unrouted (no CLS topic for the cluster).",
+		}, []string{"outcome"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_clssink_sends_total",
+			Help: "SDK sends (SendLogList calls) by outcome: success, retryable (429, 5xx, network), permanent (401, 403, 404).",
+		}, []string{"outcome"}),
+		truncated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditpipe_clssink_truncated_values_total",
+			Help: "Values cut to fit CLS's size limits (marked with auditpipe-truncated).",
+		}),
+		retryWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_clssink_retry_wait_seconds",
+			Help:    "Backoff waits of a partition before re-sending failed chunks.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+		}),
+		blocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "auditpipe_clssink_cluster_blocked",
+			Help: "1 while CLS refuses a cluster's events permanently (401/403/404); its partition is held. The label is bounded by the fleet registry.",
+		}, []string{"cluster"}),
+	}
+	for _, o := range []string{outcomeSent, outcomeInvalid, outcomeUnrouted} {
+		m.logs.WithLabelValues(o)
+	}
+	for _, o := range []string{outcomeSuccess, outcomeRetryable, outcomePermanent} {
+		m.requests.WithLabelValues(o)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			m.unregister()
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.logs, m.requests, m.truncated, m.retryWait, m.blocked}
+}
+
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.collectors() {
+		m.reg.Unregister(c)
+	}
+}

@@ -1,0 +1,201 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Values of the reason label of auditpipe_localstore_pruned_events_total.
+const (
+	pruneAge  = "age"
+	pruneSize = "size"
+)
+
+// Retention bounds the store by age and by size. Zero MaxAge and MaxBytes
+// keep everything.
+type Retention struct {
+	// MaxAge deletes events whose stageTimestamp is older. Events without
+	// a stageTimestamp never expire by age (they do by size, first).
+	MaxAge time.Duration `json:"maxAge"`
+	// MaxBytes deletes the oldest events while the pages in use exceed it.
+	// The file does not shrink (freed pages are reused by new events), so
+	// the file settles at about MaxBytes plus the WAL.
+	MaxBytes int64 `json:"maxBytes"`
+	// Interval is the pause between rounds when there was nothing to do.
+	// Default 1m.
+	Interval time.Duration `json:"interval"`
+	// StepRows is the most events one step deletes, in one transaction: it
+	// bounds how long retention holds the write lock, so the consumer's
+	// writes wait at most one step. Default 2000.
+	StepRows int `json:"stepRows"`
+}
+
+// WithDefaults fills zero fields.
+func (r Retention) WithDefaults() Retention {
+	if r.Interval <= 0 {
+		r.Interval = time.Minute
+	}
+	if r.StepRows <= 0 {
+		r.StepRows = 2000
+	}
+	return r
+}
+
+// Validate reports impossible settings.
+func (r Retention) Validate() error {
+	switch {
+	case r.MaxAge < 0:
+		return fmt.Errorf("retention.maxAge: %s is negative", r.MaxAge)
+	case r.MaxBytes < 0:
+		return fmt.Errorf("retention.maxBytes: %d is negative", r.MaxBytes)
+	case r.MaxBytes > 0 && r.MaxBytes < 1<<20:
+		return fmt.Errorf("retention.maxBytes: %d is under 1 MiB; the schema alone takes a good part of that", r.MaxBytes)
+	}
+	return nil
+}
+
+// RunRetention prunes in steps until ctx ends: while a step finds work it
+// goes on (yielding the write lock between steps), otherwise it sleeps
+// Interval. Errors are logged and retried next round: retention failing
+// must never stop the consumer.
+func (s *Store) RunRetention(ctx context.Context, r Retention) {
+	r = r.WithDefaults()
+	if r.MaxAge == 0 && r.MaxBytes == 0 {
+		return
+	}
+	for {
+		n, more, err := s.PruneStep(ctx, r, time.Now())
+		if err != nil && ctx.Err() == nil {
+			s.logger.Error("local store retention step failed; retrying next round", "err", err)
+			more = false
+		}
+		if n > 0 {
+			s.logger.Debug("local store retention", "deleted", n)
+		}
+		wait := r.Interval
+		if more {
+			wait = 10 * time.Millisecond // let the writer in between steps
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// PruneStep deletes at most r.StepRows events: first those older than
+// MaxAge, else, when the store is over MaxBytes, the oldest ones. more
+// reports whether another step would find work.
+func (s *Store) PruneStep(ctx context.Context, r Retention, now time.Time) (deleted int, more bool, err error) {
+	r = r.WithDefaults()
+	if r.MaxAge > 0 {
+		n, err := s.deleteOldest(ctx, r.StepRows, now.Add(-r.MaxAge).UnixMilli())
+		if err != nil {
+			return 0, false, fmt.Errorf("prune by age: %w", err)
+		}
+		s.metrics.pruned.WithLabelValues(pruneAge).Add(float64(n))
+		if n > 0 {
+			return n, n == r.StepRows, nil
+		}
+	}
+	if r.MaxBytes > 0 {
+		used, err := s.UsedBytes(ctx)
+		if err != nil {
+			return 0, false, fmt.Errorf("prune by size: %w", err)
+		}
+		if used <= r.MaxBytes {
+			return 0, false, nil
+		}
+		n, err := s.deleteOldest(ctx, r.StepRows, -1)
+		if err != nil {
+			return 0, false, fmt.Errorf("prune by size: %w", err)
+		}
+		s.metrics.pruned.WithLabelValues(pruneSize).Add(float64(n))
+		return n, n > 0, nil
+	}
+	return 0, false, nil
+}
+
+// UsedBytes is the size of the pages in use: what retention by size
+// bounds.
+func (s *Store) UsedBytes(ctx context.Context) (int64, error) {
+	var pages, free, size int64
+	for _, q := range []struct {
+		sql string
+		v   *int64
+	}{{"PRAGMA page_count", &pages}, {"PRAGMA freelist_count", &free}, {"PRAGMA page_size", &size}} {
+		if err := s.writer.QueryRowContext(ctx, q.sql).Scan(q.v); err != nil {
+			return 0, fmt.Errorf("%s: %w", q.sql, err)
+		}
+	}
+	used := (pages - free) * size
+	s.metrics.usedBytes.Set(float64(used))
+	return used, nil
+}
+
+// deleteOldest deletes up to limit of the oldest events, only those with
+// stage_ts < before unless before is -1, in one transaction, from both the
+// table and the full-text index.
+func (s *Store) deleteOldest(ctx context.Context, limit int, before int64) (n int, err error) {
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	// events_time orders by stage_ts; NULLs (no stageTimestamp) sort first,
+	// so by size they go first, and by age they are never "older".
+	q := `SELECT id FROM events ORDER BY stage_ts ASC LIMIT ?`
+	args := []any{limit}
+	if before >= 0 {
+		q = `SELECT id FROM events WHERE stage_ts < ? ORDER BY stage_ts ASC LIMIT ?`
+		args = []any{before, limit}
+	}
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("select: %w", err)
+	}
+	ids := make([]int64, 0, limit)
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			_ = rows.Close()
+			return 0, fmt.Errorf("scan: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return 0, fmt.Errorf("select: %w", err)
+	}
+	if len(ids) == 0 {
+		return 0, tx.Rollback()
+	}
+	delText, err := tx.PrepareContext(ctx, `DELETE FROM events_fts WHERE rowid = ?`)
+	if err != nil {
+		return 0, fmt.Errorf("prepare: %w", err)
+	}
+	defer delText.Close()
+	delEvent, err := tx.PrepareContext(ctx, `DELETE FROM events WHERE id = ?`)
+	if err != nil {
+		return 0, fmt.Errorf("prepare: %w", err)
+	}
+	defer delEvent.Close()
+	for _, id := range ids {
+		if _, err := delText.ExecContext(ctx, id); err != nil {
+			return 0, fmt.Errorf("delete full-text row %d: %w", id, err)
+		}
+		if _, err := delEvent.ExecContext(ctx, id); err != nil {
+			return 0, fmt.Errorf("delete event %d: %w", id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return len(ids), nil
+}

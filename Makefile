@@ -4,10 +4,11 @@ GO ?= go
 MODULES := schemas internal producer processor consumer deploy/local
 DATA_DIR ?= $(CURDIR)/data
 ARGS ?=
+BENCH_ARGS ?=
 BIN := $(CURDIR)/bin
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: help build run demo test test-short test-kafka lint bench clean
+.PHONY: help build run demo test test-short test-kafka lint bench bench-micro clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -30,7 +31,7 @@ test: ## Unit and end-to-end tests of every module on the in-process broker, wit
 test-short: ## The tests without -race, for a quick loop.
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
 
-test-kafka: ## The end-to-end suite against Apache Kafka started from Maven Central jars.
+test-kafka: ## E2E suites on Apache Kafka (1 broker) and fault tests (3 brokers); needs java+mvn.
 	./deploy/kafka/test-kafka.sh
 
 lint: ## gofmt, go vet, and staticcheck when it installs from the module proxy.
@@ -40,7 +41,11 @@ lint: ## gofmt, go vet, and staticcheck when it installs from the module proxy.
 		set -e; for m in $(MODULES); do (cd $$m && $$($(GO) env GOPATH)/bin/staticcheck ./...); done; \
 	else echo "staticcheck $(STATICCHECK_VERSION) did not install from the module proxy; skipped"; fi
 
-bench: ## Benchmarks of every module (throughput and allocations).
+bench: ## Every stage and the whole pipeline next to a Kafka pass-through baseline (BENCH_ARGS='--help').
+	$(GO) build -o $(BIN)/auditbench ./deploy/local/cmd/auditbench
+	$(BIN)/auditbench --out $(CURDIR)/bench/results $(BENCH_ARGS)
+
+bench-micro: ## Go micro-benchmarks of every module (throughput and allocations).
 	@set -e; for m in $(MODULES); do \
 		(cd $$m && $(GO) test -run '^$$' -bench . -benchmem -count=1 ./...); \
 	done

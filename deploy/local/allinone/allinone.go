@@ -7,22 +7,22 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/auditpipe/auditpipe/consumer/group"
+	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
-	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
-	"github.com/auditpipe/auditpipe/processor/pipeline"
+	processorapp "github.com/auditpipe/auditpipe/processor/app"
 	"github.com/auditpipe/auditpipe/processor/policies"
-	"github.com/auditpipe/auditpipe/processor/policy"
+	producerapp "github.com/auditpipe/auditpipe/producer/app"
 	"github.com/auditpipe/auditpipe/producer/webhook"
 )
 
@@ -37,15 +37,18 @@ type Pipeline struct {
 	cfg    Config
 	logger *slog.Logger
 
-	broker     *embedded.Broker
-	admin      kafka.Admin
-	brokers    []string
-	store      *local.Store
-	producers  []kafka.Producer
-	groups     []kafka.GroupConsumer
-	servers    []*http.Server
-	webhookURL string
-	apiURL     string
+	broker      *embedded.Broker
+	producer    *producerapp.App
+	processor   *processorapp.App
+	consumer    *consumerapp.App
+	clsLocalURL string
+	admin       kafka.Admin
+	brokers     []string
+	store       *local.Store
+	groups      []kafka.GroupConsumer
+	servers     []*http.Server
+	webhookURL  string
+	apiURL      string
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -58,10 +61,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	pol, err := loadPolicy(cfg.Policy)
-	if err != nil {
-		return nil, err
-	}
+	var policyName string
 	p := &Pipeline{cfg: cfg, logger: logger}
 	defer func() {
 		if err != nil {
@@ -96,51 +96,65 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, fmt.Errorf("open local store %s: %w", storePath, err)
 	}
 
-	// producer: webhook → raw topic. kafka-go's writer is simple and fast
-	// for synchronous batches.
-	webhookProducer, err := kafkago.NewProducer(kafka.ProducerConfig{Brokers: p.brokers, ClientID: "auditpipe-producer"})
-	if err != nil {
-		return nil, fmt.Errorf("webhook kafka producer: %w", err)
-	}
-	p.producers = append(p.producers, webhookProducer)
-	wcfg := webhook.DefaultConfig()
-	wcfg.Topics = cfg.Topics
-	wcfg.MaxBodyBytes = cfg.Webhook.MaxBodyBytes
-	receiver, err := webhook.New(wcfg, webhookProducer, webhook.NewMetrics(reg), logger.With("component", "webhook"))
+	// producer: webhook (and tailer) → raw topic, with the spool behind
+	// it, exactly as the producer binary wires it.
+	p.producer, err = producerapp.New(cfg.producerConfig(p.brokers), producerapp.Deps{Registry: reg, Health: health, Logger: logger.With("component", "producer")})
 	if err != nil {
 		return nil, err
 	}
-	webhookMux := http.NewServeMux()
-	receiver.Routes(webhookMux)
-	webhookAddr, err := p.serve(cfg.Webhook.Listen, webhookMux)
-	if err != nil {
-		return nil, fmt.Errorf("webhook listener: %w", err)
+	if err := p.producer.Start(ctx); err != nil {
+		return nil, err
 	}
-	p.webhookURL = "http://" + webhookAddr
+	p.webhookURL = p.producer.WebhookURL()
 
-	// processor: raw → events (+ dlq), on sarama.
-	procProducer, err := saramakafka.NewProducer(kafka.ProducerConfig{Brokers: p.brokers, ClientID: "auditpipe-processor"})
-	if err != nil {
-		return nil, fmt.Errorf("processor kafka producer: %w", err)
+	// processor: raw → events (+ dlq), on sarama, with the policy and
+	// fleet files watched for changes.
+	pcfg := cfg.processorConfig(p.brokers)
+	if pcfg.PolicyFile == "" {
+		// No policy given: the shipped TKE default, written into the data
+		// directory so that it can be read, edited and reloaded.
+		if pcfg.PolicyFile, err = writeDefaultPolicy(cfg.DataDir); err != nil {
+			return nil, err
+		}
 	}
-	p.producers = append(p.producers, procProducer)
-	proc, err := pipeline.New(pipeline.Config{Topics: cfg.Topics}, pol, procProducer, pipeline.NewMetrics(reg), logger.With("component", "processor"))
+	plog := logger.With("component", "processor")
+	p.processor, err = processorapp.New(pcfg, processorapp.Deps{
+		NewProducer:   func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
+		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) { return saramakafka.NewTransactor(c) },
+		NewGroup:      func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		Registerer:    reg,
+		Logger:        plog,
+	})
 	if err != nil {
 		return nil, err
 	}
-	if err := p.startGroup(runCtx, ProcessorGroup, cfg.Topics.Raw, proc, logger.With("component", "processor")); err != nil {
-		return nil, err
-	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		kafka.SuperviseFunc(runCtx, p.processor.Run, 10*time.Second, plog)
+	}()
+	policyName = pcfg.PolicyFile
 
 	// consumer: events → local store, on sarama.
-	handler := group.NewHandler([]group.Sink{group.NewLocalSink(p.store, logger.With("component", "consumer"))}, group.NewMetrics(reg), logger.With("component", "consumer"))
-	if err := p.startGroup(runCtx, ConsumerGroup, cfg.Topics.Events, handler, logger.With("component", "consumer")); err != nil {
+	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.brokers), consumerapp.Deps{Store: p.store, Registerer: reg, Logger: logger.With("component", "consumer")})
+	if err != nil {
+		return nil, err
+	}
+	if srv, url := p.consumer.CLSLocal(); srv != nil {
+		logger.Info("local CLS server: what would be sent to CLS", "url", url+"/logs")
+		p.clsLocalURL = url
+	}
+	if err := p.startGroup(runCtx, ConsumerGroup, cfg.Topics.Events, p.consumer.Handler(), logger.With("component", "consumer")); err != nil {
 		return nil, err
 	}
 
 	// API, metrics, health.
 	apiMux := telemetry.Mux(reg, health)
-	apiMux.Handle("/api/", search.NewHandler(p.store, logger.With("component", "api")))
+	api, err := search.ProtectAPI(cfg.API.Listen, cfg.API.Token, search.NewHandler(p.store, logger.With("component", "api")))
+	if err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	apiMux.Handle("/api/", api)
 	apiAddr, err := p.serve(cfg.API.Listen, apiMux)
 	if err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)
@@ -148,15 +162,26 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	p.apiURL = "http://" + apiAddr
 	logger.Info("auditpipe is ready",
 		"webhook", p.webhookURL+webhook.PathPrefix+"{cluster}",
-		"api", p.apiURL, "kafka", p.brokers, "data_dir", cfg.DataDir, "policy", pol.Name())
+		"api", p.apiURL, "kafka", p.brokers, "data_dir", cfg.DataDir, "policy", policyName)
 	return p, nil
 }
 
-func loadPolicy(path string) (*policy.Policy, error) {
-	if path == "" {
-		return policy.Load(policies.TKEDefaultName, policies.TKEDefault)
+// writeDefaultPolicy writes the shipped TKE default policy to
+// <dataDir>/policies unless a file is already there (an operator may have
+// edited it), and returns its path.
+func writeDefaultPolicy(dataDir string) (string, error) {
+	dir := filepath.Join(dataDir, "policies")
+	path := filepath.Join(dir, policies.TKEDefaultName)
+	if _, err := os.Stat(path); err == nil {
+		return path, nil
 	}
-	return policy.LoadFile(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("write default policy: %w", err)
+	}
+	if err := os.WriteFile(path, policies.TKEDefault, 0o644); err != nil {
+		return "", fmt.Errorf("write default policy: %w", err)
+	}
+	return path, nil
 }
 
 func (p *Pipeline) startKafka(ctx context.Context) error {
@@ -235,6 +260,10 @@ func (p *Pipeline) WebhookURL() string { return p.webhookURL }
 // APIURL is the base URL of the query API, /metrics and health endpoints.
 func (p *Pipeline) APIURL() string { return p.apiURL }
 
+// CLSLocalURL is the base URL of the in-process CLS server with
+// cls.mode cls-local ("" otherwise); GET <url>/logs shows what it received.
+func (p *Pipeline) CLSLocalURL() string { return p.clsLocalURL }
+
 // Brokers are the Kafka bootstrap addresses in use.
 func (p *Pipeline) Brokers() []string { return p.brokers }
 
@@ -249,6 +278,11 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 	var errs []error
 	p.shutdown.Do(func() {
 		// Webhook first: nothing new is accepted while the rest drains.
+		if p.producer != nil {
+			if err := p.producer.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop producer: %w", err))
+			}
+		}
 		for _, s := range p.servers {
 			if err := s.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("stop http server: %w", err))
@@ -269,9 +303,14 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("leave consumer group: %w", err))
 			}
 		}
-		for _, pr := range p.producers {
-			if err := pr.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close producer: %w", err))
+		if p.processor != nil {
+			if err := p.processor.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close processor: %w", err))
+			}
+		}
+		if p.consumer != nil {
+			if err := p.consumer.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close consumer sinks: %w", err))
 			}
 		}
 		if p.admin != nil {

@@ -4,7 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
+	"time"
 
+	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
+	"github.com/auditpipe/auditpipe/consumer/search"
+	processorapp "github.com/auditpipe/auditpipe/processor/app"
+	producerapp "github.com/auditpipe/auditpipe/producer/app"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -17,12 +23,27 @@ type Config struct {
 	// default policy that ships with the processor.
 	Policy string `json:"policy"`
 	// Cluster is the cluster id of the webhook kubeconfig printed at start.
-	Cluster string         `json:"cluster"`
-	Kafka   KafkaConfig    `json:"kafka"`
-	Webhook WebhookConfig  `json:"webhook"`
-	API     APIConfig      `json:"api"`
-	Topics  schemas.Topics `json:"topics"`
-	Log     LogConfig      `json:"log"`
+	Cluster string      `json:"cluster"`
+	Kafka   KafkaConfig `json:"kafka"`
+	// Webhook, Spool and Tail are the producer's settings (see
+	// producer/app): receiver limits and credentials, the on-disk spool
+	// that keeps accepting while Kafka is down, and the audit-log tailer.
+	Webhook producerapp.WebhookConfig `json:"webhook"`
+	Spool   producerapp.SpoolConfig   `json:"spool"`
+	Tail    producerapp.TailConfig    `json:"tail"`
+	API     APIConfig                 `json:"api"`
+	// CLS is the consumer's CLS sink (see consumer/app): mode off, cls
+	// (Tencent Cloud) or cls-local (an in-process CLS server that shows
+	// what would be sent, at <its URL>/logs).
+	CLS consumerapp.CLSConfig `json:"cls"`
+	// Processor configures how the processor delivers: delivery is
+	// at-least-once (default) or exactly-once (Kafka transactions).
+	Processor ProcessorConfig `json:"processor"`
+	// Fleet is the fleet registry file: cluster metadata, per-cluster
+	// policy and CLS topic. Optional.
+	Fleet  string         `json:"fleet"`
+	Topics schemas.Topics `json:"topics"`
+	Log    LogConfig      `json:"log"`
 }
 
 // KafkaConfig says which broker to use.
@@ -41,15 +62,22 @@ type KafkaConfig struct {
 	TopicConfigs map[string]string `json:"topicConfigs"`
 }
 
-// WebhookConfig configures the producer's webhook receiver.
-type WebhookConfig struct {
-	Listen       string `json:"listen"`
-	MaxBodyBytes int64  `json:"maxBodyBytes"`
-}
-
 // APIConfig configures the query API, metrics and health endpoints.
 type APIConfig struct {
 	Listen string `json:"listen"`
+	// Token is the bearer token the query API requires; it must be set
+	// when Listen is beyond loopback. /metrics and the health endpoints
+	// stay open for Prometheus and probes.
+	Token string `json:"token"`
+}
+
+// ProcessorConfig configures the processor stage.
+type ProcessorConfig struct {
+	// Delivery is at-least-once or exactly-once.
+	Delivery string `json:"delivery"`
+	// ReloadInterval is how often the policy and fleet files are checked
+	// for changes ("5s"); "-1s" disables reloading.
+	ReloadInterval producerapp.Duration `json:"reloadInterval"`
 }
 
 // LogConfig configures structured logs.
@@ -61,14 +89,22 @@ type LogConfig struct {
 // DefaultConfig returns the defaults: everything on loopback, data in
 // ./data.
 func DefaultConfig() Config {
+	producer := producerapp.DefaultConfig()
 	return Config{
 		DataDir: "data",
 		Cluster: "local",
 		Kafka:   KafkaConfig{Listen: "127.0.0.1:9092", Partitions: 4, ReplicationFactor: 1},
-		Webhook: WebhookConfig{Listen: "127.0.0.1:8090", MaxBodyBytes: 64 << 20},
+		Webhook: producer.Webhook,
+		Spool:   producer.Spool,
+		Tail:    producer.Tail,
 		API:     APIConfig{Listen: "127.0.0.1:8080"},
-		Topics:  schemas.DefaultTopics(),
-		Log:     LogConfig{Level: "info", Format: "text"},
+		CLS:     consumerapp.DefaultConfig().CLS,
+		Processor: ProcessorConfig{
+			Delivery:       processorapp.DeliveryAtLeastOnce,
+			ReloadInterval: producerapp.Duration(processorapp.DefaultReloadInterval),
+		},
+		Topics: schemas.DefaultTopics(),
+		Log:    LogConfig{Level: "info", Format: "text"},
 	}
 }
 
@@ -94,11 +130,26 @@ func (c Config) Validate() error {
 	if err := checkAddr("webhook.listen", c.Webhook.Listen); err != nil {
 		return err
 	}
-	if c.Webhook.MaxBodyBytes <= 0 {
-		return errors.New("webhook.maxBodyBytes: must be positive")
+	if err := c.producerConfig(nil).Validate(); err != nil {
+		return err
+	}
+	if err := c.consumerConfig([]string{"validate:9092"}).Validate(); err != nil {
+		return err
+	}
+	pc := c.processorConfig([]string{"validate:9092"})
+	if pc.PolicyFile == "" {
+		pc.PolicyFile = "built-in"
+	}
+	if err := pc.Validate(); err != nil {
+		return err
 	}
 	if err := checkAddr("api.listen", c.API.Listen); err != nil {
 		return err
+	}
+	if need, err := search.TokenRequired(c.API.Listen); err != nil {
+		return fmt.Errorf("api.listen: %w", err)
+	} else if need && c.API.Token == "" {
+		return fmt.Errorf("api.token: the query API listens beyond loopback (%s) and needs a token", c.API.Listen)
 	}
 	if err := c.Topics.Validate(); err != nil {
 		return err
@@ -111,4 +162,53 @@ func checkAddr(key, addr string) error {
 		return fmt.Errorf("%s: %q is not host:port: %w", key, addr, err)
 	}
 	return nil
+}
+
+// producerConfig is the producer part of the all-in-one: its own data
+// directory, the pipeline's brokers and topics, and no admin server (the
+// all-in-one serves /metrics and /readyz for every stage).
+func (c Config) producerConfig(brokers []string) producerapp.Config {
+	pc := producerapp.DefaultConfig()
+	pc.DataDir = filepath.Join(c.DataDir, "producer")
+	if len(brokers) > 0 {
+		pc.Kafka.Brokers = brokers
+	}
+	pc.Topics = c.Topics
+	pc.Webhook = c.Webhook
+	pc.Spool = c.Spool
+	pc.Tail = c.Tail
+	pc.Admin.Listen = ""
+	pc.Log.Level, pc.Log.Format = c.Log.Level, c.Log.Format
+	return pc
+}
+
+// consumerConfig is the consumer part of the all-in-one: the local store
+// (opened by the all-in-one, which also serves queries from it) and the
+// optional CLS sink.
+func (c Config) consumerConfig(brokers []string) consumerapp.Config {
+	cc := consumerapp.DefaultConfig()
+	cc.Brokers = brokers
+	cc.Group = ConsumerGroup
+	cc.ClientID = ConsumerGroup
+	cc.Topic = c.Topics.Events
+	cc.FleetFile = c.Fleet
+	cc.Local.Path = filepath.Join(c.DataDir, "store", "events.db")
+	cc.CLS = c.CLS
+	return cc
+}
+
+// processorConfig is the processor part of the all-in-one. PolicyFile is
+// the configured policy; Start substitutes the shipped default.
+func (c Config) processorConfig(brokers []string) processorapp.Config {
+	pc := processorapp.DefaultConfig()
+	pc.Brokers = brokers
+	pc.Group = ProcessorGroup
+	pc.ClientID = ProcessorGroup
+	pc.TransactionalID = ProcessorGroup
+	pc.Topics = c.Topics
+	pc.PolicyFile = c.Policy
+	pc.FleetFile = c.Fleet
+	pc.Delivery = c.Processor.Delivery
+	pc.ReloadInterval = time.Duration(c.Processor.ReloadInterval)
+	return pc
 }

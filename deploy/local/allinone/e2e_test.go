@@ -84,7 +84,16 @@ func expectFor(ev *auditinternal.Event) (expected, bool) {
 // is stored exactly once with the policy applied, that a retried batch
 // changes nothing, and that a restart keeps the data.
 func TestEndToEnd(t *testing.T) {
-	cfg := testConfig(t)
+	for _, delivery := range []string{"at-least-once", "exactly-once"} {
+		t.Run(delivery, func(t *testing.T) {
+			cfg := testConfig(t)
+			cfg.Processor.Delivery = delivery
+			testEndToEnd(t, cfg)
+		})
+	}
+}
+
+func testEndToEnd(t *testing.T, cfg Config) {
 	p := startPipeline(t, cfg)
 	const cluster = "e2e-1"
 
@@ -233,6 +242,9 @@ func requireStoredOnce(t *testing.T, got eventsResponse, want map[audittest.Iden
 			require.Empty(t, e.ResponseObject, "response body of %v at %s", id, e.Level)
 		}
 		require.Equal(t, schemas.SourceWebhook, e.Pipeline.Source)
+		require.NotNil(t, e.Pipeline.Principal, "enrichment of %v", id)
+		require.NotEmpty(t, e.Pipeline.Principal.Type, "enrichment of %v", id)
+		require.NotEmpty(t, e.Pipeline.Operation, "enrichment of %v", id)
 		require.Equal(t, schemas.SchemaVersion, e.Pipeline.SchemaVersion)
 	}
 }
@@ -243,4 +255,58 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestCLSLocalSink runs the consumer's CLS sink through the real CLS SDK
+// into the in-process CLS server (--sink cls-local): every kept event
+// reaches the cluster's CLS topic with the audit fields as CLS keys.
+func TestCLSLocalSink(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.CLS.Mode = "cls-local"
+	p := startPipeline(t, cfg)
+	require.NotEmpty(t, p.CLSLocalURL())
+	const cluster = "cls-1"
+
+	evs := audittest.Events(audittest.Load(t, audittest.Dir(t)+"/falco"))
+	backend := audittest.WebhookBackend(t, p.WebhookURL()+"/v1/audit/"+cluster, audittest.ModeBlocking)
+	require.True(t, backend.ProcessEvents(evs...))
+	kept := map[string]bool{}
+	for _, ev := range evs {
+		if _, keep := expectFor(ev); keep {
+			kept[string(ev.AuditID)+"/"+string(ev.Stage)] = true
+		}
+	}
+	want := len(kept)
+	stored := waitForEvents(t, p.APIURL(), cluster, want)
+	require.Equal(t, want, stored.Total)
+
+	type clsLog struct {
+		Topic    string            `json:"topic_id"`
+		Time     int64             `json:"time"`
+		Contents map[string]string `json:"contents"`
+	}
+	var logs []clsLog
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(p.CLSLocalURL() + "/logs?topic_id=local-" + cluster + "&limit=10000")
+		require.NoError(t, err)
+		logs = nil
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&logs))
+		resp.Body.Close()
+		if len(logs) >= want {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.GreaterOrEqual(t, len(logs), want, "logs at the local CLS server")
+	seen := map[string]bool{}
+	for _, l := range logs {
+		require.Equal(t, "local-"+cluster, l.Topic)
+		require.NotEmpty(t, l.Contents["auditID"])
+		require.NotEmpty(t, l.Contents["verb"])
+		id := l.Contents["auditID"] + "/" + l.Contents["stage"]
+		require.True(t, kept[id], "CLS got an event the policy drops: %s", id)
+		seen[id] = true
+	}
+	require.Len(t, seen, want, "each kept event at least once in CLS")
 }

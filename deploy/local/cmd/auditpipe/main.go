@@ -27,8 +27,11 @@ into a searchable store.
 
 Usage:
   auditpipe run [flags]         run the whole pipeline in one process (make run)
-  auditpipe events [flags]      query stored events through the API
+  auditpipe events [flags]      list stored events with simple filters
+  auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
+  auditpipe replay [flags]      re-process history from the raw topic through a policy (or --dry-run)
+  auditpipe groups describe|reset [flags]  show or reset a consumer group's offsets
   auditpipe help                this text
 
 Run "auditpipe <command> --help" for the flags of a command.
@@ -57,8 +60,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPipeline(ctx, args[1:], stdout, stderr)
 	case "events":
 		return search.RunEventsCommand(ctx, args[1:], stdout, stderr)
+	case "search":
+		return search.RunSearchCommand(ctx, args[1:], stdout, stderr)
 	case "kubeconfig":
 		return printKubeconfig(args[1:], stdout, stderr)
+	case "replay":
+		return runReplay(ctx, args[1:], stdout, stderr)
+	case "groups":
+		return runGroups(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -96,6 +105,7 @@ Flags (a --config file is read first; flags given on the command line win):
 	apiListen := fs.String("api-listen", cfg.API.Listen, "`address` of the query API, /metrics, /healthz and /readyz")
 	logLevel := fs.String("log-level", cfg.Log.Level, "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", cfg.Log.Format, "log `format`: text or json")
+	sink := fs.String("sink", "local", "where the consumer writes: `local` (the local store), cls-local (also an in-process CLS server that shows what would be sent to CLS) or cls (also Tencent Cloud CLS; credentials in --config under cls)")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -129,6 +139,12 @@ Flags (a --config file is read first; flags given on the command line win):
 			cfg.Log.Level = *logLevel
 		case "log-format":
 			cfg.Log.Format = *logFormat
+		case "sink":
+			if *sink == "local" {
+				cfg.CLS.Mode = "off"
+			} else {
+				cfg.CLS.Mode = *sink
+			}
 		}
 	})
 	logger, err := telemetry.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
@@ -150,6 +166,9 @@ Flags (a --config file is read first; flags given on the command line win):
 		p.WebhookURL(), p.APIURL(), p.APIURL(), strings.Join(p.Brokers(), ","))
 	fmt.Fprintf(stdout, "Save this as auditpipe.kubeconfig and start kube-apiserver with\n--audit-webhook-config-file=auditpipe.kubeconfig (and an --audit-policy-file):\n\n%s\n", kc)
 	fmt.Fprintf(stdout, "Query:  auditpipe events --server %s --verb delete\n\n", p.APIURL())
+	if u := p.CLSLocalURL(); u != "" {
+		fmt.Fprintf(stdout, "CLS (local server): what would be sent to CLS is at %s/logs?topic_id=local-<cluster>\n\n", u)
+	}
 
 	if *demo != "" {
 		res, err := allinone.PostDemo(ctx, p.WebhookURL(), "demo", *demo)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -53,4 +54,14 @@ func TestLoadFileNamesFileAndRunsValidate(t *testing.T) {
 
 	err = LoadFile(filepath.Join(t.TempDir(), "missing.yaml"), &sample{})
 	require.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestDuration(t *testing.T) {
+	var c struct {
+		Every Duration `json:"every"`
+	}
+	require.NoError(t, Load([]byte("every: 1m30s\n"), &c))
+	require.Equal(t, Duration(90*time.Second), c.Every)
+	require.ErrorContains(t, Load([]byte("every: 90\n"), &c), `want a string like "30s"`)
+	require.ErrorContains(t, Load([]byte("every: soon\n"), &c), "duration")
 }

@@ -9,6 +9,7 @@ import (
 
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
+	"github.com/auditpipe/auditpipe/internal/config"
 	processorapp "github.com/auditpipe/auditpipe/processor/app"
 	producerapp "github.com/auditpipe/auditpipe/producer/app"
 	"github.com/auditpipe/auditpipe/schemas"
@@ -77,7 +78,7 @@ type ProcessorConfig struct {
 	Delivery string `json:"delivery"`
 	// ReloadInterval is how often the policy and fleet files are checked
 	// for changes ("5s"); "-1s" disables reloading.
-	ReloadInterval producerapp.Duration `json:"reloadInterval"`
+	ReloadInterval config.Duration `json:"reloadInterval"`
 }
 
 // LogConfig configures structured logs.
@@ -101,7 +102,7 @@ func DefaultConfig() Config {
 		CLS:     consumerapp.DefaultConfig().CLS,
 		Processor: ProcessorConfig{
 			Delivery:       processorapp.DeliveryAtLeastOnce,
-			ReloadInterval: producerapp.Duration(processorapp.DefaultReloadInterval),
+			ReloadInterval: config.Duration(processorapp.DefaultReloadInterval),
 		},
 		Topics: schemas.DefaultTopics(),
 		Log:    LogConfig{Level: "info", Format: "text"},

@@ -103,11 +103,16 @@ func topicNames(topics []kafka.TopicSpec) []string {
 
 // CommittedOffsets returns the group's committed offsets for topic.
 func (a *Admin) CommittedOffsets(ctx context.Context, group, topic string) (map[int32]int64, error) {
+	return committedOffsets(ctx, a.client, group, topic)
+}
+
+// committedOffsets fetches a group's committed offsets on topic.
+func committedOffsets(ctx context.Context, client *kgo.Client, group, topic string) (map[int32]int64, error) {
 	// No topic list: the broker answers with every partition the group
 	// committed on. Asking for named partitions would need the partition
 	// count from kafka-go's metadata cache, which can lag behind a topic
 	// another client just created.
-	res, err := a.client.OffsetFetch(ctx, &kgo.OffsetFetchRequest{GroupID: group})
+	res, err := client.OffsetFetch(ctx, &kgo.OffsetFetchRequest{GroupID: group})
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of group %s on %s: %w", group, topic, err)
 	}

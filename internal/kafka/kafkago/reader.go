@@ -360,26 +360,7 @@ func (r *Reader) DescribeGroup(ctx context.Context, group string) (kafka.GroupIn
 
 // CommittedOffsets returns the group's committed offsets for topic.
 func (r *Reader) CommittedOffsets(ctx context.Context, group, topic string) (map[int32]int64, error) {
-	res, err := r.client.OffsetFetch(ctx, &kgo.OffsetFetchRequest{GroupID: group})
-	if err != nil {
-		return nil, fmt.Errorf("committed offsets of group %s on %s: %w", group, topic, err)
-	}
-	out := make(map[int32]int64)
-	if errors.Is(res.Error, kgo.GroupIdNotFound) {
-		return out, nil
-	}
-	if res.Error != nil {
-		return nil, fmt.Errorf("committed offsets of group %s on %s: %w", group, topic, res.Error)
-	}
-	for _, p := range res.Topics[topic] {
-		if p.Error != nil {
-			return nil, fmt.Errorf("committed offsets of group %s on %s partition %d: %w", group, topic, p.Partition, p.Error)
-		}
-		if p.CommittedOffset >= 0 {
-			out[int32(p.Partition)] = p.CommittedOffset
-		}
-	}
-	return out, nil
+	return committedOffsets(ctx, r.client, group, topic)
 }
 
 // ResetOffsets commits offsets as an outsider (generation -1, no member

@@ -6,6 +6,7 @@ package telemetry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -106,4 +107,21 @@ func Mux(reg *prometheus.Registry, h *Health) *http.ServeMux {
 		_ = json.NewEncoder(w).Encode(map[string]any{"ready": len(failed) == 0, "failed": failed})
 	})
 	return mux
+}
+
+// Serve serves Mux(reg, h) on addr in the background, for the stage
+// binaries' --metrics-addr. The returned stop shuts the server down; it is
+// best effort because it runs when the process is exiting anyway.
+func Serve(addr string, reg *prometheus.Registry, h *Health, logger *slog.Logger) (stop func()) {
+	srv := &http.Server{Addr: addr, Handler: Mux(reg, h), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server stopped", "addr", addr, "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}
 }

@@ -12,20 +12,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
 
 const usage = `Usage: consumer [flags]
@@ -131,8 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := telemetry.NewRegistry()
 	a, err := app.New(cfg, app.Deps{
 		NewGroup:   func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
 		Registerer: reg,
@@ -147,19 +141,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}()
 	if *metricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("metrics server", "addr", *metricsAddr, "err", err)
-			}
-		}()
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx) // best effort: exiting anyway
-		}()
+		defer telemetry.Serve(*metricsAddr, reg, telemetry.NewHealth(), logger)()
 	}
 	if _, url := a.CLSLocal(); url != "" {
 		logger.Info("cls-local", "logs", url+"/logs")

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,10 +19,8 @@ import (
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/processor/app"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 func main() {
@@ -75,8 +72,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := telemetry.NewRegistry()
 	a, err := app.New(cfg, app.Deps{
 		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
 		NewGroup:    func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
@@ -96,19 +92,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 
 	if *metricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		srv := &http.Server{Addr: *metricsAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				logger.Error("metrics server", "addr", *metricsAddr, "err", err)
-			}
-		}()
-		defer func() {
-			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(shutdownCtx) // best effort: we are exiting anyway
-		}()
+		defer telemetry.Serve(*metricsAddr, reg, telemetry.NewHealth(), logger)()
 	}
 
 	logger.Info("processor starting", "brokers", cfg.Brokers, "metrics", *metricsAddr)

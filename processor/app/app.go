@@ -116,15 +116,13 @@ func (c Config) GroupConfig() kafka.GroupConfig {
 }
 
 // ProducerConfig is the configuration of the producer for the events and
-// DLQ topics. It leaves room above MaxEventBytes for the key, headers and
-// record overhead, because DLQ records carry the original (possibly
-// oversized) value.
+// DLQ topics. MaxMessageBytes stays at Kafka's default message.max.bytes
+// (1 MiB): sarama also caps a whole per-partition batch with it, so a
+// larger value makes a real broker reject batches as MESSAGE_TOO_LARGE
+// under backlog (kfake does not check, Apache Kafka does). MaxEventBytes
+// (900 KiB by default) keeps every processed event below it.
 func (c Config) ProducerConfig() kafka.ProducerConfig {
-	pc := kafka.ProducerConfig{Brokers: c.Brokers, ClientID: c.ClientID}
-	if c.MaxEventBytes > 0 {
-		pc.MaxMessageBytes = c.MaxEventBytes + 64<<10
-	}
-	return pc.WithDefaults()
+	return kafka.ProducerConfig{Brokers: c.Brokers, ClientID: c.ClientID}.WithDefaults()
 }
 
 // TransactorConfig is the configuration of the transactions in

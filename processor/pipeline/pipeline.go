@@ -26,9 +26,10 @@ import (
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
-// DefaultMaxEventBytes is the default limit for a processed event, Kafka's
-// default message.max.bytes.
-const DefaultMaxEventBytes = 1 << 20
+// DefaultMaxEventBytes is the default limit for a processed event: under
+// Kafka's default message.max.bytes (1 MiB) with room for the key, headers
+// and batch overhead, and under CLS's 1 MB value limit.
+const DefaultMaxEventBytes = 900 << 10
 
 // dlqStage is the value of schemas.HeaderDLQStage on records we send to
 // the DLQ.

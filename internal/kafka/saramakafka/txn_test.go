@@ -2,6 +2,7 @@ package saramakafka
 
 import (
 	"context"
+	"maps"
 	"strconv"
 	"sync"
 	"testing"
@@ -70,9 +71,9 @@ func TestTransactorCommitsRecordsAndOffsetsTogether(t *testing.T) {
 	// A transaction with no output still moves the offset.
 	require.NoError(t, tx.Commit(ctx, kafka.InputOffset{Topic: in, Partition: 0, Next: 7}))
 
-	offs, err := admin.CommittedOffsets(ctx, group, in)
-	require.NoError(t, err)
-	require.Equal(t, map[int32]int64{0: 7, 1: 42}, offs)
+	// Apache Kafka materialises transactional offset commits after
+	// EndTxn returns (kfake at once), so wait for them.
+	waitOffsets(t, admin, group, in, map[int32]int64{0: 7, 1: 42})
 	got := readCommitted(t, brokers, out, 2)
 	require.Len(t, got, 2)
 }
@@ -103,12 +104,25 @@ func TestTransactorFencesPreviousOwner(t *testing.T) {
 	require.NoError(t, next.Commit(ctx, kafka.InputOffset{Topic: in, Partition: 0, Next: 2}, kafka.Record{Topic: out, Value: []byte("second")}))
 
 	require.Error(t, p.sp.CommitTxn(), "the fenced producer cannot commit")
-	offs, err := admin.CommittedOffsets(ctx, group, in)
-	require.NoError(t, err)
-	require.Equal(t, int64(2), offs[0])
+	waitOffsets(t, admin, group, in, map[int32]int64{0: 2})
 	var values []string
 	for _, r := range readCommitted(t, brokers, out, 2) {
 		values = append(values, string(r.Value))
 	}
 	require.ElementsMatch(t, []string{"first", "second"}, values)
+}
+
+// waitOffsets waits until the group's committed offsets on topic equal want.
+func waitOffsets(t *testing.T, admin kafka.Admin, group, topic string, want map[int32]int64) {
+	t.Helper()
+	var got map[int32]int64
+	require.Eventually(t, func() bool {
+		offs, err := admin.CommittedOffsets(t.Context(), group, topic)
+		if err != nil {
+			return false
+		}
+		got = offs
+		return maps.Equal(offs, want)
+	}, 30*time.Second, 50*time.Millisecond, "committed offsets: want %v", want)
+	require.Equal(t, want, got)
 }

@@ -166,7 +166,7 @@ func TestGroupOffsetsResetRefusesActiveGroup(t *testing.T) {
 
 	// An active sarama member (cooperative-sticky metadata, which
 	// kafka-go's own DescribeGroups cannot decode) consumes everything.
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: e.brokers, Group: group, Topics: []string{topic}, SessionTimeout: 2 * time.Second, MaxWait: 20 * time.Millisecond})
+	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: e.brokers, Group: group, Topics: []string{topic}, SessionTimeout: 6 * time.Second, MaxWait: 20 * time.Millisecond}) // 6 s: Apache Kafka's group.min.session.timeout.ms
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = g.Close() })
 	c := newCollector()

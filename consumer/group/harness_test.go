@@ -31,10 +31,9 @@ import (
 func long() bool { return os.Getenv("AUDITPIPE_LONG") == "1" }
 
 const (
-	eventsTopic = "audit.events"
-	partitions  = 6
-	secretID    = "AKIDgroup"
-	secretKey   = "groupkey"
+	partitions = 6
+	secretID   = "AKIDgroup"
+	secretKey  = "groupkey"
 )
 
 // key identifies an event the way the sinks de-duplicate it.
@@ -47,11 +46,14 @@ type env struct {
 	brokers []string
 	admin   *saramakafka.Admin
 	group   string
-	store   *local.Store
-	dbPath  string
-	srv     *clslocal.Server
-	url     string
-	topics  map[string]string // cluster -> CLS topic
+	// topic is the events topic, unique per test: on an external Kafka
+	// cluster (make test-kafka) tests share the broker.
+	topic  string
+	store  *local.Store
+	dbPath string
+	srv    *clslocal.Server
+	url    string
+	topics map[string]string // cluster -> CLS topic
 
 	mu       sync.Mutex
 	received map[key]int // CLS deliveries per event
@@ -63,6 +65,7 @@ type env struct {
 func newEnv(t *testing.T, clusters []string, missingTopics ...string) *env {
 	t.Helper()
 	e := &env{t: t, brokers: kafkatest.Brokers(t), group: "consumer-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		topic:  "audit.events." + strconv.FormatInt(time.Now().UnixNano(), 36),
 		topics: map[string]string{}, received: map[key]int{}, produced: map[key]bool{}, perPart: map[int32]int64{}}
 	admin, err := saramakafka.NewAdmin(e.brokers, "test-admin")
 	require.NoError(t, err)
@@ -70,7 +73,7 @@ func newEnv(t *testing.T, clusters []string, missingTopics ...string) *env {
 	e.admin = admin
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	require.NoError(t, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: eventsTopic, Partitions: partitions, ReplicationFactor: 1}))
+	require.NoError(t, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: e.topic, Partitions: partitions, ReplicationFactor: 1}))
 
 	var existing []string
 	for _, c := range clusters {
@@ -128,7 +131,7 @@ func (e *env) produce(p kafka.Producer, clusters []string, from, n, size int) {
 		e.produced[key{c, id, "ResponseComplete"}] = true
 		e.perPart[kafkatest.ReferencePartition([]byte(c), partitions)]++
 		e.mu.Unlock()
-		batch = append(batch, kafka.Record{Topic: eventsTopic, Key: []byte(c), Value: eventgen.Event(c, id, size, ts)})
+		batch = append(batch, kafka.Record{Topic: e.topic, Key: []byte(c), Value: eventgen.Event(c, id, size, ts)})
 		if len(batch) == cap(batch) {
 			flush()
 		}
@@ -159,7 +162,7 @@ type replica struct {
 func (e *env) start(name string) *replica {
 	e.t.Helper()
 	g, err := saramakafka.NewGroup(kafka.GroupConfig{
-		Brokers: e.brokers, Group: e.group, Topics: []string{eventsTopic}, ClientID: name,
+		Brokers: e.brokers, Group: e.group, Topics: []string{e.topic}, ClientID: name,
 		MaxBatch: 500, MaxWait: 20 * time.Millisecond, SessionTimeout: 6 * time.Second,
 	})
 	require.NoError(e.t, err)
@@ -194,7 +197,7 @@ func (r *replica) stop() {
 func (e *env) committed() map[int32]int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := e.admin.CommittedOffsets(ctx, e.group, eventsTopic)
+	m, err := e.admin.CommittedOffsets(ctx, e.group, e.topic)
 	require.NoError(e.t, err)
 	return m
 }

@@ -114,23 +114,10 @@ func RunEventsCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 	set("resource", *resource)
 	set("namespace", *ns)
 	set("q", *text)
-	for _, tf := range []struct{ name, val string }{{"from", *from}, {"to", *to}} {
-		t, err := parseCLITime(tf.val, now)
-		if err != nil {
-			return usageErr(fmt.Errorf("--%s: %w", tf.name, err))
-		}
-		if !t.IsZero() {
-			params.Set(tf.name, t.UTC().Format(time.RFC3339Nano))
-		}
+	endpoint, err := endpointURL(*server, EventsPath, params, *from, *to, *limit, now)
+	if err != nil {
+		return usageErr(err)
 	}
-	if *limit > 0 {
-		params.Set("limit", strconv.Itoa(*limit))
-	}
-	base, err := url.Parse(strings.TrimRight(*server, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return usageErr(fmt.Errorf("--server: want an http(s) URL such as http://127.0.0.1:8080, got %q", *server))
-	}
-	endpoint := base.String() + EventsPath + "?" + params.Encode()
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -273,4 +260,27 @@ func cell(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// endpointURL validates --server and builds the request URL for path with
+// params, adding the time range (--from, --to) and --limit the way both
+// CLIs take them.
+func endpointURL(server, path string, params url.Values, from, to string, limit int, now time.Time) (string, error) {
+	for _, tf := range []struct{ name, val string }{{"from", from}, {"to", to}} {
+		t, err := parseCLITime(tf.val, now)
+		if err != nil {
+			return "", fmt.Errorf("--%s: %w", tf.name, err)
+		}
+		if !t.IsZero() {
+			params.Set(tf.name, t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	if limit > 0 {
+		params.Set("limit", strconv.Itoa(limit))
+	}
+	base, err := url.Parse(strings.TrimRight(server, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return "", fmt.Errorf("--server: want an http(s) URL such as http://127.0.0.1:8080, got %q", server)
+	}
+	return base.String() + path + "?" + params.Encode(), nil
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -132,23 +131,10 @@ func RunSearchCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 		params.Set("cursor", *cursor)
 	}
 	now := time.Now()
-	for _, tf := range []struct{ name, val string }{{"from", *from}, {"to", *to}} {
-		t, err := parseCLITime(tf.val, now)
-		if err != nil {
-			return usageErr(fmt.Errorf("--%s: %w", tf.name, err))
-		}
-		if !t.IsZero() {
-			params.Set(tf.name, t.UTC().Format(time.RFC3339Nano))
-		}
+	endpoint, err := endpointURL(*server, SearchPath, params, *from, *to, *limit, now)
+	if err != nil {
+		return usageErr(err)
 	}
-	if *limit > 0 {
-		params.Set("limit", strconv.Itoa(*limit))
-	}
-	base, err := url.Parse(strings.TrimRight(*server, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return usageErr(fmt.Errorf("--server: want an http(s) URL such as http://127.0.0.1:8080, got %q", *server))
-	}
-	endpoint := base.String() + SearchPath + "?" + params.Encode()
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -120,11 +119,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if v := os.Getenv("AUDITPIPE_CLS_SECRET_KEY"); v != "" && cfg.CLS.SecretKey == "" {
 		cfg.CLS.SecretKey = v
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	logger, err := telemetry.NewLogger(stderr, *logLevel, "json")
+	if err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	reg := telemetry.NewRegistry()
 	a, err := app.New(cfg, app.Deps{

@@ -125,3 +125,26 @@ func Serve(addr string, reg *prometheus.Registry, h *Health, logger *slog.Logger
 		_ = srv.Shutdown(ctx)
 	}
 }
+
+// RegisterAll registers every collector on reg, or none: on the first
+// failure it unregisters those already registered, so a component that
+// fails to start can be created again on the same registry.
+func RegisterAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			UnregisterAll(reg, cs[:i]...)
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// UnregisterAll unregisters cs from reg; a nil reg is a no-op.
+func UnregisterAll(reg prometheus.Registerer, cs ...prometheus.Collector) {
+	if reg == nil {
+		return
+	}
+	for _, c := range cs {
+		reg.Unregister(c)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,4 +49,18 @@ func TestNewLoggerRejectsUnknownLevel(t *testing.T) {
 	l, err := NewLogger(&bytes.Buffer{}, "debug", "json")
 	require.NoError(t, err)
 	require.NotNil(t, l)
+}
+
+func TestRegisterAllIsAllOrNothing(t *testing.T) {
+	reg := NewRegistry()
+	a := prometheus.NewCounter(prometheus.CounterOpts{Name: "auditpipe_test_a_total", Help: "a"})
+	b := prometheus.NewCounter(prometheus.CounterOpts{Name: "auditpipe_test_b_total", Help: "b"})
+	clash := prometheus.NewCounter(prometheus.CounterOpts{Name: "auditpipe_test_b_total", Help: "b"})
+	require.NoError(t, RegisterAll(reg, b))
+	require.Error(t, RegisterAll(reg, a, clash))
+	// a was rolled back, so it registers again.
+	require.NoError(t, RegisterAll(reg, a))
+	UnregisterAll(reg, a, b)
+	require.NoError(t, RegisterAll(reg, a, b))
+	UnregisterAll(nil, a)
 }

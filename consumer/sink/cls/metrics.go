@@ -1,9 +1,9 @@
 package cls
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
 
 // Outcome label values.
@@ -59,11 +59,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range m.collectors() {
-		if err := reg.Register(c); err != nil {
-			m.unregister()
-			return nil, fmt.Errorf("register metrics: %w", err)
-		}
+	if err := telemetry.RegisterAll(reg, m.collectors()...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -72,11 +69,4 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.logs, m.requests, m.truncated, m.retryWait, m.blocked}
 }
 
-func (m *metrics) unregister() {
-	if m.reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister() { telemetry.UnregisterAll(m.reg, m.collectors()...) }

@@ -1,9 +1,9 @@
 package local
 
 import (
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
 
 // metrics are the store's Prometheus metrics. Outcomes are a label with a
@@ -64,11 +64,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range m.collectors() {
-		if err := reg.Register(c); err != nil {
-			m.unregister()
-			return nil, fmt.Errorf("register metrics: %w", err)
-		}
+	if err := telemetry.RegisterAll(reg, m.collectors()...); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -79,11 +76,4 @@ func (m *metrics) collectors() []prometheus.Collector {
 
 // unregister lets a store be reopened on the same registry (tests, restarts
 // of the sink inside one process).
-func (m *metrics) unregister() {
-	if m.reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister() { telemetry.UnregisterAll(m.reg, m.collectors()...) }

@@ -104,6 +104,13 @@ type Pipeline struct {
 	LatencyMs    *float64   `json:"latencyMs,omitempty" desc:"stageTimestamp minus requestReceivedTimestamp in milliseconds (microsecond precision); absent when a timestamp is missing or they are out of order."`
 	SourceIP     string     `json:"sourceIP,omitempty" desc:"The first of sourceIPs: the client as the apiserver saw it (further entries are proxies, untrusted)."`
 	SourceIPType string     `json:"sourceIPType,omitempty" desc:"private (RFC 1918, RFC 4193, shared address space), loopback, link-local, public, or invalid (not an IP address)."`
+	// AuditIDReused marks an event whose (cluster, auditID, stage) was
+	// already seen with different content: the apiserver takes auditIDs
+	// from a client header, so a reused id is evidence, never a duplicate.
+	AuditIDReused bool `json:"auditIDReused,omitempty" desc:"True when another event with the same cluster, auditID and stage but different content was stored before this one (a client reused the Audit-ID header). Both events are kept."`
+	// Detections lists the ids of the detection rules the event matched,
+	// evaluated on the event as the apiserver sent it.
+	Detections []string `json:"detections,omitempty" desc:"Ids of the detection rules this event matched (evaluated before the policy lowered its level). Absent when none matched."`
 }
 
 // RedactedValue replaces every redacted value (a Secret's data and

@@ -1,0 +1,343 @@
+package jsonbytes
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Normalized is the result of Normalize.
+type Normalized struct {
+	// Value is the normalized object: the input itself when nothing had
+	// to change, else a new slice.
+	Value []byte
+	// Members are the top-level members of Value, in order.
+	Members []Member
+	// Removed counts the members removed because a later member of the
+	// same object had the same key.
+	Removed int
+	// Cut holds the JSON Pointers (RFC 6901) of the containers replaced
+	// because they were nested too deep, in document order.
+	Cut []string
+}
+
+// Normalize validates b, which must hold one JSON object, and makes it
+// read the same to every JSON reader:
+//
+//   - Repeated keys: in every object, of the members whose keys are equal
+//     once unescaped ("data", "d\u0061ta"), only the last is kept, the way
+//     encoding/json and the apiserver's decoder read them. Readers that
+//     take the first (SQLite's json_extract) or that look at bytes would
+//     otherwise see another value than the one a Go reader saw.
+//   - Depth: an object or array that would sit deeper than maxDepth
+//     levels (the top-level object is level 1) is replaced with cut, a
+//     JSON value, and its JSON Pointer is reported in Normalized.Cut.
+//
+// Every other byte is kept as it is: key and string forms, numbers,
+// whitespace. members is a buffer for Normalized.Members (may be nil).
+// It returns ErrNotObject when b holds another valid value.
+func Normalize(b []byte, maxDepth int, cut []byte, members []Member) (Normalized, error) {
+	n := normalizer{b: b, maxDepth: maxDepth, cut: cut, top: members[:0]}
+	i := skipWS(b, 0)
+	if i >= len(b) {
+		return Normalized{}, syntaxErr(i, "unexpected end of JSON input")
+	}
+	if b[i] != '{' {
+		end, err := skip(b, i, 0)
+		if err != nil {
+			return Normalized{}, err
+		}
+		if j := skipWS(b, end); j != len(b) {
+			return Normalized{}, syntaxErr(j, "invalid character %q after top-level value", b[j])
+		}
+		return Normalized{}, ErrNotObject
+	}
+	end, err := n.object(i, 0)
+	if err != nil {
+		return Normalized{}, err
+	}
+	if j := skipWS(b, end); j != len(b) {
+		return Normalized{}, syntaxErr(j, "invalid character %q after top-level value", b[j])
+	}
+	return n.apply(), nil
+}
+
+// edit replaces b[from:to] with repl. Edits are either disjoint or nested.
+type edit struct {
+	from, to int
+	repl     []byte
+	pointer  string // set for cuts
+}
+
+// keyEntry is a member of an object being scanned.
+type keyEntry struct {
+	key   []byte // unescaped
+	start int    // where the member's key begins
+	next  int    // where the next member's key begins (0 while unknown)
+	gone  bool   // removed as an earlier duplicate
+}
+
+// segment is one step of the path to the value being scanned.
+type segment struct {
+	key   []byte // unescaped; nil for an array element
+	index int
+}
+
+// bigObject is the member count from which duplicates are found with a
+// map rather than by comparing with every earlier key.
+const bigObject = 32
+
+type normalizer struct {
+	b        []byte
+	maxDepth int
+	cut      []byte
+	edits    []edit
+	keys     []keyEntry // stack: the members of every open object
+	path     []segment
+	top      []Member
+	removed  int
+}
+
+// value scans the value at b[i] at the given depth (0: top level).
+func (n *normalizer) value(i, depth int) (int, error) {
+	if i >= len(n.b) {
+		return 0, syntaxErr(i, "unexpected end of JSON input")
+	}
+	c := n.b[i]
+	if c != '{' && c != '[' {
+		return skip(n.b, i, depth)
+	}
+	if depth >= n.maxDepth {
+		end, err := skip(n.b, i, depth)
+		if err != nil {
+			return 0, err
+		}
+		n.edits = append(n.edits, edit{from: i, to: end, repl: n.cut, pointer: n.pointer()})
+		return end, nil
+	}
+	if c == '{' {
+		return n.object(i, depth)
+	}
+	return n.array(i, depth)
+}
+
+func (n *normalizer) array(i, depth int) (int, error) {
+	if depth >= maxDepth {
+		return 0, syntaxErr(i, "exceeded max depth")
+	}
+	b := n.b
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return i + 1, nil
+	}
+	for idx := 0; ; idx++ {
+		n.path = append(n.path, segment{index: idx})
+		end, err := n.value(i, depth+1)
+		n.path = n.path[:len(n.path)-1]
+		if err != nil {
+			return 0, err
+		}
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return 0, syntaxErr(i, "unexpected end of JSON input")
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case ']':
+			return i + 1, nil
+		default:
+			return 0, syntaxErr(i, "invalid character %q after array element", b[i])
+		}
+	}
+}
+
+func (n *normalizer) object(i, depth int) (int, error) {
+	if depth >= maxDepth {
+		return 0, syntaxErr(i, "exceeded max depth")
+	}
+	b := n.b
+	base := len(n.keys)
+	defer func() { n.keys = n.keys[:base] }()
+	var big map[string]int // key -> index in n.keys, for large objects
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		if i >= len(b) {
+			return 0, syntaxErr(i, "unexpected end of JSON input")
+		}
+		if b[i] != '"' {
+			return 0, syntaxErr(i, "invalid character %q looking for beginning of object key string", b[i])
+		}
+		start := i
+		end, escaped, err := str(b, i)
+		if err != nil {
+			return 0, err
+		}
+		key := b[i+1 : end-1]
+		if escaped {
+			key = unescape(b[i:end])
+		}
+		i = skipWS(b, end)
+		if i >= len(b) {
+			return 0, syntaxErr(i, "unexpected end of JSON input")
+		}
+		if b[i] != ':' {
+			return 0, syntaxErr(i, "invalid character %q after object key", b[i])
+		}
+		vs := skipWS(b, i+1)
+		n.path = append(n.path, segment{key: key})
+		ve, err := n.value(vs, depth+1)
+		n.path = n.path[:len(n.path)-1]
+		if err != nil {
+			return 0, err
+		}
+		if len(n.keys) > base {
+			n.keys[len(n.keys)-1].next = start
+		}
+		dup := -1
+		if big != nil {
+			if j, ok := big[string(key)]; ok {
+				dup = j
+			}
+		} else {
+			for j := base; j < len(n.keys); j++ {
+				if !n.keys[j].gone && bytes.Equal(n.keys[j].key, key) {
+					dup = j
+					break
+				}
+			}
+		}
+		if dup >= 0 {
+			// The earlier member goes, from its key to the next
+			// member's key, so its comma goes with it.
+			n.keys[dup].gone = true
+			n.edits = append(n.edits, edit{from: n.keys[dup].start, to: n.keys[dup].next})
+			n.removed++
+		}
+		n.keys = append(n.keys, keyEntry{key: key, start: start})
+		switch {
+		case big != nil:
+			big[string(key)] = len(n.keys) - 1
+		case len(n.keys)-base > bigObject:
+			big = make(map[string]int, 2*bigObject)
+			for j := base; j < len(n.keys); j++ {
+				if !n.keys[j].gone {
+					big[string(n.keys[j].key)] = j
+				}
+			}
+		}
+		if depth == 0 {
+			n.top = append(n.top, Member{Key: b[start+1 : end-1], KeyEscaped: escaped, Start: start, ValueStart: vs, ValueEnd: ve})
+		}
+		i = skipWS(b, ve)
+		if i >= len(b) {
+			return 0, syntaxErr(i, "unexpected end of JSON input")
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case '}':
+			if depth == 0 {
+				n.dropRemovedTop(base)
+			}
+			return i + 1, nil
+		default:
+			return 0, syntaxErr(i, "invalid character %q after object key:value pair", b[i])
+		}
+	}
+}
+
+// dropRemovedTop removes the top-level members that were duplicates; the
+// top-level object's entries start at base in n.keys, in the same order
+// as n.top.
+func (n *normalizer) dropRemovedTop(base int) {
+	if n.removed == 0 {
+		return
+	}
+	kept := n.top[:0]
+	for j, m := range n.top {
+		if !n.keys[base+j].gone {
+			kept = append(kept, m)
+		}
+	}
+	n.top = kept
+}
+
+// unescape decodes a JSON string (with its quotes) that holds escapes.
+func unescape(quoted []byte) []byte {
+	var s string
+	if err := json.Unmarshal(quoted, &s); err != nil {
+		return quoted // validated by str already; keep something unique
+	}
+	return []byte(s)
+}
+
+// pointer is the JSON Pointer of the value being scanned.
+func (n *normalizer) pointer() string {
+	var sb strings.Builder
+	for _, s := range n.path {
+		sb.WriteByte('/')
+		if s.key == nil {
+			sb.WriteString(strconv.Itoa(s.index))
+			continue
+		}
+		sb.WriteString(strings.ReplaceAll(strings.ReplaceAll(string(s.key), "~", "~0"), "/", "~1"))
+	}
+	return sb.String()
+}
+
+// apply builds the output from the edits, and moves the top-level
+// members to their offsets in it.
+func (n *normalizer) apply() Normalized {
+	if len(n.edits) == 0 {
+		return Normalized{Value: n.b, Members: n.top}
+	}
+	slices.SortFunc(n.edits, func(a, b edit) int {
+		if a.from != b.from {
+			return a.from - b.from
+		}
+		return b.to - a.to // the enclosing edit first
+	})
+	res := Normalized{Removed: n.removed}
+	out := make([]byte, 0, len(n.b))
+	applied := n.edits[:0]
+	last := 0
+	for _, e := range n.edits {
+		if e.from < last {
+			continue // inside an edit already applied (a removed member)
+		}
+		out = append(out, n.b[last:e.from]...)
+		out = append(out, e.repl...)
+		last = e.to
+		if e.pointer != "" {
+			res.Cut = append(res.Cut, e.pointer)
+		}
+		applied = append(applied, e)
+	}
+	out = append(out, n.b[last:]...)
+	// A kept member's offsets are never inside an applied edit: shift
+	// each by what the edits before it added or removed.
+	shift := func(p int) int {
+		d := 0
+		for _, e := range applied {
+			if e.to > p {
+				break
+			}
+			d += len(e.repl) - (e.to - e.from)
+		}
+		return p + d
+	}
+	for i, m := range n.top {
+		s := shift(m.Start)
+		m.Key = out[s+1 : s+1+len(m.Key)]
+		m.Start, m.ValueStart, m.ValueEnd = s, shift(m.ValueStart), shift(m.ValueEnd)
+		n.top[i] = m
+	}
+	res.Value, res.Members = out, n.top
+	return res
+}

@@ -108,6 +108,8 @@ type Pipeline struct {
 	// already seen with different content: the apiserver takes auditIDs
 	// from a client header, so a reused id is evidence, never a duplicate.
 	AuditIDReused bool `json:"auditIDReused,omitempty" desc:"True when another event with the same cluster, auditID and stage but different content was stored before this one (a client reused the Audit-ID header). Both events are kept."`
+	// Cut lists what was replaced with CutValue.
+	Cut []string `json:"cut,omitempty" desc:"JSON Pointers (RFC 6901, from the event's root) of the objects and arrays replaced with the marker auditpipe:cut because they were nested deeper than the processor keeps (256 levels). Absent when nothing was cut."`
 	// Detections lists the ids of the detection rules the event matched,
 	// evaluated on the event as the apiserver sent it.
 	Detections []string `json:"detections,omitempty" desc:"Ids of the detection rules this event matched (evaluated before the policy lowered its level). Absent when none matched."`
@@ -117,6 +119,11 @@ type Pipeline struct {
 // stringData values, tokens, a Secret's last-applied-configuration). It is
 // a fixed string, so it reveals nothing, not even the length.
 const RedactedValue = "auditpipe:redacted"
+
+// CutValue replaces an object or array nested deeper than the processor
+// keeps (JSON readers such as SQLite's fail on very deep documents); the
+// rest of the event is kept and Pipeline.Cut says where.
+const CutValue = "auditpipe:cut"
 
 // ClusterInfo is what the fleet registry says about a cluster.
 type ClusterInfo struct {

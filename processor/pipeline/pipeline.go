@@ -6,21 +6,18 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/processor/enrich"
-	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/processor/internal/rawevent"
 	"github.com/auditpipe/auditpipe/processor/policy"
 	"github.com/auditpipe/auditpipe/processor/redact"
 	"github.com/auditpipe/auditpipe/schemas"
@@ -34,14 +31,6 @@ const DefaultMaxEventBytes = 900 << 10
 // dlqStage is the value of schemas.HeaderDLQStage on records we send to
 // the DLQ.
 const dlqStage = "processor"
-
-// Annotations the apiserver's truncating backend
-// (k8s.io/apiserver/plugin/pkg/audit/truncate) sets when it drops bodies
-// of an event that is too large; we do the same for the same reason.
-const (
-	truncatedAnnotation = "audit.k8s.io/truncated"
-	truncatedValue      = "true"
-)
 
 // Policy decides what happens to an event; *policy.Policy implements it.
 // Apply lowers the event in place when it is kept.
@@ -259,7 +248,7 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 		}
 		receivedAt = t
 	}
-	ev, reason := decode(rec.Value)
+	doc, ev, reason := rawevent.Parse(rec.Value)
 	if reason != "" {
 		return p.dlq(rec, origin, reason), OutcomeDLQ
 	}
@@ -273,7 +262,6 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 			"reason", string(d.Reason), "rule", d.Rule, "origin", originString(origin))
 		return kafka.Record{}, OutcomeDroppedPolicy
 	}
-	ev.Kind, ev.APIVersion = "Event", "audit.k8s.io/v1"
 	pe := schemas.ProcessedEvent{Event: ev, Pipeline: schemas.Pipeline{
 		SchemaVersion: schemas.SchemaVersion,
 		Cluster:       cluster,
@@ -282,6 +270,7 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 		ProcessedAt:   p.now().UTC(),
 		OriginalLevel: originalLevel,
 		Origin:        origin,
+		Cut:           doc.Cut(),
 	}}
 	// Redaction runs after the policy (which may already have dropped
 	// the bodies) and before anything is encoded, whatever the level.
@@ -290,12 +279,14 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 	if c, ok := fl.Registry.Cluster(cluster); ok {
 		pe.Pipeline.ClusterInfo = enrich.Cluster(c, true)
 	}
-	value, err := encode(pe)
+	// The output is the event's own JSON, edited: the typed view above
+	// only decided the edits.
+	value, err := doc.Encode(&pe)
 	if err != nil {
 		return p.dlq(rec, origin, "encode processed event: "+err.Error()), OutcomeDLQ
 	}
 	if len(value) > p.cfg.MaxEventBytes {
-		value, reason = p.truncate(pe, len(value))
+		value, reason = p.truncate(doc, pe, len(value))
 		if reason != "" {
 			return p.dlq(rec, origin, reason), OutcomeDLQ
 		}
@@ -317,17 +308,12 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 // Metadata as the apiserver's truncating backend does; bodies are nearly
 // all of a large event. It returns a DLQ reason when even that is too
 // large.
-func (p *Pipeline) truncate(pe schemas.ProcessedEvent, size int) ([]byte, string) {
+func (p *Pipeline) truncate(doc *rawevent.Event, pe schemas.ProcessedEvent, size int) ([]byte, string) {
 	pe.RequestObject, pe.ResponseObject = nil, nil
 	pe.Level = policy.LevelMetadata
+	// Encode adds the apiserver's truncation annotation.
 	pe.Pipeline.Truncated = true
-	ann := make(map[string]string, len(pe.Annotations)+1)
-	for k, v := range pe.Annotations {
-		ann[k] = v
-	}
-	ann[truncatedAnnotation] = truncatedValue
-	pe.Annotations = ann
-	value, err := marshal(pe)
+	value, err := doc.Encode(&pe)
 	if err != nil {
 		return nil, "encode processed event: " + err.Error()
 	}
@@ -363,117 +349,4 @@ func (p *Pipeline) dlq(rec kafka.Record, origin schemas.Origin, reason string) k
 
 func originString(o schemas.Origin) string {
 	return o.Topic + "/" + strconv.FormatInt(int64(o.Partition), 10) + "/" + strconv.FormatInt(o.Offset, 10)
-}
-
-// Top-level keys of the bodies, which the fast path keeps as bytes.
-const (
-	keyRequestObject  = "requestObject"
-	keyResponseObject = "responseObject"
-)
-
-// decode parses an apiserver event, or says why the value is not one.
-//
-// The bodies, nearly all of a large event, are validated in one pass and
-// kept as sub-slices of value; only the rest (about 1 KB) is decoded.
-// Anything unusual (invalid JSON, escaped or differently cased body keys)
-// takes the plain encoding/json path, which gives the same result.
-func decode(value []byte) (schemas.Event, string) {
-	var req, resp []byte
-	unusual := false
-	var members [24]jsonbytes.Member // an event has about 18 top-level keys
-	ms := members[:0]
-	err := jsonbytes.Members(value, func(m jsonbytes.Member) {
-		ms = append(ms, m)
-		switch {
-		case m.KeyEscaped:
-			unusual = true
-		case string(m.Key) == keyRequestObject:
-			req = value[m.ValueStart:m.ValueEnd] // the last one wins, as in encoding/json
-		case string(m.Key) == keyResponseObject:
-			resp = value[m.ValueStart:m.ValueEnd]
-		}
-	})
-	if err != nil || unusual || (req == nil && resp == nil) {
-		return decodeSlow(value)
-	}
-	head := jsonbytes.Without(value, ms, func(m jsonbytes.Member) bool {
-		return string(m.Key) == keyRequestObject || string(m.Key) == keyResponseObject
-	})
-	ev, reason := decodeSlow(head)
-	if reason != "" || ev.RequestObject != nil || ev.ResponseObject != nil {
-		// A body under a key spelled differently ("RequestObject"):
-		// encoding/json matches keys case-insensitively.
-		return decodeSlow(value)
-	}
-	// A body recorded as null stays "null", as encoding/json keeps it.
-	ev.RequestObject, ev.ResponseObject = req, resp
-	return ev, ""
-}
-
-// decodeSlow parses value with encoding/json.
-func decodeSlow(value []byte) (schemas.Event, string) {
-	var ev schemas.Event
-	if err := json.Unmarshal(value, &ev); err != nil {
-		if serr, ok := errors.AsType[*json.SyntaxError](err); ok {
-			return ev, fmt.Sprintf("not JSON: %v at offset %d", serr, serr.Offset)
-		}
-		return ev, "not an audit event: " + strings.TrimPrefix(err.Error(), "json: ")
-	}
-	var missing []string
-	for _, f := range []struct{ name, value string }{{"auditID", ev.AuditID}, {"stage", ev.Stage}, {"verb", ev.Verb}} {
-		if f.value == "" {
-			missing = append(missing, f.name)
-		}
-	}
-	switch {
-	case ev.Kind != "" && ev.Kind != "Event":
-		// Items of a webhook EventList may lack kind and apiVersion.
-		return ev, fmt.Sprintf("not an audit event: kind %q", ev.Kind)
-	case ev.APIVersion != "" && ev.APIVersion != "audit.k8s.io/v1" && ev.APIVersion != "audit.k8s.io/v1beta1":
-		return ev, fmt.Sprintf("not an audit event: apiVersion %q", ev.APIVersion)
-	case len(missing) > 0:
-		return ev, "not an audit event: missing " + strings.Join(missing, ", ")
-	}
-	return ev, ""
-}
-
-// encode writes pe as JSON. The bodies are not re-encoded: encoding/json
-// would validate and compact them again, which is most of the cost of a
-// large event; they were validated when the event was decoded (or built
-// by redaction with encoding/json), so they are appended as they are.
-func encode(pe schemas.ProcessedEvent) ([]byte, error) {
-	req, resp := pe.RequestObject, pe.ResponseObject
-	pe.RequestObject, pe.ResponseObject = nil, nil
-	var buf bytes.Buffer
-	buf.Grow(len(req) + len(resp) + 2048)
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(pe); err != nil {
-		return nil, err
-	}
-	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	if len(req) == 0 && len(resp) == 0 {
-		return out, nil
-	}
-	out = out[:len(out)-1] // the closing brace of the top-level object
-	if len(req) > 0 {
-		out = append(out, `,"`+keyRequestObject+`":`...)
-		out = append(out, req...)
-	}
-	if len(resp) > 0 {
-		out = append(out, `,"`+keyResponseObject+`":`...)
-		out = append(out, resp...)
-	}
-	return append(out, '}'), nil
-}
-
-// marshal encodes without HTML escaping so that bodies keep their bytes.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -1,0 +1,358 @@
+// Package rawevent keeps an apiserver audit event as the JSON it was sent
+// in and edits only what the pipeline must change, so that the processed
+// event is the apiserver's event: every member it sent keeps its value
+// and its form (timestamps, numbers, escapes, members this version of
+// auditpipe does not know), nothing it did not send is added, and only
+// the policy (level, bodies), redaction, the size limit and the added
+// top-level "auditpipe" member change it.
+//
+// The typed schemas.Event is only a view for reading (policy evaluation,
+// redaction hints, enrichment). To make every later reader (the policy,
+// the redactor, encoding/json in the store, SQLite's json_extract, CLS)
+// see the same values, Parse first normalizes the bytes: repeated keys
+// keep their last member (as encoding/json reads them), containers
+// nested deeper than MaxDepth are cut and marked, and events that
+// readers could still read differently are refused: invalid UTF-8, a
+// member of the typed part whose key differs from a field's name only in
+// case, or an "auditpipe" member of their own.
+package rawevent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/schemas"
+)
+
+// MaxDepth is the deepest nesting kept (the event object is level 1):
+// far deeper than any Kubernetes object (a CRD's schema is a few dozen
+// levels), and far below the 1000 levels past which SQLite's JSON
+// functions fail, which would break every search of the local store that
+// touches the event.
+const MaxDepth = 256
+
+// Top-level members the pipeline edits.
+const (
+	keyLevel          = "level"
+	keyRequestObject  = "requestObject"
+	keyResponseObject = "responseObject"
+	keyAnnotations    = "annotations"
+)
+
+// cutValue replaces a container nested deeper than MaxDepth.
+var cutValue = []byte(strconv.Quote(schemas.CutValue))
+
+// Event is an apiserver event as normalized JSON with its top-level
+// members located.
+type Event struct {
+	value   []byte
+	members []jsonbytes.Member
+	names   []string // unescaped keys of members
+	level   string   // the level as sent
+	cut     []string
+}
+
+// Cut returns the JSON Pointers of the subtrees replaced with
+// schemas.CutValue because they were nested deeper than MaxDepth.
+func (e *Event) Cut() []string { return e.cut }
+
+// Parse normalizes value and decodes its typed view, or says why it is
+// not an event the pipeline can pass on (a reason for the DLQ).
+func Parse(value []byte) (*Event, schemas.Event, string) {
+	if !utf8.Valid(value) {
+		// Decoders replace invalid bytes with U+FFFD, so two events that
+		// differ only there would become one; no valid rendering keeps
+		// them apart without changing valid events too.
+		off := invalidUTF8(value)
+		return nil, schemas.Event{}, fmt.Sprintf("not valid UTF-8: byte %#x at offset %d", value[off], off)
+	}
+	var buf [24]jsonbytes.Member // an event has about 18 top-level members
+	n, err := jsonbytes.Normalize(value, MaxDepth, cutValue, buf[:0])
+	if err != nil {
+		// encoding/json says what is wrong in the words operators know.
+		if _, reason := decodeTyped(value); reason != "" {
+			return nil, schemas.Event{}, reason
+		}
+		return nil, schemas.Event{}, "not JSON: " + err.Error()
+	}
+	e := &Event{value: n.Value, members: n.Members, names: make([]string, len(n.Members)), cut: n.Cut}
+	var req, resp []byte
+	for i, m := range n.Members {
+		name := string(m.Key)
+		if m.KeyEscaped {
+			name = unquote(n.Value[m.Start:m.ValueStart])
+		}
+		e.names[i] = name
+		switch name {
+		case keyRequestObject:
+			req = n.Value[m.ValueStart:m.ValueEnd]
+		case keyResponseObject:
+			resp = n.Value[m.ValueStart:m.ValueEnd]
+		}
+	}
+	if reason := e.ambiguous(); reason != "" {
+		return nil, schemas.Event{}, reason
+	}
+	var ev schemas.Event
+	var reason string
+	if req == nil && resp == nil {
+		ev, reason = decodeTyped(n.Value)
+	} else {
+		// The bodies, nearly all of a large event, are not decoded: the
+		// typed view gets them as the sub-slices they are.
+		head := jsonbytes.Without(n.Value, n.Members, func(m jsonbytes.Member) bool {
+			k := e.nameOf(m)
+			return k == keyRequestObject || k == keyResponseObject
+		})
+		ev, reason = decodeTyped(head)
+		ev.RequestObject, ev.ResponseObject = req, resp
+	}
+	if reason != "" {
+		return nil, ev, reason
+	}
+	e.level = ev.Level
+	return e, ev, ""
+}
+
+// nameOf returns the unescaped key of m, one of e.members.
+func (e *Event) nameOf(m jsonbytes.Member) string {
+	for i := range e.members {
+		if e.members[i].Start == m.Start {
+			return e.names[i]
+		}
+	}
+	return string(m.Key)
+}
+
+// unquote returns the key of a member from its bytes up to its value
+// (the quoted key, whitespace and the colon).
+func unquote(keyColon []byte) string {
+	end := bytes.LastIndexByte(keyColon, ':')
+	var s string
+	_ = json.Unmarshal(bytes.TrimSpace(keyColon[:end]), &s) // validated by Normalize
+	return s
+}
+
+func invalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return 0
+}
+
+// Field names of the typed view, by the object they are in.
+var (
+	eventFields  = jsonNames(reflect.TypeFor[schemas.ProcessedEvent]())
+	userFields   = jsonNames(reflect.TypeFor[schemas.UserInfo]())
+	objectFields = jsonNames(reflect.TypeFor[schemas.ObjectReference]())
+	statusFields = jsonNames(reflect.TypeFor[schemas.Status]())
+)
+
+func jsonNames(t reflect.Type) []string {
+	var names []string
+	for f := range t.Fields() {
+		if f.Anonymous {
+			names = append(names, jsonNames(f.Type)...)
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// ambiguous refuses events that readers could still read differently
+// after normalization: encoding/json matches a struct field's name case
+// insensitively, so {"verb":"get","Verb":"delete"} is "delete" to the
+// policy and to the store's Go decoder but "get" to json_extract; and an
+// "auditpipe" member of the event's own would be read as (or merged
+// into) the processor's.
+func (e *Event) ambiguous() string {
+	for i, name := range e.names {
+		if strings.EqualFold(name, schemas.PipelineKey) {
+			return fmt.Sprintf("not an audit event: it has a member %q, the key the processor adds", name)
+		}
+		if r := caseVariant(name, eventFields, ""); r != "" {
+			return r
+		}
+		var fields []string
+		switch name {
+		case "user", "impersonatedUser":
+			fields = userFields
+		case "objectRef":
+			fields = objectFields
+		case "responseStatus":
+			fields = statusFields
+		default:
+			continue
+		}
+		m := e.members[i]
+		var reason string
+		err := jsonbytes.Members(e.value[m.ValueStart:m.ValueEnd], func(sub jsonbytes.Member) {
+			k := string(sub.Key)
+			if sub.KeyEscaped {
+				k = unquote(e.value[m.ValueStart:m.ValueEnd][sub.Start:sub.ValueStart])
+			}
+			if r := caseVariant(k, fields, name+"."); r != "" && reason == "" {
+				reason = r
+			}
+		})
+		if err != nil && !errors.Is(err, jsonbytes.ErrNotObject) {
+			return "not JSON: " + err.Error()
+		}
+		if reason != "" {
+			return reason
+		}
+	}
+	return ""
+}
+
+func caseVariant(name string, fields []string, prefix string) string {
+	for _, f := range fields {
+		if name != f && strings.EqualFold(name, f) {
+			return fmt.Sprintf("not an audit event: member %s%q differs from the field %q only in case", prefix, name, f)
+		}
+	}
+	return ""
+}
+
+// decodeTyped decodes the typed view with encoding/json.
+func decodeTyped(value []byte) (schemas.Event, string) {
+	var ev schemas.Event
+	if err := json.Unmarshal(value, &ev); err != nil {
+		if serr, ok := errors.AsType[*json.SyntaxError](err); ok {
+			return ev, fmt.Sprintf("not JSON: %v at offset %d", serr, serr.Offset)
+		}
+		return ev, "not an audit event: " + strings.TrimPrefix(err.Error(), "json: ")
+	}
+	var missing []string
+	for _, f := range []struct{ name, value string }{{"auditID", ev.AuditID}, {"stage", ev.Stage}, {"verb", ev.Verb}} {
+		if f.value == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	switch {
+	case ev.Kind != "" && ev.Kind != "Event":
+		// Items of a webhook EventList may lack kind and apiVersion.
+		return ev, fmt.Sprintf("not an audit event: kind %q", ev.Kind)
+	case ev.APIVersion != "" && ev.APIVersion != "audit.k8s.io/v1" && ev.APIVersion != "audit.k8s.io/v1beta1":
+		return ev, fmt.Sprintf("not an audit event: apiVersion %q", ev.APIVersion)
+	case len(missing) > 0:
+		return ev, "not an audit event: missing " + strings.Join(missing, ", ")
+	}
+	return ev, ""
+}
+
+// Encode writes the processed event: the members of the event in their
+// order and form, with the level and bodies pe now has (the policy and
+// redaction may have changed them), the truncation annotation when
+// pe.Pipeline.Truncated, and pe.Pipeline under "auditpipe" last. Other
+// fields of pe.Event are not read: they were only a view.
+func (e *Event) Encode(pe *schemas.ProcessedEvent) ([]byte, error) {
+	pl, err := marshal(pe.Pipeline)
+	if err != nil {
+		return nil, fmt.Errorf("auditpipe member: %w", err)
+	}
+	out := make([]byte, 0, len(e.value)+len(pl)+64)
+	out = append(out, '{')
+	n := 0
+	annotated := false
+	for i, m := range e.members {
+		v := e.value[m.ValueStart:m.ValueEnd]
+		switch e.names[i] {
+		case keyLevel:
+			if pe.Level != e.level {
+				v = strconv.AppendQuote(nil, pe.Level)
+			}
+		case keyRequestObject:
+			v = pe.RequestObject
+		case keyResponseObject:
+			v = pe.ResponseObject
+		case keyAnnotations:
+			if pe.Pipeline.Truncated {
+				if v, err = withTruncated(v); err != nil {
+					return nil, err
+				}
+				annotated = true
+			}
+		}
+		if v == nil {
+			continue // a body the policy or the size limit dropped
+		}
+		if n > 0 {
+			out = append(out, ',')
+		}
+		n++
+		// The key as sent, with its colon.
+		out = append(out, e.value[m.Start:m.ValueStart]...)
+		out = append(out, v...)
+	}
+	if pe.Pipeline.Truncated && !annotated {
+		out = append(out, `,"annotations":{`+truncatedMember+`}`...)
+	}
+	out = append(out, `,"`+schemas.PipelineKey+`":`...)
+	out = append(out, pl...)
+	return append(out, '}'), nil
+}
+
+// The annotation the apiserver's truncating backend
+// (k8s.io/apiserver/plugin/pkg/audit/truncate) sets when it drops the
+// bodies of an event that is too large; we do the same for the same
+// reason.
+const (
+	truncatedKey    = "audit.k8s.io/truncated"
+	truncatedMember = `"` + truncatedKey + `":"true"`
+)
+
+// withTruncated adds the truncation annotation to the annotations object
+// v (or null), or sets it when present.
+func withTruncated(v []byte) ([]byte, error) {
+	if string(v) == "null" {
+		return []byte(`{` + truncatedMember + `}`), nil
+	}
+	var ms []jsonbytes.Member
+	if err := jsonbytes.Members(v, func(m jsonbytes.Member) { ms = append(ms, m) }); err != nil {
+		return nil, fmt.Errorf("annotations: %w", err)
+	}
+	for _, m := range ms {
+		k := string(m.Key)
+		if m.KeyEscaped {
+			k = unquote(v[m.Start:m.ValueStart])
+		}
+		if k == truncatedKey {
+			out := append([]byte{}, v[:m.ValueStart]...)
+			out = append(out, `"true"`...)
+			return append(out, v[m.ValueEnd:]...), nil
+		}
+	}
+	out := append([]byte{}, v[:len(v)-1]...) // without the closing brace
+	if len(ms) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, truncatedMember...)
+	return append(out, '}'), nil
+}
+
+// marshal encodes without HTML escaping.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}

@@ -97,7 +97,26 @@ func mayHoldSecrets(raw []byte, hint string) bool {
 			return true
 		}
 	}
-	return false
+	// A kind spelled with escapes ("\u0053ecret") means the same to a
+	// decoder but not to the byte look above.
+	return escapedLetter(raw)
+}
+
+// escapedLetter says whether raw holds a \u escape of an ASCII letter
+// (U+0041 to U+007A). The escapes encoders write on their own (\u003c,
+// \u0026, control characters) are not letters, so ordinary bodies stay
+// on the fast path.
+func escapedLetter(raw []byte) bool {
+	for {
+		i := bytes.Index(raw, []byte(`\u00`))
+		if i < 0 || i+5 >= len(raw) {
+			return false
+		}
+		if c := raw[i+4]; c >= '4' && c <= '7' {
+			return true
+		}
+		raw = raw[i+4:]
+	}
 }
 
 func body(raw json.RawMessage, path, hint string, paths *[]string) json.RawMessage {

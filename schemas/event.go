@@ -13,7 +13,9 @@ const PipelineKey = "auditpipe"
 
 // ProcessedEvent is the value of a record on the events topic: an
 // audit.k8s.io/v1 Event (after policy and redaction) plus Pipeline under
-// PipelineKey.
+// PipelineKey. The processor writes the event's JSON as the apiserver
+// sent it, members this type does not know included; decoding into this
+// type reads only the members it names.
 type ProcessedEvent struct {
 	Event
 	Pipeline Pipeline `json:"auditpipe" desc:"Fields added by auditpipe; everything else is the apiserver's audit.k8s.io/v1 Event."`
@@ -23,8 +25,8 @@ type ProcessedEvent struct {
 // that consumers of this package need not import k8s.io/apiserver. Request
 // and response bodies stay raw JSON.
 type Event struct {
-	Kind                     string            `json:"kind" desc:"Always Event."`
-	APIVersion               string            `json:"apiVersion" desc:"Always audit.k8s.io/v1."`
+	Kind                     string            `json:"kind,omitempty" desc:"Event, as the apiserver sent it; absent on events that came as items of a webhook EventList."`
+	APIVersion               string            `json:"apiVersion,omitempty" desc:"audit.k8s.io/v1 (or v1beta1), as the apiserver sent it; absent on events that came as items of a webhook EventList."`
 	Level                    string            `json:"level" desc:"Audit level after policy: Metadata, Request or RequestResponse."`
 	AuditID                  string            `json:"auditID" desc:"Unique per request; shared by the request's stages."`
 	Stage                    string            `json:"stage" desc:"RequestReceived, ResponseStarted, ResponseComplete or Panic."`

@@ -86,6 +86,8 @@ func TestAmbiguousMembersAreRefused(t *testing.T) {
 		{withMembers(base, `"auditpipe":{"cluster":"victim","detections":[]}`), `has a member "auditpipe"`},
 		{withMembers(base, `"AuditPipe":{"cluster":"victim"}`), `has a member "AuditPipe"`},
 		{withMembers(base, `"\u0041uditID":"x"`), `member "AuditID" differs`},
+		// encoding/json folds U+212A KELVIN SIGN to "k".
+		{withMembers(base, `"\u212aind":"Event"`), "differs from the field \"kind\" only in case"},
 	}
 	var recs = batch()
 	for i, c := range cases {

@@ -39,7 +39,10 @@ type Normalized struct {
 // whitespace. members is a buffer for Normalized.Members (may be nil).
 // It returns ErrNotObject when b holds another valid value.
 func Normalize(b []byte, maxDepth int, cut []byte, members []Member) (Normalized, error) {
-	n := normalizer{b: b, maxDepth: maxDepth, cut: cut, top: members[:0]}
+	// Room for the open objects' members and the path of a typical
+	// event without growing.
+	n := normalizer{b: b, maxDepth: maxDepth, cut: cut, top: members[:0],
+		keys: make([]keyEntry, 0, 48), path: make([]segment, 0, 16)}
 	i := skipWS(b, 0)
 	if i >= len(b) {
 		return Normalized{}, syntaxErr(i, "unexpected end of JSON input")
@@ -75,7 +78,6 @@ type edit struct {
 type keyEntry struct {
 	key   []byte // unescaped
 	start int    // where the member's key begins
-	next  int    // where the next member's key begins (0 while unknown)
 	gone  bool   // removed as an earlier duplicate
 }
 
@@ -160,7 +162,6 @@ func (n *normalizer) object(i, depth int) (int, error) {
 	}
 	b := n.b
 	base := len(n.keys)
-	defer func() { n.keys = n.keys[:base] }()
 	var big map[string]int // key -> index in n.keys, for large objects
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
@@ -196,9 +197,6 @@ func (n *normalizer) object(i, depth int) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		if len(n.keys) > base {
-			n.keys[len(n.keys)-1].next = start
-		}
 		dup := -1
 		if big != nil {
 			if j, ok := big[string(key)]; ok {
@@ -215,8 +213,12 @@ func (n *normalizer) object(i, depth int) (int, error) {
 		if dup >= 0 {
 			// The earlier member goes, from its key to the next
 			// member's key, so its comma goes with it.
+			next := start
+			if dup+1 < len(n.keys) {
+				next = n.keys[dup+1].start
+			}
 			n.keys[dup].gone = true
-			n.edits = append(n.edits, edit{from: n.keys[dup].start, to: n.keys[dup].next})
+			n.edits = append(n.edits, edit{from: n.keys[dup].start, to: next})
 			n.removed++
 		}
 		n.keys = append(n.keys, keyEntry{key: key, start: start})
@@ -245,6 +247,7 @@ func (n *normalizer) object(i, depth int) (int, error) {
 			if depth == 0 {
 				n.dropRemovedTop(base)
 			}
+			n.keys = n.keys[:base]
 			return i + 1, nil
 		default:
 			return 0, syntaxErr(i, "invalid character %q after object key:value pair", b[i])

@@ -159,16 +159,21 @@ var (
 	statusFields = jsonNames(reflect.TypeFor[schemas.Status]())
 )
 
-func jsonNames(t reflect.Type) []string {
-	var names []string
+// fieldSet is the JSON names of a struct's fields.
+type fieldSet map[string]bool
+
+func jsonNames(t reflect.Type) fieldSet {
+	names := fieldSet{}
 	for f := range t.Fields() {
 		if f.Anonymous {
-			names = append(names, jsonNames(f.Type)...)
+			for n := range jsonNames(f.Type) {
+				names[n] = true
+			}
 			continue
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name != "" && name != "-" {
-			names = append(names, name)
+			names[name] = true
 		}
 	}
 	return names
@@ -188,7 +193,7 @@ func (e *Event) ambiguous() string {
 		if r := caseVariant(name, eventFields, ""); r != "" {
 			return r
 		}
-		var fields []string
+		var fields fieldSet
 		switch name {
 		case "user", "impersonatedUser":
 			fields = userFields
@@ -220,9 +225,15 @@ func (e *Event) ambiguous() string {
 	return ""
 }
 
-func caseVariant(name string, fields []string, prefix string) string {
-	for _, f := range fields {
-		if name != f && strings.EqualFold(name, f) {
+// caseVariant says why name is ambiguous when it differs from one of
+// fields only in case (as encoding/json folds it, which includes U+212A
+// KELVIN SIGN for "k").
+func caseVariant(name string, fields fieldSet, prefix string) string {
+	if fields[name] {
+		return "" // the field itself: nearly every member
+	}
+	for f := range fields {
+		if strings.EqualFold(name, f) {
 			return fmt.Sprintf("not an audit event: member %s%q differs from the field %q only in case", prefix, name, f)
 		}
 	}

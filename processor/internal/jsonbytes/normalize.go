@@ -33,16 +33,16 @@ type Normalized struct {
 //     otherwise see another value than the one a Go reader saw.
 //   - Depth: an object or array that would sit deeper than maxDepth
 //     levels (the top-level object is level 1) is replaced with cut, a
-//     JSON value, and its JSON Pointer is reported in Normalized.Cut.
+//     non-empty JSON value, and its JSON Pointer is reported in
+//     Normalized.Cut.
 //
 // Every other byte is kept as it is: key and string forms, numbers,
 // whitespace. members is a buffer for Normalized.Members (may be nil).
 // It returns ErrNotObject when b holds another valid value.
 func Normalize(b []byte, maxDepth int, cut []byte, members []Member) (Normalized, error) {
-	// Room for the open objects' members and the path of a typical
-	// event without growing.
+	// Room for the members of the open objects of a typical event.
 	n := normalizer{b: b, maxDepth: maxDepth, cut: cut, top: members[:0],
-		keys: make([]keyEntry, 0, 48), path: make([]segment, 0, 16)}
+		keys: make([]keyEntry, 0, 48)}
 	i := skipWS(b, 0)
 	if i >= len(b) {
 		return Normalized{}, syntaxErr(i, "unexpected end of JSON input")
@@ -61,29 +61,47 @@ func Normalize(b []byte, maxDepth int, cut []byte, members []Member) (Normalized
 	if err != nil {
 		return Normalized{}, err
 	}
+	if n.cuts > 0 {
+		// Pointers are built only for events that have cuts: scan
+		// again, keeping the path this time.
+		n = normalizer{b: b, maxDepth: maxDepth, cut: cut, top: members[:0], track: true}
+		if end, err = n.object(i, 0); err != nil {
+			return Normalized{}, err
+		}
+	}
 	if j := skipWS(b, end); j != len(b) {
 		return Normalized{}, syntaxErr(j, "invalid character %q after top-level value", b[j])
 	}
 	return n.apply(), nil
 }
 
-// edit replaces b[from:to] with repl. Edits are either disjoint or nested.
+// edit replaces b[from:to] with repl (nil for a removed member, the cut
+// value for a cut). Edits are either disjoint or nested.
 type edit struct {
 	from, to int
 	repl     []byte
 	pointer  string // set for cuts
 }
 
-// keyEntry is a member of an object being scanned.
+// keyEntry is a member of an object being scanned. It holds offsets, not
+// slices: entries are written for every member, and pointer-free ones
+// cost no GC write barriers.
 type keyEntry struct {
-	key   []byte // unescaped
-	start int    // where the member's key begins
-	gone  bool   // removed as an earlier duplicate
+	key   keyRef
+	start int  // where the member's key begins
+	gone  bool // removed as an earlier duplicate
 }
 
-// segment is one step of the path to the value being scanned.
+// keyRef is a key without its quotes: b[from:to] when esc < 0, else the
+// unescaped key n.unescaped[esc].
+type keyRef struct {
+	from, to, esc int
+}
+
+// segment is one step of the path to the value being scanned: a key, or
+// an array index when index >= 0.
 type segment struct {
-	key   []byte // unescaped; nil for an array element
+	key   keyRef
 	index int
 }
 
@@ -92,14 +110,17 @@ type segment struct {
 const bigObject = 32
 
 type normalizer struct {
-	b        []byte
-	maxDepth int
-	cut      []byte
-	edits    []edit
-	keys     []keyEntry // stack: the members of every open object
-	path     []segment
-	top      []Member
-	removed  int
+	b         []byte
+	maxDepth  int
+	cut       []byte
+	edits     []edit
+	keys      []keyEntry // stack: the members of every open object
+	path      []segment
+	unescaped [][]byte // keys that hold escapes, unescaped
+	track     bool     // keep path, for the pointers of cuts
+	cuts      int
+	top       []Member
+	removed   int
 }
 
 // value scans the value at b[i] at the given depth (0: top level).
@@ -116,7 +137,12 @@ func (n *normalizer) value(i, depth int) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		n.edits = append(n.edits, edit{from: i, to: end, repl: n.cut, pointer: n.pointer()})
+		e := edit{from: i, to: end, repl: n.cut}
+		if n.track {
+			e.pointer = n.pointer()
+		}
+		n.edits = append(n.edits, e)
+		n.cuts++
 		return end, nil
 	}
 	if c == '{' {
@@ -135,9 +161,13 @@ func (n *normalizer) array(i, depth int) (int, error) {
 		return i + 1, nil
 	}
 	for idx := 0; ; idx++ {
-		n.path = append(n.path, segment{index: idx})
+		if n.track {
+			n.path = append(n.path, segment{index: idx})
+		}
 		end, err := n.value(i, depth+1)
-		n.path = n.path[:len(n.path)-1]
+		if n.track {
+			n.path = n.path[:len(n.path)-1]
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -179,10 +209,12 @@ func (n *normalizer) object(i, depth int) (int, error) {
 		if err != nil {
 			return 0, err
 		}
-		key := b[i+1 : end-1]
+		ref := keyRef{from: i + 1, to: end - 1, esc: -1}
 		if escaped {
-			key = unescape(b[i:end])
+			ref.esc = len(n.unescaped)
+			n.unescaped = append(n.unescaped, unescape(b[i:end]))
 		}
+		key := n.keyBytes(ref)
 		i = skipWS(b, end)
 		if i >= len(b) {
 			return 0, syntaxErr(i, "unexpected end of JSON input")
@@ -191,9 +223,13 @@ func (n *normalizer) object(i, depth int) (int, error) {
 			return 0, syntaxErr(i, "invalid character %q after object key", b[i])
 		}
 		vs := skipWS(b, i+1)
-		n.path = append(n.path, segment{key: key})
+		if n.track {
+			n.path = append(n.path, segment{key: ref, index: -1})
+		}
 		ve, err := n.value(vs, depth+1)
-		n.path = n.path[:len(n.path)-1]
+		if n.track {
+			n.path = n.path[:len(n.path)-1]
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -204,7 +240,7 @@ func (n *normalizer) object(i, depth int) (int, error) {
 			}
 		} else {
 			for j := base; j < len(n.keys); j++ {
-				if !n.keys[j].gone && bytes.Equal(n.keys[j].key, key) {
+				if !n.keys[j].gone && bytes.Equal(n.keyBytes(n.keys[j].key), key) {
 					dup = j
 					break
 				}
@@ -221,7 +257,7 @@ func (n *normalizer) object(i, depth int) (int, error) {
 			n.edits = append(n.edits, edit{from: n.keys[dup].start, to: next})
 			n.removed++
 		}
-		n.keys = append(n.keys, keyEntry{key: key, start: start})
+		n.keys = append(n.keys, keyEntry{key: ref, start: start})
 		switch {
 		case big != nil:
 			big[string(key)] = len(n.keys) - 1
@@ -229,7 +265,7 @@ func (n *normalizer) object(i, depth int) (int, error) {
 			big = make(map[string]int, 2*bigObject)
 			for j := base; j < len(n.keys); j++ {
 				if !n.keys[j].gone {
-					big[string(n.keys[j].key)] = j
+					big[string(n.keyBytes(n.keys[j].key))] = j
 				}
 			}
 		}
@@ -271,6 +307,13 @@ func (n *normalizer) dropRemovedTop(base int) {
 	n.top = kept
 }
 
+func (n *normalizer) keyBytes(r keyRef) []byte {
+	if r.esc >= 0 {
+		return n.unescaped[r.esc]
+	}
+	return n.b[r.from:r.to]
+}
+
 // unescape decodes a JSON string (with its quotes) that holds escapes.
 func unescape(quoted []byte) []byte {
 	var s string
@@ -285,11 +328,11 @@ func (n *normalizer) pointer() string {
 	var sb strings.Builder
 	for _, s := range n.path {
 		sb.WriteByte('/')
-		if s.key == nil {
+		if s.index >= 0 {
 			sb.WriteString(strconv.Itoa(s.index))
 			continue
 		}
-		sb.WriteString(strings.ReplaceAll(strings.ReplaceAll(string(s.key), "~", "~0"), "/", "~1"))
+		sb.WriteString(strings.ReplaceAll(strings.ReplaceAll(string(n.keyBytes(s.key)), "~", "~0"), "/", "~1"))
 	}
 	return sb.String()
 }
@@ -317,7 +360,7 @@ func (n *normalizer) apply() Normalized {
 		out = append(out, n.b[last:e.from]...)
 		out = append(out, e.repl...)
 		last = e.to
-		if e.pointer != "" {
+		if e.repl != nil {
 			res.Cut = append(res.Cut, e.pointer)
 		}
 		applied = append(applied, e)

@@ -54,7 +54,7 @@ var cutValue = []byte(strconv.Quote(schemas.CutValue))
 type Event struct {
 	value   []byte
 	members []jsonbytes.Member
-	names   []string // unescaped keys of members
+	keys    [][]byte // unescaped keys of members
 	level   string   // the level as sent
 	cut     []string
 }
@@ -82,15 +82,15 @@ func Parse(value []byte) (*Event, schemas.Event, string) {
 		}
 		return nil, schemas.Event{}, "not JSON: " + err.Error()
 	}
-	e := &Event{value: n.Value, members: n.Members, names: make([]string, len(n.Members)), cut: n.Cut}
+	e := &Event{value: n.Value, members: n.Members, keys: make([][]byte, len(n.Members)), cut: n.Cut}
 	var req, resp []byte
 	for i, m := range n.Members {
-		name := string(m.Key)
+		key := m.Key
 		if m.KeyEscaped {
-			name = unquote(n.Value[m.Start:m.ValueStart])
+			key = []byte(unquote(n.Value[m.Start:m.ValueStart]))
 		}
-		e.names[i] = name
-		switch name {
+		e.keys[i] = key
+		switch string(key) {
 		case keyRequestObject:
 			req = n.Value[m.ValueStart:m.ValueEnd]
 		case keyResponseObject:
@@ -108,8 +108,8 @@ func Parse(value []byte) (*Event, schemas.Event, string) {
 		// The bodies, nearly all of a large event, are not decoded: the
 		// typed view gets them as the sub-slices they are.
 		head := jsonbytes.Without(n.Value, n.Members, func(m jsonbytes.Member) bool {
-			k := e.nameOf(m)
-			return k == keyRequestObject || k == keyResponseObject
+			k := e.keyOf(m)
+			return string(k) == keyRequestObject || string(k) == keyResponseObject
 		})
 		ev, reason = decodeTyped(head)
 		ev.RequestObject, ev.ResponseObject = req, resp
@@ -121,14 +121,14 @@ func Parse(value []byte) (*Event, schemas.Event, string) {
 	return e, ev, ""
 }
 
-// nameOf returns the unescaped key of m, one of e.members.
-func (e *Event) nameOf(m jsonbytes.Member) string {
+// keyOf returns the unescaped key of m, one of e.members.
+func (e *Event) keyOf(m jsonbytes.Member) []byte {
 	for i := range e.members {
 		if e.members[i].Start == m.Start {
-			return e.names[i]
+			return e.keys[i]
 		}
 	}
-	return string(m.Key)
+	return m.Key
 }
 
 // unquote returns the key of a member from its bytes up to its value
@@ -186,15 +186,15 @@ func jsonNames(t reflect.Type) fieldSet {
 // "auditpipe" member of the event's own would be read as (or merged
 // into) the processor's.
 func (e *Event) ambiguous() string {
-	for i, name := range e.names {
-		if strings.EqualFold(name, schemas.PipelineKey) {
-			return fmt.Sprintf("not an audit event: it has a member %q, the key the processor adds", name)
+	for i, key := range e.keys {
+		if bytes.EqualFold(key, []byte(schemas.PipelineKey)) {
+			return fmt.Sprintf("not an audit event: it has a member %q, the key the processor adds", key)
 		}
-		if r := caseVariant(name, eventFields, ""); r != "" {
+		if r := caseVariant(key, eventFields, nil); r != "" {
 			return r
 		}
 		var fields fieldSet
-		switch name {
+		switch string(key) {
 		case "user", "impersonatedUser":
 			fields = userFields
 		case "objectRef":
@@ -207,11 +207,11 @@ func (e *Event) ambiguous() string {
 		m := e.members[i]
 		var reason string
 		err := jsonbytes.Members(e.value[m.ValueStart:m.ValueEnd], func(sub jsonbytes.Member) {
-			k := string(sub.Key)
+			k := sub.Key
 			if sub.KeyEscaped {
-				k = unquote(e.value[m.ValueStart:m.ValueEnd][sub.Start:sub.ValueStart])
+				k = []byte(unquote(e.value[m.ValueStart:m.ValueEnd][sub.Start:sub.ValueStart]))
 			}
-			if r := caseVariant(k, fields, name+"."); r != "" && reason == "" {
+			if r := caseVariant(k, fields, key); r != "" && reason == "" {
 				reason = r
 			}
 		})
@@ -228,12 +228,16 @@ func (e *Event) ambiguous() string {
 // caseVariant says why name is ambiguous when it differs from one of
 // fields only in case (as encoding/json folds it, which includes U+212A
 // KELVIN SIGN for "k").
-func caseVariant(name string, fields fieldSet, prefix string) string {
-	if fields[name] {
+func caseVariant(name []byte, fields fieldSet, parent []byte) string {
+	if fields[string(name)] {
 		return "" // the field itself: nearly every member
 	}
 	for f := range fields {
-		if strings.EqualFold(name, f) {
+		if bytes.EqualFold(name, []byte(f)) {
+			prefix := ""
+			if parent != nil {
+				prefix = string(parent) + "."
+			}
 			return fmt.Sprintf("not an audit event: member %s%q differs from the field %q only in case", prefix, name, f)
 		}
 	}
@@ -283,7 +287,7 @@ func (e *Event) Encode(pe *schemas.ProcessedEvent) ([]byte, error) {
 	annotated := false
 	for i, m := range e.members {
 		v := e.value[m.ValueStart:m.ValueEnd]
-		switch e.names[i] {
+		switch string(e.keys[i]) {
 		case keyLevel:
 			if pe.Level != e.level {
 				v = strconv.AppendQuote(nil, pe.Level)

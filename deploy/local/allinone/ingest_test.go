@@ -168,3 +168,35 @@ func mustField(t *testing.T, obj json.RawMessage, key string) json.RawMessage {
 	require.NoError(t, json.Unmarshal(obj, &m))
 	return m[key]
 }
+
+// searchEvents runs a CLS query through the search API and returns the events.
+func searchEvents(t *testing.T, p *Pipeline, cluster, q string) []schemas.ProcessedEvent {
+	t.Helper()
+	resp, err := http.Get(p.APIURL() + "/api/v1/search?" + url.Values{"cluster": {cluster}, "q": {q}}.Encode())
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%.300s", body)
+	var res struct {
+		Events []schemas.ProcessedEvent `json:"events"`
+	}
+	require.NoError(t, json.Unmarshal(body, &res))
+	return res.Events
+}
+
+// TestRepeatedKeysReadOnceEndToEnd: a body with a repeated key. The
+// apiserver and every Go reader take the last copy, SQLite's json_extract
+// the first, so a search found the event by a value no Go reader (nor the
+// redactor) ever saw. Now the store holds one copy, the last, and the
+// search and the stored event agree.
+func TestRepeatedKeysReadOnceEndToEnd(t *testing.T) {
+	p := startPipeline(t, testConfig(t))
+	const cluster = "dup-1"
+	postItems(t, p, cluster, ingestEvent("dup-1", `{"kind":"ConfigMap","data":{"k":"first"},"data":{"k":"last"}}`))
+	stored := waitForEvents(t, p.APIURL(), cluster, 1)
+	require.Equal(t, 1, stored.Total)
+	require.JSONEq(t, `{"k":"last"}`, string(mustField(t, stored.Events[0].RequestObject, "data")))
+	require.Empty(t, searchEvents(t, p, cluster, "requestObject.data.k:first"))
+	require.Len(t, searchEvents(t, p, cluster, "requestObject.data.k:last"), 1)
+}

@@ -3,8 +3,10 @@ package pipeline_test
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/schemas"
 	"github.com/stretchr/testify/require"
@@ -15,19 +17,21 @@ import (
 // stringData in request, response and lists, a Secret's last-applied
 // copy, TokenReview and TokenRequest tokens, a patch of a Secret), no
 // encoding of the value is in the processed record: also when a key on
-// the way to it is repeated (at any level, up to a second top-level
-// requestObject) with the secret in the copy a last-key reader would not
-// see, or spelled with \u escapes. The seed corpus runs
-// in every `go test`; `go test -fuzz FuzzNoSecretSurvives` explores more.
+// the way to it is repeated with the secret in the copy a last-key reader
+// does not see (hand-written shapes, and any member of any object of the
+// event followed by a copy without the secret, chosen by dupAt and
+// memberAt), or spelled with \u escapes. The seed corpus runs in every
+// `go test`; `go test -fuzz FuzzNoSecretSurvives` explores more.
 func FuzzNoSecretSurvives(f *testing.F) {
 	for i, v := range []string{"hunter2", "", "\"quoted\"\\", "<html>&amp;", "ünïcödé", "\x00\x01\xff", "a/b~c", "eyJhbGciOi.x.y"} {
 		for shape := range 16 {
-			f.Add(v, uint8(i+shape))
+			f.Add(v, uint8(i+shape), uint8(0), uint8(0))
+			f.Add(v, uint8(i+shape), uint8(1+i*7+shape), uint8(i+shape))
 		}
 	}
 	base := fixture(f, "create_secret.json")
 	h := newHarness(f, recordAll, pipeline.Config{})
-	f.Fuzz(func(t *testing.T, value string, shape uint8) {
+	f.Fuzz(func(t *testing.T, value string, shape, dupAt, memberAt uint8) {
 		// The marker makes the value long and unlike anything else in an
 		// event, so finding it in the output can only mean a leak.
 		secret := "S3cr3t-" + value + "-v4lue"
@@ -86,6 +90,9 @@ func FuzzNoSecretSurvives(f *testing.F) {
 			// Both: a repeated, escaped key.
 			ev = withBodies(t, base, secretPatch, `{"data":{"k":`+q(b64(secret))+`},"d\u0061ta":null,"metadata":{}}`, "")
 		}
+		if dupAt > 0 {
+			ev = repeatWithoutSecret(t, ev, secret, int(dupAt-1), int(memberAt))
+		}
 		h.prod.calls = nil
 		require.NoError(t, h.p.Handle(t.Context(), batch(raw(1, ev))))
 		out := h.prod.records()
@@ -93,4 +100,51 @@ func FuzzNoSecretSurvives(f *testing.F) {
 		require.Equal(t, schemas.DefaultEventsTopic, out[0].Topic, "reason %s", out[0].HeaderValue(schemas.HeaderDLQReason))
 		requireNoSecret(t, out[0].Value, secret)
 	})
+}
+
+// repeatWithoutSecret picks an object of ev's bodies (or a body itself)
+// and one of its members, and appends to the object a second member with
+// the same key and a harmless value: null (which the redactor leaves
+// alone, so before normalization the copy with the secret went out as
+// sent), or the first value with every encoding of secret replaced. The
+// copy that encoding/json and the redactor read is harmless, the one
+// before it holds the secret. Members that say what an object is (kind,
+// the event's own members but the bodies) are left alone: without them
+// the secret is not recognisable as one, by the apiserver either.
+func repeatWithoutSecret(tb testing.TB, ev []byte, secret string, spanAt, memberAt int) []byte {
+	tb.Helper()
+	var spans []objectSpan
+	for _, s := range objectSpans(tb, ev) {
+		if s.path == "" || strings.HasPrefix(s.path, "/requestObject") || strings.HasPrefix(s.path, "/responseObject") {
+			spans = append(spans, s)
+		}
+	}
+	s := spans[spanAt%len(spans)]
+	obj := ev[s.start:s.end]
+	var ms []jsonbytes.Member
+	require.NoError(tb, jsonbytes.Members(obj, func(m jsonbytes.Member) {
+		switch k := string(m.Key); {
+		case k == "kind" || k == "apiVersion":
+		case s.path == "" && k != "requestObject" && k != "responseObject":
+		default:
+			ms = append(ms, m)
+		}
+	}))
+	if len(ms) == 0 {
+		return ev
+	}
+	m := ms[memberAt%len(ms)]
+	harmless := "null"
+	if memberAt%2 == 1 {
+		harmless = string(obj[m.ValueStart:m.ValueEnd])
+		for _, form := range secretForms(secret) {
+			if form != "" {
+				harmless = strings.ReplaceAll(harmless, form, "x")
+			}
+		}
+		if !json.Valid([]byte(harmless)) {
+			return ev
+		}
+	}
+	return insertMember(ev, s, string(obj[m.Start:m.ValueStart])+harmless)
 }

@@ -216,14 +216,19 @@ func TestConfigMapCredentials(t *testing.T) {
 // the processor is in out: as is, base64 (Secret data), JSON-escaped
 // (inside strings, and inside the last-applied annotation, which is JSON
 // in a JSON string).
-func requireNoSecret(tb testing.TB, out []byte, secret string) {
-	tb.Helper()
+// secretForms are the spellings of secret that may appear in an event:
+// as is, in base64, JSON-escaped once and twice (a last-applied copy).
+func secretForms(secret string) []string {
 	forms := []string{secret, b64(secret)}
 	q, _ := json.Marshal(secret)
 	forms = append(forms, strings.Trim(string(q), `"`))
 	qq, _ := json.Marshal(strings.Trim(string(q), `"`))
-	forms = append(forms, strings.Trim(string(qq), `"`))
-	for _, f := range forms {
+	return append(forms, strings.Trim(string(qq), `"`))
+}
+
+func requireNoSecret(tb testing.TB, out []byte, secret string) {
+	tb.Helper()
+	for _, f := range secretForms(secret) {
 		require.NotContains(tb, string(out), f, "secret value survived processing")
 	}
 }

@@ -100,13 +100,18 @@ func object(v any) *lazyObject {
 	return emptyObject()
 }
 
-// field returns member key of object v (nil when absent).
+// field returns member key of object v (nil when absent or when v is
+// not an object).
 func field(v any, key string) (any, error) {
-	o := object(v)
-	if _, err := o.expand(); err != nil {
+	o, ok := v.(*lazyObject)
+	if !ok {
+		return nil, nil
+	}
+	f, err := o.lookup(key)
+	if err != nil || f == nil {
 		return nil, err
 	}
-	return o.fields[key], nil
+	return f, nil
 }
 
 // items returns the elements of v, or none when it is not an array.
@@ -118,7 +123,11 @@ func items(v any) ([]any, error) {
 	if _, err := a.expand(); err != nil {
 		return nil, err
 	}
-	return a.items, nil
+	out := make([]any, len(a.items))
+	for i, it := range a.items {
+		out[i] = it
+	}
+	return out, nil
 }
 
 // path follows keys from v.

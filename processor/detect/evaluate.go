@@ -30,11 +30,12 @@ func (s *Set) Evaluate(ev *schemas.Event, pl *schemas.Pipeline) ([]*Rule, []Rule
 	if k := slices.Index(stages, ev.Stage); k >= 0 {
 		stage = 1 << k
 	}
+	f := facts{ev: ev, pl: pl}
 	var act *activation
 	var matches []*Rule
 	var errs []RuleError
 	for _, r := range s.rules {
-		if !r.Enabled || r.stageMask&stage == 0 || r.excepted(ev) {
+		if !r.Enabled || r.stageMask&stage == 0 || !r.pass(&f) || r.excepted(ev) {
 			continue
 		}
 		if act == nil {

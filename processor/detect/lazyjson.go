@@ -79,25 +79,19 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string that starts at b[i] ('"').
+// skipString returns the index after the string that starts at b[i]
+// ('"'). A byte loop beats bytes.IndexByte on the short strings (keys,
+// names) that make up most of a Kubernetes object.
 func skipString(b []byte, i int) (int, error) {
-	i++
-	for {
-		j := bytes.IndexByte(b[i:], '"')
-		if j < 0 {
-			return 0, errMalformed
-		}
-		i += j
-		// An odd number of backslashes before the quote escapes it.
-		n := 0
-		for k := i - 1; k >= 0 && b[k] == '\\'; k-- {
-			n++
-		}
-		i++
-		if n%2 == 0 {
-			return i, nil
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			return i + 1, nil
+		case '\\':
+			i++ // the escaped byte cannot end the string
 		}
 	}
+	return 0, errMalformed
 }
 
 // skipValue returns the index after the value that starts at b[i].
@@ -110,15 +104,14 @@ func skipValue(b []byte, i int) (int, error) {
 		return skipString(b, i)
 	case '{', '[':
 		depth := 0
-		for i < len(b) {
+		for ; i < len(b); i++ {
 			switch b[i] {
 			case '"':
-				end, err := skipString(b, i)
-				if err != nil {
-					return 0, err
+				for i++; i < len(b) && b[i] != '"'; i++ {
+					if b[i] == '\\' {
+						i++
+					}
 				}
-				i = end
-				continue
 			case '{', '[':
 				depth++
 			case '}', ']':
@@ -127,7 +120,6 @@ func skipValue(b []byte, i int) (int, error) {
 					return i + 1, nil
 				}
 			}
-			i++
 		}
 		return 0, errMalformed
 	}
@@ -149,53 +141,60 @@ func skipValue(b []byte, i int) (int, error) {
 }
 
 // eachMember calls fn with the raw key and value of each member of the
-// object b.
-func eachMember(b []byte, fn func(key, value []byte) error) error {
-	i := skipWS(b, 0)
+// object that starts at b[i], and returns the index after the object. fn
+// returning errStop ends the scan early (the index is then 0).
+func eachMember(b []byte, i int, fn func(key, value []byte) error) (int, error) {
+	i = skipWS(b, i)
 	if i >= len(b) || b[i] != '{' {
-		return errMalformed
+		return 0, errMalformed
 	}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return nil
+		return i + 1, nil
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
-			return errMalformed
+			return 0, errMalformed
 		}
 		kend, err := skipString(b, i)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		key := b[i:kend]
 		i = skipWS(b, kend)
 		if i >= len(b) || b[i] != ':' {
-			return errMalformed
+			return 0, errMalformed
 		}
 		i = skipWS(b, i+1)
 		vend, err := skipValue(b, i)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if err := fn(key, b[i:vend]); err != nil {
-			return err
+			return 0, err
 		}
 		i = skipWS(b, vend)
 		if i >= len(b) {
-			return errMalformed
+			return 0, errMalformed
 		}
 		if b[i] == '}' {
-			return nil
+			return i + 1, nil
 		}
 		if b[i] != ',' {
-			return errMalformed
+			return 0, errMalformed
 		}
 		i = skipWS(b, i+1)
 	}
 }
 
-// eachElement calls fn with each raw element of the array b.
-func eachElement(b []byte, fn func(value []byte) error) error {
+// errStop ends a member scan early.
+var errStop = errors.New("stop")
+
+// eachElement calls fn with each element of the array b. Objects are
+// scanned member by member in the same pass and handed over expanded, so
+// an array of objects (containers, rules, volumes) costs one pass, not
+// two.
+func eachElement(b []byte, fn func(value any) error) error {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '[' {
 		return errMalformed
@@ -205,11 +204,24 @@ func eachElement(b []byte, fn func(value []byte) error) error {
 		return nil
 	}
 	for {
-		end, err := skipValue(b, i)
+		var end int
+		var val any
+		var err error
+		if i < len(b) && b[i] == '{' {
+			o := &lazyObject{expanded: true, members: make([]member, 0, 8)}
+			end, err = eachMember(b, i, o.add)
+			o.raw, o.err = b[i:end:end], err
+			val = o
+		} else {
+			end, err = skipValue(b, i)
+			if err == nil {
+				val, err = lazyValue(b[i:end])
+			}
+		}
 		if err != nil {
 			return err
 		}
-		if err := fn(b[i:end]); err != nil {
+		if err := fn(val); err != nil {
 			return err
 		}
 		i = skipWS(b, end)
@@ -226,12 +238,25 @@ func eachElement(b []byte, fn func(value []byte) error) error {
 	}
 }
 
-// lazyObject is a JSON object seen by CEL as a map(string, dyn).
+// member is one member of a lazy object: its key and raw value, and the
+// value converted for CEL once a rule asked for it.
+type member struct {
+	key []byte // without quotes; unescaped when the raw key had escapes
+	raw []byte
+	val ref.Val
+}
+
+// lazyObject is a JSON object seen by CEL as a map(string, dyn). Looking
+// up a key scans the object's members once (keys and value bounds only)
+// and converts only the value asked for. Whole-map operations (iteration,
+// equality, conversion), which the shipped rules do not use, decode it
+// with encoding/json.
 type lazyObject struct {
-	raw    []byte
-	fields map[string]any
-	m      traits.Mapper
-	err    error
+	raw      []byte
+	members  []member
+	expanded bool
+	err      error
+	full     traits.Mapper
 }
 
 var (
@@ -241,40 +266,114 @@ var (
 
 // emptyObject stands for an absent body, so that rules can select into
 // it without guarding against null.
-func emptyObject() *lazyObject {
-	o := &lazyObject{fields: map[string]any{}}
-	o.m = types.NewStringInterfaceMap(types.DefaultTypeAdapter, o.fields)
-	return o
+func emptyObject() *lazyObject { return &lazyObject{raw: []byte("{}"), expanded: true} }
+
+func (o *lazyObject) expand() error {
+	if o.expanded {
+		return o.err
+	}
+	o.expanded = true
+	o.members = make([]member, 0, 12)
+	_, o.err = eachMember(o.raw, 0, o.add)
+	return o.err
 }
 
-func (o *lazyObject) expand() (traits.Mapper, error) {
-	if o.m != nil || o.err != nil {
-		return o.m, o.err
-	}
-	fields := make(map[string]any, 8)
-	err := eachMember(o.raw, func(k, v []byte) error {
-		key, err := unquote(k)
-		if err != nil {
-			return err
-		}
-		val, err := lazyValue(v)
-		if err != nil {
-			return err
-		}
-		fields[key] = val // the last one wins, as in encoding/json
-		return nil
-	})
+// add records one member while the object is scanned.
+func (o *lazyObject) add(k, v []byte) error {
+	key, err := rawKey(k)
 	if err != nil {
-		o.err = err
+		return err
+	}
+	o.members = append(o.members, member{key: key, raw: v})
+	return nil
+}
+
+// rawKey is a quoted key without its quotes, unescaped when needed.
+func rawKey(k []byte) ([]byte, error) {
+	key := k[1 : len(k)-1]
+	if bytes.IndexByte(key, '\\') < 0 {
+		return key, nil
+	}
+	s, err := unquote(k)
+	return []byte(s), err
+}
+
+// lookup returns the value of key (the last one when repeated, as in
+// encoding/json), nil when absent.
+func (o *lazyObject) lookup(key string) (ref.Val, error) {
+	if err := o.expand(); err != nil {
 		return nil, err
 	}
-	o.fields = fields
-	o.m = types.NewStringInterfaceMap(types.DefaultTypeAdapter, fields)
-	return o.m, nil
+	for i := len(o.members) - 1; i >= 0; i-- {
+		m := &o.members[i]
+		if string(m.key) != key {
+			continue
+		}
+		if m.val == nil {
+			v, err := lazyValue(m.raw)
+			if err != nil {
+				return nil, err
+			}
+			m.val = types.DefaultTypeAdapter.NativeToValue(v)
+		}
+		return m.val, nil
+	}
+	return nil, nil
+}
+
+// whole decodes the object for the operations that need all of it.
+func (o *lazyObject) whole() (traits.Mapper, error) {
+	if o.full != nil {
+		return o.full, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(o.raw, &m); err != nil {
+		return nil, fmt.Errorf("%w: %v", errMalformed, err)
+	}
+	o.full = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m)
+	return o.full, nil
+}
+
+func (o *lazyObject) Find(k ref.Val) (ref.Val, bool) {
+	key, ok := k.(types.String)
+	if !ok {
+		return nil, false
+	}
+	v, err := o.lookup(string(key))
+	if err != nil {
+		return types.WrapErr(err), false
+	}
+	return v, v != nil
+}
+
+func (o *lazyObject) Get(k ref.Val) ref.Val {
+	v, found := o.Find(k)
+	if types.IsError(v) {
+		return v
+	}
+	if !found {
+		return types.NewErr("no such key: %v", k)
+	}
+	return v
+}
+
+func (o *lazyObject) Contains(k ref.Val) ref.Val {
+	v, found := o.Find(k)
+	if types.IsError(v) {
+		return v
+	}
+	return types.Bool(found)
+}
+
+func (o *lazyObject) Size() ref.Val {
+	if err := o.expand(); err != nil {
+		return types.WrapErr(err)
+	}
+	return types.Int(len(o.members))
 }
 
 func (o *lazyObject) ConvertToNative(t reflect.Type) (any, error) {
-	m, err := o.expand()
+	m, err := o.whole()
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +384,10 @@ func (o *lazyObject) ConvertToType(t ref.Type) ref.Val {
 	if t == types.TypeType {
 		return types.MapType
 	}
-	m, err := o.expand()
+	if t == types.MapType {
+		return o
+	}
+	m, err := o.whole()
 	if err != nil {
 		return types.WrapErr(err)
 	}
@@ -293,9 +395,16 @@ func (o *lazyObject) ConvertToType(t ref.Type) ref.Val {
 }
 
 func (o *lazyObject) Equal(other ref.Val) ref.Val {
-	m, err := o.expand()
+	m, err := o.whole()
 	if err != nil {
 		return types.WrapErr(err)
+	}
+	if lo, ok := other.(*lazyObject); ok {
+		om, err := lo.whole()
+		if err != nil {
+			return types.WrapErr(err)
+		}
+		return m.Equal(om)
 	}
 	return m.Equal(other)
 }
@@ -303,80 +412,45 @@ func (o *lazyObject) Equal(other ref.Val) ref.Val {
 func (o *lazyObject) Type() ref.Type { return types.MapType }
 
 func (o *lazyObject) Value() any {
-	m, err := o.expand()
+	m, err := o.whole()
 	if err != nil {
 		return nil
 	}
 	return m.Value()
 }
 
-func (o *lazyObject) Contains(v ref.Val) ref.Val {
-	m, err := o.expand()
-	if err != nil {
-		return types.WrapErr(err)
-	}
-	return m.Contains(v)
-}
-
-func (o *lazyObject) Get(k ref.Val) ref.Val {
-	m, err := o.expand()
-	if err != nil {
-		return types.WrapErr(err)
-	}
-	return m.Get(k)
-}
-
 func (o *lazyObject) Iterator() traits.Iterator {
-	m, err := o.expand()
+	m, err := o.whole()
 	if err != nil {
 		return types.NewStringList(types.DefaultTypeAdapter, nil).Iterator()
 	}
 	return m.Iterator()
 }
 
-func (o *lazyObject) Size() ref.Val {
-	m, err := o.expand()
-	if err != nil {
-		return types.WrapErr(err)
-	}
-	return m.Size()
-}
-
-func (o *lazyObject) Find(k ref.Val) (ref.Val, bool) {
-	m, err := o.expand()
-	if err != nil {
-		return types.WrapErr(err), false
-	}
-	return m.Find(k)
-}
-
-// lazyList is a JSON array seen by CEL as a list(dyn).
+// lazyList is a JSON array seen by CEL as a list(dyn): its elements are
+// found on first use and converted (objects stay lazy).
 type lazyList struct {
-	raw   []byte
-	items []any
-	l     traits.Lister
-	err   error
+	raw      []byte
+	items    []ref.Val
+	l        traits.Lister
+	expanded bool
+	err      error
 }
 
 func (a *lazyList) expand() (traits.Lister, error) {
-	if a.l != nil || a.err != nil {
+	if a.expanded {
 		return a.l, a.err
 	}
-	var items []any
-	err := eachElement(a.raw, func(v []byte) error {
-		val, err := lazyValue(v)
-		if err != nil {
-			return err
-		}
-		items = append(items, val)
+	a.expanded = true
+	a.items = make([]ref.Val, 0, 8)
+	a.err = eachElement(a.raw, func(val any) error {
+		a.items = append(a.items, types.DefaultTypeAdapter.NativeToValue(val))
 		return nil
 	})
-	if err != nil {
-		a.err = err
-		return nil, err
+	if a.err != nil {
+		return nil, a.err
 	}
-	a.items = items
-	a.l = types.NewDynamicList(types.DefaultTypeAdapter, items)
+	a.l = types.NewRefValList(types.DefaultTypeAdapter, a.items)
 	return a.l, nil
 }
 
@@ -455,4 +529,33 @@ func (a *lazyList) Size() ref.Val {
 		return types.WrapErr(err)
 	}
 	return l.Size()
+}
+
+// ObjectName returns metadata.name of a JSON object body, "" when it has
+// none. It stops scanning at the first metadata member (apiservers write
+// it before spec and status).
+func ObjectName(body []byte) string {
+	meta := first(body, "metadata")
+	if meta == nil {
+		return ""
+	}
+	name := first(meta, "name")
+	if len(name) == 0 || name[0] != '"' {
+		return ""
+	}
+	s, _ := unquote(name)
+	return s
+}
+
+// first returns the raw value of the first member key of object b.
+func first(b []byte, key string) []byte {
+	var found []byte
+	_, _ = eachMember(b, 0, func(k, v []byte) error {
+		if kk, err := rawKey(k); err == nil && string(kk) == key {
+			found = v
+			return errStop
+		}
+		return nil
+	})
+	return found
 }

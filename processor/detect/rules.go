@@ -76,8 +76,9 @@ type Rule struct {
 	// Source is file:line of the rule, for error messages and listings.
 	Source string
 
-	stageMask uint8
-	prg       cel.Program
+	stageMask  uint8
+	prg        cel.Program
+	prefilters []prefilter
 }
 
 // Exceptions are requests a rule never matches.
@@ -285,7 +286,7 @@ func compileRule(env *cel.Env, file string, i int, n *yaml.Node) (*Rule, error) 
 		}
 		r.stageMask |= 1 << k
 	}
-	prg, err := compileCondition(env, r.Condition)
+	prg, pf, err := compileCondition(env, r.Condition)
 	if err != nil {
 		line := cond.Line
 		if cond.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
@@ -293,23 +294,23 @@ func compileRule(env *cel.Env, file string, i int, n *yaml.Node) (*Rule, error) 
 		}
 		return nil, fmt.Errorf("%s:%d: %scondition: %w", file, line, where, err)
 	}
-	r.prg = prg
+	r.prg, r.prefilters = prg, pf
 	return r, nil
 }
 
-func compileCondition(env *cel.Env, src string) (cel.Program, error) {
+func compileCondition(env *cel.Env, src string) (cel.Program, []prefilter, error) {
 	ast, iss := env.Compile(src)
 	if iss.Err() != nil {
-		return nil, errors.New(strings.TrimSpace(iss.Err().Error()))
+		return nil, nil, errors.New(strings.TrimSpace(iss.Err().Error()))
 	}
 	if ast.OutputType() != cel.BoolType {
-		return nil, fmt.Errorf("evaluates to %s, want bool", ast.OutputType())
+		return nil, nil, fmt.Errorf("evaluates to %s, want bool", ast.OutputType())
 	}
 	prg, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return prg, nil
+	return prg, prefilters(ast), nil
 }
 
 // Set is a compiled, immutable list of rules, safe for concurrent use.
@@ -374,4 +375,23 @@ func (s *Set) WithOverrides(enable, disable []string) (*Set, error) {
 		}
 	}
 	return newSet(out), nil
+}
+
+// Fleet is the rule set of every cluster: Default, unless Clusters has
+// the cluster's own (the default with the cluster's overrides applied).
+// It is immutable once built.
+type Fleet struct {
+	Default  *Set
+	Clusters map[string]*Set
+}
+
+// For returns the rules of cluster; nil (no rules) on a nil Fleet.
+func (f *Fleet) For(cluster string) *Set {
+	if f == nil {
+		return nil
+	}
+	if s, ok := f.Clusters[cluster]; ok {
+		return s
+	}
+	return f.Default
 }

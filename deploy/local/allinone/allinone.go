@@ -214,7 +214,10 @@ func (p *Pipeline) startKafka(ctx context.Context) error {
 
 func (p *Pipeline) topicSpecs() []kafka.TopicSpec {
 	var specs []kafka.TopicSpec
-	for _, name := range []string{p.cfg.Topics.Raw, p.cfg.Topics.Events, p.cfg.Topics.DLQ} {
+	for _, name := range []string{p.cfg.Topics.Raw, p.cfg.Topics.Events, p.cfg.Topics.DLQ, p.cfg.Topics.Alerts} {
+		if name == "" {
+			continue // no alerts topic: detections are only stored
+		}
 		specs = append(specs, kafka.TopicSpec{Name: name, Partitions: p.cfg.Kafka.Partitions, ReplicationFactor: p.cfg.Kafka.ReplicationFactor, Configs: p.cfg.Kafka.TopicConfigs})
 	}
 	return specs

@@ -79,6 +79,9 @@ type ProcessorConfig struct {
 	// ReloadInterval is how often the policy and fleet files are checked
 	// for changes ("5s"); "-1s" disables reloading.
 	ReloadInterval config.Duration `json:"reloadInterval"`
+	// Rules is a detection rules file added to the shipped rules;
+	// reloaded like the policy. Optional.
+	Rules string `json:"rules"`
 }
 
 // LogConfig configures structured logs.
@@ -211,5 +214,6 @@ func (c Config) processorConfig(brokers []string) processorapp.Config {
 	pc.FleetFile = c.Fleet
 	pc.Delivery = c.Processor.Delivery
 	pc.ReloadInterval = time.Duration(c.Processor.ReloadInterval)
+	pc.RulesFile = c.Processor.Rules
 	return pc
 }

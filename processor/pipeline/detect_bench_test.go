@@ -1,0 +1,63 @@
+package pipeline_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/processor/detect"
+	"github.com/auditpipe/auditpipe/processor/pipeline"
+	"github.com/auditpipe/auditpipe/schemas"
+	"github.com/stretchr/testify/require"
+)
+
+// BenchmarkHandleDetections is BenchmarkHandle with and without the
+// shipped detection rules: the difference in events/cpu-s is what the
+// rules cost. The RequestResponse event is a privileged pod create, the
+// worst case: three rules look into its 11 KB body and one alert is
+// produced per event.
+//
+//	go test -run '^$' -bench BenchmarkHandleDetections -benchmem -cpu 1 ./pipeline
+func BenchmarkHandleDetections(b *testing.B) {
+	rules, err := detect.LoadDefault("")
+	require.NoError(b, err)
+	for _, ev := range []struct {
+		name  string
+		event []byte
+	}{
+		{"metadata-1.4KB", metadataEvent(b)},
+		{"requestresponse-22KB", requestResponseEvent(b, 22<<10)},
+	} {
+		for _, mode := range []struct {
+			name  string
+			rules *detect.Fleet
+		}{
+			{"rules=none", nil},
+			{"rules=default", &detect.Fleet{Default: rules}},
+		} {
+			b.Run(ev.name+"/"+mode.name, func(b *testing.B) {
+				pol := benchPolicy(b)
+				p, err := pipeline.New(pipeline.Config{Topics: schemas.DefaultTopics()}, pol, discard{}, nil, nil)
+				require.NoError(b, err)
+				require.NoError(b, p.SetFleet(pipeline.Fleet{Default: pol, Detections: mode.rules}))
+
+				const batchSize = 500
+				recs := make([]kafka.Record, batchSize)
+				for i := range recs {
+					recs[i] = raw(int64(i), ev.event)
+				}
+				b.SetBytes(int64(len(ev.event)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				cpu0 := cpuTime(b)
+				for i := 0; i < b.N; i += batchSize {
+					n := min(batchSize, b.N-i)
+					if err := p.Handle(context.Background(), batch(recs[:n]...)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/(cpuTime(b)-cpu0).Seconds(), "events/cpu-s")
+			})
+		}
+	}
+}

@@ -114,8 +114,9 @@ func field(v any, key string) (any, error) {
 	return f, nil
 }
 
-// items returns the elements of v, or none when it is not an array.
-func items(v any) ([]any, error) {
+// items returns the elements of v, or none when it is not an array. The
+// caller must not modify them.
+func items(v any) ([]ref.Val, error) {
 	a, ok := v.(*lazyList)
 	if !ok {
 		return nil, nil
@@ -123,11 +124,7 @@ func items(v any) ([]any, error) {
 	if _, err := a.expand(); err != nil {
 		return nil, err
 	}
-	out := make([]any, len(a.items))
-	for i, it := range a.items {
-		out[i] = it
-	}
-	return out, nil
+	return a.items, nil
 }
 
 // path follows keys from v.
@@ -167,12 +164,12 @@ func podSpec(v any) (*lazyObject, error) {
 
 // containers returns every container of the pod spec in a body:
 // containers, initContainers and ephemeralContainers.
-func containers(v any) ([]any, error) {
+func containers(v any) ([]ref.Val, error) {
 	spec, err := podSpec(v)
 	if err != nil {
 		return nil, err
 	}
-	var out []any
+	var out []ref.Val
 	for _, key := range []string{"containers", "initContainers", "ephemeralContainers"} {
 		f, err := field(spec, key)
 		if err != nil {
@@ -197,14 +194,11 @@ func listAt(v any, key string) ref.Val {
 	return listOf(items(f))
 }
 
-func listOf(elems []any, err error) ref.Val {
+func listOf(elems []ref.Val, err error) ref.Val {
 	if err != nil {
 		return types.WrapErr(err)
 	}
-	if elems == nil {
-		elems = []any{}
-	}
-	return types.NewDynamicList(types.DefaultTypeAdapter, elems)
+	return types.NewRefValList(types.DefaultTypeAdapter, elems)
 }
 
 func mapOf(v any, err error) ref.Val {
@@ -350,8 +344,11 @@ func body(raw []byte) any {
 	if len(raw) == 0 {
 		return emptyObject()
 	}
-	v, err := lazyValue(raw)
-	if err != nil || v == nil {
+	v, err := root(raw)
+	if err != nil {
+		return types.NewErr("body: %v", err)
+	}
+	if v == nil {
 		return emptyObject()
 	}
 	return v

@@ -24,23 +24,95 @@ import (
 // scanner below only finds the ends of values. It never reads out of
 // bounds and reports malformed input as an error (the rule then does not
 // match and the error is counted).
+//
+// The first look into a body indexes it in one pass: where each object
+// and array ends. Every later step (into spec, into each container) then
+// jumps over nested values instead of scanning them again, so a body
+// costs one pass however many rules and levels look into it.
 
 var errMalformed = errors.New("malformed JSON body")
 
-// lazyValue turns the JSON value b into what CEL sees: scalars are
-// decoded, objects and arrays stay lazy.
-func lazyValue(b []byte) (any, error) {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 {
+// doc is one body and its structural index.
+type doc struct {
+	b []byte
+	// opens[k] is the offset of the k-th '{' or '[' (in order),
+	// closes[k] the offset of its matching '}' or ']'.
+	opens, closes []int32
+}
+
+// newDoc indexes b.
+func newDoc(b []byte) (*doc, error) {
+	// Kubernetes objects have about one object or array per 30 bytes.
+	n := len(b)/24 + 8
+	d := &doc{b: b, opens: make([]int32, 0, n), closes: make([]int32, 0, n)}
+	stack := make([]int32, 0, 16)
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c > ']' && c != '{' && c != '}' {
+			continue // most bytes: letters
+		}
+		switch c {
+		case '"':
+			for i++; i < len(b); i++ {
+				if c := b[i]; c == '"' {
+					break
+				} else if c == '\\' {
+					i++
+				}
+			}
+			if i >= len(b) {
+				return nil, errMalformed
+			}
+		case '{', '[':
+			stack = append(stack, int32(len(d.opens)))
+			d.opens = append(d.opens, int32(i))
+			d.closes = append(d.closes, -1)
+		case '}', ']':
+			if len(stack) == 0 {
+				return nil, errMalformed
+			}
+			d.closes[stack[len(stack)-1]] = int32(i)
+			stack = stack[:len(stack)-1]
+		}
+	}
+	if len(stack) != 0 {
 		return nil, errMalformed
 	}
-	switch b[0] {
+	return d, nil
+}
+
+// containerEnd returns the offset after the object or array that opens
+// at i.
+func (d *doc) containerEnd(i int) (int, error) {
+	lo, hi := 0, len(d.opens)
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if int(d.opens[mid]) < i {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	if lo == len(d.opens) || int(d.opens[lo]) != i {
+		return 0, errMalformed
+	}
+	return int(d.closes[lo]) + 1, nil
+}
+
+// value turns the JSON value at b[i:end] into what CEL sees: scalars are
+// decoded, objects and arrays stay lazy.
+func (d *doc) value(i, end int) (any, error) {
+	v := d.b[i:end]
+	if len(v) == 0 {
+		return nil, errMalformed
+	}
+	switch v[0] {
 	case '{':
-		return &lazyObject{raw: b}, nil
+		return &lazyObject{d: d, start: i, end: end}, nil
 	case '[':
-		return &lazyList{raw: b}, nil
+		return &lazyList{d: d, start: i, end: end}, nil
 	case '"':
-		return unquote(b)
+		return unquote(v)
 	case 't':
 		return true, nil
 	case 'f':
@@ -48,14 +120,31 @@ func lazyValue(b []byte) (any, error) {
 	case 'n':
 		return nil, nil
 	}
-	if i, err := strconv.ParseInt(string(b), 10, 64); err == nil {
-		return i, nil
+	if n, err := strconv.ParseInt(string(v), 10, 64); err == nil {
+		return n, nil
 	}
-	f, err := strconv.ParseFloat(string(b), 64)
+	f, err := strconv.ParseFloat(string(v), 64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: number %q", errMalformed, b)
+		return nil, fmt.Errorf("%w: number %q", errMalformed, v)
 	}
 	return f, nil
+}
+
+// root returns the lazy value of a whole body.
+func root(b []byte) (any, error) {
+	d, err := newDoc(b)
+	if err != nil {
+		return nil, err
+	}
+	i := skipWS(b, 0)
+	end, err := d.skipValue(i)
+	if err != nil {
+		return nil, err
+	}
+	if skipWS(b, end) != len(b) {
+		return nil, errMalformed
+	}
+	return d.value(i, end)
 }
 
 func unquote(b []byte) (string, error) {
@@ -79,9 +168,7 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-// skipString returns the index after the string that starts at b[i]
-// ('"'). A byte loop beats bytes.IndexByte on the short strings (keys,
-// names) that make up most of a Kubernetes object.
+// skipString returns the offset after the string that opens at b[i].
 func skipString(b []byte, i int) (int, error) {
 	for i++; i < len(b); i++ {
 		switch b[i] {
@@ -94,8 +181,9 @@ func skipString(b []byte, i int) (int, error) {
 	return 0, errMalformed
 }
 
-// skipValue returns the index after the value that starts at b[i].
-func skipValue(b []byte, i int) (int, error) {
+// skipValue returns the offset after the value that starts at b[i].
+func (d *doc) skipValue(i int) (int, error) {
+	b := d.b
 	if i >= len(b) {
 		return 0, errMalformed
 	}
@@ -103,25 +191,7 @@ func skipValue(b []byte, i int) (int, error) {
 	case '"':
 		return skipString(b, i)
 	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				for i++; i < len(b) && b[i] != '"'; i++ {
-					if b[i] == '\\' {
-						i++
-					}
-				}
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1, nil
-				}
-			}
-		}
-		return 0, errMalformed
+		return d.containerEnd(i)
 	}
 	start := i
 	for i < len(b) {
@@ -140,48 +210,48 @@ func skipValue(b []byte, i int) (int, error) {
 	return i, nil
 }
 
-// eachMember calls fn with the raw key and value of each member of the
-// object that starts at b[i], and returns the index after the object. fn
-// returning errStop ends the scan early (the index is then 0).
-func eachMember(b []byte, i int, fn func(key, value []byte) error) (int, error) {
-	i = skipWS(b, i)
+// eachMember calls fn with the raw key and the value bounds of each
+// member of the object that opens at b[i]. fn returning errStop ends the
+// scan.
+func (d *doc) eachMember(i int, fn func(key []byte, start, end int) error) error {
+	b := d.b
 	if i >= len(b) || b[i] != '{' {
-		return 0, errMalformed
+		return errMalformed
 	}
 	i = skipWS(b, i+1)
 	if i < len(b) && b[i] == '}' {
-		return i + 1, nil
+		return nil
 	}
 	for {
 		if i >= len(b) || b[i] != '"' {
-			return 0, errMalformed
+			return errMalformed
 		}
 		kend, err := skipString(b, i)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		key := b[i:kend]
 		i = skipWS(b, kend)
 		if i >= len(b) || b[i] != ':' {
-			return 0, errMalformed
+			return errMalformed
 		}
 		i = skipWS(b, i+1)
-		vend, err := skipValue(b, i)
+		vend, err := d.skipValue(i)
 		if err != nil {
-			return 0, err
+			return err
 		}
-		if err := fn(key, b[i:vend]); err != nil {
-			return 0, err
+		if err := fn(key, i, vend); err != nil {
+			return err
 		}
 		i = skipWS(b, vend)
 		if i >= len(b) {
-			return 0, errMalformed
+			return errMalformed
 		}
 		if b[i] == '}' {
-			return i + 1, nil
+			return nil
 		}
 		if b[i] != ',' {
-			return 0, errMalformed
+			return errMalformed
 		}
 		i = skipWS(b, i+1)
 	}
@@ -190,12 +260,10 @@ func eachMember(b []byte, i int, fn func(key, value []byte) error) (int, error) 
 // errStop ends a member scan early.
 var errStop = errors.New("stop")
 
-// eachElement calls fn with each element of the array b. Objects are
-// scanned member by member in the same pass and handed over expanded, so
-// an array of objects (containers, rules, volumes) costs one pass, not
-// two.
-func eachElement(b []byte, fn func(value any) error) error {
-	i := skipWS(b, 0)
+// eachElement calls fn with the bounds of each element of the array that
+// opens at b[i].
+func (d *doc) eachElement(i int, fn func(start, end int) error) error {
+	b := d.b
 	if i >= len(b) || b[i] != '[' {
 		return errMalformed
 	}
@@ -204,24 +272,11 @@ func eachElement(b []byte, fn func(value any) error) error {
 		return nil
 	}
 	for {
-		var end int
-		var val any
-		var err error
-		if i < len(b) && b[i] == '{' {
-			o := &lazyObject{expanded: true, members: make([]member, 0, 8)}
-			end, err = eachMember(b, i, o.add)
-			o.raw, o.err = b[i:end:end], err
-			val = o
-		} else {
-			end, err = skipValue(b, i)
-			if err == nil {
-				val, err = lazyValue(b[i:end])
-			}
-		}
+		end, err := d.skipValue(i)
 		if err != nil {
 			return err
 		}
-		if err := fn(val); err != nil {
+		if err := fn(i, end); err != nil {
 			return err
 		}
 		i = skipWS(b, end)
@@ -238,25 +293,26 @@ func eachElement(b []byte, fn func(value any) error) error {
 	}
 }
 
-// member is one member of a lazy object: its key and raw value, and the
-// value converted for CEL once a rule asked for it.
+// member is one member of a lazy object: its key and value bounds, and
+// the value converted for CEL once a rule asked for it.
 type member struct {
-	key []byte // without quotes; unescaped when the raw key had escapes
-	raw []byte
-	val ref.Val
+	key        []byte // without quotes; unescaped when the raw key had escapes
+	start, end int
+	val        ref.Val
 }
 
 // lazyObject is a JSON object seen by CEL as a map(string, dyn). Looking
-// up a key scans the object's members once (keys and value bounds only)
-// and converts only the value asked for. Whole-map operations (iteration,
+// up a key reads the object's members once (keys and value bounds) and
+// converts only the value asked for. Whole-map operations (iteration,
 // equality, conversion), which the shipped rules do not use, decode it
 // with encoding/json.
 type lazyObject struct {
-	raw      []byte
-	members  []member
-	expanded bool
-	err      error
-	full     traits.Mapper
+	d          *doc // nil for the empty object
+	start, end int
+	members    []member
+	expanded   bool
+	err        error
+	full       traits.Mapper
 }
 
 var (
@@ -266,7 +322,14 @@ var (
 
 // emptyObject stands for an absent body, so that rules can select into
 // it without guarding against null.
-func emptyObject() *lazyObject { return &lazyObject{raw: []byte("{}"), expanded: true} }
+func emptyObject() *lazyObject { return &lazyObject{expanded: true} }
+
+func (o *lazyObject) raw() []byte {
+	if o.d == nil {
+		return []byte("{}")
+	}
+	return o.d.b[o.start:o.end]
+}
 
 func (o *lazyObject) expand() error {
 	if o.expanded {
@@ -274,18 +337,15 @@ func (o *lazyObject) expand() error {
 	}
 	o.expanded = true
 	o.members = make([]member, 0, 12)
-	_, o.err = eachMember(o.raw, 0, o.add)
+	o.err = o.d.eachMember(o.start, func(k []byte, start, end int) error {
+		key, err := rawKey(k)
+		if err != nil {
+			return err
+		}
+		o.members = append(o.members, member{key: key, start: start, end: end})
+		return nil
+	})
 	return o.err
-}
-
-// add records one member while the object is scanned.
-func (o *lazyObject) add(k, v []byte) error {
-	key, err := rawKey(k)
-	if err != nil {
-		return err
-	}
-	o.members = append(o.members, member{key: key, raw: v})
-	return nil
 }
 
 // rawKey is a quoted key without its quotes, unescaped when needed.
@@ -310,7 +370,7 @@ func (o *lazyObject) lookup(key string) (ref.Val, error) {
 			continue
 		}
 		if m.val == nil {
-			v, err := lazyValue(m.raw)
+			v, err := o.d.value(m.start, m.end)
 			if err != nil {
 				return nil, err
 			}
@@ -327,13 +387,12 @@ func (o *lazyObject) whole() (traits.Mapper, error) {
 		return o.full, nil
 	}
 	var m map[string]any
-	if err := json.Unmarshal(o.raw, &m); err != nil {
+	if err := json.Unmarshal(o.raw(), &m); err != nil {
 		return nil, fmt.Errorf("%w: %v", errMalformed, err)
 	}
 	o.full = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m)
 	return o.full, nil
 }
-
 func (o *lazyObject) Find(k ref.Val) (ref.Val, bool) {
 	key, ok := k.(types.String)
 	if !ok {
@@ -428,13 +487,14 @@ func (o *lazyObject) Iterator() traits.Iterator {
 }
 
 // lazyList is a JSON array seen by CEL as a list(dyn): its elements are
-// found on first use and converted (objects stay lazy).
+// found on first use and converted (objects and arrays stay lazy).
 type lazyList struct {
-	raw      []byte
-	items    []ref.Val
-	l        traits.Lister
-	expanded bool
-	err      error
+	d          *doc
+	start, end int
+	items      []ref.Val
+	l          traits.Lister
+	expanded   bool
+	err        error
 }
 
 func (a *lazyList) expand() (traits.Lister, error) {
@@ -443,7 +503,11 @@ func (a *lazyList) expand() (traits.Lister, error) {
 	}
 	a.expanded = true
 	a.items = make([]ref.Val, 0, 8)
-	a.err = eachElement(a.raw, func(val any) error {
+	a.err = a.d.eachElement(a.start, func(start, end int) error {
+		val, err := a.d.value(start, end)
+		if err != nil {
+			return err
+		}
 		a.items = append(a.items, types.DefaultTypeAdapter.NativeToValue(val))
 		return nil
 	})
@@ -532,8 +596,8 @@ func (a *lazyList) Size() ref.Val {
 }
 
 // ObjectName returns metadata.name of a JSON object body, "" when it has
-// none. It stops scanning at the first metadata member (apiservers write
-// it before spec and status).
+// none. It stops at the first metadata member (apiservers write it before
+// spec and status) and indexes nothing.
 func ObjectName(body []byte) string {
 	meta := first(body, "metadata")
 	if meta == nil {
@@ -547,15 +611,79 @@ func ObjectName(body []byte) string {
 	return s
 }
 
-// first returns the raw value of the first member key of object b.
+// first returns the raw value of the first member key of the object b,
+// scanning (not indexing) what comes before it.
 func first(b []byte, key string) []byte {
-	var found []byte
-	_, _ = eachMember(b, 0, func(k, v []byte) error {
-		if kk, err := rawKey(k); err == nil && string(kk) == key {
-			found = v
-			return errStop
-		}
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
 		return nil
-	})
-	return found
+	}
+	i = skipWS(b, i+1)
+	for i < len(b) && b[i] == '"' {
+		kend, err := skipString(b, i)
+		if err != nil {
+			return nil
+		}
+		k, err := rawKey(b[i:kend])
+		if err != nil {
+			return nil
+		}
+		i = skipWS(b, kend)
+		if i >= len(b) || b[i] != ':' {
+			return nil
+		}
+		i = skipWS(b, i+1)
+		vend, err := scanValue(b, i)
+		if err != nil {
+			return nil
+		}
+		if string(k) == key {
+			return b[i:vend]
+		}
+		i = skipWS(b, vend)
+		if i >= len(b) || b[i] != ',' {
+			return nil
+		}
+		i = skipWS(b, i+1)
+	}
+	return nil
+}
+
+// scanValue is skipValue without an index.
+func scanValue(b []byte, i int) (int, error) {
+	if i >= len(b) {
+		return 0, errMalformed
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				end, err := skipString(b, i)
+				if err != nil {
+					return 0, err
+				}
+				i = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1, nil
+				}
+			}
+		}
+		return 0, errMalformed
+	}
+	start := i
+	for i < len(b) && !bytes.ContainsRune([]byte(",}] \n\r\t"), rune(b[i])) {
+		i++
+	}
+	if i == start {
+		return 0, errMalformed
+	}
+	return i, nil
 }

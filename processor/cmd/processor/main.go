@@ -26,9 +26,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 2 && os.Args[1] == "policy" && os.Args[2] == "test" {
+	switch {
+	case len(os.Args) > 2 && os.Args[1] == "policy" && os.Args[2] == "test":
 		err = runPolicyTest(os.Args[3:], os.Stdout, os.Stderr)
-	} else {
+	case len(os.Args) > 2 && os.Args[1] == "rules" && os.Args[2] == "test":
+		err = runRulesTest(os.Args[3:], os.Stdout, os.Stderr)
+	default:
 		err = run(ctx, os.Args[1:], os.Stderr)
 	}
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/auditpipe/auditpipe/consumer/alerts"
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
@@ -30,6 +31,7 @@ import (
 const (
 	ProcessorGroup = "auditpipe-processor"
 	ConsumerGroup  = "auditpipe-consumer"
+	AlertsGroup    = "auditpipe-alerts"
 )
 
 // Pipeline is a running all-in-one pipeline.
@@ -146,6 +148,25 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 	if err := p.startGroup(runCtx, ConsumerGroup, cfg.Topics.Events, p.consumer.Handler(), logger.With("component", "consumer")); err != nil {
 		return nil, err
+	}
+
+	// alerts: audit.alerts → Alertmanager / webhook, when configured.
+	if cfg.Alerts.enabled() {
+		var receivers []alerts.Receiver
+		if cfg.Alerts.Alertmanager != "" {
+			receivers = append(receivers, &alerts.Alertmanager{URL: cfg.Alerts.Alertmanager})
+		}
+		if cfg.Alerts.Webhook != "" {
+			receivers = append(receivers, &alerts.Webhook{URL: cfg.Alerts.Webhook})
+		}
+		alog := logger.With("component", "alerts")
+		h, err := alerts.New(cfg.alertsConfig(), receivers, alerts.NewMetrics(reg), alog, nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.startGroup(runCtx, AlertsGroup, cfg.Topics.Alerts, h, alog); err != nil {
+			return nil, err
+		}
 	}
 
 	// API, metrics, health.

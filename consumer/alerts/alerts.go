@@ -55,6 +55,9 @@ type Config struct {
 	// (a burst of as many); the rest are dropped and counted. Zero means
 	// no limit.
 	RatePerRule int
+	// Keep is how many recent alerts are kept for GET /api/v1/alerts
+	// (default DefaultKeep).
+	Keep int
 	// MaxAttempts per receiver and batch, first try included.
 	MaxAttempts int
 	// Backoff is the wait before the second attempt, doubled for each
@@ -74,6 +77,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.DedupWindow < 0:
 		return errors.New("alerts: dedup window is negative")
+	case c.Keep < 0:
+		return errors.New("alerts: keep is negative")
 	case c.RatePerRule < 0:
 		return errors.New("alerts: rate per rule is negative")
 	case c.MaxAttempts < 1:
@@ -120,6 +125,8 @@ type Handler struct {
 	now       func() time.Time
 	sleep     func(context.Context, time.Duration) error
 
+	recent *Recent
+
 	mu      sync.Mutex
 	seen    map[string]time.Time // dedup key -> last delivery
 	buckets map[string]*bucket   // rule -> tokens
@@ -146,8 +153,11 @@ func New(cfg Config, receivers []Receiver, metrics *Metrics, logger *slog.Logger
 		now = time.Now
 	}
 	return &Handler{cfg: cfg, receivers: receivers, metrics: metrics, log: logger, now: now, sleep: sleepCtx,
-		seen: map[string]time.Time{}, buckets: map[string]*bucket{}}, nil
+		recent: NewRecent(cfg.Keep), seen: map[string]time.Time{}, buckets: map[string]*bucket{}}, nil
 }
+
+// Recent returns the alerts the handler read last, for the API.
+func (h *Handler) Recent() *Recent { return h.recent }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -165,6 +175,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func (h *Handler) Handle(ctx context.Context, b kafka.Batch) error {
 	var out []schemas.Alert
 	var keys []string
+	var entries []Entry // every alert of the batch in record order, for Recent
 	for _, rec := range b.Records {
 		var a schemas.Alert
 		if err := json.Unmarshal(rec.Value, &a); err != nil || a.Rule == "" {
@@ -175,12 +186,15 @@ func (h *Handler) Handle(ctx context.Context, b kafka.Batch) error {
 		key, outcome := h.admit(a)
 		if outcome != "" {
 			h.metrics.Alerts.WithLabelValues(a.Rule, a.Cluster, outcome).Inc()
+			entries = append(entries, Entry{Alert: a, Outcome: outcome})
 			continue
 		}
+		entries = append(entries, Entry{Alert: a}) // outcome once sent
 		out = append(out, a)
 		keys = append(keys, key)
 	}
 	if len(out) == 0 {
+		h.remember(entries, "")
 		return nil
 	}
 	failed := false
@@ -201,7 +215,19 @@ func (h *Handler) Handle(ctx context.Context, b kafka.Batch) error {
 	for _, a := range out {
 		h.metrics.Alerts.WithLabelValues(a.Rule, a.Cluster, outcome).Inc()
 	}
+	h.remember(entries, outcome)
 	return nil
+}
+
+// remember adds a batch's alerts to Recent; sent is the outcome of those
+// that were sent.
+func (h *Handler) remember(entries []Entry, sent string) {
+	for _, e := range entries {
+		if e.Outcome == "" {
+			e.Outcome = sent
+		}
+		h.recent.add(e)
+	}
 }
 
 // send tries r until it accepts, refuses for good, or the attempts run out.

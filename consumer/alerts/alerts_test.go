@@ -212,3 +212,13 @@ func TestConfigValidate(t *testing.T) {
 	_, err := New(DefaultConfig(), nil, nil, nil, nil)
 	require.Error(t, err)
 }
+
+func TestMetricsLint(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	m.Alerts.WithLabelValues("r", "c", OutcomeDelivered).Inc()
+	m.Attempts.WithLabelValues("webhook", "ok").Inc()
+	problems, err := testutil.GatherAndLint(reg)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+}

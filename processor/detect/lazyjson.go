@@ -45,7 +45,8 @@ func newDoc(b []byte) (*doc, error) {
 	// Kubernetes objects have about one object or array per 30 bytes.
 	n := len(b)/24 + 8
 	d := &doc{b: b, opens: make([]int32, 0, n), closes: make([]int32, 0, n)}
-	stack := make([]int32, 0, 16)
+	var stackBuf [32]int32
+	stack := stackBuf[:0]
 	for i := 0; i < len(b); i++ {
 		c := b[i]
 		if c > ']' && c != '{' && c != '}' {
@@ -211,9 +212,8 @@ func (d *doc) skipValue(i int) (int, error) {
 }
 
 // eachMember calls fn with the raw key and the value bounds of each
-// member of the object that opens at b[i]. fn returning errStop ends the
-// scan.
-func (d *doc) eachMember(i int, fn func(key []byte, start, end int) error) error {
+// member of the object that opens at b[i].
+func (d *doc) eachMember(i int, fn func(keyStart, keyEnd, start, end int) error) error {
 	b := d.b
 	if i >= len(b) || b[i] != '{' {
 		return errMalformed
@@ -230,7 +230,7 @@ func (d *doc) eachMember(i int, fn func(key []byte, start, end int) error) error
 		if err != nil {
 			return err
 		}
-		key := b[i:kend]
+		kstart := i
 		i = skipWS(b, kend)
 		if i >= len(b) || b[i] != ':' {
 			return errMalformed
@@ -240,7 +240,7 @@ func (d *doc) eachMember(i int, fn func(key []byte, start, end int) error) error
 		if err != nil {
 			return err
 		}
-		if err := fn(key, i, vend); err != nil {
+		if err := fn(kstart, kend, i, vend); err != nil {
 			return err
 		}
 		i = skipWS(b, vend)
@@ -256,9 +256,6 @@ func (d *doc) eachMember(i int, fn func(key []byte, start, end int) error) error
 		i = skipWS(b, i+1)
 	}
 }
-
-// errStop ends a member scan early.
-var errStop = errors.New("stop")
 
 // eachElement calls fn with the bounds of each element of the array that
 // opens at b[i].
@@ -293,12 +290,12 @@ func (d *doc) eachElement(i int, fn func(start, end int) error) error {
 	}
 }
 
-// member is one member of a lazy object: its key and value bounds, and
-// the value converted for CEL once a rule asked for it.
+// member is one member of a lazy object: the bounds of its key (with
+// quotes) and value in the body, and the value converted for CEL once a
+// rule asked for it.
 type member struct {
-	key        []byte // without quotes; unescaped when the raw key had escapes
-	start, end int
-	val        ref.Val
+	keyStart, keyEnd, start, end int32
+	val                          ref.Val
 }
 
 // lazyObject is a JSON object seen by CEL as a map(string, dyn). Looking
@@ -336,16 +333,22 @@ func (o *lazyObject) expand() error {
 		return o.err
 	}
 	o.expanded = true
-	o.members = make([]member, 0, 12)
-	o.err = o.d.eachMember(o.start, func(k []byte, start, end int) error {
-		key, err := rawKey(k)
-		if err != nil {
-			return err
-		}
-		o.members = append(o.members, member{key: key, start: start, end: end})
+	o.members = make([]member, 0, 8)
+	o.err = o.d.eachMember(o.start, func(ks, ke, start, end int) error {
+		o.members = append(o.members, member{keyStart: int32(ks), keyEnd: int32(ke), start: int32(start), end: int32(end)})
 		return nil
 	})
 	return o.err
+}
+
+// keyIs reports whether member m's key is key.
+func (o *lazyObject) keyIs(m *member, key string) bool {
+	raw := o.d.b[m.keyStart+1 : m.keyEnd-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw) == key
+	}
+	s, err := unquote(o.d.b[m.keyStart:m.keyEnd])
+	return err == nil && s == key
 }
 
 // rawKey is a quoted key without its quotes, unescaped when needed.
@@ -366,11 +369,11 @@ func (o *lazyObject) lookup(key string) (ref.Val, error) {
 	}
 	for i := len(o.members) - 1; i >= 0; i-- {
 		m := &o.members[i]
-		if string(m.key) != key {
+		if !o.keyIs(m, key) {
 			continue
 		}
 		if m.val == nil {
-			v, err := o.d.value(m.start, m.end)
+			v, err := o.d.value(int(m.start), int(m.end))
 			if err != nil {
 				return nil, err
 			}

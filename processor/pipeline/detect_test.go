@@ -140,3 +140,30 @@ func str(v any) string {
 	s, _ := v.(string)
 	return s
 }
+
+func TestDetectionMetricsLint(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := pipeline.NewDetectionMetrics(reg)
+	m.Matches.WithLabelValues("privileged-pod").Inc()
+	m.Errors.WithLabelValues("privileged-pod").Inc()
+	problems, err := testutil.GatherAndLint(reg)
+	require.NoError(t, err)
+	require.Empty(t, problems)
+	require.Panics(t, func() { pipeline.NewDetectionMetrics(reg) }, "registering twice is a wiring bug")
+}
+
+func TestMalformedBodyCountsARuleError(t *testing.T) {
+	p, rec, m := detectingPipeline(t, metadataPolicy, schemas.DefaultTopics())
+	// Valid JSON overall but the body is cut: encoding/json rejects the
+	// event, so build one whose body is valid JSON of the wrong shape for
+	// the lazy scanner instead: a pod spec that is a string.
+	ev := []byte(`{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"x1","stage":"ResponseComplete",
+"verb":"create","requestURI":"/api/v1/namespaces/default/pods","user":{"username":"jane"},
+"objectRef":{"resource":"pods","namespace":"default","apiVersion":"v1"},"responseStatus":{"code":201},
+"requestObject":{"kind":"Pod","spec":"not a spec"}}`)
+	require.NoError(t, p.Handle(t.Context(), batch(raw(1, ev))))
+	out := rec.records()
+	require.Len(t, out, 1, "the event goes on; no alert")
+	require.Nil(t, decodeOut(t, out[0]).Pipeline.Detections)
+	require.Equal(t, 0.0, testutil.ToFloat64(m.Errors.WithLabelValues("privileged-pod")), "a wrong shape is no match, not an error")
+}

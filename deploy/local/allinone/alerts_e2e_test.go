@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditpipe/auditpipe/consumer/alerts"
 	"github.com/auditpipe/auditpipe/internal/audittest"
 	"github.com/auditpipe/auditpipe/schemas"
 	"github.com/stretchr/testify/require"
@@ -144,6 +145,17 @@ func TestAlertsEndToEnd(t *testing.T) {
 		}
 		sort.Strings(ids)
 		require.Equal(t, []string{id}, slices.Compact(ids), rule)
+	}
+
+	// GET /api/v1/alerts lists what was delivered.
+	var out strings.Builder
+	require.NoError(t, alerts.RunCommand(t.Context(), []string{"--server", p.APIURL(), "--cluster", cluster, "--json"}, &out, io.Discard))
+	var listed alerts.AlertsResponse
+	require.NoError(t, json.Unmarshal([]byte(out.String()), &listed))
+	require.Equal(t, len(want), listed.Total)
+	for _, e := range listed.Alerts {
+		require.Equal(t, want[e.AuditID], e.Rule)
+		require.Equal(t, alerts.OutcomeDelivered, e.Outcome)
 	}
 }
 

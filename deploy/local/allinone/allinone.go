@@ -151,6 +151,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 
 	// alerts: audit.alerts → Alertmanager / webhook, when configured.
+	var recentAlerts *alerts.Recent
 	if cfg.Alerts.enabled() {
 		var receivers []alerts.Receiver
 		if cfg.Alerts.Alertmanager != "" {
@@ -164,6 +165,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		if err != nil {
 			return nil, err
 		}
+		recentAlerts = h.Recent()
 		if err := p.startGroup(runCtx, AlertsGroup, cfg.Topics.Alerts, h, alog); err != nil {
 			return nil, err
 		}
@@ -171,7 +173,12 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 
 	// API, metrics, health.
 	apiMux := telemetry.Mux(reg, health)
-	api, err := search.ProtectAPI(cfg.API.Listen, cfg.API.Token, search.NewHandler(p.store, logger.With("component", "api")))
+	apiRoutes := http.NewServeMux()
+	apiRoutes.Handle("/api/", search.NewHandler(p.store, logger.With("component", "api")))
+	if recentAlerts != nil {
+		apiRoutes.Handle(alerts.AlertsPath, alerts.APIHandler(recentAlerts))
+	}
+	api, err := search.ProtectAPI(cfg.API.Listen, cfg.API.Token, apiRoutes)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}

@@ -17,20 +17,23 @@ import (
 // rules cost. The RequestResponse event is a privileged pod create, the
 // worst case: three rules look into its 11 KB body and one alert is
 // produced per event; "nomatch" is the same pod unprivileged (the rules
-// still look into the body, nothing fires).
+// still look into the body, nothing fires); "mix" is make bench's
+// default mix, 7 Metadata events, 2 Request deployment creates and 1
+// RequestResponse privileged pod create in every 10.
 //
 //	go test -run '^$' -bench BenchmarkHandleDetections -benchmem -cpu 1 ./pipeline
 func BenchmarkHandleDetections(b *testing.B) {
 	rules, err := detect.LoadDefault("")
 	require.NoError(b, err)
-	rr := requestResponseEvent(b, 22<<10)
+	rr, md, dep := requestResponseEvent(b, 22<<10), metadataEvent(b), fixture(b, "create_deployment.json")
 	for _, ev := range []struct {
-		name  string
-		event []byte
+		name   string
+		events [][]byte
 	}{
-		{"metadata-1.4KB", metadataEvent(b)},
-		{"requestresponse-22KB", rr},
-		{"requestresponse-22KB-nomatch", bytes.ReplaceAll(rr, []byte(`"privileged":true`), []byte(`"privileged":false`))},
+		{"metadata-1.4KB", [][]byte{md}},
+		{"requestresponse-22KB", [][]byte{rr}},
+		{"requestresponse-22KB-nomatch", [][]byte{bytes.ReplaceAll(rr, []byte(`"privileged":true`), []byte(`"privileged":false`))}},
+		{"mix-70-20-10", [][]byte{md, md, md, dep, md, md, rr, md, dep, md}},
 	} {
 		for _, mode := range []struct {
 			name  string
@@ -47,10 +50,12 @@ func BenchmarkHandleDetections(b *testing.B) {
 
 				const batchSize = 500
 				recs := make([]kafka.Record, batchSize)
+				size := 0
 				for i := range recs {
-					recs[i] = raw(int64(i), ev.event)
+					recs[i] = raw(int64(i), ev.events[i%len(ev.events)])
+					size += len(recs[i].Value)
 				}
-				b.SetBytes(int64(len(ev.event)))
+				b.SetBytes(int64(size / batchSize))
 				b.ReportAllocs()
 				b.ResetTimer()
 				cpu0 := cpuTime(b)

@@ -441,3 +441,78 @@ func TestMalformedBodyIsAnErrorNotAMatch(t *testing.T) {
 	require.Empty(t, ids(got))
 	require.NotEmpty(t, errs)
 }
+
+// TestHelpers exercises the CEL helpers through user rules, on a pod, a
+// Deployment's and a CronJob's pod templates and RBAC bodies.
+func TestHelpers(t *testing.T) {
+	p := writeFile(t, `
+rules:
+  - id: evil-image
+    description: an image from evil/
+    severity: low
+    condition: containers(requestObject).exists(c, c.image.startsWith("evil/"))
+  - id: three-containers
+    description: containers of all kinds are counted
+    severity: low
+    condition: size(containers(requestObject)) == 3
+  - id: run-as-root
+    description: a container field probe
+    severity: low
+    condition: 0 in containerFields(requestObject, "securityContext.runAsUser")
+  - id: docker-sock
+    description: volumes of the pod template
+    severity: low
+    condition: volumes(requestObject).exists(v, pathUnder(string(v.?hostPath.?path.orValue("")), ["/var/run/docker.sock"]))
+  - id: binds-group
+    description: subjects and roleRef
+    severity: low
+    condition: subjects(requestObject).exists(s, s.kind == "Group" && s.name == "devs") && roleRef(requestObject).name == "edit"
+  - id: secrets-rule
+    description: role rules
+    severity: low
+    condition: roleRules(requestObject).exists(r, "secrets" in r.resources)
+  - id: healthz
+    description: uriPath strips the query
+    severity: low
+    condition: uriPath(requestURI) == "/healthz"
+`)
+	set, err := detect.Load(detect.Source{Name: p, Data: mustRead(t, p)})
+	require.NoError(t, err)
+	cases := []struct {
+		name string
+		ev   *schemas.Event
+		want []string
+	}{
+		{"pod with init and ephemeral containers", build("create", "pods", req(pod(`{"containers":[{"name":"a","image":"nginx"}],
+			"initContainers":[{"name":"i","image":"evil/miner","securityContext":{"runAsUser":0}}],"ephemeralContainers":[{"name":"e","image":"busybox"}]}`))),
+			[]string{"evil-image", "run-as-root", "three-containers"}},
+		{"deployment template", build("create", "deployments", group("apps"), req(`{"kind":"Deployment","spec":{"template":{"spec":{
+			"containers":[{"name":"a","image":"evil/x"}],"volumes":[{"name":"s","hostPath":{"path":"/var/run/docker.sock"}}]}}}}`)),
+			[]string{"docker-sock", "evil-image"}},
+		{"cronjob template", build("create", "cronjobs", group("batch"), req(`{"kind":"CronJob","spec":{"jobTemplate":{"spec":{"template":{"spec":{
+			"containers":[{"name":"a","image":"evil/x","securityContext":{"runAsUser":1000}}]}}}}}}`)),
+			[]string{"evil-image"}},
+		{"binding", build("create", "rolebindings", group("rbac.authorization.k8s.io"), req(`{"roleRef":{"kind":"ClusterRole","name":"edit"},"subjects":[{"kind":"User","name":"x"},{"kind":"Group","name":"devs"}]}`)),
+			[]string{"binds-group"}},
+		{"role", build("create", "roles", group("rbac.authorization.k8s.io"), req(`{"rules":[{"resources":["pods"]},{"resources":["configmaps","secrets"],"verbs":["get"]}]}`)),
+			[]string{"secrets-rule"}},
+		{"no body: helpers see nothing", build("create", "pods", metadataLevel()), nil},
+		{"healthz", build("get", "", uri("/healthz?verbose")), []string{"healthz"}},
+	}
+	for _, tc := range cases {
+		got, errs := set.Evaluate(tc.ev, nil)
+		require.Empty(t, errs, tc.name)
+		want := tc.want
+		if want == nil {
+			want = []string{}
+		}
+		require.Equal(t, want, ids(got), tc.name)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return b
+}

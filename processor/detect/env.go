@@ -59,6 +59,11 @@ func newEnv() (*cel.Env, error) {
 		cel.Variable(varAuditpipe, dynMap),
 		cel.Function("containers", cel.Overload("containers_dyn", []*cel.Type{cel.DynType}, dynList,
 			cel.UnaryBinding(func(v ref.Val) ref.Val { return listOf(containers(v)) }))),
+		cel.Function("containerFields", cel.Overload("containerFields_dyn_string", []*cel.Type{cel.DynType, str}, dynList,
+			cel.BinaryBinding(func(v, p ref.Val) ref.Val {
+				path, _ := p.Value().(string)
+				return listOf(containerFields(v, path))
+			}))),
 		cel.Function("podSpec", cel.Overload("podSpec_dyn", []*cel.Type{cel.DynType}, dynMap,
 			cel.UnaryBinding(func(v ref.Val) ref.Val { return mapOf(podSpec(v)) }))),
 		cel.Function("volumes", cel.Overload("volumes_dyn", []*cel.Type{cel.DynType}, dynList,
@@ -185,6 +190,31 @@ func containers(v any) ([]ref.Val, error) {
 }
 
 // listOf and mapOf turn a helper's result into a CEL value.
+// containerFields returns, for every container of the pod spec in a body
+// (as containers does), the value at the dotted path, skipping containers
+// without it: `true in containerFields(requestObject,
+// "securityContext.privileged")` asks what
+// `containers(requestObject).exists(c, c.?securityContext.?privileged ==
+// optional.of(true))` asks, without a CEL step per container.
+func containerFields(v any, dotted string) ([]ref.Val, error) {
+	cs, err := containers(v)
+	if err != nil {
+		return nil, err
+	}
+	keys := strings.Split(dotted, ".")
+	var out []ref.Val
+	for _, c := range cs {
+		f, err := path(c, keys...)
+		if err != nil {
+			return nil, err
+		}
+		if rv, ok := f.(ref.Val); ok && rv != nil {
+			out = append(out, rv)
+		}
+	}
+	return out, nil
+}
+
 // listAt returns the array under key of object v.
 func listAt(v any, key string) ref.Val {
 	f, err := field(v, key)

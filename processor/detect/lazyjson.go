@@ -307,6 +307,7 @@ type lazyObject struct {
 	d          *doc // nil for the empty object
 	start, end int
 	members    []member
+	lookups    int // lookups answered by scanFor before expanding
 	expanded   bool
 	err        error
 	full       traits.Mapper
@@ -364,6 +365,13 @@ func rawKey(k []byte) ([]byte, error) {
 // lookup returns the value of key (the last one when repeated, as in
 // encoding/json), nil when absent.
 func (o *lazyObject) lookup(key string) (ref.Val, error) {
+	if !o.expanded && o.lookups == 0 {
+		// Most objects (each container, each volume) are asked one
+		// question: answer it with a scan that keeps nothing, and
+		// remember the members only when a second question comes.
+		o.lookups++
+		return o.scanFor(key)
+	}
 	if err := o.expand(); err != nil {
 		return nil, err
 	}
@@ -382,6 +390,31 @@ func (o *lazyObject) lookup(key string) (ref.Val, error) {
 		return m.val, nil
 	}
 	return nil, nil
+}
+
+// scanFor finds key by scanning the members without recording them; the
+// last occurrence wins, as in lookup.
+func (o *lazyObject) scanFor(key string) (ref.Val, error) {
+	found := member{start: -1}
+	err := o.d.eachMember(o.start, func(ks, ke, start, end int) error {
+		m := member{keyStart: int32(ks), keyEnd: int32(ke), start: int32(start), end: int32(end)}
+		if o.keyIs(&m, key) {
+			found = m
+		}
+		return nil
+	})
+	if err != nil {
+		o.expanded, o.err = true, err
+		return nil, err
+	}
+	if found.start < 0 {
+		return nil, nil
+	}
+	v, err := o.d.value(int(found.start), int(found.end))
+	if err != nil {
+		return nil, err
+	}
+	return types.DefaultTypeAdapter.NativeToValue(v), nil
 }
 
 // whole decodes the object for the operations that need all of it.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -58,5 +59,17 @@ func TestTopicsValidate(t *testing.T) {
 	}
 	if err := (Topics{Raw: "a", Events: "b"}).Validate(); err == nil {
 		t.Fatal("empty dlq topic accepted")
+	}
+}
+
+func TestTopicsAlertsIsOptionalButDistinct(t *testing.T) {
+	if DefaultTopics().Alerts != "audit.alerts" {
+		t.Fatalf("default alerts topic %q", DefaultTopics().Alerts)
+	}
+	if err := (Topics{Raw: "a", Events: "b", DLQ: "c"}).Validate(); err != nil {
+		t.Fatalf("no alerts topic is valid: %v", err)
+	}
+	if err := (Topics{Raw: "a", Events: "b", DLQ: "c", Alerts: "b"}).Validate(); err == nil || !strings.Contains(err.Error(), "topics.alerts") {
+		t.Fatalf("alerts = events topic: %v", err)
 	}
 }

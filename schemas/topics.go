@@ -8,6 +8,8 @@ const (
 	DefaultRawTopic    = "audit.raw"
 	DefaultEventsTopic = "audit.events"
 	DefaultDLQTopic    = "audit.dlq"
+	// DefaultAlertsTopic holds one Alert per detection rule match.
+	DefaultAlertsTopic = "audit.alerts"
 )
 
 // Topics names the three topics of a pipeline.
@@ -20,19 +22,26 @@ type Topics struct {
 	// DLQ holds records that could not be processed, with the reason in
 	// headers and the original bytes as value.
 	DLQ string `json:"dlq" yaml:"dlq"`
+	// Alerts holds one Alert per detection rule match, keyed by cluster.
+	// Empty means detections are only stored with the events.
+	Alerts string `json:"alerts,omitempty" yaml:"alerts,omitempty"`
 }
 
 // DefaultTopics returns the default topic names.
 func DefaultTopics() Topics {
-	return Topics{Raw: DefaultRawTopic, Events: DefaultEventsTopic, DLQ: DefaultDLQTopic}
+	return Topics{Raw: DefaultRawTopic, Events: DefaultEventsTopic, DLQ: DefaultDLQTopic, Alerts: DefaultAlertsTopic}
 }
 
-// Validate reports empty or clashing topic names.
+// Validate reports empty or clashing topic names. Only Alerts may be
+// empty.
 func (t Topics) Validate() error {
-	names := map[string]string{"raw": t.Raw, "events": t.Events, "dlq": t.DLQ}
+	names := map[string]string{"raw": t.Raw, "events": t.Events, "dlq": t.DLQ, "alerts": t.Alerts}
 	seen := map[string]string{}
-	for _, role := range []string{"raw", "events", "dlq"} {
+	for _, role := range []string{"raw", "events", "dlq", "alerts"} {
 		name := names[role]
+		if name == "" && role == "alerts" {
+			continue
+		}
 		if name == "" {
 			return fmt.Errorf("topics.%s: must not be empty", role)
 		}

@@ -18,6 +18,7 @@ import (
 //
 //	defaults:
 //	  policy: /etc/auditpipe/policies/tke-default.yaml
+//	  rules: /etc/auditpipe/rules.yaml
 //	clusters:
 //	  prod-eu-1:
 //	    displayName: Production EU 1
@@ -25,6 +26,8 @@ import (
 //	    environment: production
 //	    owner: team-platform
 //	    policy: /etc/auditpipe/policies/strict.yaml
+//	    detections:
+//	      disable: [nodeport-service]
 //	    cls:
 //	      topicID: 0f4a6b3c-...
 type Registry struct {
@@ -37,6 +40,10 @@ type Defaults struct {
 	// Policy is the fleet default audit policy file. Empty means the
 	// program's built-in default.
 	Policy string `json:"policy"`
+	// Rules is the user's detection rules file, added to the shipped
+	// rules (a rule with a shipped id replaces it). Empty means the
+	// program's setting.
+	Rules string `json:"rules"`
 }
 
 // Cluster is what the registry knows about one cluster.
@@ -49,6 +56,16 @@ type Cluster struct {
 	Policy string `json:"policy"`
 	// CLS is where the consumer's CLS sink writes this cluster's events.
 	CLS CLSTarget `json:"cls"`
+	// Detections switches detection rules on or off for this cluster.
+	Detections Detections `json:"detections"`
+}
+
+// Detections overrides which detection rules run for a cluster, by rule
+// id: Enable switches on rules that are off by default (enabled: false),
+// Disable switches off rules that are on.
+type Detections struct {
+	Enable  []string `json:"enable"`
+	Disable []string `json:"disable"`
 }
 
 // CLSTarget names a cluster's CLS log topic: either TopicID of an existing

@@ -63,6 +63,12 @@ type Config struct {
 	ReloadInterval time.Duration
 	// MaxEventBytes caps a processed event; see pipeline.Config.
 	MaxEventBytes int
+	// RulesFile is the user's detection rules file, added to the shipped
+	// rules; the fleet registry's defaults.rules takes precedence.
+	// Optional.
+	RulesFile string
+	// NoDetections switches detection rules off altogether.
+	NoDetections bool
 }
 
 // DefaultConfig returns a Config with defaults for everything but
@@ -192,7 +198,7 @@ func New(cfg Config, d Deps) (*App, error) {
 	}
 	metrics := pipeline.NewMetrics(d.Registerer)
 	a := &App{cfg: cfg, log: d.Logger, reloads: newReloadMetrics(d.Registerer), watched: l.files}
-	opts := []pipeline.Option{pipeline.WithClock(d.Now)}
+	opts := []pipeline.Option{pipeline.WithClock(d.Now), pipeline.WithDetectionMetrics(pipeline.NewDetectionMetrics(d.Registerer))}
 	if exactlyOnce {
 		if a.txn, err = d.NewTransactor(cfg.TransactorConfig()); err != nil {
 			return nil, fmt.Errorf("processor: create transactor: %w", err)
@@ -215,7 +221,8 @@ func New(cfg Config, d Deps) (*App, error) {
 		}
 	}
 	d.Logger.Info("processor configured", "policy", l.defaultFile, "overrides", len(l.fleet.Clusters), "fleet", cfg.FleetFile,
-		"group", cfg.Group, "delivery", cfg.Delivery, "raw", cfg.Topics.Raw, "events", cfg.Topics.Events, "dlq", cfg.Topics.DLQ)
+		"group", cfg.Group, "delivery", cfg.Delivery, "raw", cfg.Topics.Raw, "events", cfg.Topics.Events, "dlq", cfg.Topics.DLQ,
+		"alerts", cfg.Topics.Alerts, "rules", l.rulesFile, "detections", len(l.fleet.Detections.For("").Enabled()))
 	return a, nil
 }
 

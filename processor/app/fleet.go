@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/fleet"
+	"github.com/auditpipe/auditpipe/processor/detect"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/processor/policy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,8 @@ type loaded struct {
 	files []string
 	// defaultFile is the file of the fleet default policy.
 	defaultFile string
+	// rulesFile is the user's detection rules file, "" for none.
+	rulesFile string
 }
 
 // LoadFleet reads the fleet registry (when cfg.FleetFile is set) and every
@@ -106,7 +109,53 @@ func loadFleet(cfg Config) (loaded, error) {
 			l.fleet.Clusters[id] = p
 		}
 	}
+	if cfg.NoDetections {
+		return l, nil
+	}
+	l.rulesFile = cfg.RulesFile
+	if reg != nil && reg.Defaults.Rules != "" {
+		l.rulesFile = resolve(base, reg.Defaults.Rules)
+	}
+	if l.rulesFile != "" {
+		l.files = append(l.files, l.rulesFile)
+	}
+	if l.fleet.Detections, err = loadDetections(l.rulesFile, reg); err != nil {
+		return l, err
+	}
 	return l, nil
+}
+
+// loadDetections compiles the shipped rules plus the user's file, and
+// each cluster's overrides from the registry.
+func loadDetections(rulesFile string, reg *fleet.Registry) (*detect.Fleet, error) {
+	rules, err := detect.LoadDefault(rulesFile)
+	if err != nil {
+		return nil, fmt.Errorf("detection rules: %w", err)
+	}
+	f := &detect.Fleet{Default: rules}
+	if reg == nil {
+		return f, nil
+	}
+	ids := make([]string, 0, len(reg.Clusters))
+	for id := range reg.Clusters {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		d := reg.Clusters[id].Detections
+		if len(d.Enable) == 0 && len(d.Disable) == 0 {
+			continue
+		}
+		s, err := rules.WithOverrides(d.Enable, d.Disable)
+		if err != nil {
+			return nil, fmt.Errorf("fleet registry: clusters.%s.detections: %w", id, err)
+		}
+		if f.Clusters == nil {
+			f.Clusters = map[string]*detect.Set{}
+		}
+		f.Clusters[id] = s
+	}
+	return f, nil
 }
 
 func resolve(base, path string) string {
@@ -166,7 +215,8 @@ func (a *App) reload() error {
 		return err
 	}
 	a.reloads.WithLabelValues(ReloadApplied).Inc()
-	a.log.Info("policies reloaded", "default", l.defaultFile, "overrides", len(l.fleet.Clusters), "fleet", a.cfg.FleetFile)
+	a.log.Info("policies reloaded", "default", l.defaultFile, "overrides", len(l.fleet.Clusters), "fleet", a.cfg.FleetFile,
+		"rules", l.rulesFile)
 	return nil
 }
 

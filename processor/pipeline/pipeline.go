@@ -16,6 +16,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/processor/detect"
 	"github.com/auditpipe/auditpipe/processor/enrich"
 	"github.com/auditpipe/auditpipe/processor/internal/rawevent"
 	"github.com/auditpipe/auditpipe/processor/policy"
@@ -77,6 +78,8 @@ type Pipeline struct {
 	metrics *Metrics
 	log     *slog.Logger
 	now     func() time.Time
+	// detections counts rule matches (see detect.go).
+	detections *DetectionMetrics
 }
 
 // Fleet is what the pipeline knows per cluster: the fleet default policy,
@@ -89,6 +92,8 @@ type Fleet struct {
 	Clusters map[string]Policy
 	// Registry supplies cluster metadata; nil adds none.
 	Registry *fleet.Registry
+	// Detections are the detection rules per cluster; nil runs none.
+	Detections *detect.Fleet
 }
 
 // PolicyFor returns the policy of cluster.
@@ -198,7 +203,7 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	var bytesIn, bytesOut int
 	for _, rec := range b.Records {
 		bytesIn += len(rec.Value)
-		r, outcome := p.process(fl, b, rec)
+		r, outcome := p.process(fl, b, rec, &out)
 		switch outcome {
 		case OutcomeAccepted:
 			counts[0]++
@@ -233,8 +238,9 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 }
 
 // process turns one raw record into its output record, or none when the
-// policy drops it.
-func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Record, string) {
+// policy drops it; alert records of the event's detections are appended
+// to alerts, whatever the policy does with the event.
+func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record, alerts *[]kafka.Record) (kafka.Record, string) {
 	origin := schemas.Origin{Topic: b.Topic, Partition: b.Partition, Offset: rec.Offset}
 	cluster := string(rec.HeaderValue(schemas.HeaderCluster))
 	if cluster == "" {
@@ -252,6 +258,8 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 	if reason != "" {
 		return p.dlq(rec, origin, reason), OutcomeDLQ
 	}
+	pl := schemas.Pipeline{Cluster: cluster, Source: string(rec.HeaderValue(schemas.HeaderSource)), Origin: origin}
+	detections := p.detect(fl, &pl, &ev, alerts) // before the policy lowers the level
 	originalLevel := ev.Level
 	d, err := fl.PolicyFor(cluster).Apply(&ev)
 	if err != nil {
@@ -271,6 +279,7 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 		OriginalLevel: originalLevel,
 		Origin:        origin,
 		Cut:           doc.Cut(),
+		Detections:    detections,
 	}}
 	// Redaction runs after the policy (which may already have dropped
 	// the bodies) and before anything is encoded, whatever the level.

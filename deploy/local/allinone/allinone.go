@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/auditpipe/auditpipe/consumer/alerts"
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
@@ -30,6 +31,7 @@ import (
 const (
 	ProcessorGroup = "auditpipe-processor"
 	ConsumerGroup  = "auditpipe-consumer"
+	AlertsGroup    = "auditpipe-alerts"
 )
 
 // Pipeline is a running all-in-one pipeline.
@@ -148,9 +150,35 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, err
 	}
 
+	// alerts: audit.alerts → Alertmanager / webhook, when configured.
+	var recentAlerts *alerts.Recent
+	if cfg.Alerts.enabled() {
+		var receivers []alerts.Receiver
+		if cfg.Alerts.Alertmanager != "" {
+			receivers = append(receivers, &alerts.Alertmanager{URL: cfg.Alerts.Alertmanager})
+		}
+		if cfg.Alerts.Webhook != "" {
+			receivers = append(receivers, &alerts.Webhook{URL: cfg.Alerts.Webhook})
+		}
+		alog := logger.With("component", "alerts")
+		h, err := alerts.New(cfg.alertsConfig(), receivers, alerts.NewMetrics(reg), alog, nil)
+		if err != nil {
+			return nil, err
+		}
+		recentAlerts = h.Recent()
+		if err := p.startGroup(runCtx, AlertsGroup, cfg.Topics.Alerts, h, alog); err != nil {
+			return nil, err
+		}
+	}
+
 	// API, metrics, health.
 	apiMux := telemetry.Mux(reg, health)
-	api, err := search.ProtectAPI(cfg.API.Listen, cfg.API.Token, search.NewHandler(p.store, logger.With("component", "api")))
+	apiRoutes := http.NewServeMux()
+	apiRoutes.Handle("/api/", search.NewHandler(p.store, logger.With("component", "api")))
+	if recentAlerts != nil {
+		apiRoutes.Handle(alerts.AlertsPath, alerts.APIHandler(recentAlerts))
+	}
+	api, err := search.ProtectAPI(cfg.API.Listen, cfg.API.Token, apiRoutes)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
@@ -214,7 +242,10 @@ func (p *Pipeline) startKafka(ctx context.Context) error {
 
 func (p *Pipeline) topicSpecs() []kafka.TopicSpec {
 	var specs []kafka.TopicSpec
-	for _, name := range []string{p.cfg.Topics.Raw, p.cfg.Topics.Events, p.cfg.Topics.DLQ} {
+	for _, name := range []string{p.cfg.Topics.Raw, p.cfg.Topics.Events, p.cfg.Topics.DLQ, p.cfg.Topics.Alerts} {
+		if name == "" {
+			continue // no alerts topic: detections are only stored
+		}
 		specs = append(specs, kafka.TopicSpec{Name: name, Partitions: p.cfg.Kafka.Partitions, ReplicationFactor: p.cfg.Kafka.ReplicationFactor, Configs: p.cfg.Kafka.TopicConfigs})
 	}
 	return specs

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/auditpipe/auditpipe/consumer/alerts"
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/internal/config"
@@ -44,8 +45,25 @@ type Config struct {
 	// policy and CLS topic. Optional.
 	Fleet  string         `json:"fleet"`
 	Topics schemas.Topics `json:"topics"`
-	Log    LogConfig      `json:"log"`
+	// Alerts delivers the alerts topic to Alertmanager and/or a
+	// Slack-compatible webhook; off when neither URL is set.
+	Alerts AlertsConfig `json:"alerts"`
+	Log    LogConfig    `json:"log"`
 }
+
+// AlertsConfig configures alert delivery (see consumer/alerts).
+type AlertsConfig struct {
+	// Alertmanager is an Alertmanager's base URL (its v2 API).
+	Alertmanager string `json:"alertmanager"`
+	// Webhook is a Slack-compatible incoming webhook URL.
+	Webhook string `json:"webhook"`
+	// DedupWindow drops repeats of an incident within it ("10m").
+	DedupWindow config.Duration `json:"dedupWindow"`
+	// RatePerRule caps each rule's alerts per minute.
+	RatePerRule int `json:"ratePerRule"`
+}
+
+func (a AlertsConfig) enabled() bool { return a.Alertmanager != "" || a.Webhook != "" }
 
 // KafkaConfig says which broker to use.
 type KafkaConfig struct {
@@ -79,6 +97,9 @@ type ProcessorConfig struct {
 	// ReloadInterval is how often the policy and fleet files are checked
 	// for changes ("5s"); "-1s" disables reloading.
 	ReloadInterval config.Duration `json:"reloadInterval"`
+	// Rules is a detection rules file added to the shipped rules;
+	// reloaded like the policy. Optional.
+	Rules string `json:"rules"`
 }
 
 // LogConfig configures structured logs.
@@ -105,8 +126,17 @@ func DefaultConfig() Config {
 			ReloadInterval: config.Duration(processorapp.DefaultReloadInterval),
 		},
 		Topics: schemas.DefaultTopics(),
+		Alerts: AlertsConfig{DedupWindow: config.Duration(alerts.DefaultConfig().DedupWindow), RatePerRule: alerts.DefaultConfig().RatePerRule},
 		Log:    LogConfig{Level: "info", Format: "text"},
 	}
+}
+
+// alertsConfig is the alert delivery part of the all-in-one.
+func (c Config) alertsConfig() alerts.Config {
+	ac := alerts.DefaultConfig()
+	ac.DedupWindow = time.Duration(c.Alerts.DedupWindow)
+	ac.RatePerRule = c.Alerts.RatePerRule
+	return ac
 }
 
 // Validate checks the configuration and names the first problem.
@@ -154,6 +184,14 @@ func (c Config) Validate() error {
 	}
 	if err := c.Topics.Validate(); err != nil {
 		return err
+	}
+	if c.Alerts.enabled() {
+		if c.Topics.Alerts == "" {
+			return errors.New("alerts: delivery configured but topics.alerts is empty")
+		}
+		if err := c.alertsConfig().Validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -211,5 +249,6 @@ func (c Config) processorConfig(brokers []string) processorapp.Config {
 	pc.FleetFile = c.Fleet
 	pc.Delivery = c.Processor.Delivery
 	pc.ReloadInterval = time.Duration(c.Processor.ReloadInterval)
+	pc.RulesFile = c.Processor.Rules
 	return pc
 }

@@ -39,6 +39,7 @@ func testConfig(t *testing.T) Config {
 		cfg.Topics.Raw += suffix
 		cfg.Topics.Events += suffix
 		cfg.Topics.DLQ += suffix
+		cfg.Topics.Alerts += suffix
 	}
 	return cfg
 }

@@ -26,9 +26,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 2 && os.Args[1] == "policy" && os.Args[2] == "test" {
+	switch {
+	case len(os.Args) > 2 && os.Args[1] == "policy" && os.Args[2] == "test":
 		err = runPolicyTest(os.Args[3:], os.Stdout, os.Stderr)
-	} else {
+	case len(os.Args) > 2 && os.Args[1] == "rules" && os.Args[2] == "test":
+		err = runRulesTest(os.Args[3:], os.Stdout, os.Stderr)
+	default:
 		err = run(ctx, os.Args[1:], os.Stderr)
 	}
 	if err != nil {
@@ -51,6 +54,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Topics.Raw, "topic-raw", cfg.Topics.Raw, "raw events `topic` to consume")
 	fs.StringVar(&cfg.Topics.Events, "topic-events", cfg.Topics.Events, "processed events `topic`")
 	fs.StringVar(&cfg.Topics.DLQ, "topic-dlq", cfg.Topics.DLQ, "dead-letter `topic`")
+	fs.StringVar(&cfg.Topics.Alerts, "topic-alerts", cfg.Topics.Alerts, "alerts `topic`: one record per detection rule match; empty stores detections with the events only")
+	fs.StringVar(&cfg.RulesFile, "rules", "", "detection rules `file` added to the shipped rules (a rule with a shipped id replaces it); the fleet registry's defaults.rules wins; reloaded like the policy")
+	fs.BoolVar(&cfg.NoDetections, "no-detections", false, "run no detection rules at all")
 	fs.IntVar(&cfg.MaxEventBytes, "max-event-bytes", cfg.MaxEventBytes, "largest processed event; larger ones lose their bodies, then go to the DLQ")
 	fs.StringVar(&cfg.Delivery, "delivery", cfg.Delivery, "at-least-once (any broker and reader) or exactly-once (Kafka transactions: output and input offsets committed together; readers of the events topic must read committed data only)")
 	fs.StringVar(&cfg.TransactionalID, "transactional-id", cfg.TransactionalID, "prefix of the Kafka transactional `ids` in exactly-once mode (one per input partition); the same for all replicas, unique to the group")

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/auditpipe/auditpipe/consumer/alerts"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
 	"github.com/auditpipe/auditpipe/internal/config"
@@ -29,6 +30,7 @@ Usage:
   auditpipe run [flags]         run the whole pipeline in one process (make run)
   auditpipe events [flags]      list stored events with simple filters
   auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
+  auditpipe alerts [flags]      list the detection alerts delivered last
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
   auditpipe replay [flags]      re-process history from the raw topic through a policy (or --dry-run)
   auditpipe groups describe|reset [flags]  show or reset a consumer group's offsets
@@ -62,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return search.RunEventsCommand(ctx, args[1:], stdout, stderr)
 	case "search":
 		return search.RunSearchCommand(ctx, args[1:], stdout, stderr)
+	case "alerts":
+		return alerts.RunCommand(ctx, args[1:], stdout, stderr)
 	case "kubeconfig":
 		return printKubeconfig(args[1:], stdout, stderr)
 	case "replay":
@@ -95,7 +99,7 @@ Flags (a --config file is read first; flags given on the command line win):
 `)
 		fs.PrintDefaults()
 	}
-	configPath := fs.String("config", "", "YAML config `file` (keys: dataDir, policy, cluster, kafka, webhook, api, topics, log); unknown keys are errors")
+	configPath := fs.String("config", "", "YAML config `file` (keys: dataDir, policy, cluster, kafka, webhook, api, topics, alerts, log); unknown keys are errors")
 	dataDir := fs.String("data-dir", cfg.DataDir, "`directory` for the embedded broker's log and the local store")
 	policyPath := fs.String("policy", "", "audit.k8s.io/v1 Policy `file` the processor applies (default: the TKE default policy)")
 	cluster := fs.String("cluster", cfg.Cluster, "cluster `id` of the webhook kubeconfig printed at start")
@@ -106,6 +110,9 @@ Flags (a --config file is read first; flags given on the command line win):
 	logLevel := fs.String("log-level", cfg.Log.Level, "log `level`: debug, info, warn, error")
 	logFormat := fs.String("log-format", cfg.Log.Format, "log `format`: text or json")
 	sink := fs.String("sink", "local", "where the consumer writes: `local` (the local store), cls-local (also an in-process CLS server that shows what would be sent to CLS) or cls (also Tencent Cloud CLS; credentials in --config under cls)")
+	rules := fs.String("rules", "", "detection rules `file` added to the shipped rules (processor --rules)")
+	alertmanager := fs.String("alertmanager", "", "deliver detection alerts to the Alertmanager at `URL` (its v2 API)")
+	alertWebhook := fs.String("alert-webhook", "", "deliver detection alerts to a Slack-compatible incoming webhook `URL`")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -139,6 +146,12 @@ Flags (a --config file is read first; flags given on the command line win):
 			cfg.Log.Level = *logLevel
 		case "log-format":
 			cfg.Log.Format = *logFormat
+		case "rules":
+			cfg.Processor.Rules = *rules
+		case "alertmanager":
+			cfg.Alerts.Alertmanager = *alertmanager
+		case "alert-webhook":
+			cfg.Alerts.Webhook = *alertWebhook
 		case "sink":
 			if *sink == "local" {
 				cfg.CLS.Mode = "off"

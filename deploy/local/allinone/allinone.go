@@ -19,6 +19,7 @@ import (
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+	"github.com/auditpipe/auditpipe/internal/privatefs"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
 	processorapp "github.com/auditpipe/auditpipe/processor/app"
 	"github.com/auditpipe/auditpipe/processor/policies"
@@ -71,6 +72,15 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 
+	// Everything under the data directory is private: the broker's log
+	// and the spool hold unredacted events, and the broker password is
+	// there (internal/privatefs says how this holds for every writer).
+	if err := privatefs.MkdirAll(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := privatefs.Tighten(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	reg := telemetry.NewRegistry()
 	health := telemetry.NewHealth()
 
@@ -91,6 +101,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	})
 
 	storePath := filepath.Join(cfg.DataDir, "store", "events.db")
+	if err := privatefs.MkdirAll(filepath.Dir(storePath)); err != nil {
+		return nil, err
+	}
 	p.store, err = local.Open(storePath, local.Options{Logger: logger.With("component", "store"), Registerer: reg})
 	if err != nil {
 		return nil, fmt.Errorf("open local store %s: %w", storePath, err)
@@ -175,10 +188,10 @@ func writeDefaultPolicy(dataDir string) (string, error) {
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := privatefs.MkdirAll(dir); err != nil {
 		return "", fmt.Errorf("write default policy: %w", err)
 	}
-	if err := os.WriteFile(path, policies.TKEDefault, 0o644); err != nil {
+	if err := os.WriteFile(path, policies.TKEDefault, privatefs.FileMode); err != nil {
 		return "", fmt.Errorf("write default policy: %w", err)
 	}
 	return path, nil
@@ -322,6 +335,12 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 			}
 		}
 		p.broker.Close()
+		// Files the store and the broker created while running, in case
+		// the process umask let them be readable (the directory kept them
+		// private meanwhile).
+		if err := privatefs.Tighten(p.cfg.DataDir); err != nil {
+			errs = append(errs, err)
+		}
 	})
 	return errors.Join(errs...)
 }

@@ -5,10 +5,11 @@ package embedded
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/auditpipe/auditpipe/internal/privatefs"
 )
 
 // Config configures the embedded broker.
@@ -17,7 +18,9 @@ type Config struct {
 	// one broker on a random free port.
 	Ports []int
 	// DataDir persists the log and group state there; the broker reloads it
-	// on start. Empty means memory only.
+	// on start. Empty means memory only. The directory is made private
+	// (0700, files 0600; see internal/privatefs): the log holds audit
+	// events as the apiservers sent them.
 	DataDir string
 	// DefaultPartitions is the partition count of auto-created topics and
 	// of Topics. Default 4.
@@ -33,6 +36,7 @@ type Config struct {
 // Broker is a running embedded broker.
 type Broker struct {
 	cluster *kfake.Cluster
+	dataDir string
 }
 
 // Start starts the broker and returns once it accepts connections.
@@ -53,8 +57,15 @@ func Start(cfg Config) (*Broker, error) {
 		opts = append(opts, kfake.NumBrokers(1))
 	}
 	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-			return nil, fmt.Errorf("embedded kafka: create data dir: %w", err)
+		// kfake creates its files 0644 and directories 0755 whatever we
+		// ask; the 0700 directory keeps them from other users, and
+		// Tighten fixes the file modes left by earlier runs (and again
+		// on Close).
+		if err := privatefs.MkdirAll(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("embedded kafka: %w", err)
+		}
+		if err := privatefs.Tighten(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("embedded kafka: %w", err)
 		}
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
@@ -68,7 +79,7 @@ func Start(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded kafka: start (ports %v, data dir %q): %w", cfg.Ports, cfg.DataDir, err)
 	}
-	return &Broker{cluster: c}, nil
+	return &Broker{cluster: c, dataDir: cfg.DataDir}, nil
 }
 
 // Addrs returns the bootstrap addresses (host:port).
@@ -81,4 +92,8 @@ func (b *Broker) Close() {
 	}
 	b.cluster.Close()
 	b.cluster = nil
+	if b.dataDir != "" {
+		// Best effort: the directory is private already.
+		_ = privatefs.Tighten(b.dataDir)
+	}
 }

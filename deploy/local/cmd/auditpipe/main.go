@@ -152,6 +152,7 @@ Flags (a --config file is read first; flags given on the command line win):
 		return err
 	}
 
+	defer privateUmask()()
 	started := time.Now()
 	p, err := allinone.Start(ctx, cfg, logger)
 	if err != nil {

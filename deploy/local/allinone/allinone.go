@@ -2,6 +2,7 @@ package allinone
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -168,11 +169,20 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	apiMux.Handle("/api/", api)
-	apiAddr, err := p.serve(cfg.API.Listen, apiMux)
+	var apiTLS *tls.Config
+	if cfg.API.TLS.Enabled() {
+		if apiTLS, _, err = cfg.API.TLS.ServerConfig(); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	}
+	apiAddr, err := p.serve(cfg.API.Listen, apiMux, apiTLS)
 	if err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	p.apiURL = "http://" + apiAddr
+	if apiTLS != nil {
+		p.apiURL = "https://" + apiAddr
+	}
 	logger.Info("auditpipe is ready",
 		"webhook", p.webhookURL+webhook.PathPrefix+"{cluster}",
 		"api", p.apiURL, "kafka", p.brokers, "data_dir", cfg.DataDir, "policy", policyName)
@@ -248,13 +258,16 @@ func (p *Pipeline) startGroup(ctx context.Context, id, topic string, h kafka.Han
 }
 
 // serve listens on addr (port 0 picks a free one) and serves h in the
-// background; it returns the bound address.
-func (p *Pipeline) serve(addr string, h http.Handler) (string, error) {
+// background, over TLS when tlsCfg is set; it returns the bound address.
+func (p *Pipeline) serve(addr string, h http.Handler, tlsCfg *tls.Config) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn)}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	srv := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn)}
 	p.servers = append(p.servers, srv)
 	p.wg.Add(1)
 	go func() {

@@ -4,11 +4,16 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/privatefs"
 )
 
@@ -31,6 +36,10 @@ type Config struct {
 	// an acknowledged event survives a power loss, not only a process
 	// crash.
 	SyncWrites bool
+	// SASL, when set, is the only user the broker accepts: every client
+	// must authenticate as it (any mechanism of kafka.SASL) before any
+	// other request. Zero means any client may connect.
+	SASL kafka.SASL
 }
 
 // Broker is a running embedded broker.
@@ -68,6 +77,23 @@ func Start(cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("embedded kafka: %w", err)
 		}
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	if cfg.SASL.Enabled() {
+		if err := cfg.SASL.Validate(); err != nil {
+			return nil, fmt.Errorf("embedded kafka: %w", err)
+		}
+		// A superuser, so that the user keeps every right if ACLs are
+		// ever enabled; without ACLs any authenticated user has them.
+		opts = append(opts, kfake.EnableSASL(), kfake.Superuser(cfg.SASL.Mechanism, cfg.SASL.Username, cfg.SASL.Password))
+		if cfg.DataDir != "" {
+			// kfake saves its users on shutdown and, on start, the saved
+			// ones replace the configured ones; a data directory from a
+			// run without SASL would then have no user at all. The
+			// configured user is the truth: forget the saved ones.
+			if err := os.Remove(filepath.Join(cfg.DataDir, "sasl.json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("embedded kafka: reset saved SASL users: %w", err)
+			}
+		}
 	}
 	if cfg.SyncWrites {
 		opts = append(opts, kfake.SyncWrites())

@@ -19,6 +19,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
 	"github.com/auditpipe/auditpipe/internal/privatefs"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
@@ -46,6 +47,7 @@ type Pipeline struct {
 	clsLocalURL string
 	admin       kafka.Admin
 	brokers     []string
+	sasl        kafka.SASL // the embedded broker's user; zero with external brokers
 	store       *local.Store
 	groups      []kafka.GroupConsumer
 	servers     []*http.Server
@@ -88,7 +90,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	if err := p.startKafka(ctx); err != nil {
 		return nil, err
 	}
-	admin, err := saramakafka.NewAdmin(p.brokers, "auditpipe-allinone")
+	admin, err := saramakafka.NewAdminWithSASL(p.brokers, "auditpipe-allinone", p.sasl)
 	if err != nil {
 		return nil, fmt.Errorf("kafka admin for %v: %w", p.brokers, err)
 	}
@@ -112,7 +114,15 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 
 	// producer: webhook (and tailer) → raw topic, with the spool behind
 	// it, exactly as the producer binary wires it.
-	p.producer, err = producerapp.New(cfg.producerConfig(p.brokers), producerapp.Deps{Registry: reg, Health: health, Logger: logger.With("component", "producer")})
+	// Every Kafka client authenticates as the embedded broker's user.
+	sasl := p.sasl
+	p.producer, err = producerapp.New(cfg.producerConfig(p.brokers), producerapp.Deps{
+		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) {
+			c.SASL = sasl
+			return kafkago.NewProducer(c)
+		},
+		Registry: reg, Health: health, Logger: logger.With("component", "producer"),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -133,11 +143,20 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 	plog := logger.With("component", "processor")
 	p.processor, err = processorapp.New(pcfg, processorapp.Deps{
-		NewProducer:   func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
-		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) { return saramakafka.NewTransactor(c) },
-		NewGroup:      func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
-		Registerer:    reg,
-		Logger:        plog,
+		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) {
+			c.SASL = sasl
+			return saramakafka.NewProducer(c)
+		},
+		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) {
+			c.SASL = sasl
+			return saramakafka.NewTransactor(c)
+		},
+		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
+			c.SASL = sasl
+			return saramakafka.NewGroup(c)
+		},
+		Registerer: reg,
+		Logger:     plog,
 	})
 	if err != nil {
 		return nil, err
@@ -217,7 +236,14 @@ func (p *Pipeline) startKafka(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kafka.listen %q: port: %w", p.cfg.Kafka.Listen, err)
 	}
+	// The broker accepts only the all-in-one's own user: anyone else on
+	// the host could otherwise read audit.raw or write events that never
+	// passed the webhook's authentication.
+	if p.sasl, err = kafkaCredentials(p.cfg.DataDir); err != nil {
+		return err
+	}
 	bcfg := embedded.Config{
+		SASL:              p.sasl,
 		DataDir:           filepath.Join(p.cfg.DataDir, "kafka"),
 		DefaultPartitions: p.cfg.Kafka.Partitions,
 		// The broker is the only copy of acknowledged events until the
@@ -244,7 +270,7 @@ func (p *Pipeline) topicSpecs() []kafka.TopicSpec {
 }
 
 func (p *Pipeline) startGroup(ctx context.Context, id, topic string, h kafka.Handler, logger *slog.Logger) error {
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: p.brokers, Group: id, Topics: []string{topic}, ClientID: id})
+	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: p.brokers, Group: id, Topics: []string{topic}, ClientID: id, SASL: p.sasl})
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", id, err)
 	}
@@ -292,6 +318,11 @@ func (p *Pipeline) CLSLocalURL() string { return p.clsLocalURL }
 
 // Brokers are the Kafka bootstrap addresses in use.
 func (p *Pipeline) Brokers() []string { return p.brokers }
+
+// KafkaSASL is what a Kafka client of the embedded broker authenticates
+// with (also in <dataDir>/kafka-credentials.json); zero with external
+// brokers.
+func (p *Pipeline) KafkaSASL() kafka.SASL { return p.sasl }
 
 // Kubeconfig returns the webhook kubeconfig for cluster.
 func (p *Pipeline) Kubeconfig(cluster string) ([]byte, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -42,7 +43,8 @@ func requirePrivate(t *testing.T, dir string) (files int) {
 // events on a data directory that already exists with open modes, waits
 // until events are stored, stops it, and walks the data directory: the
 // broker's log, the spool, the store, the policy and the broker password
-// are all 0600 in 0700 directories.
+// are all 0600 in 0700 directories. On the way, the groups command
+// reaches the running broker with the generated credentials only.
 func TestRunKeepsTheDataDirectoryPrivate(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	require.NoError(t, os.MkdirAll(dataDir, 0o755))
@@ -57,12 +59,15 @@ func TestRunKeepsTheDataDirectoryPrivate(t *testing.T) {
 			"--api-listen", "127.0.0.1:0", "--log-level", "error", "--demo", audittest.Dir(t)}, pw, io.Discard)
 		pw.Close()
 	}()
-	var api string
+	var api, brokers string
 	sc := bufio.NewScanner(pr)
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if rest, ok := strings.CutPrefix(line, "api:"); ok {
 			api = strings.TrimSuffix(strings.Fields(rest)[0], "/api/v1/events")
+		}
+		if rest, ok := strings.CutPrefix(line, "kafka:"); ok {
+			brokers = strings.Fields(rest)[0]
 		}
 		if strings.HasPrefix(line, "Demo: posted") {
 			break
@@ -80,6 +85,18 @@ func TestRunKeepsTheDataDirectoryPrivate(t *testing.T) {
 		var out struct{ Total int }
 		return json.NewDecoder(resp.Body).Decode(&out) == nil && out.Total > 0
 	}, 2*time.Minute, 100*time.Millisecond, "demo events reach the store")
+
+	// The Kafka tools of the same binary reach the embedded broker with
+	// the credentials file, and not without it.
+	creds := filepath.Join(dataDir, "kafka-credentials.json")
+	var out bytes.Buffer
+	gctx, gcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer gcancel()
+	require.NoError(t, run(gctx, []string{"groups", "describe", "--brokers", brokers, "--group", "auditpipe-processor", "--topic", "audit.raw", "--kafka-credentials", creds}, &out, io.Discard))
+	require.Contains(t, out.String(), "auditpipe-processor")
+	short, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	require.Error(t, run(short, []string{"groups", "describe", "--brokers", brokers, "--group", "auditpipe-processor", "--topic", "audit.raw", "--kafka-credentials", ""}, io.Discard, io.Discard))
 
 	cancel()
 	select {

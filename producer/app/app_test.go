@@ -59,7 +59,7 @@ func TestValidate(t *testing.T) {
 		"key without cert":        {func(c *Config) { c.Webhook.TLS.KeyFile = "k" }, "certFile and keyFile must be set together"},
 		"event above kafka limit": {func(c *Config) { c.Webhook.MaxEventBytes = 2 << 20 }, "must be below kafka.maxMessageBytes"},
 		"kafka timeout too long":  {func(c *Config) { c.Spool.KafkaTimeout = Duration(time.Minute) }, "spool.kafkaTimeout"},
-		"budget below one body":   {func(c *Config) { c.Webhook.MaxInflightBytes = c.Webhook.MaxBodyBytes - 1 }, "webhook.maxInflightBytes"},
+		"budget below one body":   {func(c *Config) { c.Webhook.MaxInflightBytes = c.Webhook.MaxBodyBytes }, "webhook.maxInflightBytes"},
 		"no body read deadline":   {func(c *Config) { c.Webhook.BodyReadTimeout = 0 }, "webhook.bodyReadTimeout"},
 		"tail without cluster":    {func(c *Config) { c.Tail.Path = "/var/log/audit.log" }, "tail.cluster"},
 		"nothing to do":           {func(c *Config) { c.Webhook.Listen = "" }, "nothing to do"},

@@ -230,8 +230,8 @@ func (w WebhookConfig) validate() error {
 		return errors.New("webhook.maxConcurrent: must not be negative")
 	case w.MaxConcurrentPerCluster < 0:
 		return errors.New("webhook.maxConcurrentPerCluster: must not be negative")
-	case w.MaxInflightBytes < w.MaxBodyBytes:
-		return fmt.Errorf("webhook.maxInflightBytes (%d): must be at least webhook.maxBodyBytes (%d), or the largest body could never be accepted", w.MaxInflightBytes, w.MaxBodyBytes)
+	case w.MaxInflightBytes <= w.MaxBodyBytes:
+		return fmt.Errorf("webhook.maxInflightBytes (%d): must be larger than webhook.maxBodyBytes (%d), or the largest body could never be accepted", w.MaxInflightBytes, w.MaxBodyBytes)
 	case w.BodyReadTimeout <= 0:
 		return errors.New("webhook.bodyReadTimeout: must be positive")
 	case w.PublishTimeout <= 0:

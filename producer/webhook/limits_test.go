@@ -349,3 +349,25 @@ func TestOneClusterCannotStarveAnother(t *testing.T) {
 		require.Contains(t, []int{0, http.StatusServiceUnavailable, http.StatusRequestTimeout}, u.code)
 	}
 }
+
+// TestBudgetOfOneBodyAcceptsTheLargestBody checks the smallest budget
+// Validate allows: a body of exactly maxBodyBytes fits, one byte more is
+// 413, not 503.
+func TestBudgetOfOneBodyAcceptsTheLargestBody(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBodyBytes = 64 << 10
+	cfg.MaxInflightBytes = cfg.MaxBodyBytes
+	require.ErrorContains(t, cfg.Validate(), "maxInflightBytes")
+	cfg.MaxInflightBytes = cfg.MaxBodyBytes + 1
+	h := newHarness(t, kafkatest.Brokers(t), cfg)
+	item := `{"auditID":"max","stage":"ResponseComplete","pad":"`
+	pad := int(cfg.MaxBodyBytes) - len(`{"items":[`) - len(item) - len(`"}]}`)
+	body := `{"items":[` + item + strings.Repeat("p", pad) + `"}]}`
+	require.Len(t, body, int(cfg.MaxBodyBytes))
+	code, msg := post(t, h.srv.URL+PathPrefix+"c1", gzipBytes(t, []byte(body)), http.Header{"Content-Encoding": {"gzip"}})
+	require.Equal(t, http.StatusOK, code, msg)
+	code, msg = post(t, h.srv.URL+PathPrefix+"c1", gzipBytes(t, []byte(body+" ")), http.Header{"Content-Encoding": {"gzip"}})
+	require.Equal(t, http.StatusRequestEntityTooLarge, code, msg)
+	code, msg = post(t, h.srv.URL+PathPrefix+"c1", []byte(body), nil)
+	require.Equal(t, http.StatusOK, code, msg)
+}

@@ -69,8 +69,10 @@ type Config struct {
 	MaxConcurrentPerCluster int
 	// MaxInflightBytes bounds the decoded body bytes held by all requests
 	// together (the memory budget). A request that does not fit gets 503
-	// with Retry-After, which the apiserver retries. It must be at least
-	// MaxBodyBytes, or the largest allowed body could never be accepted.
+	// with Retry-After, which the apiserver retries. It must be larger
+	// than MaxBodyBytes (reading one byte past the limit is how a body is
+	// found too large), or the largest allowed body could never be
+	// accepted.
 	MaxInflightBytes int64
 	// BodyReadTimeout bounds reading one request body, from the moment the
 	// handler starts; a client trickling its body is cut off with 408.
@@ -110,8 +112,8 @@ func (c Config) Validate() error {
 	if c.MaxConcurrent < 0 || c.MaxConcurrentPerCluster < 0 {
 		return errors.New("webhook: maxConcurrent and maxConcurrentPerCluster must not be negative")
 	}
-	if c.MaxInflightBytes < c.MaxBodyBytes {
-		return fmt.Errorf("webhook: maxInflightBytes (%d) must be at least maxBodyBytes (%d), or the largest body could never be accepted", c.MaxInflightBytes, c.MaxBodyBytes)
+	if c.MaxInflightBytes <= c.MaxBodyBytes {
+		return fmt.Errorf("webhook: maxInflightBytes (%d) must be larger than maxBodyBytes (%d), or the largest body could never be accepted", c.MaxInflightBytes, c.MaxBodyBytes)
 	}
 	if c.BodyReadTimeout < 0 {
 		return errors.New("webhook: bodyReadTimeout must not be negative")

@@ -76,10 +76,10 @@ func TestGzipBombsStayWithinTheMemoryBudget(t *testing.T) {
 		}
 	}()
 
-	const decoded = 1536 << 10
+	const decoded = 600 << 10
 	cfg := DefaultConfig()
-	cfg.MaxBodyBytes = 2 << 20
-	cfg.MaxInflightBytes = 5 << 20
+	cfg.MaxBodyBytes = 768 << 10
+	cfg.MaxInflightBytes = 2 << 20
 	// Requests wait in the gate for as long as the test needs; the
 	// publish timeout must not end them meanwhile.
 	cfg.PublishTimeout = 10 * time.Minute

@@ -8,6 +8,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -100,6 +101,8 @@ type GroupConfig struct {
 	Group    string
 	Topics   []string
 	ClientID string
+	// SASL authenticates the member; zero means none.
+	SASL SASL
 	// MaxBatch caps the records of one Batch. Default 500.
 	MaxBatch int
 	// MaxWait is how long a partition waits for more records before it
@@ -140,13 +143,64 @@ func (c GroupConfig) Validate() error {
 	case len(c.Topics) == 0:
 		return errors.New("kafka group: no topics")
 	}
+	if err := c.SASL.Validate(); err != nil {
+		return fmt.Errorf("kafka group: %w", err)
+	}
 	return nil
+}
+
+// SASL mechanisms a client can authenticate with.
+const (
+	SASLPlain       = "PLAIN"
+	SASLScramSHA256 = "SCRAM-SHA-256"
+	SASLScramSHA512 = "SCRAM-SHA-512"
+)
+
+// SASL authenticates a client to the brokers. The zero value means no
+// authentication. PLAIN sends the password itself and belongs only on an
+// encrypted or loopback connection; the SCRAM mechanisms never send it.
+type SASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty disables
+	// SASL.
+	Mechanism string `json:"mechanism"`
+	Username  string `json:"username"`
+	Password  string `json:"password"`
+}
+
+// Enabled reports whether the client authenticates.
+func (s SASL) Enabled() bool { return s.Mechanism != "" }
+
+// Validate checks the mechanism and that a user and password come with
+// it.
+func (s SASL) Validate() error {
+	switch s.Mechanism {
+	case "":
+		return nil
+	case SASLPlain, SASLScramSHA256, SASLScramSHA512:
+	default:
+		return fmt.Errorf("sasl: mechanism %q is not supported: want %s, %s or %s", s.Mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
+	}
+	if s.Username == "" || s.Password == "" {
+		return fmt.Errorf("sasl: mechanism %s needs a username and a password", s.Mechanism)
+	}
+	return nil
+}
+
+// String leaves the password out, so that a SASL in a log line or an
+// error does not leak it.
+func (s SASL) String() string {
+	if !s.Enabled() {
+		return "none"
+	}
+	return s.Mechanism + " as " + s.Username
 }
 
 // ProducerConfig configures a Producer.
 type ProducerConfig struct {
 	Brokers  []string
 	ClientID string
+	// SASL authenticates the producer; zero means none.
+	SASL SASL
 	// MaxMessageBytes is the largest record the producer accepts. Default
 	// 1 MiB, Kafka's default message.max.bytes.
 	MaxMessageBytes int

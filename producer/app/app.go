@@ -131,6 +131,8 @@ func (a *App) buildWebhook() error {
 	wcfg.Topics = cfg.Topics
 	wcfg.MaxBodyBytes, wcfg.MaxEventBytes, wcfg.MaxConcurrent = cfg.Webhook.MaxBodyBytes, cfg.Webhook.MaxEventBytes, cfg.Webhook.MaxConcurrent
 	wcfg.PublishTimeout = time.Duration(cfg.Webhook.PublishTimeout)
+	wcfg.MaxConcurrentPerCluster, wcfg.MaxInflightBytes = cfg.Webhook.MaxConcurrentPerCluster, cfg.Webhook.MaxInflightBytes
+	wcfg.BodyReadTimeout = time.Duration(cfg.Webhook.BodyReadTimeout)
 	rc, err := webhook.New(wcfg, a.durable, webhook.NewMetrics(a.deps.Registry), a.logger.With("component", "webhook"))
 	if err != nil {
 		return err

@@ -1,8 +1,10 @@
 package app
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -57,6 +59,8 @@ func TestValidate(t *testing.T) {
 		"key without cert":        {func(c *Config) { c.Webhook.TLS.KeyFile = "k" }, "certFile and keyFile must be set together"},
 		"event above kafka limit": {func(c *Config) { c.Webhook.MaxEventBytes = 2 << 20 }, "must be below kafka.maxMessageBytes"},
 		"kafka timeout too long":  {func(c *Config) { c.Spool.KafkaTimeout = Duration(time.Minute) }, "spool.kafkaTimeout"},
+		"budget below one body":   {func(c *Config) { c.Webhook.MaxInflightBytes = c.Webhook.MaxBodyBytes }, "webhook.maxInflightBytes"},
+		"no body read deadline":   {func(c *Config) { c.Webhook.BodyReadTimeout = 0 }, "webhook.bodyReadTimeout"},
 		"tail without cluster":    {func(c *Config) { c.Tail.Path = "/var/log/audit.log" }, "tail.cluster"},
 		"nothing to do":           {func(c *Config) { c.Webhook.Listen = "" }, "nothing to do"},
 		"no brokers":              {func(c *Config) { c.Kafka.Brokers = nil }, "kafka.brokers"},
@@ -151,3 +155,58 @@ type nopProducer struct{}
 
 func (nopProducer) Produce(context.Context, ...kafka.Record) error { return nil }
 func (nopProducer) Close() error                                   { return nil }
+
+// TestAppCutsSlowClients checks the server's deadlines as the app wires
+// them: a client that never finishes its headers is disconnected after
+// webhook.readHeaderTimeout, one that trickles its body gets 408 after
+// webhook.bodyReadTimeout, long before it would have finished.
+func TestAppCutsSlowClients(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.Webhook.Listen = "127.0.0.1:0"
+	cfg.Webhook.ReadHeaderTimeout = Duration(300 * time.Millisecond)
+	cfg.Webhook.BodyReadTimeout = Duration(500 * time.Millisecond)
+	cfg.Admin.Listen = ""
+	a, err := New(cfg, Deps{NewProducer: func(kafka.ProducerConfig) (kafka.Producer, error) { return nopProducer{}, nil }})
+	require.NoError(t, err)
+	require.NoError(t, a.Start(context.Background()))
+	t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+
+	// Headers that never end.
+	conn, err := net.Dial("tcp", a.WebhookAddr())
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = io.WriteString(conn, "POST /v1/audit/c1 HTTP/1.1\r\nHost: x\r\n")
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	start := time.Now()
+	_, err = io.ReadAll(conn)
+	require.NoError(t, err, "the server closed the connection (not our 10s read deadline)")
+	require.Less(t, time.Since(start), 5*time.Second)
+
+	// A body that trickles: 1000 bytes announced, one a 100ms.
+	body, err := net.Dial("tcp", a.WebhookAddr())
+	require.NoError(t, err)
+	defer body.Close()
+	_, err = io.WriteString(body, "POST /v1/audit/c1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, err := body.Write([]byte(" ")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	require.NoError(t, body.SetReadDeadline(time.Now().Add(10*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(body), nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusRequestTimeout, resp.StatusCode)
+}

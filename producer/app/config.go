@@ -58,6 +58,14 @@ type WebhookConfig struct {
 	MaxEventBytes  int      `json:"maxEventBytes"`
 	MaxConcurrent  int      `json:"maxConcurrent"`
 	PublishTimeout Duration `json:"publishTimeout"`
+	// MaxConcurrentPerCluster caps one cluster's requests in progress, so
+	// that one cluster cannot take every one of maxConcurrent's slots.
+	MaxConcurrentPerCluster int `json:"maxConcurrentPerCluster"`
+	// MaxInflightBytes is the memory budget: decoded body bytes held by
+	// all requests together. Requests over it get 503 + Retry-After.
+	MaxInflightBytes int64 `json:"maxInflightBytes"`
+	// BodyReadTimeout bounds reading one request body (408 after it).
+	BodyReadTimeout Duration `json:"bodyReadTimeout"`
 	// Server timeouts: a slow or stuck client cannot hold a connection
 	// (and its memory) for longer than these.
 	ReadHeaderTimeout Duration `json:"readHeaderTimeout"`
@@ -108,15 +116,19 @@ func DefaultConfig() Config {
 		Kafka:   KafkaConfig{Brokers: []string{"127.0.0.1:9092"}, ClientID: "auditpipe-producer", MaxMessageBytes: 1 << 20},
 		Topics:  schemas.DefaultTopics(),
 		Webhook: WebhookConfig{
-			Listen:            "127.0.0.1:8090",
-			MaxBodyBytes:      64 << 20,
-			MaxEventBytes:     900 << 10,
-			MaxConcurrent:     64,
-			PublishTimeout:    Duration(20 * time.Second),
-			ReadHeaderTimeout: Duration(10 * time.Second),
-			ReadTimeout:       Duration(60 * time.Second),
-			WriteTimeout:      Duration(60 * time.Second),
-			IdleTimeout:       Duration(120 * time.Second),
+			Listen:         "127.0.0.1:8090",
+			MaxBodyBytes:   64 << 20,
+			MaxEventBytes:  900 << 10,
+			MaxConcurrent:  64,
+			PublishTimeout: Duration(20 * time.Second),
+			// The receiver's defaults: see webhook.DefaultConfig.
+			MaxConcurrentPerCluster: webhook.DefaultConfig().MaxConcurrentPerCluster,
+			MaxInflightBytes:        webhook.DefaultConfig().MaxInflightBytes,
+			BodyReadTimeout:         Duration(webhook.DefaultConfig().BodyReadTimeout),
+			ReadHeaderTimeout:       Duration(10 * time.Second),
+			ReadTimeout:             Duration(60 * time.Second),
+			WriteTimeout:            Duration(60 * time.Second),
+			IdleTimeout:             Duration(120 * time.Second),
 		},
 		Spool: SpoolConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, KafkaTimeout: Duration(5 * time.Second)},
 		Tail:  TailConfig{PollInterval: Duration(250 * time.Millisecond), MaxLineBytes: 64 << 20},
@@ -216,6 +228,12 @@ func (w WebhookConfig) validate() error {
 		return errors.New("webhook.maxEventBytes: must be at least 1024")
 	case w.MaxConcurrent < 0:
 		return errors.New("webhook.maxConcurrent: must not be negative")
+	case w.MaxConcurrentPerCluster < 0:
+		return errors.New("webhook.maxConcurrentPerCluster: must not be negative")
+	case w.MaxInflightBytes <= w.MaxBodyBytes:
+		return fmt.Errorf("webhook.maxInflightBytes (%d): must be larger than webhook.maxBodyBytes (%d), or the largest body could never be accepted", w.MaxInflightBytes, w.MaxBodyBytes)
+	case w.BodyReadTimeout <= 0:
+		return errors.New("webhook.bodyReadTimeout: must be positive")
 	case w.PublishTimeout <= 0:
 		return errors.New("webhook.publishTimeout: must be positive")
 	case w.ReadHeaderTimeout <= 0 || w.ReadTimeout <= 0 || w.WriteTimeout <= 0 || w.IdleTimeout <= 0:

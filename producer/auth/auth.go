@@ -254,6 +254,9 @@ func (a *Authenticator) Wrap(next http.Handler) http.Handler {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
+	// The body is unread: closing spares reading it (net/http would, to
+	// reuse the connection, for as long as the client takes to send it).
+	w.Header().Set("Connection", "close")
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})

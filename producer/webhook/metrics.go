@@ -11,6 +11,7 @@ type Metrics struct {
 	bytes     *prometheus.CounterVec
 	truncated *prometheus.CounterVec
 	latency   prometheus.Histogram
+	inflight  prometheus.Gauge
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -41,7 +42,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from receiving a batch to Kafka acknowledging all of it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "auditpipe_producer_webhook_inflight_bytes",
+			Help: "Decoded request body bytes held by requests in progress, out of webhook.maxInflightBytes.",
+		}),
 	}
-	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.truncated, m.latency)
+	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.truncated, m.latency, m.inflight)
 	return m
 }

@@ -18,8 +18,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
@@ -61,6 +63,21 @@ type Config struct {
 	// Retry-After at once instead of queueing (which would hold their
 	// bodies in memory). Zero means no cap.
 	MaxConcurrent int
+	// MaxConcurrentPerCluster caps the requests of one cluster handled at
+	// once, so that one cluster (or one slow client) cannot take every
+	// slot; more get 503 with Retry-After. Zero means no cap.
+	MaxConcurrentPerCluster int
+	// MaxInflightBytes bounds the decoded body bytes held by all requests
+	// together (the memory budget). A request that does not fit gets 503
+	// with Retry-After, which the apiserver retries. It must be larger
+	// than MaxBodyBytes (reading one byte past the limit is how a body is
+	// found too large), or the largest allowed body could never be
+	// accepted.
+	MaxInflightBytes int64
+	// BodyReadTimeout bounds reading one request body, from the moment the
+	// handler starts; a client trickling its body is cut off with 408.
+	// Zero leaves only the server's ReadTimeout.
+	BodyReadTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults: 64 MiB bodies (400 events of up to
@@ -68,9 +85,14 @@ type Config struct {
 // under the apiserver's 30 s request timeout.
 //
 // MaxEventBytes is 900 KiB, under Kafka's default message.max.bytes of
-// 1 MiB with room for headers; MaxConcurrent is 64 requests.
+// 1 MiB with room for headers; MaxConcurrent is 64 requests, 16 of them
+// for one cluster (a cluster's apiservers send a few batches at once);
+// the memory budget is 256 MiB of decoded bodies (four bodies of the
+// largest size, or some hundred of the apiserver's usual batches); a body
+// must arrive within 15 s.
 func DefaultConfig() Config {
-	return Config{Topics: schemas.DefaultTopics(), MaxBodyBytes: 64 << 20, PublishTimeout: 20 * time.Second, MaxEventBytes: 900 << 10, MaxConcurrent: 64}
+	return Config{Topics: schemas.DefaultTopics(), MaxBodyBytes: 64 << 20, PublishTimeout: 20 * time.Second, MaxEventBytes: 900 << 10,
+		MaxConcurrent: 64, MaxConcurrentPerCluster: 16, MaxInflightBytes: 256 << 20, BodyReadTimeout: 15 * time.Second}
 }
 
 // Validate checks the configuration.
@@ -87,8 +109,14 @@ func (c Config) Validate() error {
 	if c.MaxEventBytes < 1024 {
 		return errors.New("webhook: maxEventBytes must be at least 1024")
 	}
-	if c.MaxConcurrent < 0 {
-		return errors.New("webhook: maxConcurrent must not be negative")
+	if c.MaxConcurrent < 0 || c.MaxConcurrentPerCluster < 0 {
+		return errors.New("webhook: maxConcurrent and maxConcurrentPerCluster must not be negative")
+	}
+	if c.MaxInflightBytes <= c.MaxBodyBytes {
+		return fmt.Errorf("webhook: maxInflightBytes (%d) must be larger than maxBodyBytes (%d), or the largest body could never be accepted", c.MaxInflightBytes, c.MaxBodyBytes)
+	}
+	if c.BodyReadTimeout < 0 {
+		return errors.New("webhook: bodyReadTimeout must not be negative")
 	}
 	return nil
 }
@@ -100,7 +128,9 @@ type Receiver struct {
 	metrics *Metrics
 	logger  *slog.Logger
 	now     func() time.Time
-	slots   chan struct{} // nil: no concurrency cap
+	slots   chan struct{}   // nil: no concurrency cap
+	perClus *clusterLimiter // nil: no per-cluster cap
+	budget  *budget
 }
 
 // New returns a Receiver publishing through pub.
@@ -112,6 +142,14 @@ func New(cfg Config, pub kafka.Producer, metrics *Metrics, logger *slog.Logger) 
 	if cfg.MaxConcurrent > 0 {
 		rc.slots = make(chan struct{}, cfg.MaxConcurrent)
 	}
+	if cfg.MaxConcurrentPerCluster > 0 {
+		rc.perClus = newClusterLimiter(cfg.MaxConcurrentPerCluster)
+	}
+	rc.budget = newBudget(cfg.MaxInflightBytes, func(used int64) {
+		if metrics != nil {
+			metrics.inflight.Set(float64(used))
+		}
+	})
 	return rc, nil
 }
 
@@ -144,6 +182,24 @@ type response struct {
 func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := rc.now()
 	cluster := r.PathValue("cluster")
+	// Until the body is read, an answer closes the connection: otherwise
+	// net/http reads the rest of the body first to reuse the connection,
+	// which a client trickling its body can make last as long as it likes.
+	w.Header().Set("Connection", "close")
+	if !ValidClusterID(cluster) {
+		rc.fail(w, cluster, http.StatusNotFound, "invalid_cluster", fmt.Sprintf("cluster id %q in the path is not valid: want 1-63 characters of a-z 0-9 . _ -", cluster))
+		return
+	}
+	// The cluster's own cap comes first: a cluster at its cap is refused
+	// without touching the slots every cluster shares.
+	if rc.perClus != nil {
+		if !rc.perClus.acquire(cluster) {
+			w.Header().Set("Retry-After", "1")
+			rc.fail(w, cluster, http.StatusServiceUnavailable, "cluster_busy", fmt.Sprintf("cluster %s has %d requests in progress, retry later", cluster, rc.cfg.MaxConcurrentPerCluster))
+			return
+		}
+		defer rc.perClus.release(cluster)
+	}
 	if rc.slots != nil {
 		select {
 		case rc.slots <- struct{}{}:
@@ -154,15 +210,16 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !ValidClusterID(cluster) {
-		rc.fail(w, cluster, http.StatusNotFound, "invalid_cluster", fmt.Sprintf("cluster id %q in the path is not valid: want 1-63 characters of a-z 0-9 . _ -", cluster))
-		return
-	}
-	body, status, err := rc.readBody(w, r)
+	body, release, status, err := rc.readBody(w, r)
+	defer release()
 	if err != nil {
-		rc.fail(w, cluster, status, "bad_body", err.Error())
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
+		rc.fail(w, cluster, status, bodyReason(status), err.Error())
 		return
 	}
+	w.Header().Del("Connection")
 	rc.metrics.bytes.WithLabelValues(cluster).Add(float64(len(body)))
 
 	var list eventList
@@ -245,28 +302,74 @@ func (rc *Receiver) records(cluster string, items []json.RawMessage, received ti
 	return records, rejected, truncated
 }
 
-// readBody reads the whole body, gunzipping it if needed, and refuses
-// bodies over the limit with 413 without buffering them.
-func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+// readBody reads the whole body, gunzipping it if needed, within the body
+// read deadline and the memory budget. It refuses bodies over the limit
+// with 413 without buffering them, and bodies the budget has no room for
+// with 503. release gives the body's bytes back to the budget; it is never
+// nil.
+func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), status int, err error) {
+	release = func() {}
+	if rc.cfg.BodyReadTimeout > 0 {
+		// Per request, from now: the server's ReadTimeout counts from the
+		// start of the connection's request, and a request that waited
+		// for nothing gets the whole allowance. Servers that cannot set
+		// deadlines (tests' recorders) keep their own.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(rc.cfg.BodyReadTimeout))
+	}
+	if r.ContentLength > rc.cfg.MaxBodyBytes {
+		return nil, release, http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than the limit of %d bytes", rc.cfg.MaxBodyBytes)
+	}
 	var src io.Reader = http.MaxBytesReader(w, r.Body, rc.cfg.MaxBodyBytes)
-	if r.Header.Get("Content-Encoding") == "gzip" {
+	sizeHint := r.ContentLength
+	switch enc := strings.TrimSpace(r.Header.Get("Content-Encoding")); {
+	case enc == "" || strings.EqualFold(enc, "identity"):
+	case strings.EqualFold(enc, "gzip") || strings.EqualFold(enc, "x-gzip"):
+		// Content codings are case-insensitive (RFC 9110 8.4.1).
 		zr, err := gzip.NewReader(src)
 		if err != nil {
-			return nil, http.StatusBadRequest, fmt.Errorf("gzip body: %w", err)
+			return nil, release, readStatus(err, http.StatusBadRequest), fmt.Errorf("gzip body: %w", err)
 		}
 		defer zr.Close()
-		// Bound the decoded size too: a small gzip body can expand hugely.
-		src = io.LimitReader(zr, rc.cfg.MaxBodyBytes+1)
+		src, sizeHint = zr, 0
+	default:
+		return nil, release, http.StatusUnsupportedMediaType, fmt.Errorf("content encoding %q is not supported: send gzip or no encoding", enc)
 	}
-	body, err := io.ReadAll(src)
+	// The limit applies to the decoded size too: a small gzip body can
+	// expand hugely. The budget bounds what all requests hold together.
+	body, release, err = readAllBudgeted(src, rc.budget, rc.cfg.MaxBodyBytes, sizeHint)
 	var tooBig *http.MaxBytesError
 	switch {
-	case errors.As(err, &tooBig), int64(len(body)) > rc.cfg.MaxBodyBytes:
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than the limit of %d bytes", rc.cfg.MaxBodyBytes)
+	case errors.Is(err, errBudget):
+		return nil, release, http.StatusServiceUnavailable, fmt.Errorf("%w (%d bytes), retry later", err, rc.cfg.MaxInflightBytes)
+	case errors.As(err, &tooBig), err == nil && int64(len(body)) > rc.cfg.MaxBodyBytes:
+		return nil, release, http.StatusRequestEntityTooLarge, fmt.Errorf("body is larger than the limit of %d bytes", rc.cfg.MaxBodyBytes)
 	case err != nil:
-		return nil, http.StatusBadRequest, fmt.Errorf("read body: %w", err)
+		return nil, release, readStatus(err, http.StatusBadRequest), fmt.Errorf("read body: %w", err)
 	}
-	return body, 0, nil
+	return body, release, 0, nil
+}
+
+// readStatus is 408 when err is the body read deadline, else def.
+func readStatus(err error, def int) int {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return http.StatusRequestTimeout
+	}
+	return def
+}
+
+// bodyReason is the rejected-requests reason for a body error status.
+func bodyReason(status int) string {
+	switch status {
+	case http.StatusServiceUnavailable:
+		return "memory_budget"
+	case http.StatusRequestTimeout:
+		return "body_timeout"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusUnsupportedMediaType:
+		return "unsupported_encoding"
+	}
+	return "bad_body"
 }
 
 func (rc *Receiver) fail(w http.ResponseWriter, cluster string, status int, reason, msg string) {

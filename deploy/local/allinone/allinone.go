@@ -2,6 +2,7 @@ package allinone
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,9 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
+	"github.com/auditpipe/auditpipe/internal/privatefs"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
 	processorapp "github.com/auditpipe/auditpipe/processor/app"
 	"github.com/auditpipe/auditpipe/processor/policies"
@@ -46,6 +49,7 @@ type Pipeline struct {
 	clsLocalURL string
 	admin       kafka.Admin
 	brokers     []string
+	sasl        kafka.SASL // the embedded broker's user; zero with external brokers
 	store       *local.Store
 	groups      []kafka.GroupConsumer
 	servers     []*http.Server
@@ -73,13 +77,22 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
 
+	// Everything under the data directory is private: the broker's log
+	// and the spool hold unredacted events, and the broker password is
+	// there (internal/privatefs says how this holds for every writer).
+	if err := privatefs.MkdirAll(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if err := privatefs.Tighten(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	reg := telemetry.NewRegistry()
 	health := telemetry.NewHealth()
 
 	if err := p.startKafka(ctx); err != nil {
 		return nil, err
 	}
-	admin, err := saramakafka.NewAdmin(p.brokers, "auditpipe-allinone")
+	admin, err := saramakafka.NewAdminWithSASL(p.brokers, "auditpipe-allinone", p.sasl)
 	if err != nil {
 		return nil, fmt.Errorf("kafka admin for %v: %w", p.brokers, err)
 	}
@@ -93,6 +106,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	})
 
 	storePath := filepath.Join(cfg.DataDir, "store", "events.db")
+	if err := privatefs.MkdirAll(filepath.Dir(storePath)); err != nil {
+		return nil, err
+	}
 	p.store, err = local.Open(storePath, local.Options{Logger: logger.With("component", "store"), Registerer: reg})
 	if err != nil {
 		return nil, fmt.Errorf("open local store %s: %w", storePath, err)
@@ -100,7 +116,15 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 
 	// producer: webhook (and tailer) → raw topic, with the spool behind
 	// it, exactly as the producer binary wires it.
-	p.producer, err = producerapp.New(cfg.producerConfig(p.brokers), producerapp.Deps{Registry: reg, Health: health, Logger: logger.With("component", "producer")})
+	// Every Kafka client authenticates as the embedded broker's user.
+	sasl := p.sasl
+	p.producer, err = producerapp.New(cfg.producerConfig(p.brokers), producerapp.Deps{
+		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) {
+			c.SASL = sasl
+			return kafkago.NewProducer(c)
+		},
+		Registry: reg, Health: health, Logger: logger.With("component", "producer"),
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +145,20 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 	plog := logger.With("component", "processor")
 	p.processor, err = processorapp.New(pcfg, processorapp.Deps{
-		NewProducer:   func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
-		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) { return saramakafka.NewTransactor(c) },
-		NewGroup:      func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
-		Registerer:    reg,
-		Logger:        plog,
+		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) {
+			c.SASL = sasl
+			return saramakafka.NewProducer(c)
+		},
+		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) {
+			c.SASL = sasl
+			return saramakafka.NewTransactor(c)
+		},
+		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
+			c.SASL = sasl
+			return saramakafka.NewGroup(c)
+		},
+		Registerer: reg,
+		Logger:     plog,
 	})
 	if err != nil {
 		return nil, err
@@ -183,11 +216,20 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	apiMux.Handle("/api/", api)
-	apiAddr, err := p.serve(cfg.API.Listen, apiMux)
+	var apiTLS *tls.Config
+	if cfg.API.TLS.Enabled() {
+		if apiTLS, _, err = cfg.API.TLS.ServerConfig(); err != nil {
+			return nil, fmt.Errorf("api: %w", err)
+		}
+	}
+	apiAddr, err := p.serve(cfg.API.Listen, apiMux, apiTLS)
 	if err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	p.apiURL = "http://" + apiAddr
+	if apiTLS != nil {
+		p.apiURL = "https://" + apiAddr
+	}
 	logger.Info("auditpipe is ready",
 		"webhook", p.webhookURL+webhook.PathPrefix+"{cluster}",
 		"api", p.apiURL, "kafka", p.brokers, "data_dir", cfg.DataDir, "policy", policyName)
@@ -203,10 +245,10 @@ func writeDefaultPolicy(dataDir string) (string, error) {
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := privatefs.MkdirAll(dir); err != nil {
 		return "", fmt.Errorf("write default policy: %w", err)
 	}
-	if err := os.WriteFile(path, policies.TKEDefault, 0o644); err != nil {
+	if err := os.WriteFile(path, policies.TKEDefault, privatefs.FileMode); err != nil {
 		return "", fmt.Errorf("write default policy: %w", err)
 	}
 	return path, nil
@@ -222,7 +264,14 @@ func (p *Pipeline) startKafka(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kafka.listen %q: port: %w", p.cfg.Kafka.Listen, err)
 	}
+	// The broker accepts only the all-in-one's own user: anyone else on
+	// the host could otherwise read audit.raw or write events that never
+	// passed the webhook's authentication.
+	if p.sasl, err = kafkaCredentials(p.cfg.DataDir); err != nil {
+		return err
+	}
 	bcfg := embedded.Config{
+		SASL:              p.sasl,
 		DataDir:           filepath.Join(p.cfg.DataDir, "kafka"),
 		DefaultPartitions: p.cfg.Kafka.Partitions,
 		// The broker is the only copy of acknowledged events until the
@@ -252,7 +301,7 @@ func (p *Pipeline) topicSpecs() []kafka.TopicSpec {
 }
 
 func (p *Pipeline) startGroup(ctx context.Context, id, topic string, h kafka.Handler, logger *slog.Logger) error {
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: p.brokers, Group: id, Topics: []string{topic}, ClientID: id})
+	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: p.brokers, Group: id, Topics: []string{topic}, ClientID: id, SASL: p.sasl})
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", id, err)
 	}
@@ -266,13 +315,16 @@ func (p *Pipeline) startGroup(ctx context.Context, id, topic string, h kafka.Han
 }
 
 // serve listens on addr (port 0 picks a free one) and serves h in the
-// background; it returns the bound address.
-func (p *Pipeline) serve(addr string, h http.Handler) (string, error) {
+// background, over TLS when tlsCfg is set; it returns the bound address.
+func (p *Pipeline) serve(addr string, h http.Handler, tlsCfg *tls.Config) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn)}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	srv := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn)}
 	p.servers = append(p.servers, srv)
 	p.wg.Add(1)
 	go func() {
@@ -297,6 +349,11 @@ func (p *Pipeline) CLSLocalURL() string { return p.clsLocalURL }
 
 // Brokers are the Kafka bootstrap addresses in use.
 func (p *Pipeline) Brokers() []string { return p.brokers }
+
+// KafkaSASL is what a Kafka client of the embedded broker authenticates
+// with (also in <dataDir>/kafka-credentials.json); zero with external
+// brokers.
+func (p *Pipeline) KafkaSASL() kafka.SASL { return p.sasl }
 
 // Kubeconfig returns the webhook kubeconfig for cluster.
 func (p *Pipeline) Kubeconfig(cluster string) ([]byte, error) {
@@ -353,6 +410,12 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 			}
 		}
 		p.broker.Close()
+		// Files the store and the broker created while running, in case
+		// the process umask let them be readable (the directory kept them
+		// private meanwhile).
+		if err := privatefs.Tighten(p.cfg.DataDir); err != nil {
+			errs = append(errs, err)
+		}
 	})
 	return errors.Join(errs...)
 }

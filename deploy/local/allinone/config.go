@@ -13,6 +13,7 @@ import (
 	"github.com/auditpipe/auditpipe/internal/config"
 	processorapp "github.com/auditpipe/auditpipe/processor/app"
 	producerapp "github.com/auditpipe/auditpipe/producer/app"
+	"github.com/auditpipe/auditpipe/producer/auth"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -88,6 +89,13 @@ type APIConfig struct {
 	// when Listen is beyond loopback. /metrics and the health endpoints
 	// stay open for Prometheus and probes.
 	Token string `json:"token"`
+	// TLS is the API's server certificate (certFile, keyFile). Beyond
+	// loopback the API refuses to start without it, as the token and the
+	// audit events would cross the network in clear.
+	TLS auth.TLSFiles `json:"tls"`
+	// AllowInsecure permits plain HTTP beyond loopback (behind a TLS
+	// proxy on the same host, say). The token is still required.
+	AllowInsecure bool `json:"allowInsecure"`
 }
 
 // ProcessorConfig configures the processor stage.
@@ -181,6 +189,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("api.listen: %w", err)
 	} else if need && c.API.Token == "" {
 		return fmt.Errorf("api.token: the query API listens beyond loopback (%s) and needs a token", c.API.Listen)
+	} else if need && !c.API.TLS.Enabled() && !c.API.AllowInsecure {
+		return fmt.Errorf("api.tls: the query API listens beyond loopback (%s) over plain HTTP: the token and the audit events would cross the network in clear. Set api.tls.certFile and api.tls.keyFile, listen on 127.0.0.1, or set api.allowInsecure: true to accept the risk", c.API.Listen)
+	}
+	if err := c.API.TLS.Validate(); err != nil {
+		return fmt.Errorf("api.%w", err)
+	}
+	if c.API.TLS.ClientCAFile != "" {
+		return errors.New("api.tls.clientCAFile: not supported; the query API authenticates with api.token")
 	}
 	if err := c.Topics.Validate(); err != nil {
 		return err

@@ -4,11 +4,17 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/privatefs"
 )
 
 // Config configures the embedded broker.
@@ -17,7 +23,9 @@ type Config struct {
 	// one broker on a random free port.
 	Ports []int
 	// DataDir persists the log and group state there; the broker reloads it
-	// on start. Empty means memory only.
+	// on start. Empty means memory only. The directory is made private
+	// (0700, files 0600; see internal/privatefs): the log holds audit
+	// events as the apiservers sent them.
 	DataDir string
 	// DefaultPartitions is the partition count of auto-created topics and
 	// of Topics. Default 4.
@@ -28,11 +36,16 @@ type Config struct {
 	// an acknowledged event survives a power loss, not only a process
 	// crash.
 	SyncWrites bool
+	// SASL, when set, is the only user the broker accepts: every client
+	// must authenticate as it (any mechanism of kafka.SASL) before any
+	// other request. Zero means any client may connect.
+	SASL kafka.SASL
 }
 
 // Broker is a running embedded broker.
 type Broker struct {
 	cluster *kfake.Cluster
+	dataDir string
 }
 
 // Start starts the broker and returns once it accepts connections.
@@ -53,10 +66,34 @@ func Start(cfg Config) (*Broker, error) {
 		opts = append(opts, kfake.NumBrokers(1))
 	}
 	if cfg.DataDir != "" {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-			return nil, fmt.Errorf("embedded kafka: create data dir: %w", err)
+		// kfake creates its files 0644 and directories 0755 whatever we
+		// ask; the 0700 directory keeps them from other users, and
+		// Tighten fixes the file modes left by earlier runs (and again
+		// on Close).
+		if err := privatefs.MkdirAll(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("embedded kafka: %w", err)
+		}
+		if err := privatefs.Tighten(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("embedded kafka: %w", err)
 		}
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	if cfg.SASL.Enabled() {
+		if err := cfg.SASL.Validate(); err != nil {
+			return nil, fmt.Errorf("embedded kafka: %w", err)
+		}
+		// A superuser, so that the user keeps every right if ACLs are
+		// ever enabled; without ACLs any authenticated user has them.
+		opts = append(opts, kfake.EnableSASL(), kfake.Superuser(cfg.SASL.Mechanism, cfg.SASL.Username, cfg.SASL.Password))
+		if cfg.DataDir != "" {
+			// kfake saves its users on shutdown and, on start, the saved
+			// ones replace the configured ones; a data directory from a
+			// run without SASL would then have no user at all. The
+			// configured user is the truth: forget the saved ones.
+			if err := os.Remove(filepath.Join(cfg.DataDir, "sasl.json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("embedded kafka: reset saved SASL users: %w", err)
+			}
+		}
 	}
 	if cfg.SyncWrites {
 		opts = append(opts, kfake.SyncWrites())
@@ -68,7 +105,7 @@ func Start(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded kafka: start (ports %v, data dir %q): %w", cfg.Ports, cfg.DataDir, err)
 	}
-	return &Broker{cluster: c}, nil
+	return &Broker{cluster: c, dataDir: cfg.DataDir}, nil
 }
 
 // Addrs returns the bootstrap addresses (host:port).
@@ -81,4 +118,8 @@ func (b *Broker) Close() {
 	}
 	b.cluster.Close()
 	b.cluster = nil
+	if b.dataDir != "" {
+		// Best effort: the directory is private already.
+		_ = privatefs.Tighten(b.dataDir)
+	}
 }

@@ -31,13 +31,22 @@ var _ kafka.Admin = (*Admin)(nil)
 
 // NewAdmin returns an Admin for the cluster behind brokers.
 func NewAdmin(brokers []string, clientID string) (*Admin, error) {
+	return NewAdminWithSASL(brokers, clientID, kafka.SASL{})
+}
+
+// NewAdminWithSASL is NewAdmin authenticating with s.
+func NewAdminWithSASL(brokers []string, clientID string, s kafka.SASL) (*Admin, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("kafka-go admin: no brokers")
 	}
 	if clientID == "" {
 		clientID = "auditpipe"
 	}
-	t := newTransport(clientID)
+	mech, err := saslMechanism(s)
+	if err != nil {
+		return nil, fmt.Errorf("kafka-go admin: %w", err)
+	}
+	t := newTransport(clientID, mech)
 	return &Admin{
 		client:    &kgo.Client{Addr: kgo.TCP(brokers...), Timeout: adminTimeout, Transport: t},
 		transport: t,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
 )
@@ -63,6 +64,7 @@ type Group struct {
 	cfg  kafka.GroupConfig
 	opts options
 	log  *slog.Logger
+	mech sasl.Mechanism // nil: no SASL
 
 	mu      sync.Mutex
 	closed  bool
@@ -78,8 +80,12 @@ func NewGroup(cfg kafka.GroupConfig, opts ...Option) (*Group, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	mech, err := saslMechanism(cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka-go group: %w", err)
+	}
 	o := buildOptions(opts)
-	return &Group{cfg: cfg, opts: o, log: o.log().With("group", cfg.Group)}, nil
+	return &Group{cfg: cfg, opts: o, mech: mech, log: o.log().With("group", cfg.Group)}, nil
 }
 
 func (g *Group) groupConfig() kgo.ConsumerGroupConfig {
@@ -94,7 +100,7 @@ func (g *Group) groupConfig() kgo.ConsumerGroupConfig {
 	return kgo.ConsumerGroupConfig{
 		ID:                g.cfg.Group,
 		Brokers:           g.cfg.Brokers,
-		Dialer:            newDialer(g.cfg.ClientID),
+		Dialer:            newDialer(g.cfg.ClientID, g.mech),
 		Topics:            g.cfg.Topics,
 		HeartbeatInterval: heartbeat,
 		SessionTimeout:    g.cfg.SessionTimeout,
@@ -277,7 +283,7 @@ func (p *partition) consume(genCtx context.Context) (endGeneration bool) {
 	cfg := p.group.cfg
 	reader := kgo.NewReader(kgo.ReaderConfig{
 		Brokers:   cfg.Brokers,
-		Dialer:    newDialer(cfg.ClientID),
+		Dialer:    newDialer(cfg.ClientID, p.group.mech),
 		Topic:     p.topic,
 		Partition: int(p.id),
 		MaxWait:   fetchWait,

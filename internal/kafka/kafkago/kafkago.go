@@ -15,6 +15,9 @@ import (
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
 )
@@ -67,12 +70,29 @@ func (o options) kafkaGoLogger(attrs ...any) kgo.Logger {
 	})
 }
 
-func newDialer(clientID string) *kgo.Dialer {
-	return &kgo.Dialer{ClientID: clientID, Timeout: dialTimeout, DualStack: true}
+// saslMechanism returns kafka-go's mechanism for s; nil for none.
+func saslMechanism(s kafka.SASL) (sasl.Mechanism, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	switch s.Mechanism {
+	case kafka.SASLPlain:
+		return plain.Mechanism{Username: s.Username, Password: s.Password}, nil
+	case kafka.SASLScramSHA256:
+		return scram.Mechanism(scram.SHA256, s.Username, s.Password)
+	case kafka.SASLScramSHA512:
+		return scram.Mechanism(scram.SHA512, s.Username, s.Password)
+	}
+	return nil, nil
 }
 
-func newTransport(clientID string) *kgo.Transport {
-	return &kgo.Transport{ClientID: clientID, DialTimeout: dialTimeout}
+// newDialer and newTransport authenticate with mech when it is not nil.
+func newDialer(clientID string, mech sasl.Mechanism) *kgo.Dialer {
+	return &kgo.Dialer{ClientID: clientID, Timeout: dialTimeout, DualStack: true, SASLMechanism: mech}
+}
+
+func newTransport(clientID string, mech sasl.Mechanism) *kgo.Transport {
+	return &kgo.Transport{ClientID: clientID, DialTimeout: dialTimeout, SASL: mech}
 }
 
 func toMessage(r kafka.Record) kgo.Message {

@@ -53,7 +53,11 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka-go producer: no brokers")
 	}
-	t := newTransport(cfg.ClientID)
+	mech, err := saslMechanism(cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka-go producer: %w", err)
+	}
+	t := newTransport(cfg.ClientID, mech)
 	t.MetadataTTL = metadataTTL
 	w := &kgo.Writer{
 		Addr:         kgo.TCP(cfg.Brokers...),

@@ -56,7 +56,11 @@ func NewReader(cfg kafka.ReaderConfig) (*Reader, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka-go reader: no brokers")
 	}
-	t := newTransport(cfg.ClientID)
+	mech, err := saslMechanism(cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka-go reader: %w", err)
+	}
+	t := newTransport(cfg.ClientID, mech)
 	// Metadata answers come from the transport's cache; a short TTL lets a
 	// reader see a topic another client just created.
 	t.MetadataTTL = metadataTTL

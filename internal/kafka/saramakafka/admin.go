@@ -24,13 +24,21 @@ var _ kafka.Admin = (*Admin)(nil)
 
 // NewAdmin connects an admin client to brokers.
 func NewAdmin(brokers []string, clientID string) (*Admin, error) {
+	return NewAdminWithSASL(brokers, clientID, kafka.SASL{})
+}
+
+// NewAdminWithSASL is NewAdmin authenticating with sasl.
+func NewAdminWithSASL(brokers []string, clientID string, sasl kafka.SASL) (*Admin, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("kafka admin: no brokers")
 	}
 	if clientID == "" {
 		clientID = "auditpipe"
 	}
-	ca, err := sarama.NewClusterAdmin(brokers, newConfig(clientID))
+	if err := sasl.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	ca, err := sarama.NewClusterAdmin(brokers, newConfig(clientID, sasl))
 	if err != nil {
 		return nil, fmt.Errorf("kafka admin: connect to %v: %w", brokers, err)
 	}

@@ -46,7 +46,7 @@ func NewGroup(cfg kafka.GroupConfig) (*GroupConsumer, error) {
 
 func (c *GroupConsumer) newSaramaGroup() (sarama.ConsumerGroup, error) {
 	cfg := c.cfg
-	sc := newConfig(cfg.ClientID)
+	sc := newConfig(cfg.ClientID, cfg.SASL)
 	// Cooperative-sticky moves only the partitions that change owner on a
 	// rebalance; the others keep consuming.
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}

@@ -32,7 +32,10 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka producer: no brokers")
 	}
-	sc := newConfig(cfg.ClientID)
+	if err := cfg.SASL.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	sc := newConfig(cfg.ClientID, cfg.SASL)
 	// Produce promises acks=all, and retries must not duplicate or reorder
 	// records of a key: the idempotent producer guarantees that only with
 	// one request in flight per broker connection.

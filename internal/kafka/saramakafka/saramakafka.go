@@ -10,13 +10,18 @@ package saramakafka
 
 import (
 	"github.com/IBM/sarama"
+
+	"github.com/auditpipe/auditpipe/internal/kafka"
 )
 
 // newConfig returns a sarama config with the settings every client of this
-// package shares.
-func newConfig(clientID string) *sarama.Config {
+// package shares, authenticating with sasl (none when zero). A mechanism
+// sarama does not know fails in sarama's own config validation when the
+// client connects.
+func newConfig(clientID string, sasl kafka.SASL) *sarama.Config {
 	c := sarama.NewConfig()
 	c.ClientID = clientID
+	applySASL(c, sasl)
 	// The protocol version sarama assumes for the cluster. 3.6 is new
 	// enough for idempotent production, read-committed fetches and
 	// cooperative rebalancing, and every request version it picks is still

@@ -55,7 +55,7 @@ func (t *Transactor) partition(in kafka.InputOffset) (*txnPartition, error) {
 		t.parts[key] = p
 	}
 	if p.sp == nil {
-		sc := newConfig(t.cfg.ClientID)
+		sc := newConfig(t.cfg.ClientID, t.cfg.SASL)
 		sc.Producer.RequiredAcks = sarama.WaitForAll
 		sc.Producer.Idempotent = true
 		sc.Net.MaxOpenRequests = 1

@@ -54,6 +54,7 @@ func runGroups(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		fs.PrintDefaults()
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap `addresses`")
+	credentials := kafkaCredentialsFlag(fs)
 	group := fs.String("group", "", "consumer group `id` (required), e.g. auditpipe-processor")
 	topic := fs.String("topic", "", "`topic` the group consumes (required), e.g. audit.raw")
 	var toTime *string
@@ -83,7 +84,11 @@ func runGroups(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			return fmt.Errorf("--to-time: %w", err)
 		}
 	}
-	r, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-groups"})
+	sasl, err := credentials()
+	if err != nil {
+		return err
+	}
+	r, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-groups", SASL: sasl})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -165,6 +166,7 @@ Flags (a --config file is read first; flags given on the command line win):
 		return err
 	}
 
+	defer privateUmask()()
 	started := time.Now()
 	p, err := allinone.Start(ctx, cfg, logger)
 	if err != nil {
@@ -175,8 +177,12 @@ Flags (a --config file is read first; flags given on the command line win):
 		return err
 	}
 	fmt.Fprintf(stdout, "auditpipe is ready in %s.\n\n", time.Since(started).Round(time.Millisecond))
-	fmt.Fprintf(stdout, "  webhook:  %s/v1/audit/{cluster}\n  api:      %s/api/v1/events   (metrics %s/metrics)\n  kafka:    %s\n\n",
-		p.WebhookURL(), p.APIURL(), p.APIURL(), strings.Join(p.Brokers(), ","))
+	kafkaAuth := ""
+	if s := p.KafkaSASL(); s.Enabled() {
+		kafkaAuth = fmt.Sprintf("   (SASL %s; credentials in %s)", s, filepath.Join(cfg.DataDir, allinone.CredentialsFile))
+	}
+	fmt.Fprintf(stdout, "  webhook:  %s/v1/audit/{cluster}\n  api:      %s/api/v1/events   (metrics %s/metrics)\n  kafka:    %s%s\n\n",
+		p.WebhookURL(), p.APIURL(), p.APIURL(), strings.Join(p.Brokers(), ","), kafkaAuth)
 	fmt.Fprintf(stdout, "Save this as auditpipe.kubeconfig and start kube-apiserver with\n--audit-webhook-config-file=auditpipe.kubeconfig (and an --audit-policy-file):\n\n%s\n", kc)
 	fmt.Fprintf(stdout, "Query:  auditpipe events --server %s --verb delete\n\n", p.APIURL())
 	if u := p.CLSLocalURL(); u != "" {

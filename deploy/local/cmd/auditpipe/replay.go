@@ -63,6 +63,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.PrintDefaults()
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap `addresses`")
+	credentials := kafkaCredentialsFlag(fs)
 	topic := fs.String("topic", schemas.DefaultRawTopic, "raw `topic` to read")
 	from := fs.String("from", "", "start of the window: RFC 3339 `time`, or a duration ago such as 24h (default: the oldest retained record)")
 	to := fs.String("to", "", "end of the window, exclusive: RFC 3339 `time` or a duration ago (default: now, fixed at start)")
@@ -115,7 +116,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	cfg.PolicyID = policyID
 
-	reader, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-replay", MaxBatch: *batchSize})
+	sasl, err := credentials()
+	if err != nil {
+		return err
+	}
+	reader, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-replay", MaxBatch: *batchSize, SASL: sasl})
 	if err != nil {
 		return err
 	}
@@ -126,7 +131,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		var producer kafka.Producer
 		newProducer := func() (kafka.Producer, error) {
 			if producer == nil {
-				if producer, err = kafkago.NewProducer(kafka.ProducerConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-replay"}); err != nil {
+				if producer, err = kafkago.NewProducer(kafka.ProducerConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-replay", SASL: sasl}); err != nil {
 					return nil, err
 				}
 			}

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/auditpipe/auditpipe/deploy/local/allinone"
+	"github.com/auditpipe/auditpipe/internal/kafka"
+)
+
+// kafkaCredentialsFlag registers --kafka-credentials on flags and returns
+// the function that resolves it once flags are parsed. The default is the
+// file `auditpipe run` writes into its default data directory; when that
+// file is absent the client connects without SASL (an external cluster).
+// A file named explicitly must exist.
+func kafkaCredentialsFlag(flags *flag.FlagSet) func() (kafka.SASL, error) {
+	def := filepath.Join(allinone.DefaultConfig().DataDir, allinone.CredentialsFile)
+	path := flags.String("kafka-credentials", def, "`file` with the embedded broker's SASL credentials, written by \"auditpipe run\" into its data directory (empty: no SASL)")
+	return func() (kafka.SASL, error) {
+		if *path == "" {
+			return kafka.SASL{}, nil
+		}
+		s, err := allinone.LoadKafkaCredentials(*path)
+		if errors.Is(err, fs.ErrNotExist) && *path == def && !flagSet(flags, "kafka-credentials") {
+			return kafka.SASL{}, nil
+		}
+		return s, err
+	}
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(flags *flag.FlagSet, name string) bool {
+	set := false
+	flags.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}

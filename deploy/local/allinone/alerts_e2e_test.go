@@ -133,7 +133,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 	for id, rule := range want {
 		var ids []string
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			res := searchEvents(t, p.APIURL(), url.Values{"cluster": {cluster}, "q": {"auditpipe.detections:" + rule}})
+			res := searchAPIEvents(t, p.APIURL(), url.Values{"cluster": {cluster}, "q": {"auditpipe.detections:" + rule}})
 			ids = ids[:0]
 			for _, e := range res {
 				require.Contains(t, e.Pipeline.Detections, rule)
@@ -160,7 +160,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 }
 
 // searchEvents runs a CLS-syntax search through GET /api/v1/search.
-func searchEvents(t *testing.T, api string, q url.Values) []schemas.ProcessedEvent {
+func searchAPIEvents(t *testing.T, api string, q url.Values) []schemas.ProcessedEvent {
 	t.Helper()
 	resp, err := http.Get(api + "/api/v1/search?" + q.Encode())
 	require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
+	"github.com/auditpipe/auditpipe/consumer/console"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/kafka"
@@ -150,11 +151,22 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 
 	// API, metrics, health.
 	apiMux := telemetry.Mux(reg, health)
-	api, err := search.ProtectAPI(cfg.API.Listen, cfg.API.Token, search.NewHandler(p.store, logger.With("component", "api")))
+	apiLogger := logger.With("component", "api")
+	apiRoutes := http.NewServeMux()
+	apiRoutes.Handle("/api/", search.NewHandler(p.store, apiLogger))
+	apiRoutes.Handle(search.ClustersPath, search.NewClustersHandler(p.store, cfg.Fleet, apiLogger))
+	api, err := search.ProtectAPI(cfg.API.Listen, cfg.API.Token, apiRoutes)
 	if err != nil {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	apiMux.Handle("/api/", api)
+	// The web console: public static files; its data comes from /api/,
+	// with the API's token.
+	consoleHandler, err := console.Handler()
+	if err != nil {
+		return nil, err
+	}
+	apiMux.Handle("/", consoleHandler)
 	apiAddr, err := p.serve(cfg.API.Listen, apiMux)
 	if err != nil {
 		return nil, fmt.Errorf("api listener: %w", err)

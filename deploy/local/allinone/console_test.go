@@ -192,6 +192,7 @@ const (
 	nodeScaler    = "system:serviceaccount:kube-system:cluster-autoscaler"
 	cordonedNode  = "node-a"
 	evictionCount = 3
+	deniedUser    = "mallory@example.com"
 )
 
 // nodeOperations are node changes as kube-apiserver records them at level
@@ -218,6 +219,12 @@ func nodeOperations(at time.Time) []*auditinternal.Event {
 		ev("0a1b2c3d-0000-4000-8000-000000000003", nodeScaler, "delete", "nodes", "", "", "node-b", 200, ""),
 		ev("0a1b2c3d-0000-4000-8000-000000000004", "system:node:node-c", "create", "nodes", "", "", "node-c", 201, `{"kind":"Node","metadata":{"name":"node-c"}}`),
 	}
+	// Refused requests: the fixtures' 401/403 are reads, which the e2e
+	// policy drops.
+	out = append(out,
+		ev("0a1b2c3d-0000-4000-8000-000000000021", deniedUser, "delete", "secrets", "", "kube-system", "bootstrap-token-abcdef", 403, ""),
+		ev("0a1b2c3d-0000-4000-8000-000000000022", deniedUser, "create", "pods", "exec", "default", "web-0", 403, ""),
+		ev("0a1b2c3d-0000-4000-8000-000000000023", "system:anonymous", "create", "nodes", "", "", "node-x", 401, ""))
 	for i := range evictionCount {
 		name := fmt.Sprintf("web-%d", i)
 		out = append(out, ev(fmt.Sprintf("0a1b2c3d-0000-4000-8000-00000000001%d", i), nodeDrainer, "create", "pods", "eviction", "default", name, 201,
@@ -559,6 +566,19 @@ func TestConsoleInBrowser(t *testing.T) {
 				require.Equal(t, strconv.Itoa(secrets[m[0]]), m[1], "secret access: %s", m[0])
 			}
 			require.NotEmpty(t, charts["secrets"].Marks)
+			denied := map[string]string{}
+			for _, e := range want {
+				if inRange(e) && (e.code == 401 || e.code == 403) {
+					n, _ := strconv.Atoi(denied[e.user])
+					denied[e.user] = strconv.Itoa(n + 1)
+				}
+			}
+			require.Equal(t, map[string]string{deniedUser: "2", "system:anonymous": "1"}, denied, "the oracle")
+			got := map[string]string{}
+			for _, m := range charts["denied"].Marks {
+				got[m[0]] = m[1]
+			}
+			require.Equal(t, denied, got, "denied requests")
 		}},
 		{"nodes", "", func(t *testing.T, charts map[string]chartSnapshot) {
 			isNodeChange := func(e stored) bool {
@@ -571,7 +591,7 @@ func TestConsoleInBrowser(t *testing.T) {
 					who[e.user] = strconv.Itoa(n + 1)
 				}
 			}
-			require.Equal(t, map[string]string{nodeAdmin: "2", nodeScaler: "1", "system:node:node-c": "1"}, who, "the oracle")
+			require.Equal(t, map[string]string{nodeAdmin: "2", nodeScaler: "1", "system:node:node-c": "1", "system:anonymous": "1"}, who, "the oracle")
 			got := map[string]string{}
 			for _, m := range charts["node-users"].Marks {
 				got[m[0]] = m[1]

@@ -34,7 +34,12 @@ export async function render(view, st, ctx) {
       onSelect: (a, b) => ctx.navigate({ ...st, from: new Date(a).toISOString(), to: new Date(b).toISOString() }),
     }));
     histCard.dataset.state = "ok";
-  }, (e) => showError(histCard, e, q, filter));
+  }, (e) => {
+    // A query error shows once, under the results, where it is most
+    // readable; the histogram only points at it.
+    if (e.name !== "AbortError" && e.parameter === "q") e = Object.assign(new Error("The query has an error, shown below."), { parameter: "", position: null });
+    showError(histCard, e, q);
+  });
 
   const main = sql === null ? events(resCard, split, st, q, common, ctx) : analysis(resCard, st, q, common, ctx);
   await Promise.allSettled([hist, main]);

@@ -34,6 +34,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/console"
 	"github.com/auditpipe/auditpipe/consumer/search"
+	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/audittest"
 )
 
@@ -321,36 +322,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Greater(t, len(want), 100)
 	inRange := func(e stored) bool { return e.ms >= from.UnixMilli() && e.ms < to.UnixMilli() }
 
-	// One browser for every subtest, one tab, modest size.
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.WindowSize(1400, 1000),
-		chromedp.Flag("no-sandbox", os.Geteuid() == 0), chromedp.DisableGPU)
-	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
-	defer acancel()
-	bctx, bcancel := chromedp.NewContext(actx)
-	defer bcancel()
-	var mu sync.Mutex
-	var jsErrors []string
-	require.NoError(t, chromedp.Listen(bctx, func(ev any) {
-		var msg string
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			msg = exceptionText(ev.ExceptionDetails)
-		case runtime.EventExceptionThrown:
-			msg = exceptionText(ev.ExceptionDetails)
-		case *runtime.EventConsoleAPICalled:
-			msg = consoleText(ev.Type, ev.Args)
-		case runtime.EventConsoleAPICalled:
-			msg = consoleText(ev.Type, ev.Args)
-		}
-		if msg != "" {
-			mu.Lock()
-			jsErrors = append(jsErrors, msg)
-			mu.Unlock()
-		}
-	}), "start %s", chromium)
+	br := startBrowser(t, chromium, 4*time.Minute)
+	bctx := br.ctx
 
 	seq := 0
 	// open loads a console URL and waits until its page has rendered.
@@ -672,9 +645,66 @@ func TestConsoleInBrowser(t *testing.T) {
 		require.Equal(t, "s3cret", stored)
 	})
 
-	mu.Lock()
-	defer mu.Unlock()
-	require.Empty(t, jsErrors, "JavaScript errors in the console")
+	require.Empty(t, br.errors(), "JavaScript errors in the console")
+}
+
+// browser is one headless Chromium tab, and the JavaScript errors (uncaught
+// exceptions, console.error) that its pages raised.
+type browser struct {
+	ctx    context.Context
+	mu     sync.Mutex
+	jsErrs []string
+}
+
+// startBrowser starts chromium with one tab for the whole test (the
+// machine is small: one browser, reused by every subtest).
+func startBrowser(t *testing.T, chromium string, timeout time.Duration) *browser {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.WindowSize(1400, 1000),
+		chromedp.Flag("no-sandbox", os.Geteuid() == 0), chromedp.DisableGPU)
+	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(acancel)
+	bctx, bcancel := chromedp.NewContext(actx)
+	t.Cleanup(bcancel)
+	b := &browser{ctx: bctx}
+	require.NoError(t, chromedp.Listen(bctx, func(ev any) {
+		var msg string
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			msg = exceptionText(ev.ExceptionDetails)
+		case *runtime.EventConsoleAPICalled:
+			msg = consoleText(ev.Type, ev.Args)
+		}
+		if msg != "" {
+			b.mu.Lock()
+			b.jsErrs = append(b.jsErrs, msg)
+			b.mu.Unlock()
+		}
+	}), "start %s", chromium)
+	// The error listener must work, or "no JavaScript errors" means nothing.
+	require.NoError(t, chromedp.Do(bctx, chromedp.Navigate("about:blank")))
+	evalJS[bool](t, bctx, `(console.error("probe"), setTimeout(() => { throw new Error("thrown probe"); }), true)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(b.errors()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	got := b.errors()
+	require.Len(t, got, 2, "the listener sees console.error and uncaught exceptions")
+	require.Contains(t, got[0], "probe")
+	require.Contains(t, got[1], "thrown probe")
+	b.mu.Lock()
+	b.jsErrs = nil
+	b.mu.Unlock()
+	return b
+}
+
+func (b *browser) errors() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.jsErrs...)
 }
 
 // mouse sends one mouse event with the left button (held while moving).
@@ -725,8 +755,13 @@ func consoleText(typ runtime.ConsoleAPICalledType, args []*runtime.RemoteObject)
 // *seq, and updates *seq.
 func waitRender(t *testing.T, ctx context.Context, seq *int) {
 	t.Helper()
+	waitRenderWithin(t, ctx, seq, 30*time.Second)
+}
+
+func waitRenderWithin(t *testing.T, ctx context.Context, seq *int, timeout time.Duration) {
+	t.Helper()
 	js := fmt.Sprintf(`(() => { const v = document.getElementById('view'); return v && v.dataset.state === 'done' && +v.dataset.seq > %d ? +v.dataset.seq : 0; })()`, *seq)
-	got, err := chromedp.Run(ctx, chromedp.Poll[int](js, chromedp.WithPollingTimeout(30*time.Second)))
+	got, err := chromedp.Run(ctx, chromedp.Poll[int](js, chromedp.WithPollingTimeout(timeout)))
 	require.NoError(t, err, "page render")
 	*seq = got
 }
@@ -864,4 +899,66 @@ func checkChartAgainstAPI(t *testing.T, base string, c chartSnapshot, from, to t
 	default:
 		t.Fatalf("chart %s: unknown kind %q", c.ID, c.Kind)
 	}
+}
+
+// TestConsoleDashboardSpeed measures, and never asserts, how long the
+// search page and each dashboard take to render in Chromium over a large
+// store with a 24 h range. It runs only when AUDITPIPE_CONSOLE_BENCH_STORE
+// names a store, for example the 1M-event store of the search benchmark
+// (one week from 2026-11-01, five clusters):
+//
+//	cd consumer && AUDITPIPE_SEARCH_BENCH_DIR=/tmp/bench go test -run '^$' \
+//	    -bench 'BenchmarkSearch/field/keyword-1h$' -benchtime 1x -timeout 60m ./sink/local/
+//	cd deploy/local && AUDITPIPE_CONSOLE_BENCH_STORE=/tmp/bench/events.db \
+//	    go test -count=1 -v -run TestConsoleDashboardSpeed -timeout 30m ./allinone/
+//
+// AUDITPIPE_CONSOLE_BENCH_FROM moves the day (default 2026-11-04T00:00:00Z).
+func TestConsoleDashboardSpeed(t *testing.T) {
+	path := os.Getenv("AUDITPIPE_CONSOLE_BENCH_STORE")
+	if path == "" {
+		t.Skip("set AUDITPIPE_CONSOLE_BENCH_STORE to a store to measure the console on it")
+	}
+	from := time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)
+	if v := os.Getenv("AUDITPIPE_CONSOLE_BENCH_FROM"); v != "" {
+		var err error
+		from, err = time.Parse(time.RFC3339, v)
+		require.NoError(t, err, "AUDITPIPE_CONSOLE_BENCH_FROM")
+	}
+	to := from.Add(24 * time.Hour)
+	store, err := local.Open(path, local.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, store.Close()) })
+	h, err := console.Handler()
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.Handle("/api/", search.NewHandler(store, nil))
+	mux.Handle(search.ClustersPath, search.NewClustersHandler(store, "", nil))
+	mux.Handle("/", h)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	br := startBrowser(t, findBrowser(t), 25*time.Minute)
+	rangeParams := "from=" + url.QueryEscape(from.Format(time.RFC3339)) + "&to=" + url.QueryEscape(to.Format(time.RFC3339))
+	pages := []string{
+		"search?q=*&" + rangeParams,
+		"search?q=" + url.QueryEscape("verb:delete AND objectRef.resource:secrets") + "&" + rangeParams,
+		"dash/overview?" + rangeParams,
+		"dash/nodes?" + rangeParams,
+		"dash/objects?resource=deployments&name=nginx-7&" + rangeParams,
+		"dash/users?user=" + url.QueryEscape("user-7@example.com") + "&" + rangeParams,
+	}
+	for _, round := range []string{"first", "again"} {
+		for _, page := range pages {
+			seq := 0
+			start := time.Now()
+			require.NoError(t, chromedp.Do(br.ctx, chromedp.Navigate(srv.URL+"/#/"+page)))
+			waitRenderWithin(t, br.ctx, &seq, 10*time.Minute)
+			wall := time.Since(start)
+			charts := evalJS[[]string](t, br.ctx, `[...document.querySelectorAll('[data-chart]')].map(c => c.dataset.chart + '=' + (c.dataset.ms || c.dataset.state))`)
+			states := evalJS[[]string](t, br.ctx, `[...document.querySelectorAll('[data-state]')].map(c => c.dataset.state).filter(s => s !== 'ok' && s !== 'done')`)
+			require.Empty(t, states, "%s: every part rendered", page)
+			t.Logf("%-5s %-60s %6d ms (navigation to rendered) charts(ms): %s", round, strings.SplitN(page, "&from=", 2)[0], wall.Milliseconds(), strings.Join(charts, " "))
+		}
+	}
+	require.Empty(t, br.errors(), "JavaScript errors in the console")
 }

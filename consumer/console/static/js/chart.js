@@ -98,8 +98,8 @@ export function histogram(buckets, { from, to, intervalMs, onSelect, height = 12
     start = null;
     sel.setAttribute("visibility", "hidden");
     if (b - a < intervalMs / 4) {
-      // A click: the bucket under the pointer.
-      a = from + Math.floor((a - from) / intervalMs) * intervalMs;
+      // A click: the bucket under the pointer (buckets are aligned to the
+      // epoch, as the server's histogram() aligns them).
       a = Math.floor(a / intervalMs) * intervalMs;
       b = a + intervalMs;
     }

@@ -123,6 +123,7 @@ export async function render(view, st, ctx, name) {
 }
 
 async function draw(card, c, q, { from, to, iv, st, ctx }) {
+  const t0 = performance.now();
   const state = card.querySelector(".state");
   const common = { from, to, cluster: st.cluster };
   try {
@@ -173,6 +174,8 @@ async function draw(card, c, q, { from, to, iv, st, ctx }) {
       }
     }
     card.dataset.state = "ok";
+    card.dataset.ms = String(Math.round(performance.now() - t0));
+    card.title = `${card.dataset.ms} ms`;
   } catch (e) {
     if (e.name === "AbortError") return;
     card.dataset.state = "error";

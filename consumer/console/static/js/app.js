@@ -141,6 +141,7 @@ $("range").addEventListener("change", () => {
   if (!abs) $("controls").requestSubmit();
 });
 $("cluster").addEventListener("change", () => $("controls").requestSubmit());
+$("copyLink").addEventListener("click", (e) => searchPage.copy(location.href, e.currentTarget));
 $("logout").hidden = !api.token();
 $("logout").addEventListener("click", () => {
   api.forgetToken();

@@ -466,6 +466,19 @@ func TestConsoleInBrowser(t *testing.T) {
 		shot(t, "search-zoomed")
 	})
 
+	t.Run("all time", func(t *testing.T) {
+		open(t, base, "#/search?q=*&from=all")
+		first, last := want[0].ms, want[0].ms
+		for _, e := range want {
+			first, last = min(first, e.ms), max(last, e.ms)
+		}
+		require.Equal(t, "all", evalJS[string](t, bctx, `document.getElementById('range').value`))
+		require.Equal(t, strconv.Itoa(len(want)), attr(t, "#results", "data-total"))
+		require.Equal(t, strconv.FormatInt(first, 10), attr(t, "#histogram", "data-from"), "all time starts at the first event")
+		require.Equal(t, strconv.FormatInt(last+1, 10), attr(t, "#histogram", "data-to"), "and ends after the last")
+		checkHistogram(t, bctx, want, func(stored) bool { return true })
+	})
+
 	t.Run("analysis and errors in place", func(t *testing.T) {
 		q := `* | SELECT verb, count(1) AS n GROUP BY verb ORDER BY n DESC, verb`
 		open(t, base, "#/search?"+rangeParams+"&q="+url.QueryEscape(q))
@@ -515,9 +528,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	objParts := strings.SplitN(obj, "/", 3)
 	dashboards := []struct {
 		name, params string
+		allTime      bool
 		check        func(t *testing.T, charts map[string]chartSnapshot)
 	}{
-		{"overview", "", func(t *testing.T, charts map[string]chartSnapshot) {
+		{"overview", "", false, func(t *testing.T, charts map[string]chartSnapshot) {
 			users := map[string]int{}
 			for _, e := range want {
 				if inRange(e) {
@@ -553,7 +567,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 			require.Equal(t, denied, got, "denied requests")
 		}},
-		{"nodes", "", func(t *testing.T, charts map[string]chartSnapshot) {
+		{"nodes", "", false, func(t *testing.T, charts map[string]chartSnapshot) {
 			isNodeChange := func(e stored) bool {
 				return inRange(e) && e.resource == "nodes" && e.verb != "get" && e.verb != "list" && e.verb != "watch"
 			}
@@ -574,7 +588,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			require.Equal(t, [][]string{{nodeDrainer, strconv.Itoa(evictionCount)}}, charts["drain"].Marks, "evictions")
 			require.Equal(t, strconv.Itoa(count(want, isNodeChange)), charts["node-events"].Total)
 		}},
-		{"objects", "resource=" + url.QueryEscape(objParts[0]) + "&namespace=" + url.QueryEscape(objParts[1]) + "&name=" + url.QueryEscape(objParts[2]),
+		{"objects", "resource=" + url.QueryEscape(objParts[0]) + "&namespace=" + url.QueryEscape(objParts[1]) + "&name=" + url.QueryEscape(objParts[2]), false,
 			func(t *testing.T, charts map[string]chartSnapshot) {
 				n := count(want, func(e stored) bool {
 					return inRange(e) && e.resource == objParts[0] && e.namespace == objParts[1] && phrase(e.name, objParts[2]) &&
@@ -584,7 +598,7 @@ func TestConsoleInBrowser(t *testing.T) {
 				require.Equal(t, strconv.Itoa(n), charts["obj-timeline"].Total)
 				require.Len(t, charts["obj-timeline"].IDs, min(n, 200))
 			}},
-		{"users", "user=" + url.QueryEscape(topUser), func(t *testing.T, charts map[string]chartSnapshot) {
+		{"users", "user=" + url.QueryEscape(topUser), false, func(t *testing.T, charts map[string]chartSnapshot) {
 			per := map[string]int{}
 			for _, e := range want {
 				if inRange(e) && phrase(e.user, topUser) {
@@ -598,24 +612,38 @@ func TestConsoleInBrowser(t *testing.T) {
 			require.Equal(t, per, got, "events of %s per cluster", topUser)
 			require.Len(t, got, 2, "the user is active in both clusters")
 		}},
+		{"overview", "", true, func(t *testing.T, charts map[string]chartSnapshot) {
+			require.Equal(t, len(want), sumMarks(t, charts["verbs"]), "all time: verbs over time count every event")
+		}},
 	}
 	for _, d := range dashboards {
-		t.Run("dashboard "+d.name, func(t *testing.T) {
-			open(t, base, "#/dash/"+d.name+"?"+rangeParams+"&"+d.params)
+		t.Run("dashboard "+d.name+map[bool]string{true: " all time"}[d.allTime], func(t *testing.T) {
+			rng := rangeParams
+			if d.allTime {
+				rng = "from=all"
+			}
+			open(t, base, "#/dash/"+d.name+"?"+rng+"&"+d.params)
 			snaps := evalJS[[]chartSnapshot](t, bctx, readCharts)
+			dFrom, err := strconv.ParseInt(attr(t, "#dashboard", "data-from"), 10, 64)
+			require.NoError(t, err)
+			dTo, err := strconv.ParseInt(attr(t, "#dashboard", "data-to"), 10, 64)
+			require.NoError(t, err)
+			if !d.allTime {
+				require.Equal(t, []int64{from.UnixMilli(), to.UnixMilli()}, []int64{dFrom, dTo}, "the dashboard's range is the URL's")
+			}
 			renderMs := attr(t, "#dashboard", "data-render-ms")
 			require.NotEmpty(t, snaps)
 			t.Logf("dashboard %s: %d charts rendered in %s ms (browser clock, %d fixture events)", d.name, len(snaps), renderMs, len(want))
 			charts := map[string]chartSnapshot{}
 			for _, c := range snaps {
 				require.Equal(t, "ok", c.State, "chart %s: %s", c.ID, c.Error)
-				checkChartAgainstAPI(t, base, c, from, to)
+				checkChartAgainstAPI(t, base, c, time.UnixMilli(dFrom), time.UnixMilli(dTo))
 				charts[c.ID] = c
 			}
 			if d.check != nil {
 				d.check(t, charts)
 			}
-			shot(t, "dashboard-"+d.name)
+			shot(t, "dashboard-"+d.name+map[bool]string{true: "-all-time"}[d.allTime])
 		})
 	}
 

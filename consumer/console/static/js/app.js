@@ -67,6 +67,8 @@ function readControls(page) {
   if (key === "abs") {
     st.from = fromUtcInput($("from").value);
     st.to = fromUtcInput($("to").value);
+  } else if (key === "all") {
+    st.from = "all";
   } else {
     st.from = "now-" + key;
     st.to = "now";

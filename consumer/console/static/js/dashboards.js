@@ -3,7 +3,8 @@
 // and each a link to the search page with that query.
 import * as api from "./api.js";
 import { el, bars, stacked, table, fmtNum } from "./chart.js";
-import { and, term, quote, sqlName, interval, bucketMs, fmtTime, resolveRange, searchLink } from "./query.js";
+import { and, term, quote, sqlName, interval, bucketMs, fmtTime, searchLink } from "./query.js";
+import { bounds } from "./range.js";
 import { row } from "./search.js";
 
 const reads = "NOT verb:get AND NOT verb:list AND NOT verb:watch";
@@ -100,7 +101,14 @@ export function chartQuery(c, iv) {
 export async function render(view, st, ctx, name) {
   const d = dashboards[name];
   const t0 = performance.now();
-  const { from, to } = resolveRange(st);
+  let from, to;
+  try {
+    ({ from, to } = await bounds(st, "*", ctx.signal));
+  } catch (e) {
+    if (e.name === "AbortError") return;
+    view.append(el("h2", { text: d.title }), el("pre", { class: "qerror", text: e.message }));
+    return;
+  }
   const iv = interval(from, to);
   const charts = d.charts(st);
   const timing = el("div", { class: "timing", id: "timing" }, "loading…");

@@ -65,7 +65,7 @@ export function sqlString(s) {
 const intervals = [
   [1, "second"], [5, "second"], [10, "second"], [30, "second"],
   [1, "minute"], [5, "minute"], [10, "minute"], [30, "minute"],
-  [1, "hour"], [3, "hour"], [6, "hour"], [12, "hour"], [1, "day"], [7, "day"],
+  [1, "hour"], [3, "hour"], [6, "hour"], [12, "hour"], [1, "day"], [7, "day"], [30, "day"], [365, "day"],
 ];
 const unitMS = { second: 1e3, minute: 60e3, hour: 3600e3, day: 86400e3 };
 
@@ -105,8 +105,10 @@ export function resolveRange(st, now = Date.now()) {
   return { from, to };
 }
 
-// rangeKey is the picker's value for a state: a relative key or "abs".
+// rangeKey is the picker's value for a state: a relative key, "all" or
+// "abs".
 export function rangeKey(st) {
+  if (st.from === "all") return "all";
   const m = /^now-(\w+)$/.exec(st.from || "");
   if ((!st.to || st.to === "now") && m && relative[m[1]]) return m[1];
   if (!st.from && !st.to) return "24h";

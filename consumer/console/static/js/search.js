@@ -2,14 +2,23 @@
 // range), the result table with cursor paging, and the event detail panel.
 import * as api from "./api.js";
 import { el, histogram, table, fmtNum } from "./chart.js";
-import { splitQuery, and, term, interval, bucketMs, fmtTime, resolveRange } from "./query.js";
+import { splitQuery, and, term, interval, bucketMs, fmtTime } from "./query.js";
+import { bounds } from "./range.js";
 
 const pageSize = 50;
 
 export async function render(view, st, ctx) {
-  const { from, to } = resolveRange(st);
   const q = (st.q || "").trim() || "*";
   const { filter, sql } = splitQuery(q);
+  let from, to, all;
+  try {
+    ({ from, to, all } = await bounds(st, filter, ctx.signal));
+  } catch (e) {
+    const card = el("section", { class: "card results", id: "results", "data-state": "loading" }, el("h3", {}, "Events", el("span", { class: "state" })));
+    view.append(card);
+    showError(card, e, q);
+    return;
+  }
   const iv = interval(from, to);
 
   const histCard = el("section", { class: "card hist", id: "histogram", "data-state": "loading", "data-interval-ms": String(iv.ms), "data-from": String(from), "data-to": String(to) },
@@ -18,16 +27,16 @@ export async function render(view, st, ctx) {
   const split = el("div", { class: "split", id: "split" }, resCard);
   view.append(histCard, split);
 
-  const common = { from, to, cluster: st.cluster };
+  const common = all ? { cluster: st.cluster } : { from, to, cluster: st.cluster };
   const histQ = (filter || "*") + ` | SELECT ${iv.sql} AS t, count(1) AS n GROUP BY t ORDER BY t LIMIT 10000`;
   histCard.dataset.q = histQ;
 
-  const hist = api.search({ ...common, q: histQ }, { signal: ctx.signal }).then((res) => {
+  const hist = api.search({ ...common, from, to, q: histQ }, { signal: ctx.signal }).then((res) => {
     const counts = new Map(res.rows.map((r) => [bucketMs(r[0]), Number(r[1])]));
     const buckets = [];
     for (let t = Math.floor(from / iv.ms) * iv.ms; t < to; t += iv.ms) buckets.push({ start: t, n: counts.get(t) || 0 });
     const total = buckets.reduce((a, b) => a + b.n, 0);
-    histCard.querySelector("#histState").textContent = `${fmtNum(total)} events, ${iv.n} ${iv.unit} buckets, ${fmtTime(from)} – ${fmtTime(to)} UTC; drag to zoom`;
+    histCard.querySelector("#histState").textContent = `${fmtNum(total)} events, ${iv.n} ${iv.unit} buckets, ${all ? "all time: " : ""}${fmtTime(from)} – ${fmtTime(to)} UTC; drag to zoom`;
     histCard.dataset.total = String(total);
     histCard.append(histogram(buckets, {
       from, to, intervalMs: iv.ms, width: histCard.clientWidth - 26,

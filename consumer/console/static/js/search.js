@@ -52,6 +52,11 @@ export async function render(view, st, ctx) {
 
   const main = sql === null ? events(resCard, split, st, q, common, ctx) : analysis(resCard, st, q, common, ctx);
   await Promise.allSettled([hist, main]);
+  // All time counts events without a timestamp too; a histogram cannot.
+  const untimed = Number(resCard.dataset.total) - Number(histCard.dataset.total);
+  if (all && sql === null && untimed > 0) {
+    histCard.querySelector("#histState").append(`; ${fmtNum(untimed)} events without a timestamp are not on it`);
+  }
 }
 
 function showError(card, e, q) {
@@ -92,7 +97,9 @@ export function row(ev) {
   const res = ref.resource ? ref.resource + (ref.subresource ? "/" + ref.subresource : "") : "";
   const nn = [ref.namespace, ref.name].filter(Boolean).join("/");
   return {
-    time: fmtTime(Date.parse(ev.stageTimestamp), true),
+    // Events of old apiservers (audit.k8s.io/v1beta1 "timestamp") may have
+    // no stageTimestamp; Go writes the zero time for it.
+    time: !ev.stageTimestamp || ev.stageTimestamp.startsWith("0001-01-01") ? "(no timestamp)" : fmtTime(Date.parse(ev.stageTimestamp), true),
     cluster: get(ev, ["auditpipe", "cluster"]) || "",
     user: get(ev, ["user", "username"]) || "",
     verb: ev.verb || "",

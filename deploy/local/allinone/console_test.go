@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -154,10 +155,20 @@ func loadConsoleFixtures(t *testing.T, p *Pipeline, first, last time.Time) []sto
 		}
 		want = append(want, s)
 	}
+	// Two fixtures reuse one auditID and stage for different requests
+	// (falco's anonymous and some-user namespace creations). Which of them
+	// the store keeps depends on the order the webhook batches arrive in, so
+	// only the first is sent: the oracle must know what is stored.
+	firstSeen := map[key]*auditinternal.Event{}
 	for _, ev := range evs {
 		k := key{string(ev.AuditID), string(ev.Stage)}
 		ev.StageTimestamp.Time = at[k]
 		ev.RequestReceivedTimestamp.Time = at[k]
+		if f, ok := firstSeen[k]; ok && !reflect.DeepEqual(f, ev) {
+			t.Logf("not sent: a second event under auditID %s stage %s (user %q, first %q)", k.id, k.stage, ev.User.Username, f.User.Username)
+			continue
+		}
+		firstSeen[k] = ev
 		add(ev)
 	}
 	// The fixtures only read nodes: add the node operations the Node
@@ -439,6 +450,18 @@ func TestConsoleInBrowser(t *testing.T) {
 		newQ := evalJS[string](t, bctx, `document.getElementById('q').value`)
 		require.Equal(t, "("+q+`) AND user.username:"`+e.user+`"`, newQ)
 		require.Equal(t, strconv.Itoa(count(want, func(s stored) bool { return match(s) && phrase(s.user, e.user) })), attr(t, "#results", "data-total"))
+
+		// The same for a number: the response code of the newest of those.
+		do(t, chromedp.Click(chromedp.CSS("#results tbody tr")), chromedp.WaitVisible(chromedp.ID("eventJSON")))
+		ev = map[string]any{}
+		require.NoError(t, json.Unmarshal([]byte(evalJS[string](t, bctx, `document.getElementById('eventJSON').textContent`)), &ev))
+		code = fmt.Sprint(ev["responseStatus"].(map[string]any)["code"])
+		do(t, chromedp.Click(chromedp.CSS(`#detail tr[data-field="responseStatus.code"] a.search-value`)))
+		waitRender(t, bctx, &seq)
+		require.Equal(t, newQ+" AND responseStatus.code="+code, evalJS[string](t, bctx, `document.getElementById('q').value`))
+		require.Equal(t, strconv.Itoa(count(want, func(s stored) bool {
+			return match(s) && phrase(s.user, e.user) && strconv.Itoa(int(s.code)) == code
+		})), attr(t, "#results", "data-total"))
 	})
 
 	t.Run("histogram drag narrows the range", func(t *testing.T) {

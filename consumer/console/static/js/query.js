@@ -27,8 +27,24 @@ export function and(...parts) {
   return kept.map((p) => (needsParens(p) ? "(" + p + ")" : p)).join(" AND ");
 }
 
+// needsParens: p has an OR outside parentheses and quotes, which binds
+// looser than the AND that joins it.
 function needsParens(p) {
-  return /\bOR\b/.test(p.replace(/"(?:[^"\\]|\\.)*"/g, '""'));
+  let depth = 0;
+  let top = "";
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i];
+    if (c === "\\") { i++; top += " "; continue; }
+    if (c === '"') {
+      for (i++; i < p.length && p[i] !== '"'; i++) if (p[i] === "\\") i++;
+      top += " ";
+      continue;
+    }
+    if (c === "(") depth++;
+    else if (c === ")") depth--;
+    top += depth === 0 && c !== ")" ? c : " ";
+  }
+  return /\bOR\b/.test(top);
 }
 
 // quote makes a CQL phrase of any string.

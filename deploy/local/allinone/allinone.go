@@ -16,6 +16,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/alerts"
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
+	"github.com/auditpipe/auditpipe/consumer/console"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/kafka"
@@ -206,8 +207,10 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 
 	// API, metrics, health.
 	apiMux := telemetry.Mux(reg, health)
+	apiLogger := logger.With("component", "api")
 	apiRoutes := http.NewServeMux()
-	apiRoutes.Handle("/api/", search.NewHandler(p.store, logger.With("component", "api")))
+	apiRoutes.Handle("/api/", search.NewHandler(p.store, apiLogger))
+	apiRoutes.Handle(search.ClustersPath, search.NewClustersHandler(p.store, cfg.Fleet, apiLogger))
 	if recentAlerts != nil {
 		apiRoutes.Handle(alerts.AlertsPath, alerts.APIHandler(recentAlerts))
 	}
@@ -216,6 +219,13 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	apiMux.Handle("/api/", api)
+	// The web console: public static files; its data comes from /api/,
+	// with the API's token.
+	consoleHandler, err := console.Handler()
+	if err != nil {
+		return nil, err
+	}
+	apiMux.Handle("/", consoleHandler)
 	var apiTLS *tls.Config
 	if cfg.API.TLS.Enabled() {
 		if apiTLS, _, err = cfg.API.TLS.ServerConfig(); err != nil {

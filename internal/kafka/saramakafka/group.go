@@ -214,6 +214,9 @@ func (c *GroupConsumer) assigned(claims map[string][]int32) {
 	}
 	for topic, partitions := range added {
 		if err := p.PrepareAssigned(gh.ctx, topic, partitions); err != nil {
+			if gh.ctx.Err() != nil {
+				return // stopping anyway; not a failure
+			}
 			// Stops the member: the session ends before a batch of
 			// the partitions is handled.
 			gh.fail(fmt.Errorf("prepare assigned partitions %s %v: %w", topic, partitions, err))

@@ -167,10 +167,10 @@ func TestGroupFencesOpenTransactionOnAssignment(t *testing.T) {
 	defer func() { cancel(); require.NoError(t, <-done) }()
 
 	// Everything is processed from the last stable offset (none: the
-	// beginning), long before the open transaction would time out.
+	// beginning), long before the open transaction would time out:
+	// waitOffsets gives up after 30 s, half the transaction's timeout.
 	waitOffsets(t, admin, group, in, end)
 	t.Logf("took over from the open transaction in %.1f s", time.Since(started).Seconds())
-	require.Less(t, time.Since(started), 20*time.Second, "the member waited for the open transaction to time out")
 	got := readCommitted(t, brokers, out, n)
 	require.Len(t, got, n, "every input once: the dead owner's offset commit was aborted")
 }

@@ -281,7 +281,7 @@ if [[ " $suites " == *" single "* ]]; then
 	gotest deploy/local -timeout 10m ./allinone/...
 	# Consumer replicas added and removed under load (1 -> 3 -> 2), a CLS
 	# outage and a missing CLS topic; the processor's policy hot reload
-	# under load, and its exactly-once mode killed -9 twice (~30 s).
+	# under load, and its exactly-once mode killed -9 twice (~25-35 s).
 	gotest consumer -timeout 10m ./group/...
 	gotest processor -timeout 10m ./app/... ./cmd/processor/
 	unset AUDITPIPE_TEST_KAFKA_BROKERS

@@ -80,6 +80,8 @@ func TestKill9ExactlyOnce(t *testing.T) {
 		require.NoError(t, cmd.Start())
 		p := proc{cmd: cmd, exited: make(chan struct{})}
 		go func() { _ = cmd.Wait(); close(p.exited) }()
+		// A failing test must not leave a processor running.
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.exited })
 		return p
 	}
 	// Count committed output as it appears.
@@ -162,7 +164,6 @@ func TestKill9ExactlyOnce(t *testing.T) {
 		time.Sleep(3 * time.Second)
 	}
 	p := start()
-	t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.exited })
 	waitFor(p, "all records consumed", func() bool { return consumed() >= n }, consumed())
 	waitFor(p, "all records read", func() bool { return count() >= n }, -1)
 	// Give duplicates, if any, time to show up.

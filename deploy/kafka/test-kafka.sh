@@ -9,8 +9,9 @@
 #   2. starts one combined broker+controller and runs, with
 #      AUDITPIPE_TEST_KAFKA_BROKERS pointing at it, the Kafka adapter
 #      conformance suites, the producer webhook tests, the all-in-one
-#      end-to-end tests, the consumer group scaling tests and the
-#      processor's reload tests; stops the broker;
+#      end-to-end tests, the consumer group scaling tests, the
+#      processor's reload tests and its kill -9 exactly-once test; stops
+#      the broker;
 #   3. starts a 3-node cluster (3 combined nodes, a quorum of 3) and runs the
 #      fault tests of deploy/local/faults against it; stops it.
 # Everything it started is stopped on exit, on failure and on Ctrl-C too.
@@ -280,9 +281,9 @@ if [[ " $suites " == *" single "* ]]; then
 	gotest deploy/local -timeout 10m ./allinone/...
 	# Consumer replicas added and removed under load (1 -> 3 -> 2), a CLS
 	# outage and a missing CLS topic; the processor's policy hot reload
-	# under load.
+	# under load, and its exactly-once mode killed -9 twice (~25-35 s).
 	gotest consumer -timeout 10m ./group/...
-	gotest processor -timeout 10m ./app/...
+	gotest processor -timeout 10m ./app/... ./cmd/processor/
 	unset AUDITPIPE_TEST_KAFKA_BROKERS
 	stop_nodes "$work/single"
 	log "single broker suite done in $((SECONDS - t0)) s"

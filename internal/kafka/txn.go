@@ -19,6 +19,15 @@ type Transactor interface {
 	// offsets any other way. Commit is safe for concurrent use; calls for
 	// the same input partition are serialized.
 	Commit(ctx context.Context, in InputOffset, records ...Record) error
+	// Fence takes over input partitions of topic: it fences the
+	// producers of their previous owners, whose open transactions the
+	// broker then aborts, and returns once they are aborted. Call it when
+	// the partitions are assigned, before their committed offsets are
+	// read: a read-committed group member does not read a partition's
+	// offset while a transaction that commits it is open (KIP-447's
+	// stable offsets), so without Fence the transaction left open by a
+	// killed owner holds the partition until the broker times it out.
+	Fence(ctx context.Context, topic string, partitions ...int32) error
 	// Close aborts open transactions and releases the producers. Safe to
 	// call twice.
 	Close() error
@@ -57,4 +66,16 @@ func (c TransactorConfig) Validate() error {
 		return errors.New("kafka transactor: no transactional id")
 	}
 	return nil
+}
+
+// AssignmentPreparer is implemented by a Handler that must act when its
+// member is assigned partitions, before their committed offsets are read
+// and before any of their batches is handled: a transactional stage
+// fences the previous owners there (Transactor.Fence). A group adapter
+// whose offset reads wait for open transactions calls it (saramakafka's
+// group does); an error stops the member like an error from Handle.
+type AssignmentPreparer interface {
+	// PrepareAssigned is called with partitions of topic that the member
+	// did not own in its previous assignment.
+	PrepareAssigned(ctx context.Context, topic string, partitions []int32) error
 }

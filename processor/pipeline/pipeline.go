@@ -123,6 +123,17 @@ func WithTransactions(tx kafka.Transactor) Option {
 	return func(p *Pipeline) { p.txn = tx }
 }
 
+// PrepareAssigned implements kafka.AssignmentPreparer: with transactions,
+// newly assigned input partitions are fenced before their offsets are
+// read, so a killed previous owner's open transaction is aborted now
+// instead of holding them until it times out.
+func (p *Pipeline) PrepareAssigned(ctx context.Context, topic string, partitions []int32) error {
+	if p.txn == nil {
+		return nil
+	}
+	return p.txn.Fence(ctx, topic, partitions...)
+}
+
 // New returns a Pipeline that applies pol and writes with prod. metrics
 // may be nil (unregistered metrics), logger too (logs are discarded).
 func New(cfg Config, pol Policy, prod kafka.Producer, metrics *Metrics, logger *slog.Logger, opts ...Option) (*Pipeline, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,6 +25,11 @@ type GroupConsumer struct {
 	mu     sync.Mutex
 	group  sarama.ConsumerGroup
 	closed bool
+
+	// running is the handler of the current Run, for the assignment hook;
+	// nil between runs.
+	runningMu sync.Mutex
+	running   *groupHandler
 }
 
 var _ kafka.GroupConsumer = (*GroupConsumer)(nil)
@@ -49,7 +55,11 @@ func (c *GroupConsumer) newSaramaGroup() (sarama.ConsumerGroup, error) {
 	sc := newConfig(cfg.ClientID, cfg.SASL)
 	// Cooperative-sticky moves only the partitions that change owner on a
 	// rebalance; the others keep consuming.
-	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+	strategy, err := newAssignStrategy(c.assigned)
+	if err != nil {
+		return nil, fmt.Errorf("kafka group %s: %w", cfg.Group, err)
+	}
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{strategy}
 	sc.Consumer.Group.Session.Timeout = cfg.SessionTimeout
 	// Frequent heartbeats make a member notice a rebalance quickly, which
 	// is what bounds how long the other members wait for it.
@@ -119,9 +129,19 @@ func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	gh := &groupHandler{cfg: c.cfg, group: g, h: h, stop: stop}
+	gh := &groupHandler{cfg: c.cfg, group: g, h: h, ctx: runCtx, stop: stop}
+	c.runningMu.Lock()
+	c.running = gh
+	c.runningMu.Unlock()
+	defer func() {
+		c.runningMu.Lock()
+		c.running = nil
+		c.runningMu.Unlock()
+	}()
 	backoff := 100 * time.Millisecond
 	for {
+		// Each Consume joins with a new session that owns nothing yet.
+		gh.resetOwned()
 		// With the cooperative protocol Consume survives rebalances and
 		// returns only when the session ends: ctx done, a claim that ended
 		// on its own (handler error), or a lost session. A new session then
@@ -143,6 +163,12 @@ func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
 			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, err)
 		case errors.As(err, &cfgErr):
 			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, err)
+		case errors.Is(err, sarama.ErrInvalidSessionTimeout):
+			// The broker refuses the session timeout
+			// (group.min/max.session.timeout.ms, 6 s to 30 min by
+			// default): joining again cannot succeed, and retrying
+			// would leave the member idle without a word.
+			return fmt.Errorf("kafka group %s: session timeout %s: %w", c.cfg.Group, c.cfg.SessionTimeout, err)
 		}
 		// Anything else (coordinator moving, broker restarting, a failed
 		// join) is worth retrying: the group must outlive broker hiccups.
@@ -170,15 +196,101 @@ func (c *GroupConsumer) Close() error {
 	return nil
 }
 
+// assigned is the assignment hook: it tells the running handler, when it
+// is a kafka.AssignmentPreparer, about partitions the member did not own.
+// sarama calls it after SyncGroup and before it reads the offsets of the
+// new partitions, on its rebalance path: the member waits for it.
+func (c *GroupConsumer) assigned(claims map[string][]int32) {
+	c.runningMu.Lock()
+	gh := c.running
+	c.runningMu.Unlock()
+	if gh == nil {
+		return
+	}
+	added := gh.updateOwned(claims)
+	p, ok := gh.h.(kafka.AssignmentPreparer)
+	if !ok {
+		return
+	}
+	for topic, partitions := range added {
+		if err := p.PrepareAssigned(gh.ctx, topic, partitions); err != nil {
+			if gh.ctx.Err() != nil {
+				return // stopping anyway; not a failure
+			}
+			// Stops the member: the session ends before a batch of
+			// the partitions is handled.
+			gh.fail(fmt.Errorf("prepare assigned partitions %s %v: %w", topic, partitions, err))
+			return
+		}
+	}
+}
+
+// assignStrategy is sarama's cooperative-sticky strategy with a hook on
+// the member's own assignment. It keeps every optional interface of the
+// strategy (the cooperative protocol, the generation in the
+// subscription), which sarama finds by type assertion.
+type assignStrategy struct {
+	cooperativeStrategy
+	hook func(claims map[string][]int32)
+}
+
+type cooperativeStrategy interface {
+	sarama.RebalanceProtocolBalanceStrategy
+	sarama.SubscriptionUserDataBalanceStrategy
+	sarama.OnAssignmentBalanceStrategy
+}
+
+func newAssignStrategy(hook func(map[string][]int32)) (sarama.BalanceStrategy, error) {
+	s, ok := sarama.NewBalanceStrategyCooperativeSticky().(cooperativeStrategy)
+	if !ok {
+		return nil, errors.New("sarama's cooperative-sticky strategy lacks an optional interface the assignment hook needs")
+	}
+	return &assignStrategy{cooperativeStrategy: s, hook: hook}, nil
+}
+
+// OnAssignment implements sarama.OnAssignmentBalanceStrategy.
+func (s *assignStrategy) OnAssignment(a *sarama.ConsumerGroupMemberAssignment, generationID int32) {
+	s.cooperativeStrategy.OnAssignment(a, generationID)
+	s.hook(a.Topics)
+}
+
 // groupHandler adapts a kafka.Handler to sarama's ConsumerGroupHandler.
 type groupHandler struct {
 	cfg   kafka.GroupConfig
 	group sarama.ConsumerGroup
 	h     kafka.Handler
+	ctx   context.Context // the Run's, for PrepareAssigned
 	stop  context.CancelFunc
 
-	mu  sync.Mutex
-	err error
+	mu    sync.Mutex
+	err   error
+	owned map[string][]int32 // the session's last assignment
+}
+
+func (g *groupHandler) resetOwned() {
+	g.mu.Lock()
+	g.owned = nil
+	g.mu.Unlock()
+}
+
+// updateOwned records the session's new assignment and returns the
+// partitions that are new in it.
+func (g *groupHandler) updateOwned(claims map[string][]int32) map[string][]int32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	added := map[string][]int32{}
+	for topic, partitions := range claims {
+		for _, p := range partitions {
+			if !slices.Contains(g.owned[topic], p) {
+				added[topic] = append(added[topic], p)
+			}
+		}
+	}
+	g.owned = make(map[string][]int32, len(claims))
+	for topic, partitions := range claims {
+		g.owned[topic] = slices.Clone(partitions)
+	}
+	return added
 }
 
 func (*groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }

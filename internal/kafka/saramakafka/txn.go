@@ -17,7 +17,11 @@ import (
 // with one producer (and transactional id) per input partition: sarama
 // runs one transaction at a time per producer, and a per-partition id is
 // what fences the previous owner of a partition (the classic Kafka
-// Streams "exactly-once v1" layout, which needs no group generation).
+// Streams "exactly-once v1" layout, which needs no group generation). The
+// fencing must happen when a partition is assigned, before its offset is
+// read (Fence, called through the group's kafka.AssignmentPreparer), not
+// lazily at the first Commit: a read-committed offset read waits for the
+// previous owner's open transaction, which only the fencing ends early.
 type Transactor struct {
 	cfg kafka.TransactorConfig
 
@@ -27,13 +31,18 @@ type Transactor struct {
 }
 
 type txnPartition struct {
-	mu sync.Mutex // one transaction at a time
-	sp sarama.SyncProducer
+	key string
+	// mu serializes the partition's transactions and guards sp and
+	// closed: one transaction at a time.
+	mu     sync.Mutex
+	sp     sarama.SyncProducer
+	closed bool
 }
 
 var _ kafka.Transactor = (*Transactor)(nil)
 
-// NewTransactor returns a Transactor; producers connect on first use.
+// NewTransactor returns a Transactor; producers connect on first use or
+// on Fence.
 func NewTransactor(cfg kafka.TransactorConfig) (*Transactor, error) {
 	cfg.ProducerConfig = cfg.ProducerConfig.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -42,8 +51,10 @@ func NewTransactor(cfg kafka.TransactorConfig) (*Transactor, error) {
 	return &Transactor{cfg: cfg, parts: map[string]*txnPartition{}}, nil
 }
 
-func (t *Transactor) partition(in kafka.InputOffset) (*txnPartition, error) {
-	key := t.cfg.TransactionalID + "-" + in.Topic + "-" + strconv.FormatInt(int64(in.Partition), 10)
+// partition returns the state of an input partition; its producer is
+// created by the caller, under p.mu.
+func (t *Transactor) partition(topic string, partition int32) (*txnPartition, error) {
+	key := t.cfg.TransactionalID + "-" + topic + "-" + strconv.FormatInt(int64(partition), 10)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -51,33 +62,76 @@ func (t *Transactor) partition(in kafka.InputOffset) (*txnPartition, error) {
 	}
 	p, ok := t.parts[key]
 	if !ok {
-		p = &txnPartition{}
+		p = &txnPartition{key: key}
 		t.parts[key] = p
 	}
-	if p.sp == nil {
-		sc := newConfig(t.cfg.ClientID, t.cfg.SASL)
-		sc.Producer.RequiredAcks = sarama.WaitForAll
-		sc.Producer.Idempotent = true
-		sc.Net.MaxOpenRequests = 1
-		sc.Producer.Partitioner = sarama.NewHashPartitioner
-		sc.Producer.MaxMessageBytes = t.cfg.MaxMessageBytes
-		sc.Producer.Return.Successes = true
-		sc.Producer.Return.Errors = true
-		sc.Producer.Transaction.ID = key
-		// A transaction left open by a dead owner blocks read-committed
-		// readers of the output partitions until the broker aborts it:
-		// on this timeout, or sooner when the next owner starts. 10s
-		// is Kafka Streams' choice; sarama's default is a minute.
-		sc.Producer.Transaction.Timeout = 10 * time.Second
-		// Creating the producer runs InitProducerId, which fences a
-		// previous producer with this id and aborts its open transaction.
-		sp, err := sarama.NewSyncProducer(t.cfg.Brokers, sc)
-		if err != nil {
-			return nil, fmt.Errorf("kafka transactor: transactional producer %s: %w", key, err)
-		}
-		p.sp = sp
-	}
 	return p, nil
+}
+
+// newProducer creates the transactional producer of a partition. It runs
+// InitProducerId, which fences a previous producer with the same id and
+// returns only once the broker aborted that producer's open transaction.
+func (t *Transactor) newProducer(key string) (sarama.SyncProducer, error) {
+	sc := newConfig(t.cfg.ClientID, t.cfg.SASL)
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Idempotent = true
+	sc.Net.MaxOpenRequests = 1
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Producer.MaxMessageBytes = t.cfg.MaxMessageBytes
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Transaction.ID = key
+	// A transaction left open by a dead owner blocks read-committed
+	// readers of the output partitions, and the group's offset reads of
+	// the input partition, until the broker aborts it: on this timeout,
+	// or sooner when the next owner fences it. 10s is Kafka Streams'
+	// choice; sarama's default is a minute.
+	sc.Producer.Transaction.Timeout = 10 * time.Second
+	sp, err := sarama.NewSyncProducer(t.cfg.Brokers, sc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka transactor: transactional producer %s: %w", key, err)
+	}
+	return sp, nil
+}
+
+// Fence implements kafka.Transactor: it replaces the producers of the
+// partitions with new ones, whose InitProducerId fences whoever used the
+// ids before (another member, or this process's dead predecessor).
+func (t *Transactor) Fence(ctx context.Context, topic string, partitions ...int32) error {
+	errs := make([]error, len(partitions))
+	var wg sync.WaitGroup
+	for i, partition := range partitions {
+		p, err := t.partition(topic, partition)
+		if err != nil {
+			return err
+		}
+		// In parallel: each may wait for the broker to abort a
+		// transaction, and the member waits for all of them.
+		wg.Go(func() {
+			if err := ctx.Err(); err != nil {
+				errs[i] = err
+				return
+			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			if p.closed {
+				errs[i] = errors.New("kafka transactor: closed")
+				return
+			}
+			if p.sp != nil {
+				// Ours from an earlier assignment, possibly fenced
+				// since by another member: start afresh.
+				_ = p.sp.Close()
+				p.sp = nil
+			}
+			p.sp, errs[i] = t.newProducer(p.key)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("kafka transactor: fence %s %v: %w", topic, partitions, err)
+	}
+	return nil
 }
 
 // Commit implements kafka.Transactor.
@@ -85,23 +139,26 @@ func (t *Transactor) Commit(ctx context.Context, in kafka.InputOffset, records .
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p, err := t.partition(in)
+	p, err := t.partition(in.Topic, in.Partition)
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.sp == nil {
+	if p.closed {
 		return errors.New("kafka transactor: closed")
+	}
+	if p.sp == nil {
+		if p.sp, err = t.newProducer(p.key); err != nil {
+			return err
+		}
 	}
 	if err := t.commit(p.sp, in, records); err != nil {
 		// A producer in a fatal state (fenced, or an error the
 		// transaction cannot recover from) is replaced on the next call.
 		if p.sp.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
 			_ = p.sp.Close()
-			t.mu.Lock()
 			p.sp = nil
-			t.mu.Unlock()
 		}
 		return fmt.Errorf("kafka transactor: %s/%d up to offset %d: %w", in.Topic, in.Partition, in.Next, err)
 	}
@@ -152,6 +209,7 @@ func (t *Transactor) Close() error {
 	var errs []error
 	for key, p := range parts {
 		p.mu.Lock()
+		p.closed = true
 		if p.sp != nil {
 			if err := p.sp.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close transactional producer %s: %w", key, err))

@@ -273,8 +273,15 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record) (kafka.Re
 			"reason", string(d.Reason), "rule", d.Rule, "origin", originString(origin))
 		return kafka.Record{}, OutcomeDroppedPolicy
 	}
+	// The identity is of the raw bytes, not of what the policy left
+	// (decision 0012).
+	hash, err := ContentHash(rec.Value)
+	if err != nil {
+		return p.dlq(rec, origin, err.Error()), OutcomeDLQ
+	}
 	ev.Kind, ev.APIVersion = "Event", "audit.k8s.io/v1"
 	pe := schemas.ProcessedEvent{Event: ev, Pipeline: schemas.Pipeline{
+		ContentHash:   hash,
 		SchemaVersion: schemas.SchemaVersion,
 		Cluster:       cluster,
 		Source:        string(rec.HeaderValue(schemas.HeaderSource)),

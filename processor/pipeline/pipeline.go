@@ -198,7 +198,7 @@ func (p *Pipeline) Fleet() Fleet { return *p.fleet.Load() }
 // record of the batch with one Produce call and returns nil once the
 // broker acknowledged them all; a failed Produce returns an error so that
 // the group redelivers the batch (downstream de-duplicates on cluster,
-// auditID and stage).
+// auditID, stage and content hash).
 func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	start := time.Now()
 	defer func() { p.metrics.BatchDuration.Observe(time.Since(start).Seconds()) }()

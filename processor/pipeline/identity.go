@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -43,7 +44,9 @@ import (
 // as they are, not replaced). The canonical form is frozen: changing it
 // would make every replayed event look reused.
 func ContentHash(raw []byte) (string, error) {
-	c := canonicalizer{in: raw, out: make([]byte, 0, len(raw))}
+	c := canonPool.Get().(*canonicalizer)
+	defer c.release()
+	c.in, c.i, c.out = raw, 0, c.out[:0]
 	c.ws()
 	if c.i >= len(c.in) || c.in[c.i] != '{' {
 		return "", errors.New("content hash: not a JSON object")
@@ -80,12 +83,29 @@ const (
 // already refused by the decoder.
 const maxHashDepth = 10000
 
+// canonPool keeps the buffers: the canonical form is about as large as
+// the event, and the processor hashes every event.
+var canonPool = sync.Pool{New: func() any { return new(canonicalizer) }}
+
+func (c *canonicalizer) release() {
+	c.in = nil
+	if cap(c.out) > 4<<20 {
+		return // an unusually large event: let it go
+	}
+	canonPool.Put(c)
+}
+
+func isTypeMeta(key []byte) bool {
+	return string(key) == "kind" || string(key) == "apiVersion"
+}
+
 type canonicalizer struct {
 	in      []byte
 	i       int
 	out     []byte
-	scratch []byte // reordering of object members
-	str     []byte // a decoded string
+	scratch []byte   // reordering of object members
+	str     []byte   // a decoded string
+	members []member // the members of the objects being read, innermost last
 }
 
 func (c *canonicalizer) ws() {
@@ -114,29 +134,45 @@ func (c *canonicalizer) value(depth int) error {
 	case b == '[':
 		return c.array(depth + 1)
 	case b == '"':
-		s, err := c.string()
-		if err != nil {
-			return err
-		}
 		c.out = append(c.out, tagString)
-		c.out = binary.AppendUvarint(c.out, uint64(len(s)))
-		c.out = append(c.out, s...)
-		return nil
+		return c.appendString()
 	case b == '-' || (b >= '0' && b <= '9'):
 		return c.number()
+	case b == 'n' && bytes.HasPrefix(c.in[c.i:], litNull):
+		c.i += len(litNull)
+		c.out = append(c.out, tagNull)
+	case b == 't' && bytes.HasPrefix(c.in[c.i:], litTrue):
+		c.i += len(litTrue)
+		c.out = append(c.out, tagTrue)
+	case b == 'f' && bytes.HasPrefix(c.in[c.i:], litFalse):
+		c.i += len(litFalse)
+		c.out = append(c.out, tagFalse)
 	default:
-		for _, lit := range []struct {
-			text string
-			tag  byte
-		}{{"null", tagNull}, {"true", tagTrue}, {"false", tagFalse}} {
-			if bytes.HasPrefix(c.in[c.i:], []byte(lit.text)) {
-				c.i += len(lit.text)
-				c.out = append(c.out, lit.tag)
-				return nil
-			}
-		}
 		return c.errf("unexpected character %q", b)
 	}
+	return nil
+}
+
+var litNull, litTrue, litFalse = []byte("null"), []byte("true"), []byte("false")
+
+// appendString appends the length and bytes of the string at c.i to
+// c.out.
+func (c *canonicalizer) appendString() error {
+	// Fast path: no escapes, the bytes between the quotes are the string.
+	rest := c.in[c.i+1:]
+	if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
+		c.out = binary.AppendUvarint(c.out, uint64(end))
+		c.out = append(c.out, rest[:end]...)
+		c.i += end + 2
+		return nil
+	}
+	s, err := c.string()
+	if err != nil {
+		return err
+	}
+	c.out = binary.AppendUvarint(c.out, uint64(len(s)))
+	c.out = append(c.out, s...)
+	return nil
 }
 
 // member is one object member's place in c.out: the key's decoded bytes
@@ -149,7 +185,7 @@ func (c *canonicalizer) object(depth int) error {
 	}
 	c.i++ // {
 	c.out = append(c.out, tagObject)
-	var members []member
+	base := len(c.members)
 	c.ws()
 	if c.i < len(c.in) && c.in[c.i] == '}' {
 		c.i++
@@ -161,30 +197,28 @@ func (c *canonicalizer) object(depth int) error {
 		if c.i >= len(c.in) || c.in[c.i] != '"' {
 			return c.errf("want an object key")
 		}
-		key, err := c.string()
-		if err != nil {
+		m := member{start: len(c.out)}
+		c.out = append(c.out, tagKey)
+		if err := c.appendString(); err != nil {
 			return err
 		}
+		// The key's bytes end c.out, after their length.
+		m.keyEnd = len(c.out)
+		_, n := binary.Uvarint(c.out[m.start+1:])
+		m.keyStart = m.start + 1 + n
 		c.ws()
 		if c.i >= len(c.in) || c.in[c.i] != ':' {
 			return c.errf("want ':' after an object key")
 		}
 		c.i++
-		m := member{start: len(c.out)}
-		c.out = append(c.out, tagKey)
-		c.out = binary.AppendUvarint(c.out, uint64(len(key)))
-		m.keyStart = len(c.out)
-		c.out = append(c.out, key...)
-		m.keyEnd = len(c.out)
 		if err := c.value(depth); err != nil {
 			return err
 		}
 		m.end = len(c.out)
-		// key was c.str, which the value may have overwritten: read the copy.
-		if k := string(c.out[m.keyStart:m.keyEnd]); depth == 0 && (k == "kind" || k == "apiVersion") {
+		if depth == 0 && isTypeMeta(c.out[m.keyStart:m.keyEnd]) {
 			c.out = c.out[:m.start] // type metadata, see ContentHash
 		} else {
-			members = append(members, m)
+			c.members = append(c.members, m)
 		}
 		c.ws()
 		if c.i >= len(c.in) {
@@ -200,7 +234,8 @@ func (c *canonicalizer) object(depth int) error {
 		c.i++
 		break
 	}
-	c.sortMembers(members)
+	c.sortMembers(c.members[base:])
+	c.members = c.members[:base]
 	c.out = append(c.out, tagEnd)
 	return nil
 }

@@ -287,11 +287,23 @@ func BenchmarkContentHash(b *testing.B) {
 	for _, raw := range all {
 		size += len(raw)
 	}
-	b.SetBytes(int64(size / len(all)))
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		if _, err := pipeline.ContentHash(all[i%len(all)]); err != nil {
-			b.Fatal(err)
+	b.Run("fixtures", func(b *testing.B) {
+		b.SetBytes(int64(size / len(all)))
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, err := pipeline.ContentHash(all[i%len(all)]); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("requestresponse-22KB", func(b *testing.B) {
+		ev := requestResponseEvent(b, 22<<10)
+		b.SetBytes(int64(len(ev)))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := pipeline.ContentHash(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

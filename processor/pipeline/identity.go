@@ -46,7 +46,7 @@ import (
 func ContentHash(raw []byte) (string, error) {
 	c := canonPool.Get().(*canonicalizer)
 	defer c.release()
-	c.in, c.i, c.out = raw, 0, c.out[:0]
+	c.in, c.i, c.out, c.members = raw, 0, c.out[:0], c.members[:0]
 	c.ws()
 	if c.i >= len(c.in) || c.in[c.i] != '{' {
 		return "", errors.New("content hash: not a JSON object")

@@ -112,6 +112,10 @@ type Pipeline struct {
 	AuditIDReused bool `json:"auditIDReused,omitempty" desc:"True when another event with the same cluster, auditID and stage but different content was stored before this one (a client reused the Audit-ID header). Both events are kept."`
 	// Cut lists what was replaced with CutValue.
 	Cut []string `json:"cut,omitempty" desc:"JSON Pointers (RFC 6901, from the event's root) of the objects and arrays replaced with the marker auditpipe:cut because they were nested deeper than the processor keeps (256 levels). Absent when nothing was cut."`
+	// ContentHash identifies the event's content as the apiserver sent
+	// it, so that a retransmission (same hash) collapses and a different
+	// event under a reused auditID (other hash) is kept (decision 0012).
+	ContentHash string `json:"contentHash,omitempty" desc:"Lowercase hex SHA-256 of the canonical form of the raw event as the apiserver sent it (before policy and redaction; whitespace, key order, string escapes and number spelling do not count; the top-level kind and apiVersion are left out). Events with the same cluster, auditID, stage and contentHash are one event delivered more than once. Absent on events processed before it was introduced."`
 	// Detections lists the ids of the detection rules the event matched,
 	// evaluated on the event as the apiserver sent it.
 	Detections []string `json:"detections,omitempty" desc:"Ids of the detection rules this event matched (evaluated before the policy lowered its level). Absent when none matched."`

@@ -30,6 +30,7 @@ func TestLoadFull(t *testing.T) {
 	require.Equal(t, 200*time.Millisecond, sc.Linger)
 	require.Equal(t, "zstd", sc.Compression)
 	require.Equal(t, time.Minute, sc.BlockedRetry)
+	require.Equal(t, 20000, sc.RecentIdentities)
 	require.Equal(t, 1000, cfg.GroupConfig().MaxBatch)
 }
 

@@ -80,6 +80,9 @@ type CLSConfig struct {
 	RetryMax       Duration `json:"retryMax"`
 	BlockedRetry   Duration `json:"blockedRetry"`
 	DefaultTopicID string   `json:"defaultTopicID"`
+	// RecentIdentities bounds the CLS sink's memory of sent events
+	// (decision 0012); see cls.Config.
+	RecentIdentities int `json:"recentIdentities"`
 }
 
 // DefaultConfig returns the defaults: local store on, CLS off.
@@ -177,6 +180,7 @@ func (c Config) CLSSinkConfig(endpoint string) cls.Config {
 		Compression: c.CLS.Compression, Linger: time.Duration(c.CLS.Linger),
 		RetryBase: time.Duration(c.CLS.RetryBase), RetryMax: time.Duration(c.CLS.RetryMax),
 		BlockedRetry: time.Duration(c.CLS.BlockedRetry), DefaultTopicID: c.CLS.DefaultTopicID,
+		RecentIdentities: c.CLS.RecentIdentities,
 	}.WithDefaults()
 }
 

@@ -23,7 +23,9 @@ func NewLocalSink(store *local.Store, logger *slog.Logger) *LocalSink {
 func (s *LocalSink) Name() string { return "local" }
 
 // Write implements Sink. The store is idempotent on (cluster, auditID,
-// stage), so a redelivered batch only counts duplicates.
+// stage, content hash), so a redelivered batch only counts duplicates; a
+// different event under a reused auditID is stored, marked and logged by
+// the store (decision 0012).
 func (s *LocalSink) Write(ctx context.Context, records []kafka.Record) error {
 	values := make([][]byte, len(records))
 	for i, r := range records {

@@ -203,7 +203,7 @@ func (p *Pipeline) Fleet() Fleet { return *p.fleet.Load() }
 // record of the batch with one Produce call and returns nil once the
 // broker acknowledged them all; a failed Produce returns an error so that
 // the group redelivers the batch (downstream de-duplicates on cluster,
-// auditID and stage).
+// auditID, stage and content hash).
 func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	start := time.Now()
 	defer func() { p.metrics.BatchDuration.Observe(time.Since(start).Seconds()) }()
@@ -281,7 +281,14 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record, alerts *[
 			"reason", string(d.Reason), "rule", d.Rule, "origin", originString(origin))
 		return kafka.Record{}, OutcomeDroppedPolicy
 	}
+	// The identity is of the raw bytes, not of what the policy left
+	// (decision 0012).
+	hash, err := ContentHash(rec.Value)
+	if err != nil {
+		return p.dlq(rec, origin, err.Error()), OutcomeDLQ
+	}
 	pe := schemas.ProcessedEvent{Event: ev, Pipeline: schemas.Pipeline{
+		ContentHash:   hash,
 		SchemaVersion: schemas.SchemaVersion,
 		Cluster:       cluster,
 		Source:        string(rec.HeaderValue(schemas.HeaderSource)),

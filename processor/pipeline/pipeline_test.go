@@ -132,6 +132,7 @@ func TestAcceptedEvents(t *testing.T) {
 		{policy.LevelMetadata, policy.LevelMetadata},
 		{policy.LevelRequest, policy.LevelRequest},
 	}
+	hashes := map[string]bool{}
 	for i, r := range out {
 		require.Equal(t, schemas.DefaultEventsTopic, r.Topic)
 		require.Equal(t, "cls-1", string(r.Key))
@@ -149,6 +150,12 @@ func TestAcceptedEvents(t *testing.T) {
 		require.Equal(t, sent.APIVersion, pe.APIVersion)
 		require.Equal(t, want[i].level, pe.Level, "record %d", i)
 		require.Equal(t, want[i].original, pe.Pipeline.OriginalLevel, "record %d", i)
+		// The hash itself is tested in identity_test.go; here: it is there,
+		// and five different events have five different ones.
+		require.Regexp(t, `^[0-9a-f]{64}$`, pe.Pipeline.ContentHash, "record %d", i)
+		require.False(t, hashes[pe.Pipeline.ContentHash], "record %d has another record's content hash", i)
+		hashes[pe.Pipeline.ContentHash] = true
+		pe.Pipeline.ContentHash = ""
 		require.Equal(t, schemas.Pipeline{
 			SchemaVersion: schemas.SchemaVersion,
 			Cluster:       "cls-1",

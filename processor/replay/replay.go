@@ -13,7 +13,8 @@
 // partition, the next offset to process, written atomically only after the
 // target acknowledged every record below it: an interrupted replay resumes
 // without gaps, and repeats at most the batch that was in flight when the
-// process died (duplicates a target removes by cluster, auditID and stage).
+// process died (duplicates a target removes by cluster, auditID, stage and
+// content hash).
 // The output is deterministic: the pipeline's clock is the raw record's
 // timestamp, so a repeated record is byte-for-byte the same.
 package replay

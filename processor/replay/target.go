@@ -13,8 +13,9 @@ type Target interface {
 	// Write returns nil only when every record is durable at the target;
 	// the replay's checkpoint moves past the records only then. On error
 	// the replay stops and a resume writes the batch again, so a target
-	// must tolerate duplicates (the natural identity of a processed event
-	// is its cluster, auditID and stage). Write is called concurrently for
+	// must tolerate duplicates (the identity of a processed event is its
+	// cluster, auditID, stage and auditpipe.contentHash, decision 0012).
+	// Write is called concurrently for
 	// different partitions.
 	Write(ctx context.Context, records []kafka.Record) error
 }

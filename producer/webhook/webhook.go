@@ -7,7 +7,7 @@
 // drops events when its own buffer is full. So the receiver answers 2xx
 // only once every event of the batch is acknowledged by Kafka, answers
 // errors quickly, and is idempotent: a retried batch produces records the
-// downstream stages de-duplicate on (cluster, auditID, stage).
+// downstream stages de-duplicate on (cluster, auditID, stage, content hash).
 package webhook
 
 import (

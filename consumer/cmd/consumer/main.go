@@ -25,12 +25,13 @@ import (
 const usage = `Usage: consumer [flags]
 
 Consumes the processed-events topic and writes every event to the sinks:
-  local      the embedded SQLite store (idempotent on cluster, auditID, stage)
+  local      the embedded SQLite store (idempotent on cluster, auditID, stage
+             and content hash; a reused auditID is kept and marked)
   cls        Tencent Cloud CLS, one topic per cluster from the fleet registry
   cls-local  an in-process CLS stand-in (GET <url>/logs shows what would be sent)
 Offsets are committed only after every sink has a record, so a crash or a
 CLS outage delays events but never loses them (duplicates are possible and
-share cluster, auditID and stage with the original).
+share cluster, auditID, stage and auditpipe.contentHash with the original).
 
 Settings come from --config (strict YAML; unknown keys are errors), then
 flags override. CLS credentials may come from AUDITPIPE_CLS_SECRET_ID and

@@ -43,6 +43,8 @@ var jsonValued = map[string]bool{
 // Flat is one event flattened for CLS.
 type Flat struct {
 	Cluster, AuditID, Stage string
+	// ContentHash is auditpipe.contentHash, "" when absent.
+	ContentHash string
 	// TimeMs is stageTimestamp in unix milliseconds.
 	TimeMs   int64
 	Contents []KV
@@ -84,6 +86,8 @@ func Flatten(value []byte, fallback time.Time) (Flat, error) {
 			f.Stage = kv.Value
 		case schemas.PipelineKey + ".cluster":
 			f.Cluster = kv.Value
+		case schemas.PipelineKey + ".contentHash":
+			f.ContentHash = kv.Value
 		case "stageTimestamp":
 			if t, err := time.Parse(time.RFC3339Nano, kv.Value); err == nil {
 				f.TimeMs = t.UnixMilli()

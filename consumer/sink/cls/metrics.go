@@ -11,6 +11,7 @@ const (
 	outcomeSent      = "sent"
 	outcomeInvalid   = "invalid"
 	outcomeUnrouted  = "unrouted"
+	outcomeDuplicate = "duplicate"
 	outcomeSuccess   = "success"
 	outcomeRetryable = "retryable"
 	outcomePermanent = "permanent"
@@ -21,6 +22,7 @@ type metrics struct {
 	logs      *prometheus.CounterVec
 	requests  *prometheus.CounterVec
 	truncated prometheus.Counter
+	reused    prometheus.Counter
 	retryWait prometheus.Histogram
 	blocked   *prometheus.GaugeVec
 }
@@ -30,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		reg: reg,
 		logs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_clssink_logs_total",
-			Help: "Events by outcome: sent (acknowledged by CLS), invalid (not a processed event), unrouted (no CLS topic for the cluster).",
+			Help: "Events by outcome: sent (acknowledged by CLS), invalid (not a processed event), unrouted (no CLS topic for the cluster), duplicate (same cluster, auditID, stage and content hash as an event this process sent recently; not sent again).",
 		}, []string{"outcome"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_clssink_sends_total",
@@ -39,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		truncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditpipe_clssink_truncated_values_total",
 			Help: "Values cut to fit CLS's size limits (marked with auditpipe-truncated).",
+		}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditpipe_clssink_auditid_reused_total",
+			Help: "Events sent with auditpipe.auditIDReused=true: this process recently sent a different event with the same cluster, auditID and stage (a client reused the Audit-ID header). Reuse across processes or restarts is not seen here; search CLS by the identity.",
 		}),
 		retryWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "auditpipe_clssink_retry_wait_seconds",
@@ -50,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while CLS refuses a cluster's events permanently (401/403/404); its partition is held. The label is bounded by the fleet registry.",
 		}, []string{"cluster"}),
 	}
-	for _, o := range []string{outcomeSent, outcomeInvalid, outcomeUnrouted} {
+	for _, o := range []string{outcomeSent, outcomeInvalid, outcomeUnrouted, outcomeDuplicate} {
 		m.logs.WithLabelValues(o)
 	}
 	for _, o := range []string{outcomeSuccess, outcomeRetryable, outcomePermanent} {
@@ -66,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.logs, m.requests, m.truncated, m.retryWait, m.blocked}
+	return []prometheus.Collector{m.logs, m.requests, m.truncated, m.reused, m.retryWait, m.blocked}
 }
 
 func (m *metrics) unregister() { telemetry.UnregisterAll(m.reg, m.collectors()...) }

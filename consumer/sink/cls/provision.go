@@ -167,6 +167,9 @@ var AuditIndexKeys = map[string]string{
 	"responseStatus.code": "long", "responseStatus.reason": "text",
 	"annotations.authorization.k8s.io/decision": "text", "annotations.authorization.k8s.io/reason": "text",
 	"auditpipe.cluster": "text", "auditpipe.source": "text",
+	// Decision 0012: CLS keeps duplicates, so searches group by the
+	// identity, and the reuse marker is something to alert on.
+	"auditpipe.contentHash": "text", "auditpipe.auditIDReused": "text",
 }
 
 func (p *Provisioner) createIndex(ctx context.Context, topicID string) error {

@@ -50,6 +50,13 @@ type Config struct {
 	BufferBytes int64 `json:"bufferBytes"`
 	// Timeout is the HTTP timeout of one request. Default 10s.
 	Timeout time.Duration `json:"timeout"`
+	// RecentIdentities is how many event identities (cluster, auditID,
+	// stage) the sink remembers with the content hashes CLS acknowledged,
+	// to skip redeliveries and mark a reused auditID (identity.go,
+	// decision 0012). Up to twice as many are held (two generations, about
+	// 200 bytes each). Default 50000; negative turns the memory off (every
+	// record is sent, nothing is marked).
+	RecentIdentities int `json:"recentIdentities"`
 	// DefaultTopicID receives the events of clusters the fleet registry
 	// gives no topic. Empty: such events are not sent to CLS (counted as
 	// unrouted and logged once per cluster; they are in the local store).
@@ -84,6 +91,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
+	}
+	if c.RecentIdentities == 0 {
+		c.RecentIdentities = 50_000
 	}
 	return c
 }
@@ -131,6 +141,7 @@ type Sink struct {
 	producer *clssdk.AsyncProducerClient
 	metrics  *metrics
 	logger   *slog.Logger
+	recent   *recent
 
 	mu        sync.Mutex
 	unrouted  map[string]bool // clusters already logged as unrouted
@@ -181,7 +192,7 @@ func New(cfg Config, topics Topics, reg prometheus.Registerer, logger *slog.Logg
 	}
 	p.Start()
 	return &Sink{
-		cfg: cfg, topics: topics, producer: p, metrics: m, logger: logger,
+		cfg: cfg, topics: topics, producer: p, metrics: m, logger: logger, recent: newRecent(cfg.RecentIdentities),
 		unrouted: map[string]bool{}, blocked: map[string]string{},
 	}, nil
 }
@@ -201,7 +212,8 @@ type chunk struct {
 // every routable record, or ctx's error when the partition was revoked or
 // the consumer stops (nothing is then committed).
 func (s *Sink) Write(ctx context.Context, records []kafka.Record) error {
-	chunks := s.prepare(records)
+	batch := &batchIdentities{recent: s.recent, sent: map[identity][]string{}}
+	chunks := s.prepare(records, batch)
 	attempt := map[*chunk]int{}
 	for len(chunks) > 0 {
 		failed, err := s.sendAll(ctx, chunks)
@@ -209,7 +221,7 @@ func (s *Sink) Write(ctx context.Context, records []kafka.Record) error {
 			return err
 		}
 		if len(failed) == 0 {
-			return nil
+			break
 		}
 		// Wait once for the whole set: the longest wait any failed chunk
 		// asks for, so a partition never hammers CLS.
@@ -229,6 +241,7 @@ func (s *Sink) Write(ctx context.Context, records []kafka.Record) error {
 		case <-t.C:
 		}
 	}
+	batch.acknowledged()
 	return nil
 }
 
@@ -243,8 +256,9 @@ func (s *Sink) backoff(f failure, attempt int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// prepare flattens the records and cuts them into chunks per topic.
-func (s *Sink) prepare(records []kafka.Record) []*chunk {
+// prepare flattens the records and cuts them into chunks per topic. Records
+// batch already knows are left out; a reused auditID is marked.
+func (s *Sink) prepare(records []kafka.Record, batch *batchIdentities) []*chunk {
 	open := map[string]*chunk{}
 	var chunks []*chunk
 	for _, r := range records {
@@ -268,6 +282,18 @@ func (s *Sink) prepare(records []kafka.Record) []*chunk {
 			s.metrics.logs.WithLabelValues(outcomeUnrouted).Inc()
 			s.warnUnrouted(f.Cluster)
 			continue
+		}
+		duplicate, reused := batch.verdict(identity{f.Cluster, f.AuditID, f.Stage}, f.ContentHash)
+		if duplicate {
+			s.metrics.logs.WithLabelValues(outcomeDuplicate).Inc()
+			continue
+		}
+		if reused {
+			f.Contents = append(f.Contents, KV{reusedKey, "true"})
+			f.Bytes += len(reusedKey) + len("true")
+			s.metrics.reused.Inc()
+			s.logger.Warn("cls sink: auditID reused: sending a different event under an auditID recently sent for this cluster and stage",
+				"cluster", f.Cluster, "auditID", f.AuditID, "stage", f.Stage, "topic_id", topic)
 		}
 		c := open[topic]
 		if c == nil || len(c.logs) >= s.cfg.ChunkLogs || (len(c.logs) > 0 && c.bytes+f.Bytes > s.cfg.ChunkBytes) {

@@ -1,7 +1,8 @@
 // Package local is auditpipe's embedded event store: one SQLite file (through
 // the pure-Go modernc.org/sqlite driver, so the binary stays cgo-free) that
 // holds every processed event once, keyed by its natural identity (cluster,
-// auditID, stage), with indexed columns for the common audit fields, the full
+// auditID, stage, content hash; decision 0012: a different event under a
+// reused auditID is kept and marked auditpipe.auditIDReused), with indexed columns for the common audit fields, the full
 // ProcessedEvent JSON for json_extract over any dotted path, and an FTS5 index
 // for full-text search. It is written by the consumer group (Write) and read
 // by the search API (Query); the CLS query language will later compile to SQL

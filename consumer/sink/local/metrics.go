@@ -14,6 +14,7 @@ type metrics struct {
 	writeErrors   prometheus.Counter
 	writeDuration prometheus.Histogram
 	queryDuration prometheus.Histogram
+	reused        prometheus.Counter
 	pruned        *prometheus.CounterVec
 	usedBytes     prometheus.Gauge
 }
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "auditpipe_localstore_events_total",
 			Help: "Events handed to the local store, by outcome (inserted, duplicate, invalid).",
 		}, []string{"outcome"}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_auditid_reused_total",
+			Help: "Events stored although an event with the same cluster, auditID and stage but different content was stored before (a client reused the Audit-ID header); each is marked auditpipe.auditIDReused. Included in events_total{outcome=\"inserted\"}.",
+		}),
 		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditpipe_localstore_write_errors_total",
 			Help: "Write calls that failed with a database error and committed nothing.",
@@ -71,7 +76,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.writeErrors, m.writeDuration, m.queryDuration, m.pruned, m.usedBytes}
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.queryDuration, m.pruned, m.usedBytes}
 }
 
 // unregister lets a store be reopened on the same registry (tests, restarts

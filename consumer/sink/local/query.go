@@ -73,7 +73,7 @@ func (s *Store) Query(ctx context.Context, q Query) (QueryResult, error) {
 		return res, nil
 	}
 	rows, err := tx.QueryContext(ctx,
-		"SELECT event FROM events"+where+" ORDER BY stage_ts DESC, cluster, audit_id, stage LIMIT ?",
+		"SELECT event FROM events"+where+" ORDER BY stage_ts DESC, cluster, audit_id, stage, id LIMIT ?",
 		append(args, limit)...)
 	if err != nil {
 		return QueryResult{}, fmt.Errorf("query local store: select: %w", err)

@@ -81,6 +81,58 @@ func migrations() []string {
 		// time. username already has an index; these add the other two.
 		`CREATE INDEX events_name_ts ON events (name, stage_ts);
 	CREATE INDEX events_user_agent_ts ON events (user_agent, stage_ts);`,
+		// Migration 3 (decision 0012): the identity of an event is
+		// (cluster, auditID, stage, content hash). A client can reuse an
+		// auditID (the apiserver takes it from the Audit-ID header), so a
+		// second event under the same id with other content is kept.
+		// SQLite cannot drop a UNIQUE constraint, so the table is rebuilt
+		// (a copy of every row, once; rowids are kept, so events_fts stays
+		// valid) and its indexes are created again. Rows written before
+		// have content_hash NULL (unknown; a UNIQUE constraint never fires
+		// on NULL), and write.go compares them by their columns instead.
+		`CREATE TABLE events_v3 (
+		id               INTEGER PRIMARY KEY,
+		cluster          TEXT    NOT NULL,
+		audit_id         TEXT    NOT NULL,
+		stage            TEXT    NOT NULL,
+		level            TEXT    NOT NULL,
+		verb             TEXT    NOT NULL,
+		username         TEXT    NOT NULL,
+		user_groups      TEXT    NOT NULL,
+		resource         TEXT    NOT NULL,
+		subresource      TEXT    NOT NULL,
+		namespace        TEXT    NOT NULL,
+		name             TEXT    NOT NULL,
+		api_group        TEXT    NOT NULL,
+		code             INTEGER,
+		source_ip        TEXT    NOT NULL,
+		user_agent       TEXT    NOT NULL,
+		request_received INTEGER,
+		stage_ts         INTEGER,
+		received_at      INTEGER,
+		event            TEXT    NOT NULL,
+		content_hash     TEXT,             -- auditpipe.contentHash, NULL when unknown
+		UNIQUE (cluster, audit_id, stage, content_hash)
+	);
+	INSERT INTO events_v3 (id, cluster, audit_id, stage, level, verb, username, user_groups,
+		resource, subresource, namespace, name, api_group, code, source_ip, user_agent,
+		request_received, stage_ts, received_at, event, content_hash)
+	SELECT id, cluster, audit_id, stage, level, verb, username, user_groups,
+		resource, subresource, namespace, name, api_group, code, source_ip, user_agent,
+		request_received, stage_ts, received_at, event,
+		NULLIF(json_extract(event, '$.auditpipe.contentHash'), '')
+	FROM events;
+	DROP TABLE events;
+	ALTER TABLE events_v3 RENAME TO events;
+	CREATE INDEX events_time ON events (stage_ts DESC, cluster, audit_id, stage);
+	CREATE INDEX events_cluster_ts ON events (cluster, stage_ts);
+	CREATE INDEX events_verb_ts ON events (verb, stage_ts);
+	CREATE INDEX events_username_ts ON events (username, stage_ts);
+	CREATE INDEX events_resource_ts ON events (resource, stage_ts);
+	CREATE INDEX events_namespace_ts ON events (namespace, stage_ts);
+	CREATE INDEX events_audit_id ON events (audit_id);
+	CREATE INDEX events_name_ts ON events (name, stage_ts);
+	CREATE INDEX events_user_agent_ts ON events (user_agent, stage_ts);`,
 	}
 }
 

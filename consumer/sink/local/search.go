@@ -37,7 +37,8 @@ type SearchRequest struct {
 // the analysis part.
 type SearchResult struct {
 	// Events are ProcessedEvent JSON documents, newest first (by
-	// stageTimestamp, then cluster, auditID, stage).
+	// stageTimestamp, then cluster, auditID, stage, then the order in which
+	// they were stored).
 	Events []json.RawMessage
 	// Total counts every matching event, not only this page.
 	Total int
@@ -134,8 +135,8 @@ func (s *Store) events(ctx context.Context, tx *sql.Tx, c *compiler, conds []str
 	}
 	// One row more than the page tells whether there is a next page.
 	rows, err := tx.QueryContext(ctx,
-		"SELECT event, stage_ts, cluster, audit_id, stage FROM events WHERE "+where+
-			" ORDER BY stage_ts DESC, cluster, audit_id, stage LIMIT ?",
+		"SELECT event, stage_ts, cluster, audit_id, stage, id FROM events WHERE "+where+
+			" ORDER BY stage_ts DESC, cluster, audit_id, stage, id LIMIT ?",
 		append(args, limit+1)...)
 	if err != nil {
 		return SearchResult{}, fmt.Errorf("search local store: select: %w", err)
@@ -145,7 +146,7 @@ func (s *Store) events(ctx context.Context, tx *sql.Tx, c *compiler, conds []str
 	for rows.Next() {
 		var ev []byte // Scan copies the TEXT value into a fresh slice.
 		var k keyset
-		if err := rows.Scan(&ev, &k.TS, &k.Cluster, &k.AuditID, &k.Stage); err != nil {
+		if err := rows.Scan(&ev, &k.TS, &k.Cluster, &k.AuditID, &k.Stage, &k.ID); err != nil {
 			return SearchResult{}, fmt.Errorf("search local store: scan: %w", err)
 		}
 		if len(res.Events) == limit {
@@ -253,11 +254,14 @@ func engineError(err error) error {
 
 // keyset is the position of an event in the result order, the content of a
 // cursor. TS is nil for an event without stageTimestamp (those sort last).
+// ID breaks ties: events under a reused auditID share cluster, auditID and
+// stage (decision 0012).
 type keyset struct {
 	TS      *int64 `json:"t"`
 	Cluster string `json:"c"`
 	AuditID string `json:"a"`
 	Stage   string `json:"s"`
+	ID      int64  `json:"i"`
 }
 
 func (k keyset) encode() string {
@@ -280,12 +284,12 @@ func decodeCursor(s string) (keyset, error) {
 }
 
 // after renders "comes after k in the result order" (stage_ts DESC NULLS
-// LAST, then cluster, audit_id, stage ascending).
+// LAST, then cluster, audit_id, stage, id ascending).
 func (k keyset) after() (string, []any) {
 	if k.TS == nil {
-		return "(stage_ts IS NULL AND (cluster, audit_id, stage) > (?, ?, ?))",
-			[]any{k.Cluster, k.AuditID, k.Stage}
+		return "(stage_ts IS NULL AND (cluster, audit_id, stage, id) > (?, ?, ?, ?))",
+			[]any{k.Cluster, k.AuditID, k.Stage, k.ID}
 	}
-	return "(stage_ts < ? OR stage_ts IS NULL OR (stage_ts = ? AND (cluster, audit_id, stage) > (?, ?, ?)))",
-		[]any{*k.TS, *k.TS, k.Cluster, k.AuditID, k.Stage}
+	return "(stage_ts < ? OR stage_ts IS NULL OR (stage_ts = ? AND (cluster, audit_id, stage, id) > (?, ?, ?, ?)))",
+		[]any{*k.TS, *k.TS, k.Cluster, k.AuditID, k.Stage, k.ID}
 }

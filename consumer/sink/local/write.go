@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,9 +20,15 @@ import (
 type WriteResult struct {
 	// Inserted values were new and are now stored.
 	Inserted int
-	// Duplicates were already stored under the same (cluster, auditID,
-	// stage), by an earlier call or earlier in the same call: an apiserver
-	// retry or a Kafka redelivery. They changed nothing.
+	// Reused counts the inserted values that share cluster, auditID and
+	// stage with a different event stored before them (a client reused
+	// the Audit-ID header): they are stored with auditpipe.auditIDReused
+	// set. They are included in Inserted.
+	Reused int
+	// Duplicates were already stored, by an earlier call or earlier in
+	// the same call: an apiserver retry or a Kafka redelivery (same
+	// cluster, auditID, stage and content, see sameEvent). They changed
+	// nothing.
 	Duplicates int
 	// Invalid values are not storable ProcessedEvents and were skipped.
 	Invalid int
@@ -38,7 +45,10 @@ type InvalidValue struct {
 }
 
 // Write stores values, each a ProcessedEvent JSON, in one transaction. It is
-// idempotent on (cluster, auditID, stage). Invalid values are counted and
+// idempotent on (cluster, auditID, stage, auditpipe.contentHash), decision
+// 0012: a retransmission of an event changes nothing, and a different event
+// under an auditID already stored for the cluster and stage is stored too,
+// marked auditpipe.auditIDReused. Invalid values are counted and
 // skipped; a database error rolls everything back and is returned, so the
 // caller can retry the whole batch (already stored values then count as
 // duplicates). When Write returns nil, the transaction is durable.
@@ -63,31 +73,58 @@ func (s *Store) Write(ctx context.Context, values [][]byte) (WriteResult, error)
 		return res, nil
 	}
 
-	inserted, duplicates, err := s.insert(ctx, rows)
+	ins, err := s.insert(ctx, rows)
 	s.metrics.writeDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.metrics.writeErrors.Inc()
 		return WriteResult{}, fmt.Errorf("write %d events to local store: %w", len(rows), err)
 	}
-	res.Inserted, res.Duplicates = inserted, duplicates
-	s.metrics.events.WithLabelValues(outcomeInserted).Add(float64(inserted))
-	s.metrics.events.WithLabelValues(outcomeDuplicate).Add(float64(duplicates))
+	res.Inserted, res.Duplicates, res.Reused = ins.inserted, ins.duplicates, len(ins.reused)
+	s.metrics.events.WithLabelValues(outcomeInserted).Add(float64(ins.inserted))
+	s.metrics.events.WithLabelValues(outcomeDuplicate).Add(float64(ins.duplicates))
+	s.metrics.reused.Add(float64(len(ins.reused)))
+	for _, r := range ins.reused {
+		// Evidence of a client choosing its own Audit-ID: worth a line of
+		// its own, after the commit, so it is never logged for an event
+		// that was not stored.
+		s.logger.Warn("auditID reused: stored a different event under an auditID already stored for this cluster and stage",
+			"cluster", r.cluster, "auditID", r.auditID, "stage", r.stage, "verb", r.verb, "user", r.username,
+			"resource", r.resource, "namespace", r.namespace, "name", r.name)
+	}
 	return res, nil
 }
 
+// insertEventSQL stores a row; when the last parameter is 1 the event is
+// stored with auditpipe.auditIDReused set (json_set keeps the rest of the
+// compact JSON as it is: member order, escapes, number spelling).
 const insertEventSQL = `INSERT INTO events (
 	cluster, audit_id, stage, level, verb, username, user_groups, resource,
 	subresource, namespace, name, api_group, code, source_ip, user_agent,
-	request_received, stage_ts, received_at, event
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (cluster, audit_id, stage) DO NOTHING`
+	request_received, stage_ts, received_at, content_hash, event
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+	CASE WHEN ?21 THEN json_set(?20, '$.` + schemas.PipelineKey + `.auditIDReused', json('true')) ELSE ?20 END)
+ON CONFLICT (cluster, audit_id, stage, content_hash) DO NOTHING`
+
+// sameIdentitySQL finds the stored events with a row's cluster, auditID
+// and stage (usually none; a handful when a client reuses an auditID),
+// with what sameEvent compares.
+const sameIdentitySQL = `SELECT content_hash, level, verb, username, user_groups, resource,
+	subresource, namespace, name, api_group, code, source_ip, user_agent,
+	request_received, stage_ts
+FROM events WHERE cluster = ? AND audit_id = ? AND stage = ?`
 
 const insertTextSQL = `INSERT INTO events_fts (rowid, text) VALUES (?, ?)`
 
-func (s *Store) insert(ctx context.Context, rows []eventRow) (inserted, duplicates int, err error) {
+// insertResult is what insert did.
+type insertResult struct {
+	inserted, duplicates int
+	reused               []*eventRow // inserted and marked
+}
+
+func (s *Store) insert(ctx context.Context, rows []eventRow) (res insertResult, err error) {
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, 0, fmt.Errorf("begin: %w", err)
+		return res, fmt.Errorf("begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -98,53 +135,124 @@ func (s *Store) insert(ctx context.Context, rows []eventRow) (inserted, duplicat
 	// statement compilations per batch, which is noise next to the inserts.
 	insEvent, err := tx.PrepareContext(ctx, insertEventSQL)
 	if err != nil {
-		return 0, 0, fmt.Errorf("prepare insert: %w", err)
+		return res, fmt.Errorf("prepare insert: %w", err)
 	}
 	defer insEvent.Close()
 	insText, err := tx.PrepareContext(ctx, insertTextSQL)
 	if err != nil {
-		return 0, 0, fmt.Errorf("prepare full-text insert: %w", err)
+		return res, fmt.Errorf("prepare full-text insert: %w", err)
 	}
 	defer insText.Close()
+	lookup, err := tx.PrepareContext(ctx, sameIdentitySQL)
+	if err != nil {
+		return res, fmt.Errorf("prepare identity lookup: %w", err)
+	}
+	defer lookup.Close()
 
-	for _, r := range rows {
+	for i := range rows {
+		r := &rows[i]
+		// Inside the transaction, so rows inserted earlier in this batch
+		// count as stored.
+		stored, err := storedWithIdentity(ctx, lookup, r)
+		if err != nil {
+			return res, fmt.Errorf("look up %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+		}
+		if slices.ContainsFunc(stored, func(c compared) bool { return sameEvent(c, r.compared) }) {
+			res.duplicates++
+			continue
+		}
+		reused := len(stored) > 0
 		result, err := insEvent.ExecContext(ctx,
 			r.cluster, r.auditID, r.stage, r.level, r.verb, r.username, r.groups, r.resource,
 			r.subresource, r.namespace, r.name, r.apiGroup, r.code, r.sourceIP, r.userAgent,
-			r.requestReceived, r.stageTS, r.receivedAt, r.event)
+			r.requestReceived, r.stageTS, r.receivedAt, nullIfEmpty(r.contentHash), r.event, reused)
 		if err != nil {
-			return 0, 0, fmt.Errorf("insert %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+			return res, fmt.Errorf("insert %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
 		}
 		n, err := result.RowsAffected()
 		if err != nil {
-			return 0, 0, fmt.Errorf("insert %s/%s/%s: rows affected: %w", r.cluster, r.auditID, r.stage, err)
+			return res, fmt.Errorf("insert %s/%s/%s: rows affected: %w", r.cluster, r.auditID, r.stage, err)
 		}
 		if n == 0 {
-			duplicates++
+			// A stored row with the same hash: sameEvent found it above,
+			// so this cannot happen; the constraint is the backstop.
+			res.duplicates++
 			continue
 		}
 		id, err := result.LastInsertId()
 		if err != nil {
-			return 0, 0, fmt.Errorf("insert %s/%s/%s: last insert id: %w", r.cluster, r.auditID, r.stage, err)
+			return res, fmt.Errorf("insert %s/%s/%s: last insert id: %w", r.cluster, r.auditID, r.stage, err)
 		}
 		if _, err := insText.ExecContext(ctx, id, r.text); err != nil {
-			return 0, 0, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+			return res, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
 		}
-		inserted++
+		res.inserted++
+		if reused {
+			res.reused = append(res.reused, r)
+		}
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, 0, fmt.Errorf("commit: %w", err)
+		return insertResult{}, fmt.Errorf("commit: %w", err)
 	}
-	return inserted, duplicates, nil
+	return res, nil
+}
+
+// compared is what decides whether two stored events are one: the content
+// hash, and for events without one the columns the pipeline never changes
+// after the apiserver wrote them (policy and redaction touch the level,
+// the bodies and annotations, not these).
+type compared struct {
+	contentHash, level, verb, username, groups string
+	resource, subresource, namespace, name     string
+	apiGroup                                   string
+	code                                       sql.NullInt64
+	sourceIP, userAgent                        string
+	requestReceived, stageTS                   sql.NullInt64
+}
+
+// sameEvent says whether a and b (same cluster, auditID and stage) are one
+// event delivered twice. With both content hashes known, they decide. An
+// event without a hash (stored before decision 0012, or written by a
+// processor that predates it) can only be compared by its columns: equal
+// columns count as the same event, as they did before, so a
+// retransmission across the upgrade does not look like an attack; a
+// difference in any of them is a different event. The level is not
+// compared: a replay through another policy may lower it.
+func sameEvent(a, b compared) bool {
+	if a.contentHash != "" && b.contentHash != "" {
+		return a.contentHash == b.contentHash
+	}
+	a.contentHash, b.contentHash = "", ""
+	a.level, b.level = "", ""
+	return a == b
+}
+
+func storedWithIdentity(ctx context.Context, lookup *sql.Stmt, r *eventRow) ([]compared, error) {
+	rs, err := lookup.QueryContext(ctx, r.cluster, r.auditID, r.stage)
+	if err != nil {
+		return nil, err
+	}
+	defer rs.Close()
+	var out []compared
+	for rs.Next() {
+		var c compared
+		var hash sql.NullString
+		if err := rs.Scan(&hash, &c.level, &c.verb, &c.username, &c.groups, &c.resource,
+			&c.subresource, &c.namespace, &c.name, &c.apiGroup, &c.code, &c.sourceIP, &c.userAgent,
+			&c.requestReceived, &c.stageTS); err != nil {
+			return nil, err
+		}
+		c.contentHash = hash.String
+		out = append(out, c)
+	}
+	return out, rs.Err()
 }
 
 // eventRow is one events row plus its full-text rendition.
 type eventRow struct {
-	cluster, auditID, stage, level, verb, username, groups string
-	resource, subresource, namespace, name, apiGroup       string
-	code                                                   sql.NullInt64
-	sourceIP, userAgent                                    string
-	requestReceived, stageTS, receivedAt                   sql.NullInt64
+	cluster, auditID, stage string
+	compared
+	receivedAt sql.NullInt64
 	// event and text are strings because the driver binds []byte as a BLOB,
 	// and SQLite's JSON functions read a BLOB as JSONB, not as JSON text.
 	event, text string
@@ -176,18 +284,21 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 	}
 	compact := buf.String()
 	r := eventRow{
-		cluster:         ev.Pipeline.Cluster,
-		auditID:         ev.AuditID,
-		stage:           ev.Stage,
-		level:           ev.Level,
-		verb:            ev.Verb,
-		username:        ev.User.Username,
-		groups:          strings.Join(ev.User.Groups, "\n"),
-		userAgent:       ev.UserAgent,
-		requestReceived: unixMilli(ev.RequestReceivedTimestamp),
-		stageTS:         unixMilli(ev.StageTimestamp),
-		receivedAt:      unixMilli(ev.Pipeline.ReceivedAt),
-		event:           compact,
+		cluster: ev.Pipeline.Cluster,
+		auditID: ev.AuditID,
+		stage:   ev.Stage,
+		compared: compared{
+			contentHash:     ev.Pipeline.ContentHash,
+			level:           ev.Level,
+			verb:            ev.Verb,
+			username:        ev.User.Username,
+			groups:          strings.Join(ev.User.Groups, "\n"),
+			userAgent:       ev.UserAgent,
+			requestReceived: unixMilli(ev.RequestReceivedTimestamp),
+			stageTS:         unixMilli(ev.StageTimestamp),
+		},
+		receivedAt: unixMilli(ev.Pipeline.ReceivedAt),
+		event:      compact,
 	}
 	if o := ev.ObjectRef; o != nil {
 		r.resource, r.subresource, r.namespace, r.name, r.apiGroup = o.Resource, o.Subresource, o.Namespace, o.Name, o.APIGroup
@@ -201,6 +312,15 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 	buf.Reset()
 	r.text = string(appendText(buf.Bytes(), []byte(compact)))
 	return r, nil
+}
+
+// nullIfEmpty stores an unknown content hash as NULL, which the UNIQUE
+// constraint ignores: events without a hash are told apart by sameEvent.
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // unixMilli maps the zero time (field absent) to NULL rather than to year 1.

@@ -4,7 +4,7 @@
 // partition. Each test runs bin/auditpipe (built into a temp dir) as a
 // subprocess, posts events through its webhook, and checks through the
 // query API and the topics that no acknowledged event was lost and that
-// duplicates stay bounded and share (cluster, auditID, stage).
+// duplicates stay bounded and share (cluster, auditID, stage, content hash).
 //
 // The tests need the 3-node cluster that deploy/kafka/test-kafka.sh starts
 // (`make test-kafka`): it sets AUDITPIPE_TEST_KAFKA_BROKERS and

@@ -46,7 +46,7 @@ starts (events arriving later are not included). Ctrl-C finishes the batch
 in flight and stops; running the same command again resumes from the
 checkpoint file without gaps or duplicates. A crash (kill -9) may repeat
 the last batch, which the local store and searches de-duplicate on
-(cluster, auditID, stage). The output is deterministic: processedAt is the
+(cluster, auditID, stage, auditpipe.contentHash). The output is deterministic: processedAt is the
 raw record's timestamp.
 
 The local store allows one writing process: stop "auditpipe run" first, or
@@ -214,8 +214,11 @@ func printSummary(w io.Writer, cfg replay.Config, sum replay.Summary) {
 }
 
 // StoreTarget writes replayed events to the local store. The store is
-// idempotent on (cluster, auditID, stage) and a Write is one fsynced
-// transaction, so a repeated batch changes nothing.
+// idempotent on (cluster, auditID, stage, content hash) and a Write is one
+// fsynced transaction, so a repeated batch changes nothing. The hash is of
+// the raw event, so replaying history through another policy into a store
+// that holds it adds nothing (and marks nothing as a reused auditID);
+// decision 0012.
 type StoreTarget struct{ Store *local.Store }
 
 // Write stores the records' values.

@@ -74,6 +74,12 @@ type Term struct {
 	// quoted value has no wildcards. Parts never starts with "" when it has
 	// more than one element: prefix wildcards are rejected, as in CLS.
 	Parts []string
+	// Pattern is the value as CLS matches it: '*' (any run) and '?' (one
+	// character) are wildcards, '\' escapes a literal '*', '?' or '\';
+	// other escapes are resolved (an escaped delimiter is a plain
+	// delimiter). CompilePattern splits it into words. A quoted value has
+	// every wildcard escaped.
+	Pattern string
 	// Quoted is true for a "phrase".
 	Quoted bool
 	// Op is the comparison of a Range: ">", ">=", "<", "<=" or "=".

@@ -33,7 +33,7 @@ func show(e Expr) string {
 		case All:
 			return "*"
 		}
-		v := strconv.Quote(strings.Join(e.Parts, "*"))
+		v := strconv.Quote(e.Pattern)
 		if e.Quoted {
 			v = "phrase" + v
 		}
@@ -121,10 +121,17 @@ func TestParseSearch(t *testing.T) {
 		{`objectRef.name:ng**x`, `objectRef.name:"ng*x"`},
 		{`kube*`, `text:"kube*"`},
 		{`"cannot list"`, `text:phrase"cannot list"`},
-		{`objectRef.name:"a*b"`, `objectRef.name:phrase"a*b"`},
+		{`objectRef.name:"a*b"`, `objectRef.name:phrase"a\\*b"`},
 		{`user.username:system\:admin`, `user.username:"system:admin"`},
 		{`user.username:system:serviceaccount:kube-system:default`, `user.username:"system:serviceaccount:kube-system:default"`},
-		{`objectRef.name:a\*b`, `objectRef.name:"a*b"`},
+		{`objectRef.name:a\*b`, `objectRef.name:"a\\*b"`},
+		{`objectRef.name:ngin?`, `objectRef.name:"ngin?"`},
+		{`objectRef.name:a\?b`, `objectRef.name:"a\\?b"`},
+		// Grouped values (CLS usage) and ranges written with a colon.
+		{`verb:(get OR list)`, `(OR verb:"get" verb:"list")`},
+		{`verb:(get OR "list") AND NOT objectRef.name:(a* b)`, `(AND (OR verb:"get" verb:phrase"list") (NOT (AND objectRef.name:"a*" objectRef.name:"b")))`},
+		{`code:>=400`, `code>=400`},
+		{`code:>400 code:<500 code:<=1 code:=3`, `(AND (AND (AND code>400 code<500) code<=1) code=3)`},
 		{`objectRef.name:"say \"hi\""`, `objectRef.name:phrase"say \"hi\""`},
 		{`a\ b`, `text:"a b"`},
 		{`NOT\ x`, `text:"NOT x"`},
@@ -248,7 +255,11 @@ func TestParseErrors(t *testing.T) {
 		{`objectRef.name:"nginx`, 15, "unterminated quoted phrase"},
 		{`code>=abc`, 6, `needs a number, got "abc"`},
 		{`code>=`, 6, "expected a number"},
-		{`code:>=400`, 5, "ranges take no colon"},
+		{`verb:()`, 5, "empty group"},
+		{`verb:(get OR list`, 5, "unbalanced '('"},
+		{`objectRef.name:ab:*cd`, 15, "cannot start with *"},
+		{`objectRef.name:?ab`, 15, "cannot start with *"},
+		{`?ab`, 0, "cannot start with *"},
 		{`:x`, 0, "expected a field name"},
 		{`a AND OR b`, 6, "found operator OR"},
 		{`OR a`, 0, "found operator OR"},
@@ -256,7 +267,6 @@ func TestParseErrors(t *testing.T) {
 		{`bad$field:x`, 0, `character "$" is not allowed`},
 		{`a..b:x`, 0, "empty path segment"},
 		{`ng*x:y`, 0, "cannot contain *"},
-		{`verb:(get OR list)`, 5, "grouped values"},
 		{`abc\`, 3, "escapes nothing"},
 		{`verb:get AND | SELECT count(*)`, 13, "before '|'"},
 		{`* | count(*)`, 4, "expected SELECT"},

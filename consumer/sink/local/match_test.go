@@ -11,73 +11,49 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 )
 
-func TestTokenMatch(t *testing.T) {
-	tests := []struct {
-		value   string
-		parts   []string
-		matches bool
-	}{
-		{"nginx-deployment", []string{"nginx"}, true},
-		{"nginx-deployment", []string{"deployment"}, true},
-		{"nginx-deployment", []string{"nginx-deployment"}, true},
-		{"nginx-deployment", []string{"NGINX"}, true}, // case-insensitive
-		{"nginx-deployment", []string{"ngin"}, false}, // whole tokens
-		{"nginx-deployment", []string{"deployment nginx"}, false},
-		{"nginx-deployment", []string{"ngin", ""}, true}, // ngin*
-		{"nginx-deployment", []string{"ng", "x"}, true},  // ng*x
-		{"nginx-deployment", []string{"ng", "y"}, false},
-		{"nginx-deployment", []string{"nginx-dep", ""}, true}, // nginx-dep*
-		{"vanilla-nginx-deployment", []string{"nginx-deployment"}, true},
-		{"system:serviceaccount:kube-system:default", []string{"kube-system:default"}, true},
-		{"system:serviceaccount:kube-system:default", []string{"serviceaccount:default"}, false},
-		{`{"spec":{"unschedulable":true}}`, []string{"unschedulable"}, true},
-		{`{"spec":{"unschedulable":true}}`, []string{"spec unschedulable true"}, true},
-		{"a*b", []string{"a*b"}, true}, // a literal * (quoted) separates tokens
-		{"---", []string{"---"}, true}, // no tokens: exact comparison
-		{"--", []string{"---"}, false},
-		{"", []string{"x"}, false},
-		{"Ärger über", []string{"über"}, true},
-		{"a1b2", []string{"a", "2"}, true},
-		{"abc", []string{"a", "b", "c"}, true}, // a*b*c
-		{"ab", []string{"a", "b", "c"}, false},
-		{"aXbXc", []string{"a", "c", "c"}, false},
-	}
-	for _, tt := range tests {
-		got := tokenMatch(tt.value, encodePattern(tt.parts))
-		require.Equal(t, tt.matches, got, "value %q pattern %q", tt.value, tt.parts)
-	}
-}
-
 func TestFTSQuery(t *testing.T) {
+	enc := ftsWord
 	tests := []struct {
-		parts []string
-		query string
-		exact bool
+		pattern string
+		phrase  bool
+		query   string
+		exact   bool
 	}{
-		{[]string{"nginx"}, `"nginx"`, true},
-		{[]string{`say "hi"`}, `"say ""hi"""`, true},
-		{[]string{"kube", ""}, `"kube"*`, true},
-		{[]string{"ng", "x"}, `"ng"*`, false},
-		{[]string{"nginx-dep", ""}, `"nginx" AND "dep"*`, false},
-		{[]string{"---"}, "", false},
-		{[]string{"-", ""}, "", false},
+		{"nginx", false, `text : ("nginx")`, true},
+		{"NGINX-dep", false, `text : ("` + enc("nginx-dep") + `")`, true},
+		{"kube*", false, `text : ("kube"*)`, true},
+		{"ng*x", false, `text : ("ng"*)`, false},
+		{"ngin?", false, `text : ("ngin"*)`, false},
+		{"system:admin", false, `text : ("system" OR "admin")`, true},
+		{"cannot list", true, `text : "cannot list"`, true},
+		{"::", false, "", false},
 	}
 	for _, tt := range tests {
-		q, exact := ftsQuery(tt.parts)
-		require.Equal(t, tt.query, q, "%q", tt.parts)
-		require.Equal(t, tt.exact, exact, "%q", tt.parts)
+		q, exact := ftsQuery("text", "", cql.CompilePattern(tt.pattern, tt.phrase))
+		require.Equal(t, tt.query, q, tt.pattern)
+		require.Equal(t, tt.exact, exact, tt.pattern)
 	}
+	// A key's words carry its tag; a wildcard without a prefix falls back
+	// to "the key is present".
+	tag := keyTag("auditpipe.source")
+	q, exact := ftsQuery("kv", tag, cql.CompilePattern("webhook", false))
+	require.Equal(t, `kv : ("`+tag+`webhook")`, q)
+	require.True(t, exact)
+	require.Len(t, tag, keyTagLen)
+	require.NotEqual(t, tag, keyTag("auditpipe.Source"))
 }
 
-func TestJSONPath(t *testing.T) {
-	require.Equal(t, `$."requestObject"."spec"."replicas"`, jsonPath("requestObject.spec.replicas"))
-	require.Equal(t, `$."annotations"."authorization.k8s.io/decision"`, jsonPath("annotations.authorization.k8s.io/decision"))
-	require.Equal(t, `$."auditpipe"."principal"."type"`, jsonPath("auditpipe.principal.type"))
-}
-
-func TestGlobPattern(t *testing.T) {
-	require.Equal(t, "kube-*", globPattern([]string{"kube-", ""}))
-	require.Equal(t, "a[*]b*c[?][[]", globPattern([]string{"a*b", "c?["}))
+func TestFTSWordIsAPrefixCode(t *testing.T) {
+	require.Equal(t, "nginxz2ddeployment", ftsWord("nginx-deployment"))
+	require.Equal(t, "z7a", ftsWord("z"))
+	require.Equal(t, "zc3zbcber", ftsWord("über"))
+	// A prefix of a word encodes to a prefix of its encoding, and an
+	// encoded prefix only extends to encodings of extensions.
+	for _, w := range []string{"kube-system", "z-zz", "über-x", "a.b_c"} {
+		for i := range len(w) + 1 {
+			require.True(t, strings.HasPrefix(ftsWord(w), ftsWord(w[:i])), "%q %d", w, i)
+		}
+	}
 }
 
 // TestSearchIndexes checks that the search's indexes exist and that the

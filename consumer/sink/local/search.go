@@ -26,7 +26,8 @@ type SearchRequest struct {
 	// From <= t < To. Zero = unbounded.
 	From, To time.Time
 	// Limit is the page size of an event search: DefaultLimit when <= 0,
-	// at most MaxLimit. An analysis part has its own LIMIT.
+	// at most MaxLimit. An analysis part has its own LIMIT and ignores
+	// this one, like CLS's API.
 	Limit int
 	// Cursor continues an event search where the page that returned it
 	// ended. Not allowed with an analysis part.
@@ -99,9 +100,8 @@ func (s *Store) Search(ctx context.Context, req SearchRequest) (SearchResult, er
 		if req.Cursor != "" {
 			return SearchResult{}, &InvalidSearchError{Param: "cursor", Msg: "a query with an analysis part (| SELECT ...) has no pages; use its LIMIT"}
 		}
-		if req.Limit > 0 {
-			return SearchResult{}, &InvalidSearchError{Param: "limit", Msg: "an analysis part (| SELECT ...) takes its own LIMIT"}
-		}
+		// req.Limit is ignored, as CLS's search API ignores Limit for
+		// SQL: the statement's LIMIT (default 100) decides.
 		return s.analyse(ctx, tx, c, conds, q.SQL)
 	}
 	return s.events(ctx, tx, c, conds, req)
@@ -231,7 +231,7 @@ func resolveLookups(ctx context.Context, tx *sql.Tx, args []any) error {
 			continue
 		}
 		var values string
-		if err := tx.QueryRowContext(ctx, l.sql(), l.pattern).Scan(&values); err != nil {
+		if err := tx.QueryRowContext(ctx, l.sql(), l.pattern, phraseArg(l.phrase)).Scan(&values); err != nil {
 			return fmt.Errorf("search local store: distinct values of %s: %w", l.col, err)
 		}
 		args[i] = values

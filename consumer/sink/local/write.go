@@ -82,7 +82,7 @@ const insertEventSQL = `INSERT INTO events (
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (cluster, audit_id, stage) DO NOTHING`
 
-const insertTextSQL = `INSERT INTO events_fts (rowid, text) VALUES (?, ?)`
+const insertTextSQL = `INSERT INTO events_words (rowid, text, kv) VALUES (?, ?, ?)`
 
 func (s *Store) insert(ctx context.Context, rows []eventRow) (inserted, duplicates int, err error) {
 	tx, err := s.writer.BeginTx(ctx, nil)
@@ -127,7 +127,7 @@ func (s *Store) insert(ctx context.Context, rows []eventRow) (inserted, duplicat
 		if err != nil {
 			return 0, 0, fmt.Errorf("insert %s/%s/%s: last insert id: %w", r.cluster, r.auditID, r.stage, err)
 		}
-		if _, err := insText.ExecContext(ctx, id, r.text); err != nil {
+		if _, err := insText.ExecContext(ctx, id, r.text, r.kv); err != nil {
 			return 0, 0, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
 		}
 		inserted++
@@ -147,7 +147,7 @@ type eventRow struct {
 	requestReceived, stageTS, receivedAt                   sql.NullInt64
 	// event and text are strings because the driver binds []byte as a BLOB,
 	// and SQLite's JSON functions read a BLOB as JSONB, not as JSON text.
-	event, text string
+	event, text, kv string
 }
 
 // decodeRow validates one value and extracts the columns. buf is scratch
@@ -198,8 +198,11 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 	if len(ev.SourceIPs) > 0 {
 		r.sourceIP = ev.SourceIPs[0]
 	}
-	buf.Reset()
-	r.text = string(appendText(buf.Bytes(), []byte(compact)))
+	text, kv, err := indexWords([]byte(compact), nil, nil)
+	if err != nil {
+		return eventRow{}, fmt.Errorf("index words: %w", err)
+	}
+	r.text, r.kv = string(text), string(kv)
 	return r, nil
 }
 

@@ -164,8 +164,10 @@ func TestSearchGolden(t *testing.T) {
 			}, min: 1, max: 1},
 		{name: "TKE example: cordoned nodes",
 			query: `objectRef.resource:nodes AND requestObject:unschedulable`,
-			match: func(e oevent) bool { return e.has("objectRef.resource", "nodes") && e.has("requestObject", "unschedulable") },
-			min:   1},
+			match: func(e oevent) bool {
+				return e.has("objectRef.resource", "nodes") && e.has("requestObject", "unschedulable")
+			},
+			min: 1},
 		{name: "case-insensitive keyword", query: `verb:DELETE`,
 			match: func(e oevent) bool { return e.has("verb", "delete") }, min: 5},
 		{name: "case-insensitive resource", query: `objectRef.resource:ClusterRoleBindings`,

@@ -127,6 +127,14 @@ func TestWalkerMatchesReference(t *testing.T) {
 	docs := testDocs(t)
 	for i, d := range docs {
 		require.Equal(t, refFlatten(t, d), sorted(walkAll(t, d)), "doc %d", i)
+		var c bytes.Buffer
+		require.NoError(t, json.Compact(&c, d))
+		var compact []KV
+		require.NoError(t, WalkCompact(c.Bytes(), func(k, v string, _ Kind) error {
+			compact = append(compact, KV{k, v})
+			return nil
+		}))
+		require.Equal(t, walkAll(t, d), compact, "doc %d compacted", i)
 	}
 	require.Greater(t, len(docs), 10)
 }
@@ -135,6 +143,9 @@ func TestWalkerMatchesReference(t *testing.T) {
 // else: it is how the store reads the fields CLS receives.
 func TestLookupAgreesWithWalk(t *testing.T) {
 	for i, d := range testDocs(t) {
+		var c bytes.Buffer
+		require.NoError(t, json.Compact(&c, d))
+		d = c.Bytes()
 		first := map[string]string{}
 		for _, kv := range walkAll(t, d) {
 			if _, dup := first[kv.Key]; !dup {

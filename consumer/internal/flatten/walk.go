@@ -23,6 +23,8 @@ type walker struct {
 	emit   func(key, value string, kind Kind) error
 	lookup bool
 	target string
+	// compact: data is valid compact JSON already (WalkCompact).
+	compact bool
 }
 
 func (w *walker) errorf(format string, args ...any) error {
@@ -117,6 +119,9 @@ func (w *walker) value(key string, depth int) error {
 		raw, err := w.skip()
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
+		}
+		if w.compact {
+			return w.emit(key, string(raw), JSON)
 		}
 		var buf bytes.Buffer
 		buf.Grow(len(raw))

@@ -24,8 +24,8 @@ type field struct {
 	// groups with newlines where CLS has a JSON array: SQL reads the event.
 	sqlCol bool
 	// noKV: the key's words are not in the kv column (timestamps: every
-	// value is different and nobody searches them by word); matches on it
-	// read the event.
+	// value is different and nobody searches them by word; bodies: too
+	// many words); matches on it prefilter with the full text.
 	noKV bool
 }
 
@@ -269,6 +269,11 @@ func (c *compiler) match(t *cql.Term, f field) (string, error) {
 		return kvFunc + "(event, " + c.arg(f.key) + ", " + c.arg(t.Pattern) + ", " + c.arg(phraseArg(t.Quoted)) + ") = 1"
 	}
 	if !f.inKV() {
+		// The full text holds the words of every value the apiserver
+		// sent: a superset, then the check.
+		if q, _ := ftsQuery("text", "", pat); q != "" && !ownField(f.key) {
+			return "(" + c.ftsCond(q) + " AND " + check() + ")", nil
+		}
 		return "(" + check() + ")", nil
 	}
 	q, exact := ftsQuery("kv", keyTag(f.key), pat)

@@ -2,7 +2,6 @@ package local
 
 import (
 	"database/sql/driver"
-	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,7 +136,7 @@ func (c *patternCache) sqlText(_ *sqlite.FunctionContext, args []driver.Value) (
 	p := c.pattern(args[1:])
 	matched := false
 	var words []string
-	_ = flatten.Walk([]byte(ev), func(key, v string, _ flatten.Kind) error {
+	_ = flatten.WalkCompact([]byte(ev), func(key, v string, _ flatten.Kind) error {
 		if ownField(key) {
 			return nil
 		}
@@ -194,49 +193,4 @@ var errStop error = stopError{}
 // which sees the event as the apiserver sent it.
 func ownField(key string) bool {
 	return strings.HasPrefix(key, schemas.PipelineKey+".") || key == schemas.PipelineKey
-}
-
-// The full-text index (events_words) holds CLS's words, so that FTS5 never
-// splits or joins them differently from CLS: each word is encoded into
-// letters and digits that FTS5's unicode61 tokenizer keeps whole. The
-// encoding is a prefix code (a..y and 0..9 stand for themselves, any other
-// byte is 'z' and two hex digits), so a prefix of a word encodes to a prefix
-// of its encoding and FTS5 prefix queries stay exact.
-func appendFTSWord(dst []byte, w string) []byte {
-	const hex = "0123456789abcdef"
-	for i := 0; i < len(w); i++ {
-		c := w[i]
-		if c >= 'a' && c <= 'y' || c >= '0' && c <= '9' {
-			dst = append(dst, c)
-			continue
-		}
-		dst = append(dst, 'z', hex[c>>4], hex[c&15])
-	}
-	return dst
-}
-
-func ftsWord(w string) string { return string(appendFTSWord(nil, w)) }
-
-// valueBreak separates values in the full-text column, so that a phrase
-// never spans two fields. No encoded word is a lone 'z'.
-const valueBreak = "z"
-
-// keyTagLen is the length of keyTag's result.
-const keyTagLen = 12
-
-// keyTag names a key inside the kv column: the field-scoped words are
-// keyTag(key)+word, and keyTag(key) alone says the key is present. It is a
-// 48-bit hash in the letters a..p (a collision between two keys of one
-// store is improbable, and the compiled queries check anything the index
-// cannot decide exactly).
-func keyTag(key string) string {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(key))
-	sum := h.Sum64()
-	var b [keyTagLen]byte
-	for i := range b {
-		b[i] = 'a' + byte(sum&15)
-		sum >>= 4
-	}
-	return string(b[:])
 }

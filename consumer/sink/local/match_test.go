@@ -96,3 +96,21 @@ func TestSearchIndexes(t *testing.T) {
 	require.Contains(t, plan(`forbidden`, true), "events_time (stage_ts>? AND stage_ts<?)")
 	require.Contains(t, plan(`forbidden`, false), "INTEGER PRIMARY KEY (rowid=?)")
 }
+
+// indexWords writes, byte by byte, the same words the queries encode from
+// cql.Words: the index and the queries must never disagree on a word.
+func TestIndexWordsAreCLSWords(t *testing.T) {
+	doc := []byte(`{"a":"Nginx-Deployment über:ÄRGER","b":["x","Y"],"auditpipe":{"source":"webhook"},"c":403}`)
+	text, kv, err := indexWords(doc, nil, nil)
+	require.NoError(t, err)
+	var want []string
+	for _, v := range []string{"Nginx-Deployment über:ÄRGER", `["x","Y"]`, "403"} {
+		for _, w := range cql.Words(v) {
+			want = append(want, ftsWord(w))
+		}
+		want = append(want, valueBreak)
+	}
+	require.Equal(t, want, strings.Fields(string(text)))
+	require.Contains(t, strings.Fields(string(kv)), keyTag("auditpipe.source")+"webhook")
+	require.NotContains(t, string(text), "webhook")
+}

@@ -240,11 +240,11 @@ func (c *compiler) term(t *cql.Term) (string, error) {
 		if f.number {
 			return "(" + f.col + " " + op + " " + c.arg(t.Number) + ")", nil
 		}
-		cond := numberFunc + "(event, " + c.arg(f.key) + ") " + op + " " + c.arg(t.Number)
+		pre := ""
 		if f.inKV() {
-			cond = c.ftsCond(`kv : "`+keyTag(f.key)+`"`) + " AND " + cond
+			pre = c.ftsCond(`kv : "`+keyTag(f.key)+`"`) + " AND "
 		}
-		return "(" + cond + ")", nil
+		return "(" + pre + numberFunc + "(event, " + c.arg(f.key) + ") " + op + " " + c.arg(t.Number) + ")", nil
 	case cql.Match:
 		return c.match(t, f)
 	}

@@ -120,11 +120,13 @@ func (e *Term) Pos() int { return e.P }
 // Select is the "| SQL" analysis part. There is no FROM: the source is the
 // events the search part selected, as in CLS.
 type Select struct {
-	Items   []SelectItem
-	Where   SQLExpr // nil when absent
-	GroupBy []SQLExpr
-	Having  SQLExpr // nil when absent
-	OrderBy []OrderItem
+	// Distinct is SELECT DISTINCT.
+	Distinct bool
+	Items    []SelectItem
+	Where    SQLExpr // nil when absent
+	GroupBy  []SQLExpr
+	Having   SQLExpr // nil when absent
+	OrderBy  []OrderItem
 	// Limit is -1 when absent.
 	Limit    int
 	LimitPos int
@@ -156,8 +158,8 @@ type OrderItem struct {
 }
 
 // SQLExpr is an expression of the SQL part: *Ident, *StringLit, *NumberLit,
-// *NullLit, *BoolLit, *Call, *Cast, *Interval, *Binary, *Unary, *In or
-// *IsNull.
+// *NullLit, *BoolLit, *Call, *Cast, *Interval, *Binary, *Unary, *In,
+// *IsNull or *Case.
 type SQLExpr interface {
 	Pos() int
 }
@@ -240,6 +242,23 @@ type In struct {
 	Not  bool
 	P    int
 }
+
+// Case is CASE [Operand] WHEN ... THEN ... [ELSE Else] END; with an
+// Operand, each When.Cond is compared to it.
+type Case struct {
+	Operand SQLExpr // nil for a searched CASE
+	Whens   []When
+	Else    SQLExpr // nil when absent
+	P       int
+}
+
+// When is one WHEN Cond THEN Result of a Case.
+type When struct {
+	Cond, Result SQLExpr
+}
+
+// Pos implements SQLExpr.
+func (e *Case) Pos() int { return e.P }
 
 // IsNull is X IS [NOT] NULL.
 type IsNull struct {

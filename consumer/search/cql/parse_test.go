@@ -88,6 +88,18 @@ func showSQL(e SQLExpr) string {
 			n = "NOT "
 		}
 		return "(" + showSQL(e.X) + " " + n + "IN " + strings.Join(items, ", ") + ")"
+	case *Case:
+		out := "(case"
+		if e.Operand != nil {
+			out += " " + showSQL(e.Operand)
+		}
+		for _, w := range e.Whens {
+			out += " when " + showSQL(w.Cond) + " then " + showSQL(w.Result)
+		}
+		if e.Else != nil {
+			out += " else " + showSQL(e.Else)
+		}
+		return out + ")"
 	case *IsNull:
 		if e.Not {
 			return "(" + showSQL(e.X) + " IS NOT NULL)"
@@ -175,6 +187,20 @@ func TestParseSQL(t *testing.T) {
 			groupBy: []string{"[time]", "[userAgent]"},
 			orderBy: []string{"[time]"},
 			limit:   -1,
+		},
+		{
+			q:      `* | SELECT CASE WHEN "responseStatus.code" >= 400 THEN 'error' ELSE 'ok' END AS outcome, count_if(verb = 'delete') AS deletes, CASE verb WHEN 'get' THEN 1 WHEN 'list' THEN 2 END AS v`,
+			filter: "ALL",
+			items: []string{`(case when ([responseStatus.code] >= 400) then "error" else "ok") (outcome)`, `count_if(([verb] = "delete")) (deletes)`,
+				`(case [verb] when "get" then 1 when "list" then 2) (v)`},
+			limit: -1,
+		},
+		{
+			q:      `* | SELECT DISTINCT split_part("user.username", ':', 3) AS ns, strpos(userAgent, '/') AS p, approx_percentile("auditpipe.latencyMs", 0.95) AS p95, date_format(from_unixtime(__TIMESTAMP__ / 1000), '%Y-%m-%d %H:%i') AS t, time_series(__TIMESTAMP__, '5m', '%H:%i', '0') AS ts`,
+			filter: "ALL",
+			items: []string{`split_part([user.username], ":", 3) (ns)`, `strpos([userAgent], "/") (p)`, `approx_percentile([auditpipe.latencyMs], 0.95) (p95)`,
+				`date_format(from_unixtime(([__TIMESTAMP__] / 1000)), "%Y-%m-%d %H:%i") (t)`, `time_series([__TIMESTAMP__], "5m", "%H:%i", "0") (ts)`},
+			limit: -1,
 		},
 		{
 			q:       `verb:delete | select "user.username" as "user", count(*) deletes group by "user" order by deletes desc, 1 limit 10`,
@@ -282,6 +308,9 @@ func TestParseErrors(t *testing.T) {
 		{`* | SELECT 'abc`, 11, "unterminated string"},
 		{`* | SELECT "a`, 11, "unterminated quoted field name"},
 		{`* | SELECT cast(x as blob)`, 21, "unsupported CAST type"},
+		{`* | SELECT CASE verb END`, 21, "expected WHEN"},
+		{`* | SELECT CASE WHEN verb = 'a' 'b' END`, 32, "expected THEN"},
+		{`* | SELECT CASE WHEN verb = 'a' THEN 1`, 38, "expected END"},
 		{`* | SELECT histogram(__TIMESTAMP__, interval 1 fortnight)`, 47, "expected an interval unit"},
 		{`* | SELECT sum(a, b)`, 11, "sum takes 1 argument, got 2"},
 		{`* | SELECT count()`, 11, "count needs an argument"},

@@ -335,7 +335,8 @@ func (c *compiler) fullText(t *cql.Term) (string, error) {
 
 // selectSQL holds the pieces of a compiled analysis part.
 type selectSQL struct {
-	columns []string
+	distinct bool
+	columns  []string
 	list    string // the SELECT list
 	// nListArgs is how many of the arguments belong to the list; the
 	// rest belong to the clauses after the filter.
@@ -355,7 +356,7 @@ type sqlCtx struct {
 
 // analysis compiles the analysis part; c.args must be empty on entry.
 func (c *compiler) analysis(sel *cql.Select) (*selectSQL, error) {
-	out := &selectSQL{limit: DefaultLimit}
+	out := &selectSQL{limit: DefaultLimit, distinct: sel.Distinct}
 	var list []string
 	aliases := map[string]int{}
 	for i, it := range sel.Items {
@@ -414,7 +415,9 @@ func (c *compiler) analysis(sel *cql.Select) (*selectSQL, error) {
 		if o.Desc {
 			s += " DESC"
 		}
-		order = append(order, s)
+		// CLS's engine sorts NULLs last both ways; SQLite puts them
+		// first in ascending order.
+		order = append(order, s+" NULLS LAST")
 	}
 	out.orderBy = strings.Join(order, ", ")
 	if sel.Limit >= 0 {
@@ -518,17 +521,106 @@ func (c *compiler) sqlExpr(e cql.SQLExpr, ctx sqlCtx, aliases map[string]int) (s
 		return "(" + x + " " + not + "IN (" + strings.Join(items, ", ") + "))", nil
 	case *cql.Call:
 		return c.call(e, sub, aliases)
+	case *cql.Case:
+		out := "(CASE"
+		if e.Operand != nil {
+			x, err := c.sqlExpr(e.Operand, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			out += " " + x
+		}
+		for _, w := range e.Whens {
+			cond, err := c.sqlExpr(w.Cond, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			res, err := c.sqlExpr(w.Result, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			out += " WHEN " + cond + " THEN " + res
+		}
+		if e.Else != nil {
+			x, err := c.sqlExpr(e.Else, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			out += " ELSE " + x
+		}
+		return out + " END)", nil
 	}
 	return "", c.errf(e.Pos(), "unsupported expression %T", e)
 }
 
 // millis renders x as unix milliseconds: CAST(x AS timestamp) of a time is
 // the time itself here.
+//
+// Time arguments (histogram, date_trunc, date_format, time_series) are
+// CLS's: __TIMESTAMP__ in milliseconds, cast(__TIMESTAMP__ as timestamp),
+// or from_unixtime(seconds); any other number is read as milliseconds.
 func (c *compiler) millis(x cql.SQLExpr, ctx sqlCtx, aliases map[string]int) (string, error) {
 	if cast, ok := x.(*cql.Cast); ok && cast.Type == "timestamp" {
 		x = cast.X
 	}
+	if call, ok := x.(*cql.Call); ok && call.Name == "from_unixtime" {
+		s, err := c.sqlExpr(call.Args[0], ctx, aliases)
+		if err != nil {
+			return "", err
+		}
+		return "((" + s + ") * 1000)", nil
+	}
 	return c.sqlExpr(x, ctx, aliases)
+}
+
+// mysqlFormat converts a date_format/time_series format (MySQL-style, as
+// CLS's Presto engine takes it) to SQLite's strftime.
+func (c *compiler) mysqlFormat(lit cql.SQLExpr, fn string) (string, error) {
+	f, ok := lit.(*cql.StringLit)
+	if !ok {
+		return "", c.errf(lit.Pos(), "%s's format must be a string such as '%%Y-%%m-%%d %%H:%%i:%%s'", fn)
+	}
+	var b strings.Builder
+	for i := 0; i < len(f.Value); i++ {
+		ch := f.Value[i]
+		if ch != '%' {
+			b.WriteByte(ch)
+			continue
+		}
+		i++
+		if i >= len(f.Value) {
+			return "", c.errf(f.P, "%s's format ends with a lone %%", fn)
+		}
+		switch spec := f.Value[i]; spec {
+		case 'Y', 'm', 'd', 'H', 'j', 'w', '%':
+			b.WriteByte('%')
+			b.WriteByte(spec)
+		case 'i':
+			b.WriteString("%M")
+		case 's', 'S':
+			b.WriteString("%S")
+		case 'T':
+			b.WriteString("%H:%M:%S")
+		default:
+			return "", c.errf(f.P, "%s's format: %%%c is not supported (supported: %%Y %%m %%d %%H %%i %%s %%S %%T %%j %%w %%%%)", fn, spec)
+		}
+	}
+	return b.String(), nil
+}
+
+// windowMS parses time_series's window: a number and s, m, h or d ('5m').
+func (c *compiler) windowMS(lit cql.SQLExpr) (int64, error) {
+	w, ok := lit.(*cql.StringLit)
+	bad := c.errf(lit.Pos(), "time_series's window must be a string such as '30s', '5m', '1h' or '1d'")
+	if !ok || len(w.Value) < 2 {
+		return 0, bad
+	}
+	per, known := map[byte]int64{'s': 1000, 'm': 60_000, 'h': 3_600_000, 'd': 86_400_000}[w.Value[len(w.Value)-1]]
+	n, err := strconv.ParseInt(w.Value[:len(w.Value)-1], 10, 64)
+	if !known || err != nil || n <= 0 || n > 1e6 {
+		return 0, bad
+	}
+	return n * per, nil
 }
 
 func (c *compiler) cast(e *cql.Cast, ctx sqlCtx, aliases map[string]int) (string, error) {
@@ -606,6 +698,63 @@ func (c *compiler) call(e *cql.Call, ctx sqlCtx, aliases map[string]int) (string
 			return "", err
 		}
 		return "count(DISTINCT " + args[0] + ")", nil
+	case "count_if":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return "count(CASE WHEN " + args[0] + " THEN 1 END)", nil
+	case "approx_percentile":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return percentileFunc + "(" + args[0] + ", " + args[1] + ")", nil
+	case "split_part":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return splitPartFunc + "(" + strings.Join(args, ", ") + ")", nil
+	case "strpos":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return "instr(" + args[0] + ", " + args[1] + ")", nil
+	case "from_unixtime":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return "strftime('%Y-%m-%d %H:%M:%f', " + args[0] + ", 'unixepoch')", nil
+	case "date_format":
+		// Arguments are bound in text order: the format comes first.
+		f, err := c.mysqlFormat(e.Args[1], "date_format")
+		if err != nil {
+			return "", err
+		}
+		fa := c.arg(f)
+		ms, err := c.millis(e.Args[0], ctx, aliases)
+		if err != nil {
+			return "", err
+		}
+		return "strftime(" + fa + ", (" + ms + ") / 1000, 'unixepoch')", nil
+	case "time_series":
+		// Buckets formatted; the padding argument (fill empty buckets) is
+		// not applied: empty buckets are absent (ADR 0006).
+		per, err := c.windowMS(e.Args[1])
+		if err != nil {
+			return "", err
+		}
+		f := "%Y-%m-%d %H:%M:%S"
+		if len(e.Args) > 2 {
+			if f, err = c.mysqlFormat(e.Args[2], "time_series"); err != nil {
+				return "", err
+			}
+		}
+		fa := c.arg(f) // text order: format, time, window
+		ms, err := c.millis(e.Args[0], ctx, aliases)
+		if err != nil {
+			return "", err
+		}
+		p1, p2 := c.arg(per), c.arg(per)
+		return "strftime(" + fa + ", ((" + ms + ") / " + p1 + ") * " + p2 + " / 1000, 'unixepoch')", nil
 	case "sum", "avg", "min", "max", "lower", "upper", "length", "abs", "round", "coalesce":
 		if err := render(0); err != nil {
 			return "", err

@@ -180,7 +180,11 @@ func (s *Store) analyse(ctx context.Context, tx *sql.Tx, c *compiler, conds []st
 	if a.where != "" {
 		where += " AND (" + a.where + ")"
 	}
-	stmt := "SELECT " + a.list + " FROM events WHERE " + where
+	stmt := "SELECT "
+	if a.distinct {
+		stmt += "DISTINCT "
+	}
+	stmt += a.list + " FROM events WHERE " + where
 	if a.groupBy != "" {
 		stmt += " GROUP BY " + a.groupBy
 	}

@@ -471,6 +471,8 @@ func TestSearchErrors(t *testing.T) {
 		{`* | SELECT verb ORDER BY 3`, 25, "", "out of range"},
 		{`* | SELECT verb WHERE count(*) > 1`, -1, "q", "rejected"},
 		{`"::"`, 0, "", "no words to search for"},
+		{`* | SELECT time_series(__TIMESTAMP__, '5 minutes', '%H:%i', '0')`, 38, "", "time_series's window"},
+		{`* | SELECT date_format(__TIMESTAMP__, '%H:%i %M')`, 38, "", "%M is not supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {

@@ -337,7 +337,7 @@ func (c *compiler) fullText(t *cql.Term) (string, error) {
 type selectSQL struct {
 	distinct bool
 	columns  []string
-	list    string // the SELECT list
+	list     string // the SELECT list
 	// nListArgs is how many of the arguments belong to the list; the
 	// rest belong to the clauses after the filter.
 	nListArgs int

@@ -95,6 +95,49 @@ func TestSearchIndexes(t *testing.T) {
 	require.Contains(t, plan(`user.username:bob`, true), "events_username_ts (username=?")
 	require.Contains(t, plan(`forbidden`, true), "events_time (stage_ts>? AND stage_ts<?)")
 	require.Contains(t, plan(`forbidden`, false), "INTEGER PRIMARY KEY (rowid=?)")
+	// A keyword next to a JSON-path condition, with a time range: the
+	// range narrows first (verb and time, or cluster and time), never a
+	// scan of the fleet.
+	for _, q := range []string{
+		`verb:delete AND annotations.authorization.k8s.io/decision:forbid`,
+		`verb:delete AND auditpipe.cluster:c1 AND requestObject:privileged`,
+		`annotations.authorization.k8s.io/decision:forbid`,
+	} {
+		p := plan(q, true)
+		require.NotRegexp(t, `(?m)^SCAN events$`, p, q)
+		require.Regexp(t, `stage_ts>\? AND stage_ts<\?`, p, q)
+	}
+
+	// An analysis over columns reads the narrow events_facets index, with
+	// or without a time range.
+	analysisPlan := func(query string, timeRange bool) string {
+		t.Helper()
+		q, err := cql.Parse(query)
+		require.NoError(t, err)
+		c := &compiler{q: q, timeRange: timeRange}
+		where, err := c.filter(q.Filter)
+		require.NoError(t, err)
+		conds := []string{where}
+		if timeRange {
+			conds = append(conds, "stage_ts >= "+c.arg(int64(0)), "stage_ts < "+c.arg(int64(1)))
+		}
+		stmt, args, _, err := analysisStatement(c, conds, q.SQL)
+		require.NoError(t, err)
+		rows, err := s.readers.Query("EXPLAIN QUERY PLAN "+stmt, args...)
+		require.NoError(t, err)
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			require.NoError(t, rows.Scan(&id, &parent, &unused, &detail))
+			out = append(out, detail)
+		}
+		return strings.Join(out, "\n")
+	}
+	codes := `* | SELECT verb, "responseStatus.code" AS code, count(*) AS n GROUP BY verb, code ORDER BY n DESC`
+	require.Contains(t, analysisPlan(codes, false), "COVERING INDEX events_facets")
+	require.Contains(t, analysisPlan(codes, true), "COVERING INDEX events_facets (stage_ts>? AND stage_ts<?)")
 }
 
 // indexWords writes, byte by byte, the same words the queries encode from

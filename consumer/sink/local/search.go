@@ -162,41 +162,10 @@ func (s *Store) events(ctx context.Context, tx *sql.Tx, c *compiler, conds []str
 }
 
 func (s *Store) analyse(ctx context.Context, tx *sql.Tx, c *compiler, conds []string, sel *cql.Select) (SearchResult, error) {
-	// The SELECT list is compiled after the filter, but it comes first in
-	// the statement: compile it into its own argument list.
-	filterArgs := c.args
-	c.args = nil
-	a, err := c.analysis(sel)
+	stmt, args, a, err := analysisStatement(c, conds, sel)
 	if err != nil {
 		return SearchResult{}, err
 	}
-	selectArgs := c.args
-	// Argument order follows the text: SELECT list, then filter, then the
-	// analysis WHERE, GROUP BY, HAVING and ORDER BY, whose arguments were
-	// compiled in that order after the list.
-	nList := a.nListArgs
-	args := append(append(append([]any{}, selectArgs[:nList]...), filterArgs...), selectArgs[nList:]...)
-	where := strings.Join(conds, " AND ")
-	if a.where != "" {
-		where += " AND (" + a.where + ")"
-	}
-	stmt := "SELECT "
-	if a.distinct {
-		stmt += "DISTINCT "
-	}
-	stmt += a.list + " FROM events WHERE " + where
-	if a.groupBy != "" {
-		stmt += " GROUP BY " + a.groupBy
-	}
-	if a.having != "" {
-		stmt += " HAVING " + a.having
-	}
-	if a.orderBy != "" {
-		stmt += " ORDER BY " + a.orderBy
-	}
-	stmt += " LIMIT ?"
-	args = append(args, a.limit)
-
 	rows, err := tx.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return SearchResult{}, engineError(err)
@@ -224,6 +193,46 @@ func (s *Store) analyse(ctx context.Context, tx *sql.Tx, c *compiler, conds []st
 	}
 	res.Total = len(res.Rows)
 	return res, nil
+}
+
+// analysisStatement assembles the statement of an analysis: the compiled
+// filter conditions (conds, arguments in c.args) and the SELECT.
+func analysisStatement(c *compiler, conds []string, sel *cql.Select) (string, []any, *selectSQL, error) {
+	// The SELECT list is compiled after the filter, but it comes first in
+	// the statement: compile it into its own argument list.
+	filterArgs := c.args
+	c.args = nil
+	a, err := c.analysis(sel)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	selectArgs := c.args
+	// Argument order follows the text: SELECT list, then filter, then the
+	// analysis WHERE, GROUP BY, HAVING and ORDER BY, whose arguments were
+	// compiled in that order after the list.
+	nList := a.nListArgs
+	args := append(append(append([]any{}, selectArgs[:nList]...), filterArgs...), selectArgs[nList:]...)
+	where := strings.Join(conds, " AND ")
+	if a.where != "" {
+		where += " AND (" + a.where + ")"
+	}
+	stmt := "SELECT "
+	if a.distinct {
+		stmt += "DISTINCT "
+	}
+	stmt += a.list + " FROM events WHERE " + where
+	if a.groupBy != "" {
+		stmt += " GROUP BY " + a.groupBy
+	}
+	if a.having != "" {
+		stmt += " HAVING " + a.having
+	}
+	if a.orderBy != "" {
+		stmt += " ORDER BY " + a.orderBy
+	}
+	stmt += " LIMIT ?"
+	args = append(args, a.limit)
+	return stmt, args, a, nil
 }
 
 // resolveLookups runs the distinct-value walks of the filter and puts their

@@ -29,10 +29,11 @@ type Query struct {
 	// consecutive windows neither overlap nor leave gaps. Zero = unbounded.
 	From, To time.Time
 	// Text is a full-text search over every value of the event (not the
-	// keys): all words must occur, "quoted words" must occur as a phrase,
-	// and a trailing * matches a prefix (kube*). Matching is
-	// case-insensitive and on whole tokens, split at punctuation, so
-	// "kube-system" finds system:serviceaccount:kube-system:default.
+	// keys, not auditpipe's own fields): all words must occur, "quoted
+	// words" must occur as a phrase, and a trailing * matches a prefix
+	// (kube*). Matching is case-insensitive and on CLS's words (split at
+	// CLS's delimiters, cql.Delimiters), so "kube-system" finds
+	// system:serviceaccount:kube-system:default but "kube" does not.
 	Text string
 	// Limit is the page size: DefaultLimit when <= 0, at most MaxLimit.
 	Limit int

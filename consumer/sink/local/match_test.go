@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"hash/fnv"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -156,4 +157,16 @@ func TestIndexWordsAreCLSWords(t *testing.T) {
 	require.Equal(t, want, strings.Fields(string(text)))
 	require.Contains(t, strings.Fields(string(kv)), keyTag("auditpipe.source")+"webhook")
 	require.NotContains(t, string(text), "webhook")
+}
+
+func TestKeyTagIsFNV1a(t *testing.T) {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("auditpipe.source"))
+	sum := h.Sum64()
+	var want [keyTagLen]byte
+	for i := range want {
+		want[i] = 'a' + byte(sum&15)
+		sum >>= 4
+	}
+	require.Equal(t, string(want[:]), keyTag("auditpipe.source"))
 }

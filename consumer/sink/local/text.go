@@ -1,7 +1,6 @@
 package local
 
 import (
-	"hash/fnv"
 	"unicode"
 	"unicode/utf8"
 
@@ -114,9 +113,12 @@ const keyTagLen = 12
 // improbable, and the compiled queries check anything the index cannot
 // decide exactly).
 func putKeyTag(dst *[keyTagLen]byte, key string) {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(key))
-	sum := h.Sum64()
+	// FNV-1a, 64 bits, written out: hash/fnv allocates per key.
+	sum := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		sum ^= uint64(key[i])
+		sum *= 1099511628211
+	}
 	for i := range dst {
 		dst[i] = 'a' + byte(sum&15)
 		sum >>= 4

@@ -140,13 +140,24 @@ func (c *compiler) filter(e cql.Expr) (string, error) {
 //
 // With a time range (the console always has one) the range drives; without
 // one, the full-text hits do.
+//
+// With a time range, the word index is also asked only for the rowids of
+// the events in that range (idBounds): events are stored roughly in time
+// order, so a common word yields its hits of the day instead of the week's.
+// The bounds are exact (the range's smallest and largest id), so nothing in
+// range is lost whatever the order.
 func (c *compiler) ftsCond(q string) string {
 	c.args = append(c.args, q)
 	if !c.timeRange {
 		return "id IN (SELECT rowid FROM events_words WHERE events_words MATCH ?)"
 	}
-	return "+id IN (SELECT rowid FROM events_words WHERE events_words MATCH ?)"
+	c.args = append(c.args, idBound{max: false}, idBound{max: true})
+	return "+id IN (SELECT rowid FROM events_words WHERE events_words MATCH ? AND rowid BETWEEN ? AND ?)"
 }
+
+// idBound is a placeholder for the smallest (or largest) id of the events
+// in the search's time range, resolved once per search (resolveLookups).
+type idBound struct{ max bool }
 
 // ftsQuery renders a pattern as an FTS5 query on column (text, or kv with
 // the key's tag before every word), and whether the index answers it

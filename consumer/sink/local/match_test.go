@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -78,6 +79,7 @@ func TestSearchIndexes(t *testing.T) {
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback() }()
 		require.NoError(t, resolveLookups(context.Background(), tx, c.args))
+		require.NoError(t, resolveIDBounds(context.Background(), tx, c.args, time.UnixMilli(0), time.UnixMilli(1)))
 		rows, err := tx.Query("EXPLAIN QUERY PLAN SELECT event FROM events WHERE "+where+" ORDER BY stage_ts DESC, cluster, audit_id, stage LIMIT 10", c.args...)
 		require.NoError(t, err)
 		defer rows.Close()
@@ -124,7 +126,11 @@ func TestSearchIndexes(t *testing.T) {
 		}
 		stmt, args, _, err := analysisStatement(c, conds, q.SQL)
 		require.NoError(t, err)
-		rows, err := s.readers.Query("EXPLAIN QUERY PLAN "+stmt, args...)
+		tx, err := s.readers.Begin()
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback() }()
+		require.NoError(t, resolveIDBounds(context.Background(), tx, args, time.UnixMilli(0), time.UnixMilli(1)))
+		rows, err := tx.Query("EXPLAIN QUERY PLAN "+stmt, args...)
 		require.NoError(t, err)
 		defer rows.Close()
 		var out []string

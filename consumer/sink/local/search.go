@@ -95,6 +95,9 @@ func (s *Store) Search(ctx context.Context, req SearchRequest) (SearchResult, er
 	if err := resolveLookups(ctx, tx, c.args); err != nil {
 		return SearchResult{}, err
 	}
+	if err := resolveIDBounds(ctx, tx, c.args, req.From, req.To); err != nil {
+		return SearchResult{}, err
+	}
 
 	if q.SQL != nil {
 		if req.Cursor != "" {
@@ -248,6 +251,45 @@ func resolveLookups(ctx context.Context, tx *sql.Tx, args []any) error {
 			return fmt.Errorf("search local store: distinct values of %s: %w", l.col, err)
 		}
 		args[i] = values
+	}
+	return nil
+}
+
+// resolveIDBounds puts the smallest and largest id of the events in
+// [from, to) in place of the idBound placeholders (an empty range gives
+// bounds that select nothing). One index-only walk of the range.
+func resolveIDBounds(ctx context.Context, tx *sql.Tx, args []any, from, to time.Time) error {
+	var lo, hi sql.NullInt64
+	resolved := false
+	for i, a := range args {
+		b, ok := a.(idBound)
+		if !ok {
+			continue
+		}
+		if !resolved {
+			q := "SELECT min(id), max(id) FROM events WHERE 1"
+			var qa []any
+			if !from.IsZero() {
+				q += " AND stage_ts >= ?"
+				qa = append(qa, from.UnixMilli())
+			}
+			if !to.IsZero() {
+				q += " AND stage_ts < ?"
+				qa = append(qa, to.UnixMilli())
+			}
+			if err := tx.QueryRowContext(ctx, q, qa...).Scan(&lo, &hi); err != nil {
+				return fmt.Errorf("search local store: id range: %w", err)
+			}
+			resolved = true
+		}
+		switch {
+		case !lo.Valid:
+			args[i] = int64(0) // BETWEEN 0 AND 0: ids start at 1
+		case b.max:
+			args[i] = hi.Int64
+		default:
+			args[i] = lo.Int64
+		}
 	}
 	return nil
 }

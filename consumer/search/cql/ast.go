@@ -74,6 +74,12 @@ type Term struct {
 	// quoted value has no wildcards. Parts never starts with "" when it has
 	// more than one element: prefix wildcards are rejected, as in CLS.
 	Parts []string
+	// Pattern is the value as CLS matches it: '*' (any run) and '?' (one
+	// character) are wildcards, '\' escapes a literal '*', '?' or '\';
+	// other escapes are resolved (an escaped delimiter is a plain
+	// delimiter). CompilePattern splits it into words. A quoted value has
+	// every wildcard escaped.
+	Pattern string
 	// Quoted is true for a "phrase".
 	Quoted bool
 	// Op is the comparison of a Range: ">", ">=", "<", "<=" or "=".
@@ -114,11 +120,13 @@ func (e *Term) Pos() int { return e.P }
 // Select is the "| SQL" analysis part. There is no FROM: the source is the
 // events the search part selected, as in CLS.
 type Select struct {
-	Items   []SelectItem
-	Where   SQLExpr // nil when absent
-	GroupBy []SQLExpr
-	Having  SQLExpr // nil when absent
-	OrderBy []OrderItem
+	// Distinct is SELECT DISTINCT.
+	Distinct bool
+	Items    []SelectItem
+	Where    SQLExpr // nil when absent
+	GroupBy  []SQLExpr
+	Having   SQLExpr // nil when absent
+	OrderBy  []OrderItem
 	// Limit is -1 when absent.
 	Limit    int
 	LimitPos int
@@ -150,8 +158,8 @@ type OrderItem struct {
 }
 
 // SQLExpr is an expression of the SQL part: *Ident, *StringLit, *NumberLit,
-// *NullLit, *BoolLit, *Call, *Cast, *Interval, *Binary, *Unary, *In or
-// *IsNull.
+// *NullLit, *BoolLit, *Call, *Cast, *Interval, *Binary, *Unary, *In,
+// *IsNull or *Case.
 type SQLExpr interface {
 	Pos() int
 }
@@ -234,6 +242,23 @@ type In struct {
 	Not  bool
 	P    int
 }
+
+// Case is CASE [Operand] WHEN ... THEN ... [ELSE Else] END; with an
+// Operand, each When.Cond is compared to it.
+type Case struct {
+	Operand SQLExpr // nil for a searched CASE
+	Whens   []When
+	Else    SQLExpr // nil when absent
+	P       int
+}
+
+// When is one WHEN Cond THEN Result of a Case.
+type When struct {
+	Cond, Result SQLExpr
+}
+
+// Pos implements SQLExpr.
+func (e *Case) Pos() int { return e.P }
 
 // IsNull is X IS [NOT] NULL.
 type IsNull struct {

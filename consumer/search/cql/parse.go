@@ -83,6 +83,9 @@ type parser struct {
 	src string
 	pos int
 	end int // the search part ends here (at '|' or the end)
+	// field is set inside a grouped value, field:(a OR b): its primaries
+	// are values of that field.
+	field string
 }
 
 func (p *parser) errf(pos int, format string, args ...any) error {
@@ -227,12 +230,18 @@ func (p *parser) parsePrimary(depth int) (Expr, error) {
 	case ')':
 		return nil, p.errf(at, "unexpected ')'")
 	case '"':
+		if p.field != "" {
+			return p.value(p.field, at)
+		}
 		s, err := p.quoted()
 		if err != nil {
 			return nil, err
 		}
-		return &Term{Kind: Match, Parts: []string{s}, Quoted: true, P: at}, nil
+		return &Term{Kind: Match, Parts: []string{s}, Pattern: escapePattern(s), Quoted: true, P: at}, nil
 	case ':', '<', '>', '=':
+		if p.field != "" {
+			return nil, p.errf(at, "expected a value of %s, found %q", p.field, string(c))
+		}
 		return nil, p.errf(at, "expected a field name before %q", string(c))
 	}
 	if p.keywordAt("AND") || p.keywordAt("OR") {
@@ -242,7 +251,10 @@ func (p *parser) parsePrimary(depth int) (Expr, error) {
 		}
 		return nil, p.errf(at, "expected a search term, found operator %s", kw)
 	}
-	parts, wild, err := p.word(false)
+	if p.field != "" {
+		return p.value(p.field, at)
+	}
+	parts, pattern, wild, err := p.word(false)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +262,7 @@ func (p *parser) parsePrimary(depth int) (Expr, error) {
 		switch c := p.src[p.pos]; c {
 		case ':':
 			if wild {
-				return nil, p.errf(at, "a field name cannot contain *")
+				return nil, p.errf(at, "a field name cannot contain * or ?")
 			}
 			field := strings.Join(parts, "")
 			if err := checkField(p.src, at, field); err != nil {
@@ -260,7 +272,7 @@ func (p *parser) parsePrimary(depth int) (Expr, error) {
 			return p.value(field, at)
 		case '<', '>', '=':
 			if wild {
-				return nil, p.errf(at, "a field name cannot contain *")
+				return nil, p.errf(at, "a field name cannot contain * or ?")
 			}
 			field := strings.Join(parts, "")
 			if err := checkField(p.src, at, field); err != nil {
@@ -273,22 +285,25 @@ func (p *parser) parsePrimary(depth int) (Expr, error) {
 		// A lone "*" (wild, one empty part cannot come from anything else).
 		return &Term{Kind: All, P: at}, nil
 	}
-	if parts[0] == "" {
-		return nil, p.errf(at, "a value cannot start with * (CLS has no prefix wildcards)")
+	if parts[0] == "" || leadingWildcard(pattern) {
+		return nil, p.errf(at, "a word cannot start with * or ? (CLS has no prefix wildcards)")
 	}
-	return &Term{Kind: Match, Parts: parts, P: at}, nil
+	return &Term{Kind: Match, Parts: parts, Pattern: pattern, P: at}, nil
 }
 
 // word reads an unquoted word at p.pos, unescaping \x and splitting at
 // unescaped '*'. With allowColon, ':' does not end it (values such as
 // system:serviceaccount:ns:name). A lone "*" returns [""] and wild.
-func (p *parser) word(allowColon bool) (parts []string, wild bool, err error) {
+func (p *parser) word(allowColon bool) (parts []string, pattern string, wild bool, err error) {
 	start := p.pos
-	var b strings.Builder
+	var b, pat strings.Builder
+	lastStar := false
 	for p.pos < p.end {
 		c := p.src[p.pos]
+		lastStar = lastStar && c == '*'
 		if c == ':' && allowColon {
 			b.WriteByte(c)
+			pat.WriteByte(c)
 			p.pos++
 			continue
 		}
@@ -298,24 +313,38 @@ func (p *parser) word(allowColon bool) (parts []string, wild bool, err error) {
 		switch c {
 		case '\\':
 			if p.pos+1 >= len(p.src) {
-				return nil, false, p.errf(p.pos, "'\\' at the end of the query escapes nothing")
+				return nil, "", false, p.errf(p.pos, "'\\' at the end of the query escapes nothing")
 			}
 			_, n := utf8.DecodeRuneInString(p.src[p.pos+1:])
-			b.WriteString(p.src[p.pos+1 : p.pos+1+n])
+			lit := p.src[p.pos+1 : p.pos+1+n]
+			b.WriteString(lit)
+			pat.WriteString(escapePattern(lit))
 			p.pos += 1 + n
 		case '*':
 			parts = append(parts, b.String())
 			b.Reset()
+			if !lastStar {
+				pat.WriteByte('*') // "**" is one wildcard
+			}
+			wild = true
+			p.pos++
+			lastStar = true
+			continue
+		case '?':
+			b.WriteByte(c)
+			pat.WriteByte(c)
 			wild = true
 			p.pos++
 		default:
 			b.WriteByte(c)
+			pat.WriteByte(c)
 			p.pos++
 		}
 	}
 	if p.pos == start {
-		return nil, false, p.errf(start, "expected a word, found %s", p.describe(start))
+		return nil, "", false, p.errf(start, "expected a word, found %s", p.describe(start))
 	}
+	pattern = pat.String()
 	parts = append(parts, b.String())
 	// Collapse "**" into one wildcard: an empty part other than the first
 	// or the last stands between two stars.
@@ -326,10 +355,52 @@ func (p *parser) word(allowColon bool) (parts []string, wild bool, err error) {
 		}
 		out = append(out, parts[i])
 	}
-	if len(out) == 2 && out[0] == "" && out[1] == "" {
-		return []string{""}, true, nil
+	if len(out) == 2 && out[0] == "" && out[1] == "" && strings.Trim(pattern, "*") == "" {
+		return []string{""}, "*", true, nil
 	}
-	return out, wild, nil
+	return out, pattern, wild, nil
+}
+
+// escapePattern escapes the wildcard characters of literal text for
+// Term.Pattern.
+func escapePattern(s string) string {
+	if !strings.ContainsAny(s, `*?\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '*' || s[i] == '?' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// leadingWildcard reports whether a pattern starts a word with a wildcard,
+// which CLS does not support (no prefix fuzzy search).
+func leadingWildcard(pattern string) bool {
+	atStart := true
+	for i := 0; i < len(pattern); i++ {
+		c := pattern[i]
+		switch {
+		case c == '\\':
+			i++
+			if i < len(pattern) && c < utf8.RuneSelf && IsDelimiter(rune(pattern[i])) {
+				atStart = true
+			} else {
+				atStart = false
+			}
+			continue
+		case (c == '*' || c == '?') && atStart:
+			return true
+		case c < utf8.RuneSelf && IsDelimiter(rune(c)):
+			atStart = true
+		default:
+			atStart = false
+		}
+	}
+	return false
 }
 
 // quoted reads a "double quoted" phrase at p.pos; \ escapes inside it.
@@ -372,24 +443,54 @@ func (p *parser) value(field string, at int) (Expr, error) {
 		if s == "" {
 			return &Term{Kind: Empty, Field: field, P: at}, nil
 		}
-		return &Term{Kind: Match, Field: field, Parts: []string{s}, Quoted: true, P: at}, nil
+		return &Term{Kind: Match, Field: field, Parts: []string{s}, Pattern: escapePattern(s), Quoted: true, P: at}, nil
 	case '(':
-		return nil, p.errf(p.pos, "grouped values (%s:(a OR b)) are not supported: write %s:a OR %s:b", field, field, field)
+		if p.field != "" {
+			return nil, p.errf(p.pos, "grouped values do not nest inside %s:(...)", p.field)
+		}
+		return p.group(field)
 	case '<', '>', '=':
-		return nil, p.errf(p.pos, "ranges take no colon: write %s%s...", field, string(p.src[p.pos]))
+		if p.field != "" {
+			return nil, p.errf(p.pos, "expected a value of %s, found %q", p.field, string(p.src[p.pos]))
+		}
+		// CLS pages write both status>400 and status:>400.
+		return p.rangeTerm(field, at)
 	}
 	vstart := p.pos
-	parts, wild, err := p.word(true)
+	parts, pattern, wild, err := p.word(true)
 	if err != nil {
 		return nil, err
 	}
 	if wild && len(parts) == 1 && parts[0] == "" {
 		return &Term{Kind: Exists, Field: field, P: at}, nil
 	}
-	if parts[0] == "" {
-		return nil, p.errf(vstart, "a value cannot start with * (CLS has no prefix wildcards)")
+	if parts[0] == "" || leadingWildcard(pattern) {
+		return nil, p.errf(vstart, "a word cannot start with * or ? (CLS has no prefix wildcards)")
 	}
-	return &Term{Kind: Match, Field: field, Parts: parts, P: at}, nil
+	return &Term{Kind: Match, Field: field, Parts: parts, Pattern: pattern, P: at}, nil
+}
+
+// group parses field:(a OR b c): a search whose terms are all values of
+// field, as CLS users write level:(ERROR OR WARNING).
+func (p *parser) group(field string) (Expr, error) {
+	open := p.pos
+	p.pos++ // '('
+	p.field = field
+	defer func() { p.field = "" }()
+	p.skipSpace()
+	if p.pos < p.end && p.src[p.pos] == ')' {
+		return nil, p.errf(open, "empty group: expected values inside %s:(...)", field)
+	}
+	x, err := p.parseOr(1)
+	if err != nil {
+		return nil, err
+	}
+	p.skipSpace()
+	if p.pos >= p.end || p.src[p.pos] != ')' {
+		return nil, p.errf(open, "unbalanced '(': no matching ')'")
+	}
+	p.pos++
+	return x, nil
 }
 
 // rangeTerm parses the operator and number of field>n.

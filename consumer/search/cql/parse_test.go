@@ -33,7 +33,7 @@ func show(e Expr) string {
 		case All:
 			return "*"
 		}
-		v := strconv.Quote(strings.Join(e.Parts, "*"))
+		v := strconv.Quote(e.Pattern)
 		if e.Quoted {
 			v = "phrase" + v
 		}
@@ -88,6 +88,18 @@ func showSQL(e SQLExpr) string {
 			n = "NOT "
 		}
 		return "(" + showSQL(e.X) + " " + n + "IN " + strings.Join(items, ", ") + ")"
+	case *Case:
+		out := "(case"
+		if e.Operand != nil {
+			out += " " + showSQL(e.Operand)
+		}
+		for _, w := range e.Whens {
+			out += " when " + showSQL(w.Cond) + " then " + showSQL(w.Result)
+		}
+		if e.Else != nil {
+			out += " else " + showSQL(e.Else)
+		}
+		return out + ")"
 	case *IsNull:
 		if e.Not {
 			return "(" + showSQL(e.X) + " IS NOT NULL)"
@@ -121,10 +133,17 @@ func TestParseSearch(t *testing.T) {
 		{`objectRef.name:ng**x`, `objectRef.name:"ng*x"`},
 		{`kube*`, `text:"kube*"`},
 		{`"cannot list"`, `text:phrase"cannot list"`},
-		{`objectRef.name:"a*b"`, `objectRef.name:phrase"a*b"`},
+		{`objectRef.name:"a*b"`, `objectRef.name:phrase"a\\*b"`},
 		{`user.username:system\:admin`, `user.username:"system:admin"`},
 		{`user.username:system:serviceaccount:kube-system:default`, `user.username:"system:serviceaccount:kube-system:default"`},
-		{`objectRef.name:a\*b`, `objectRef.name:"a*b"`},
+		{`objectRef.name:a\*b`, `objectRef.name:"a\\*b"`},
+		{`objectRef.name:ngin?`, `objectRef.name:"ngin?"`},
+		{`objectRef.name:a\?b`, `objectRef.name:"a\\?b"`},
+		// Grouped values (CLS usage) and ranges written with a colon.
+		{`verb:(get OR list)`, `(OR verb:"get" verb:"list")`},
+		{`verb:(get OR "list") AND NOT objectRef.name:(a* b)`, `(AND (OR verb:"get" verb:phrase"list") (NOT (AND objectRef.name:"a*" objectRef.name:"b")))`},
+		{`code:>=400`, `code>=400`},
+		{`code:>400 code:<500 code:<=1 code:=3`, `(AND (AND (AND code>400 code<500) code<=1) code=3)`},
 		{`objectRef.name:"say \"hi\""`, `objectRef.name:phrase"say \"hi\""`},
 		{`a\ b`, `text:"a b"`},
 		{`NOT\ x`, `text:"NOT x"`},
@@ -168,6 +187,20 @@ func TestParseSQL(t *testing.T) {
 			groupBy: []string{"[time]", "[userAgent]"},
 			orderBy: []string{"[time]"},
 			limit:   -1,
+		},
+		{
+			q:      `* | SELECT CASE WHEN "responseStatus.code" >= 400 THEN 'error' ELSE 'ok' END AS outcome, count_if(verb = 'delete') AS deletes, CASE verb WHEN 'get' THEN 1 WHEN 'list' THEN 2 END AS v`,
+			filter: "ALL",
+			items: []string{`(case when ([responseStatus.code] >= 400) then "error" else "ok") (outcome)`, `count_if(([verb] = "delete")) (deletes)`,
+				`(case [verb] when "get" then 1 when "list" then 2) (v)`},
+			limit: -1,
+		},
+		{
+			q:      `* | SELECT DISTINCT split_part("user.username", ':', 3) AS ns, strpos(userAgent, '/') AS p, approx_percentile("auditpipe.latencyMs", 0.95) AS p95, date_format(from_unixtime(__TIMESTAMP__ / 1000), '%Y-%m-%d %H:%i') AS t, time_series(__TIMESTAMP__, '5m', '%H:%i', '0') AS ts`,
+			filter: "ALL",
+			items: []string{`split_part([user.username], ":", 3) (ns)`, `strpos([userAgent], "/") (p)`, `approx_percentile([auditpipe.latencyMs], 0.95) (p95)`,
+				`date_format(from_unixtime(([__TIMESTAMP__] / 1000)), "%Y-%m-%d %H:%i") (t)`, `time_series([__TIMESTAMP__], "5m", "%H:%i", "0") (ts)`},
+			limit: -1,
 		},
 		{
 			q:       `verb:delete | select "user.username" as "user", count(*) deletes group by "user" order by deletes desc, 1 limit 10`,
@@ -248,7 +281,11 @@ func TestParseErrors(t *testing.T) {
 		{`objectRef.name:"nginx`, 15, "unterminated quoted phrase"},
 		{`code>=abc`, 6, `needs a number, got "abc"`},
 		{`code>=`, 6, "expected a number"},
-		{`code:>=400`, 5, "ranges take no colon"},
+		{`verb:()`, 5, "empty group"},
+		{`verb:(get OR list`, 5, "unbalanced '('"},
+		{`objectRef.name:ab:*cd`, 15, "cannot start with *"},
+		{`objectRef.name:?ab`, 15, "cannot start with *"},
+		{`?ab`, 0, "cannot start with *"},
 		{`:x`, 0, "expected a field name"},
 		{`a AND OR b`, 6, "found operator OR"},
 		{`OR a`, 0, "found operator OR"},
@@ -256,7 +293,6 @@ func TestParseErrors(t *testing.T) {
 		{`bad$field:x`, 0, `character "$" is not allowed`},
 		{`a..b:x`, 0, "empty path segment"},
 		{`ng*x:y`, 0, "cannot contain *"},
-		{`verb:(get OR list)`, 5, "grouped values"},
 		{`abc\`, 3, "escapes nothing"},
 		{`verb:get AND | SELECT count(*)`, 13, "before '|'"},
 		{`* | count(*)`, 4, "expected SELECT"},
@@ -272,6 +308,9 @@ func TestParseErrors(t *testing.T) {
 		{`* | SELECT 'abc`, 11, "unterminated string"},
 		{`* | SELECT "a`, 11, "unterminated quoted field name"},
 		{`* | SELECT cast(x as blob)`, 21, "unsupported CAST type"},
+		{`* | SELECT CASE verb END`, 21, "expected WHEN"},
+		{`* | SELECT CASE WHEN verb = 'a' 'b' END`, 32, "expected THEN"},
+		{`* | SELECT CASE WHEN verb = 'a' THEN 1`, 38, "expected END"},
 		{`* | SELECT histogram(__TIMESTAMP__, interval 1 fortnight)`, 47, "expected an interval unit"},
 		{`* | SELECT sum(a, b)`, 11, "sum takes 1 argument, got 2"},
 		{`* | SELECT count()`, 11, "count needs an argument"},

@@ -27,6 +27,14 @@ var functions = map[string][2]int{
 	"abs":             {1, 1},
 	"round":           {1, 2},
 	"coalesce":        {1, -1},
+	// CLS's dashboard functions (ADR 0006 says how each maps).
+	"count_if":          {1, 1},
+	"approx_percentile": {2, 2},
+	"time_series":       {2, 4},
+	"date_format":       {2, 2},
+	"from_unixtime":     {1, 1},
+	"split_part":        {3, 3},
+	"strpos":            {2, 2},
 }
 
 // Functions returns the names of the supported SQL functions, for help
@@ -52,7 +60,8 @@ var reserved = map[string]bool{
 	"or": true, "not": true, "asc": true, "desc": true, "in": true,
 	"is": true, "null": true, "like": true, "cast": true, "interval": true,
 	"distinct": true, "true": true, "false": true, "offset": true,
-	"join": true, "union": true,
+	"join": true, "union": true, "case": true, "when": true, "then": true,
+	"else": true, "end": true,
 }
 
 type tokKind int
@@ -244,6 +253,7 @@ func (p *sqlParser) parseSelect() (*Select, error) {
 	}
 	p.i++
 	sel := &Select{Limit: -1, P: t.pos}
+	sel.Distinct = p.acceptKw("distinct")
 	for {
 		start := p.peek().pos
 		if p.peek().kind == tOp && p.peek().text == "*" {
@@ -564,6 +574,8 @@ func (p *sqlParser) parsePrimary(depth int) (SQLExpr, error) {
 		return &BoolLit{Value: lower == "true", P: t.pos}, nil
 	case "cast":
 		return p.parseCast(t, depth)
+	case "case":
+		return p.parseCase(t, depth)
 	case "interval":
 		return p.parseInterval(t)
 	}
@@ -598,6 +610,46 @@ func (p *sqlParser) parseCast(t token, depth int) (SQLExpr, error) {
 		return nil, err
 	}
 	return &Cast{X: x, Type: strings.ToLower(ty.text), P: t.pos}, nil
+}
+
+// parseCase parses CASE [x] WHEN a THEN b ... [ELSE c] END.
+func (p *sqlParser) parseCase(t token, depth int) (SQLExpr, error) {
+	c := &Case{P: t.pos}
+	if !isKw(p.peek(), "when") {
+		x, err := p.parseExpr(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		c.Operand = x
+	}
+	for p.acceptKw("when") {
+		cond, err := p.parseExpr(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		if !p.acceptKw("then") {
+			return nil, p.errf(p.peek().pos, "expected THEN in CASE, found %s", p.describe(p.peek()))
+		}
+		res, err := p.parseExpr(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		c.Whens = append(c.Whens, When{Cond: cond, Result: res})
+	}
+	if len(c.Whens) == 0 {
+		return nil, p.errf(p.peek().pos, "expected WHEN in CASE, found %s", p.describe(p.peek()))
+	}
+	if p.acceptKw("else") {
+		e, err := p.parseExpr(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		c.Else = e
+	}
+	if !p.acceptKw("end") {
+		return nil, p.errf(p.peek().pos, "expected END to close CASE, found %s", p.describe(p.peek()))
+	}
+	return c, nil
 }
 
 func (p *sqlParser) parseInterval(t token) (SQLExpr, error) {

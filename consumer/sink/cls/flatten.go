@@ -1,13 +1,12 @@
 package cls
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 	"unicode/utf8"
 
+	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -17,8 +16,6 @@ const (
 	maxValueBytes = 1 << 20 // per value
 	maxGroupBytes = 5 << 20 // values per LogGroup
 	maxGroupLogs  = 10000   // logs per LogGroup
-	// maxDepth keeps dotted keys well inside CLS's 10 nesting levels.
-	maxDepth = 6
 	// maxLogBytes caps one log's values, so that a log always fits a
 	// LogGroup whatever else shares it with.
 	maxLogBytes = 2 << 20
@@ -27,18 +24,6 @@ const (
 // truncMarker ends a value cut to fit CLS's 1 MB limit; %d is the
 // original size in bytes. Searching for "auditpipe-truncated" finds them.
 const truncMarker = "...[auditpipe-truncated: original %d bytes]"
-
-// jsonValued are the fields that stay one JSON string instead of being
-// flattened: request and response bodies (arbitrary objects: flattening
-// them would create unbounded index keys), and maps whose keys are free
-// text.
-var jsonValued = map[string]bool{
-	"requestObject":          true,
-	"responseObject":         true,
-	"user.extra":             true,
-	"impersonatedUser.extra": true,
-	"responseStatus.details": true,
-}
 
 // Flat is one event flattened for CLS.
 type Flat struct {
@@ -57,26 +42,23 @@ type Flat struct {
 // KV is one CLS content.
 type KV struct{ Key, Value string }
 
-// Flatten turns a ProcessedEvent JSON into CLS key/values: nested objects
-// become dotted keys (objectRef.resource, auditpipe.cluster), arrays and
-// bodies become JSON strings, keys never start with '_' and use only the
-// characters CLS indexes, values over 1 MB are cut with a marker. fallback
+// Flatten turns a ProcessedEvent JSON into CLS key/values named by
+// consumer/internal/flatten (the key names the local store searches by too):
+// nested objects become dotted keys (objectRef.resource, auditpipe.cluster),
+// arrays and bodies become JSON strings, keys never start with '_' and use
+// only the characters CLS indexes. Values over 1 MB are cut with a marker. fallback
 // is the log time when the event has no stageTimestamp.
 func Flatten(value []byte, fallback time.Time) (Flat, error) {
 	var f Flat
 	if !utf8.Valid(value) {
 		return f, errors.New("not valid UTF-8")
 	}
-	w := walker{f: &f, data: value}
-	w.skipWS()
-	if w.pos >= len(w.data) || w.data[w.pos] != '{' {
-		return f, errors.New("not a JSON object")
-	}
-	if err := w.object("", 0); err != nil {
+	err := flatten.Walk(value, func(key, v string, _ flatten.Kind) error {
+		f.add(key, v)
+		return nil
+	})
+	if err != nil {
 		return f, err
-	}
-	if w.skipWS(); w.pos != len(w.data) {
-		return f, fmt.Errorf("trailing data at byte %d", w.pos)
 	}
 	for _, kv := range f.Contents {
 		switch kv.Key {
@@ -113,16 +95,6 @@ func Flatten(value []byte, fallback time.Time) (Flat, error) {
 		f.Bytes += len(kv.Key) + len(kv.Value)
 	}
 	return f, nil
-}
-
-func (f *Flat) addJSON(key string, raw json.RawMessage) error {
-	var buf bytes.Buffer
-	buf.Grow(len(raw))
-	if err := json.Compact(&buf, raw); err != nil {
-		return fmt.Errorf("%s: %w", key, err)
-	}
-	f.add(key, buf.String())
-	return nil
 }
 
 func (f *Flat) add(key, value string) {
@@ -167,37 +139,4 @@ func fitLog(f *Flat) {
 		f.Contents[big].Value = nv
 		f.Truncated++
 	}
-}
-
-// sanitizeKey maps a JSON key onto CLS's key alphabet (letters, digits,
-// _ - . / @), replacing anything else with '_', and never lets it start
-// with '_' (reserved by CLS): such keys get a "k" prefix.
-func sanitizeKey(k string) string {
-	if k == "" {
-		return "k"
-	}
-	ok := k[0] != '_'
-	for i := 0; i < len(k) && ok; i++ {
-		ok = keyByte(k[i])
-	}
-	if ok {
-		return k
-	}
-	b := make([]byte, 0, len(k)+1)
-	if k[0] == '_' {
-		b = append(b, 'k')
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !keyByte(c) {
-			c = '_'
-		}
-		b = append(b, c)
-	}
-	return string(b)
-}
-
-func keyByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-		c == '_' || c == '-' || c == '.' || c == '/' || c == '@'
 }

@@ -25,7 +25,7 @@ func TestFlatten(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{
 		"kind": "Event", "auditID": "a1", "stage": "ResponseComplete", "verb": "create",
-		"user.username": "alice", "user.groups": `["g1","g2"]`, "user.extra": `{"scopes.example.com/x":["1"]}`,
+		"user.username": "alice", "user.groups": `["g1","g2"]`, "user.extra.scopes.example.com/x": `["1"]`,
 		"objectRef.resource": "pods", "objectRef.namespace": "ns", "responseStatus.code": "201",
 		"requestObject":  `{"kind":"Pod","spec":{"a":[1,2]}}`,
 		"stageTimestamp": "2026-11-27T10:00:00.123456Z",

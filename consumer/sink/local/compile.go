@@ -7,96 +7,65 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 )
 
-// fieldKind says how key:value matches a field.
-type fieldKind int
-
-const (
-	// kindJSON: no column; reached through the event JSON, text semantics.
-	kindJSON fieldKind = iota
-	// kindKeyword: a column holding one identifier-like value (verb,
-	// resource, namespace...). key:value is exact, case-sensitive equality
-	// (served by the column's index); wildcards are a GLOB.
-	kindKeyword
-	// kindText: a column holding free text (user name, object name, user
-	// agent). key:value is a token/phrase match like CLS's tokenized
-	// fields, with the full-text index as a prefilter.
-	kindText
-	// kindNumber: an integer column (responseStatus.code).
-	kindNumber
-)
-
-// field is how a CLS field name maps onto the store.
+// field is how a CLS key name maps onto the store. Every key the CLS sink
+// sends (consumer/internal/flatten) is a field; a few have a column.
 type field struct {
-	col  string // column, "" when there is none
-	kind fieldKind
-	path string // JSON path of the field in events.event
-	// sqlCol: the column holds the field as the SQL part should see it.
-	// user_groups joins the groups with newlines, so SQL reads the JSON.
+	key string // the CLS key name
+	// col is the column holding the field, "" when there is none.
+	col string
+	// walk: key:value on this column walks the column's distinct values
+	// through its index and matches them (distinctMatch). Such keys are
+	// left out of the kv column of the full-text index.
+	walk bool
+	// number: an INTEGER column, NULL when the field was not sent.
+	number bool
+	// sqlCol: the column holds the value CLS receives, so the SQL part
+	// reads it ('' = not sent, read as NULL). user_groups joins the
+	// groups with newlines where CLS has a JSON array: SQL reads the event.
 	sqlCol bool
-	// indexed: an index leads with the column, so its distinct values can
-	// be walked cheaply (see distinctMatch).
-	indexed bool
+	// noKV: the key's words are not in the kv column (timestamps: every
+	// value is different and nobody searches them by word; bodies: too
+	// many words); matches on it prefilter with the full text.
+	noKV bool
 }
 
 // timestampField is CLS's name for the log time: stageTimestamp in unix ms.
 const timestampField = "__TIMESTAMP__"
 
-// columnFields are the fields with a column. Their names are the CLS field
-// names of the event, exactly as in the JSON.
+// columnFields are the keys with a column.
 var columnFields = map[string]field{
-	"auditID":               {col: "audit_id", kind: kindKeyword, sqlCol: true},
-	"stage":                 {col: "stage", kind: kindKeyword, sqlCol: true},
-	"level":                 {col: "level", kind: kindKeyword, sqlCol: true},
-	"verb":                  {col: "verb", kind: kindKeyword, sqlCol: true},
-	"user.username":         {col: "username", kind: kindText, sqlCol: true, indexed: true},
-	"user.groups":           {col: "user_groups", kind: kindText},
-	"objectRef.resource":    {col: "resource", kind: kindKeyword, sqlCol: true},
-	"objectRef.subresource": {col: "subresource", kind: kindKeyword, sqlCol: true},
-	"objectRef.namespace":   {col: "namespace", kind: kindKeyword, sqlCol: true},
-	"objectRef.name":        {col: "name", kind: kindText, sqlCol: true, indexed: true},
-	"objectRef.apiGroup":    {col: "api_group", kind: kindKeyword, sqlCol: true},
-	"responseStatus.code":   {col: "code", kind: kindNumber, sqlCol: true},
-	"userAgent":             {col: "user_agent", kind: kindText, sqlCol: true, indexed: true},
-	"auditpipe.cluster":     {col: "cluster", kind: kindKeyword, sqlCol: true},
-	timestampField:          {col: "stage_ts", kind: kindNumber, sqlCol: true},
+	"auditID":                  {col: "audit_id", sqlCol: true},
+	"stage":                    {col: "stage", sqlCol: true},
+	"level":                    {col: "level", sqlCol: true},
+	"verb":                     {col: "verb", sqlCol: true, walk: true},
+	"user.username":            {col: "username", sqlCol: true, walk: true},
+	"user.groups":              {col: "user_groups"},
+	"objectRef.resource":       {col: "resource", sqlCol: true, walk: true},
+	"objectRef.subresource":    {col: "subresource", sqlCol: true},
+	"objectRef.namespace":      {col: "namespace", sqlCol: true, walk: true},
+	"objectRef.name":           {col: "name", sqlCol: true, walk: true},
+	"objectRef.apiGroup":       {col: "api_group", sqlCol: true},
+	"responseStatus.code":      {col: "code", number: true, sqlCol: true},
+	"userAgent":                {col: "user_agent", sqlCol: true, walk: true},
+	"auditpipe.cluster":        {col: "cluster", sqlCol: true, walk: true},
+	"stageTimestamp":           {noKV: true},
+	"requestReceivedTimestamp": {noKV: true},
+	timestampField:             {col: "stage_ts", number: true, sqlCol: true, noKV: true},
 }
 
-// lookupField resolves a dotted field name. Names are case-sensitive, like
-// the JSON keys, except __TIMESTAMP__.
+// lookupField resolves a key name. Names are case-sensitive, like CLS's
+// keys, except __TIMESTAMP__.
 func lookupField(name string) field {
 	if strings.EqualFold(name, timestampField) {
-		return columnFields[timestampField]
+		name = timestampField
 	}
-	f, ok := columnFields[name]
-	if !ok {
-		f.kind = kindJSON
-	}
-	f.path = jsonPath(name)
+	f := columnFields[name]
+	f.key = name
 	return f
 }
 
-// jsonPath turns a dotted field name into an SQLite JSON path with every
-// segment quoted. Annotation keys contain dots and slashes
-// (authorization.k8s.io/decision), so everything after "annotations." is
-// one key, as in CLS's flattened index.
-func jsonPath(name string) string {
-	var segs []string
-	if rest, ok := strings.CutPrefix(name, "annotations."); ok {
-		segs = []string{"annotations", rest}
-	} else {
-		segs = strings.Split(name, ".")
-	}
-	var b strings.Builder
-	b.WriteString("$")
-	for _, s := range segs {
-		// cql only admits letters, digits and _-./@ in field names, so a
-		// segment cannot contain a quote.
-		b.WriteString(`."`)
-		b.WriteString(s)
-		b.WriteString(`"`)
-	}
-	return b.String()
-}
+// inKV reports whether the key's words are in the kv column.
+func (f field) inKV() bool { return !f.walk && !f.noKV }
 
 // compiler renders a parsed query as SQLite. All user values become bound
 // parameters (args, in order); the SQL text holds only column names,
@@ -158,8 +127,9 @@ func (c *compiler) filter(e cql.Expr) (string, error) {
 	return "", c.errf(e.Pos(), "unsupported search node %T", e)
 }
 
-// ftsCond renders "the event's full text matches q". How SQLite uses it
-// matters more than anything else for speed on a large store:
+// ftsCond renders "the event's words match q" (an FTS5 query on
+// events_words). How SQLite uses it matters more than anything else for
+// speed on a large store:
 //
 //   - "id IN (SELECT rowid ... MATCH ?)" lets the planner drive the query
 //     from the full-text hits, one table lookup per hit: instant for a rare
@@ -169,14 +139,77 @@ func (c *compiler) filter(e cql.Expr) (string, error) {
 //     (the time range, verb, ...) drives: cost bounded by that range.
 //
 // With a time range (the console always has one) the range drives; without
-// one, the full-text hits do. A prefilter (drive=false) never drives: its
-// word may be in every event.
-func (c *compiler) ftsCond(q string, drive bool) string {
+// one, the full-text hits do.
+//
+// With a time range, the word index is also asked only for the rowids of
+// the events in that range (idBounds): events are stored roughly in time
+// order, so a common word yields its hits of the day instead of the week's.
+// The bounds are exact (the range's smallest and largest id), so nothing in
+// range is lost whatever the order.
+func (c *compiler) ftsCond(q string) string {
 	c.args = append(c.args, q)
-	if drive && !c.timeRange {
-		return "id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
+	if !c.timeRange {
+		return "id IN (SELECT rowid FROM events_words WHERE events_words MATCH ?)"
 	}
-	return "+id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)"
+	c.args = append(c.args, idBound{max: false}, idBound{max: true})
+	return "+id IN (SELECT rowid FROM events_words WHERE events_words MATCH ? AND rowid BETWEEN ? AND ?)"
+}
+
+// idBound is a placeholder for the smallest (or largest) id of the events
+// in the search's time range, resolved once per search (resolveLookups).
+type idBound struct{ max bool }
+
+// ftsQuery renders a pattern as an FTS5 query on column (text, or kv with
+// the key's tag before every word), and whether the index answers it
+// exactly; when not, the caller checks the candidates with a function. ""
+// means the index cannot help (a word that starts with a wildcard).
+func ftsQuery(column, tag string, p cql.Pattern) (q string, exact bool) {
+	if len(p.Words) == 0 {
+		return "", false
+	}
+	if p.Phrase && len(p.Words) > 1 {
+		var b []byte
+		b = append(b, column+` : "`...)
+		exact = true
+		for i, g := range p.Words {
+			if i > 0 {
+				b = append(b, ' ')
+			}
+			b = append(b, tag...)
+			b = appendFTSWord(b, g.Prefix())
+			if g.Wild {
+				// A wildcard inside a phrase: the literal prefixes
+				// narrow, the function decides.
+				exact = false
+			}
+		}
+		return string(append(b, '"')), exact
+	}
+	exact = true
+	var terms []string
+	for _, g := range p.Words {
+		prefix := g.Prefix()
+		switch {
+		case !g.Wild:
+			terms = append(terms, `"`+tag+ftsWord(prefix)+`"`)
+		case prefix == "" && tag == "":
+			return "", false
+		case prefix == "":
+			terms = append(terms, `"`+tag+`"`) // the key is present
+			exact = false
+		default:
+			terms = append(terms, `"`+tag+ftsWord(prefix)+`"*`)
+			exact = exact && g.PrefixOnly()
+		}
+	}
+	return column + " : (" + strings.Join(terms, " OR ") + ")", exact
+}
+
+func phraseArg(p bool) int64 {
+	if p {
+		return 1
+	}
+	return 0
 }
 
 func (c *compiler) term(t *cql.Term) (string, error) {
@@ -190,25 +223,39 @@ func (c *compiler) term(t *cql.Term) (string, error) {
 	switch t.Kind {
 	case cql.Exists:
 		switch {
-		case f.kind == kindNumber:
+		case f.number:
 			return "(" + f.col + " IS NOT NULL)", nil
 		case f.col != "":
+			// Empty columns hold fields that were not sent (the
+			// apiserver omits empty values).
 			return "(" + f.col + " <> '')", nil
+		case f.inKV():
+			return "(" + c.ftsCond(`kv : "`+keyTag(f.key)+`"`) + ")", nil
 		}
-		return "(IFNULL(json_type(event, " + c.arg(f.path) + "), 'null') <> 'null')", nil
+		return "(" + fieldFunc + "(event, " + c.arg(f.key) + ") IS NOT NULL)", nil
 	case cql.Empty:
-		if f.kind == kindNumber {
+		// Present and empty; the prefilter first (arguments follow the
+		// text order).
+		pre := ""
+		switch {
+		case f.number:
 			return "0", nil
+		case f.col != "":
+			pre = f.col + " = '' AND "
+		case f.inKV():
+			pre = c.ftsCond(`kv : "`+keyTag(f.key)+`"`) + " AND "
 		}
-		return "(json_extract(event, " + c.arg(f.path) + ") = '')", nil
+		return "(" + pre + fieldFunc + "(event, " + c.arg(f.key) + ") = '')", nil
 	case cql.Range:
 		op := t.Op
-		if f.kind == kindNumber {
+		if f.number {
 			return "(" + f.col + " " + op + " " + c.arg(t.Number) + ")", nil
 		}
-		p := c.arg(f.path)
-		p2 := c.arg(f.path)
-		return "(json_type(event, " + p + ") IN ('integer', 'real') AND json_extract(event, " + p2 + ") " + op + " " + c.arg(t.Number) + ")", nil
+		pre := ""
+		if f.inKV() {
+			pre = c.ftsCond(`kv : "`+keyTag(f.key)+`"`) + " AND "
+		}
+		return "(" + pre + numberFunc + "(event, " + c.arg(f.key) + ") " + op + " " + c.arg(t.Number) + ")", nil
 	case cql.Match:
 		return c.match(t, f)
 	}
@@ -216,53 +263,51 @@ func (c *compiler) term(t *cql.Term) (string, error) {
 }
 
 func (c *compiler) match(t *cql.Term, f field) (string, error) {
-	value := t.Value()
-	switch f.kind {
-	case kindKeyword:
-		if !t.Wildcard() {
-			return "(" + f.col + " = " + c.arg(value) + ")", nil
-		}
-		return "(" + f.col + " GLOB " + c.arg(globPattern(t.Parts)) + ")", nil
-	case kindNumber:
-		if !t.Wildcard() {
-			if n, err := strconv.ParseInt(value, 10, 64); err == nil {
-				return "(" + f.col + " = " + c.arg(n) + ")", nil
-			}
-		}
-		return "(" + matchFunc + "(CAST(" + f.col + " AS TEXT), " + c.arg(encodePattern(t.Parts)) + ") = 1)", nil
-	case kindText:
-		pattern := encodePattern(t.Parts)
-		if f.indexed {
-			return c.distinctMatch(f.col, pattern), nil
-		}
-		// The full-text index holds every value of the event, so an event
-		// whose field matches has the words somewhere: a prefilter that
-		// keeps the function off most rows.
-		prefilter := ""
-		if q, _ := ftsQuery(t.Parts); q != "" {
-			prefilter = c.ftsCond(q, false) + " AND "
-		}
-		return "(" + prefilter + matchFunc + "(" + f.col + ", " + c.arg(pattern) + ") = 1)", nil
-	default:
-		// Any other path: its JSON rendition (a string, a number, true,
-		// or a whole object such as requestObject) matched token-wise, so
-		// requestObject:unschedulable finds {"spec":{"unschedulable":true}}.
-		return "(" + matchFunc + "(event -> " + c.arg(f.path) + ", " + c.arg(encodePattern(t.Parts)) + ") = 1)", nil
+	pat := cql.CompilePattern(t.Pattern, t.Quoted)
+	if len(pat.Words) == 0 {
+		// Only delimiters: no word to find, as in CLS.
+		return "0", nil
 	}
+	if f.number && len(pat.Words) == 1 && !pat.Words[0].Wild {
+		if n, err := strconv.ParseInt(pat.Words[0].Text, 10, 64); err == nil {
+			return "(" + f.col + " = " + c.arg(n) + ")", nil
+		}
+	}
+	if f.walk {
+		return c.distinctMatch(f.col, t.Pattern, t.Quoted), nil
+	}
+	check := func() string {
+		return kvFunc + "(event, " + c.arg(f.key) + ", " + c.arg(t.Pattern) + ", " + c.arg(phraseArg(t.Quoted)) + ") = 1"
+	}
+	if !f.inKV() {
+		// The full text holds the words of every value the apiserver
+		// sent: a superset, then the check.
+		if q, _ := ftsQuery("text", "", pat); q != "" && !ownField(f.key) {
+			return "(" + c.ftsCond(q) + " AND " + check() + ")", nil
+		}
+		return "(" + check() + ")", nil
+	}
+	q, exact := ftsQuery("kv", keyTag(f.key), pat)
+	cond := c.ftsCond(q)
+	if !exact {
+		cond += " AND " + check()
+	}
+	return "(" + cond + ")", nil
 }
 
-// distinctMatch renders a word match on an indexed text column: walk the
+// distinctMatch renders a word match on an indexed column: walk the
 // column's distinct values through its index (a recursive loose index scan,
 // one seek per distinct value: user names and object names number in the
 // thousands where events number in the millions), keep those the pattern
 // matches, and select the events by value, which the (col, stage_ts) index
-// serves together with the time range.
+// serves together with the time range. Matching distinct values in Go is
+// what makes these columns case-insensitive and word-based like CLS.
 //
 // The walk runs once per search, before the statements (resolveLookups):
 // the count and the page would otherwise each repeat it. Until then the
 // argument is a *distinctLookup placeholder.
-func (c *compiler) distinctMatch(col, pattern string) string {
-	c.args = append(c.args, &distinctLookup{col: col, pattern: pattern})
+func (c *compiler) distinctMatch(col, pattern string, phrase bool) string {
+	c.args = append(c.args, &distinctLookup{col: col, pattern: pattern, phrase: phrase})
 	return "(" + col + " IN (SELECT value FROM json_each(?)))"
 }
 
@@ -270,61 +315,40 @@ func (c *compiler) distinctMatch(col, pattern string) string {
 // names, never user input.
 type distinctLookup struct {
 	col, pattern string
+	phrase       bool
 }
 
 func (l *distinctLookup) sql() string {
 	return "WITH RECURSIVE d(v) AS (SELECT min(" + l.col + ") FROM events" +
 		" UNION ALL SELECT (SELECT min(" + l.col + ") FROM events WHERE " + l.col + " > d.v) FROM d WHERE d.v IS NOT NULL)" +
-		" SELECT json_group_array(v) FROM d WHERE " + matchFunc + "(v, ?) = 1"
+		" SELECT json_group_array(v) FROM d WHERE " + matchFunc + "(v, ?, ?) = 1"
 }
 
-// fullText renders a bare term: a search of every value of the event.
+// fullText renders a bare term: CLS's full-text search, over every value
+// the apiserver sent (not auditpipe's own fields).
 func (c *compiler) fullText(t *cql.Term) (string, error) {
-	q, exact := ftsQuery(t.Parts)
-	if t.Quoted || !t.Wildcard() {
-		if q == "" {
-			return "", c.errf(t.P, "%q has no letters or digits to search for", t.Value())
-		}
-		return "(" + c.ftsCond(q, true) + ")", nil
+	pat := cql.CompilePattern(t.Pattern, t.Quoted)
+	if len(pat.Words) == 0 {
+		return "", c.errf(t.P, "%q has no words to search for (only delimiters)", t.Value())
 	}
+	q, exact := ftsQuery("text", "", pat)
 	if q == "" {
-		return "", c.errf(t.P, "the pattern %q has no letters or digits before its first * to search for", encodePattern(t.Parts))
+		return "", c.errf(t.P, "the pattern %q gives the index no word to search for", t.Pattern)
 	}
-	cond := "(" + c.ftsCond(q, true)
+	cond := "(" + c.ftsCond(q)
 	if !exact {
-		// Infix wildcards: the index narrows by the literal prefixes, the
-		// function checks the whole pattern on the event.
-		cond += " AND " + matchFunc + "(event, " + c.arg(encodePattern(t.Parts)) + ") = 1"
+		// Wildcards inside words: the index narrows by the literal
+		// prefixes, the function checks the whole pattern on the event.
+		cond += " AND " + textFunc + "(event, " + c.arg(t.Pattern) + ", " + c.arg(phraseArg(t.Quoted)) + ") = 1"
 	}
 	return cond + ")", nil
 }
 
-// globPattern renders parts as a GLOB pattern with the literal text escaped
-// ([*], [?], [[]).
-func globPattern(parts []string) string {
-	var b strings.Builder
-	for i, p := range parts {
-		if i > 0 {
-			b.WriteByte('*')
-		}
-		for _, r := range p {
-			switch r {
-			case '*', '?', '[':
-				b.WriteByte('[')
-				b.WriteRune(r)
-				b.WriteByte(']')
-			default:
-				b.WriteRune(r)
-			}
-		}
-	}
-	return b.String()
-}
-
 // selectSQL holds the pieces of a compiled analysis part.
 type selectSQL struct {
-	columns []string
-	list    string // the SELECT list
+	distinct bool
+	columns  []string
+	list     string // the SELECT list
 	// nListArgs is how many of the arguments belong to the list; the
 	// rest belong to the clauses after the filter.
 	nListArgs int
@@ -343,7 +367,7 @@ type sqlCtx struct {
 
 // analysis compiles the analysis part; c.args must be empty on entry.
 func (c *compiler) analysis(sel *cql.Select) (*selectSQL, error) {
-	out := &selectSQL{limit: DefaultLimit}
+	out := &selectSQL{limit: DefaultLimit, distinct: sel.Distinct}
 	var list []string
 	aliases := map[string]int{}
 	for i, it := range sel.Items {
@@ -402,7 +426,9 @@ func (c *compiler) analysis(sel *cql.Select) (*selectSQL, error) {
 		if o.Desc {
 			s += " DESC"
 		}
-		order = append(order, s)
+		// CLS's engine sorts NULLs last both ways; SQLite puts them
+		// first in ascending order.
+		order = append(order, s+" NULLS LAST")
 	}
 	out.orderBy = strings.Join(order, ", ")
 	if sel.Limit >= 0 {
@@ -431,11 +457,7 @@ func (c *compiler) sqlExpr(e cql.SQLExpr, ctx sqlCtx, aliases map[string]int) (s
 				return "c" + strconv.Itoa(i), nil
 			}
 		}
-		f := lookupField(e.Name)
-		if f.col != "" && f.sqlCol {
-			return f.col, nil
-		}
-		return "json_extract(event, " + c.arg(f.path) + ")", nil
+		return c.fieldValue(lookupField(e.Name)), nil
 	case *cql.StringLit:
 		return c.arg(e.Value), nil
 	case *cql.NumberLit:
@@ -510,17 +532,106 @@ func (c *compiler) sqlExpr(e cql.SQLExpr, ctx sqlCtx, aliases map[string]int) (s
 		return "(" + x + " " + not + "IN (" + strings.Join(items, ", ") + "))", nil
 	case *cql.Call:
 		return c.call(e, sub, aliases)
+	case *cql.Case:
+		out := "(CASE"
+		if e.Operand != nil {
+			x, err := c.sqlExpr(e.Operand, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			out += " " + x
+		}
+		for _, w := range e.Whens {
+			cond, err := c.sqlExpr(w.Cond, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			res, err := c.sqlExpr(w.Result, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			out += " WHEN " + cond + " THEN " + res
+		}
+		if e.Else != nil {
+			x, err := c.sqlExpr(e.Else, sub, aliases)
+			if err != nil {
+				return "", err
+			}
+			out += " ELSE " + x
+		}
+		return out + " END)", nil
 	}
 	return "", c.errf(e.Pos(), "unsupported expression %T", e)
 }
 
 // millis renders x as unix milliseconds: CAST(x AS timestamp) of a time is
 // the time itself here.
+//
+// Time arguments (histogram, date_trunc, date_format, time_series) are
+// CLS's: __TIMESTAMP__ in milliseconds, cast(__TIMESTAMP__ as timestamp),
+// or from_unixtime(seconds); any other number is read as milliseconds.
 func (c *compiler) millis(x cql.SQLExpr, ctx sqlCtx, aliases map[string]int) (string, error) {
 	if cast, ok := x.(*cql.Cast); ok && cast.Type == "timestamp" {
 		x = cast.X
 	}
+	if call, ok := x.(*cql.Call); ok && call.Name == "from_unixtime" {
+		s, err := c.sqlExpr(call.Args[0], ctx, aliases)
+		if err != nil {
+			return "", err
+		}
+		return "((" + s + ") * 1000)", nil
+	}
 	return c.sqlExpr(x, ctx, aliases)
+}
+
+// mysqlFormat converts a date_format/time_series format (MySQL-style, as
+// CLS's Presto engine takes it) to SQLite's strftime.
+func (c *compiler) mysqlFormat(lit cql.SQLExpr, fn string) (string, error) {
+	f, ok := lit.(*cql.StringLit)
+	if !ok {
+		return "", c.errf(lit.Pos(), "%s's format must be a string such as '%%Y-%%m-%%d %%H:%%i:%%s'", fn)
+	}
+	var b strings.Builder
+	for i := 0; i < len(f.Value); i++ {
+		ch := f.Value[i]
+		if ch != '%' {
+			b.WriteByte(ch)
+			continue
+		}
+		i++
+		if i >= len(f.Value) {
+			return "", c.errf(f.P, "%s's format ends with a lone %%", fn)
+		}
+		switch spec := f.Value[i]; spec {
+		case 'Y', 'm', 'd', 'H', 'j', 'w', '%':
+			b.WriteByte('%')
+			b.WriteByte(spec)
+		case 'i':
+			b.WriteString("%M")
+		case 's', 'S':
+			b.WriteString("%S")
+		case 'T':
+			b.WriteString("%H:%M:%S")
+		default:
+			return "", c.errf(f.P, "%s's format: %%%c is not supported (supported: %%Y %%m %%d %%H %%i %%s %%S %%T %%j %%w %%%%)", fn, spec)
+		}
+	}
+	return b.String(), nil
+}
+
+// windowMS parses time_series's window: a number and s, m, h or d ('5m').
+func (c *compiler) windowMS(lit cql.SQLExpr) (int64, error) {
+	w, ok := lit.(*cql.StringLit)
+	bad := c.errf(lit.Pos(), "time_series's window must be a string such as '30s', '5m', '1h' or '1d'")
+	if !ok || len(w.Value) < 2 {
+		return 0, bad
+	}
+	per, known := map[byte]int64{'s': 1000, 'm': 60_000, 'h': 3_600_000, 'd': 86_400_000}[w.Value[len(w.Value)-1]]
+	n, err := strconv.ParseInt(w.Value[:len(w.Value)-1], 10, 64)
+	if !known || err != nil || n <= 0 || n > 1e6 {
+		return 0, bad
+	}
+	return n * per, nil
 }
 
 func (c *compiler) cast(e *cql.Cast, ctx sqlCtx, aliases map[string]int) (string, error) {
@@ -598,6 +709,63 @@ func (c *compiler) call(e *cql.Call, ctx sqlCtx, aliases map[string]int) (string
 			return "", err
 		}
 		return "count(DISTINCT " + args[0] + ")", nil
+	case "count_if":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return "count(CASE WHEN " + args[0] + " THEN 1 END)", nil
+	case "approx_percentile":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return percentileFunc + "(" + args[0] + ", " + args[1] + ")", nil
+	case "split_part":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return splitPartFunc + "(" + strings.Join(args, ", ") + ")", nil
+	case "strpos":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return "instr(" + args[0] + ", " + args[1] + ")", nil
+	case "from_unixtime":
+		if err := render(0); err != nil {
+			return "", err
+		}
+		return "strftime('%Y-%m-%d %H:%M:%f', " + args[0] + ", 'unixepoch')", nil
+	case "date_format":
+		// Arguments are bound in text order: the format comes first.
+		f, err := c.mysqlFormat(e.Args[1], "date_format")
+		if err != nil {
+			return "", err
+		}
+		fa := c.arg(f)
+		ms, err := c.millis(e.Args[0], ctx, aliases)
+		if err != nil {
+			return "", err
+		}
+		return "strftime(" + fa + ", (" + ms + ") / 1000, 'unixepoch')", nil
+	case "time_series":
+		// Buckets formatted; the padding argument (fill empty buckets) is
+		// not applied: empty buckets are absent (ADR 0006).
+		per, err := c.windowMS(e.Args[1])
+		if err != nil {
+			return "", err
+		}
+		f := "%Y-%m-%d %H:%M:%S"
+		if len(e.Args) > 2 {
+			if f, err = c.mysqlFormat(e.Args[2], "time_series"); err != nil {
+				return "", err
+			}
+		}
+		fa := c.arg(f) // text order: format, time, window
+		ms, err := c.millis(e.Args[0], ctx, aliases)
+		if err != nil {
+			return "", err
+		}
+		p1, p2 := c.arg(per), c.arg(per)
+		return "strftime(" + fa + ", ((" + ms + ") / " + p1 + ") * " + p2 + " / 1000, 'unixepoch')", nil
 	case "sum", "avg", "min", "max", "lower", "upper", "length", "abs", "round", "coalesce":
 		if err := render(0); err != nil {
 			return "", err
@@ -620,4 +788,17 @@ func (c *compiler) bucket(ms string, per int64) string {
 	p1 := c.arg(per)
 	p2 := c.arg(per)
 	return "strftime(" + timeFormat + ", ((" + ms + ") / " + p1 + ") * " + p2 + " / 1000, 'unixepoch')"
+}
+
+// fieldValue renders a field as the SQL part reads it: NULL when the event
+// did not send it, as in CLS's engine, so that count(col), IS NULL and
+// GROUP BY give CLS's numbers.
+func (c *compiler) fieldValue(f field) string {
+	switch {
+	case f.sqlCol && f.number:
+		return f.col
+	case f.sqlCol:
+		return "NULLIF(" + f.col + ", '')"
+	}
+	return fieldFunc + "(event, " + c.arg(f.key) + ")"
 }

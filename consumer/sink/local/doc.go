@@ -2,11 +2,13 @@
 // the pure-Go modernc.org/sqlite driver, so the binary stays cgo-free) that
 // holds every processed event once, keyed by its natural identity (cluster,
 // auditID, stage, content hash; decision 0012: a different event under a
-// reused auditID is kept and marked auditpipe.auditIDReused), with indexed columns for the common audit fields, the full
-// ProcessedEvent JSON for json_extract over any dotted path, and an FTS5 index
-// for full-text search. It is written by the consumer group (Write) and read
-// by the search API (Query); the CLS query language will later compile to SQL
-// over the same column names.
+// reused auditID is kept and marked auditpipe.auditIDReused), with indexed
+// columns for the common audit fields, the full ProcessedEvent JSON, and an
+// FTS5 index of CLS's words (the full text and every key's words, under the
+// key names the CLS sink sends). It is written by the consumer group (Write)
+// and read by the search API (Search), which compiles the CLS query language
+// (consumer/search/cql) to SQL that matches like CLS's default index; see
+// docs/decisions/0006-search-language.md.
 //
 // Concurrency model: one writer connection (SQLite allows one writer per file
 // anyway, and a single connection turns lock contention into a Go-side queue)

@@ -5,201 +5,192 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"unicode"
 
 	"modernc.org/sqlite"
+
+	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
+	"github.com/auditpipe/auditpipe/consumer/search/cql"
+	"github.com/auditpipe/auditpipe/schemas"
 )
 
-// matchFunc is the name of the SQL function that implements CLS's
-// key:value on text fields: matchFunc(value, pattern) is 1 when the
-// pattern's tokens occur in value's tokens, consecutively, case-insensitive.
-const matchFunc = "auditpipe_match"
+// The SQL functions the compiled queries call. They implement CLS's
+// matching rules (cql.Pattern) and read fields by their CLS key names
+// (flatten.Lookup), so that the store and the CLS sink agree by
+// construction.
+const (
+	// matchFunc(value, pattern, phrase) is 1 when value's words match.
+	matchFunc = "auditpipe_match"
+	// kvFunc(event, key, pattern, phrase) is 1 when the event's field key
+	// is present and its words match.
+	kvFunc = "auditpipe_kv"
+	// textFunc(event, pattern, phrase) is 1 when one of the event's values
+	// (not auditpipe's own fields) matches: CLS's full-text search.
+	textFunc = "auditpipe_text"
+	// fieldFunc(event, key) is the field's value as CLS receives it: text,
+	// an integer or a real for JSON numbers; NULL when it was not sent.
+	fieldFunc = "auditpipe_field"
+	// numberFunc(event, key) is the field's value as a number when its
+	// text is one (CLS parses long/double keys from text), else NULL.
+	numberFunc = "auditpipe_number"
+)
 
-// registerFunctions registers matchFunc with the SQLite driver.
+// registerFunctions registers the functions with the SQLite driver.
 // modernc.org/sqlite only registers functions driver-wide (for every
 // connection opened afterwards, process-wide), so this runs once per process;
 // a package-level Once is the one piece of global state that the driver's own
 // design forces on us. Open calls it before opening any connection.
 var registerFunctions = sync.OnceValue(func() error {
-	return sqlite.RegisterDeterministicScalarFunction(matchFunc, 2, sqlMatch)
+	patterns := &patternCache{m: map[patternKey]cql.Pattern{}}
+	scalar := map[string]struct {
+		n int32
+		f func(*sqlite.FunctionContext, []driver.Value) (driver.Value, error)
+	}{
+		matchFunc:  {3, patterns.sqlMatch},
+		kvFunc:     {4, patterns.sqlKV},
+		textFunc:   {3, patterns.sqlText},
+		fieldFunc:  {2, sqlField},
+		numberFunc: {2, sqlNumber},
+	}
+	for name, fn := range scalar {
+		if err := sqlite.RegisterDeterministicScalarFunction(name, fn.n, fn.f); err != nil {
+			return err
+		}
+	}
+	return registerSQLFunctions()
 })
 
-func sqlMatch(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
-	var value string
-	switch v := args[0].(type) {
-	case nil:
-		return int64(0), nil
+type patternKey struct {
+	pattern string
+	phrase  bool
+}
+
+// patternCache keeps compiled patterns: a query calls the functions once
+// per row with the same pattern. Bounded, since patterns come from users.
+type patternCache struct {
+	mu sync.Mutex
+	m  map[patternKey]cql.Pattern
+}
+
+func (c *patternCache) get(pattern string, phrase bool) cql.Pattern {
+	k := patternKey{pattern, phrase}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.m[k]; ok {
+		return p
+	}
+	if len(c.m) > 1000 {
+		clear(c.m)
+	}
+	p := cql.CompilePattern(pattern, phrase)
+	c.m[k] = p
+	return p
+}
+
+func textArg(v driver.Value) (string, bool) {
+	switch v := v.(type) {
 	case string:
-		value = v
+		return v, true
 	case []byte:
-		value = string(v)
+		return string(v), true
 	case int64:
-		value = strconv.FormatInt(v, 10)
+		return strconv.FormatInt(v, 10), true
 	case float64:
-		value = strconv.FormatFloat(v, 'g', -1, 64)
-	default:
+		return strconv.FormatFloat(v, 'g', -1, 64), true
+	}
+	return "", false
+}
+
+func boolResult(b bool) driver.Value {
+	if b {
+		return int64(1)
+	}
+	return int64(0)
+}
+
+func (c *patternCache) pattern(args []driver.Value) cql.Pattern {
+	p, _ := args[0].(string)
+	phrase, _ := args[1].(int64)
+	return c.get(p, phrase != 0)
+}
+
+func (c *patternCache) sqlMatch(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+	v, ok := textArg(args[0])
+	if !ok {
 		return int64(0), nil
 	}
-	pattern, _ := args[1].(string)
-	if tokenMatch(value, pattern) {
-		return int64(1), nil
-	}
-	return int64(0), nil
+	return boolResult(c.pattern(args[1:]).Match(cql.Words(v))), nil
 }
 
-// Patterns are passed to matchFunc as one string in which '*' is a
-// wildcard and '\' escapes a literal '*' or '\'.
-func encodePattern(parts []string) string {
-	var b strings.Builder
-	for i, p := range parts {
-		if i > 0 {
-			b.WriteByte('*')
-		}
-		for j := 0; j < len(p); j++ {
-			if p[j] == '*' || p[j] == '\\' {
-				b.WriteByte('\\')
-			}
-			b.WriteByte(p[j])
-		}
+func (c *patternCache) sqlKV(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+	ev, _ := textArg(args[0])
+	key, _ := args[1].(string)
+	v, _, found := flatten.Lookup([]byte(ev), key)
+	if !found {
+		return int64(0), nil
 	}
-	return b.String()
+	return boolResult(c.pattern(args[2:]).Match(cql.Words(v))), nil
 }
 
-// isTokenRune is the token definition of FTS5's unicode61 tokenizer, which
-// the full-text index uses: letters, numbers and private-use characters;
-// everything else separates tokens. Using the same definition keeps the
-// full-text prefilter a superset of what tokenMatch accepts.
-func isTokenRune(r rune) bool {
-	return unicode.IsLetter(r) || unicode.IsNumber(r) || unicode.Is(unicode.Co, r)
+func (c *patternCache) sqlText(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+	ev, _ := textArg(args[0])
+	p := c.pattern(args[1:])
+	matched := false
+	var words []string
+	_ = flatten.WalkCompact([]byte(ev), func(key, v string, _ flatten.Kind) error {
+		if ownField(key) {
+			return nil
+		}
+		words = cql.AppendWords(words[:0], v)
+		if p.Match(words) {
+			matched = true
+			return errStop
+		}
+		return nil
+	})
+	return boolResult(matched), nil
 }
 
-// patternTokens splits an encoded pattern into tokens, each a glob split at
-// its wildcards ("ng*x" -> ["ng", "x"]), lower case. literal is the pattern
-// without escapes, for patterns without any token (only punctuation).
-func patternTokens(pattern string) (tokens [][]string, literal string) {
-	var lit strings.Builder
-	var cur []string
-	var seg strings.Builder
-	inTok := false
-	flush := func() {
-		if inTok {
-			cur = append(cur, strings.ToLower(seg.String()))
-			tokens = append(tokens, cur)
-		}
-		cur, inTok = nil, false
-		seg.Reset()
+func sqlField(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+	ev, _ := textArg(args[0])
+	key, _ := args[1].(string)
+	v, kind, found := flatten.Lookup([]byte(ev), key)
+	if !found {
+		return nil, nil
 	}
-	escaped := false
-	for _, r := range pattern {
-		switch {
-		case escaped:
-			escaped = false
-			lit.WriteRune(r)
-			if isTokenRune(r) {
-				seg.WriteRune(r)
-				inTok = true
-			} else {
-				flush()
-			}
-		case r == '\\':
-			escaped = true
-		case r == '*':
-			// A wildcard belongs to the token it touches.
-			cur = append(cur, strings.ToLower(seg.String()))
-			seg.Reset()
-			inTok = true
-		case isTokenRune(r):
-			lit.WriteRune(r)
-			seg.WriteRune(r)
-			inTok = true
-		default:
-			lit.WriteRune(r)
-			flush()
+	if kind == flatten.Number {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return n, nil
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			return f, nil
 		}
 	}
-	flush()
-	return tokens, lit.String()
+	return v, nil
 }
 
-// valueTokens splits s into lower-case tokens.
-func valueTokens(s string) []string {
-	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !isTokenRune(r) })
+func sqlNumber(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+	ev, _ := textArg(args[0])
+	key, _ := args[1].(string)
+	v, _, found := flatten.Lookup([]byte(ev), key)
+	if !found {
+		return nil, nil
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil {
+		return nil, nil
+	}
+	return f, nil
 }
 
-// tokenMatch is CLS's phrase match on a tokenized field: the pattern's tokens
-// occur consecutively among value's tokens, each token matched as a glob.
-// A pattern without tokens ("-", "::") must equal the value.
-func tokenMatch(value, pattern string) bool {
-	ptoks, literal := patternTokens(pattern)
-	if len(ptoks) == 0 {
-		return strings.EqualFold(value, literal)
-	}
-	vtoks := valueTokens(value)
-	for i := 0; i+len(ptoks) <= len(vtoks); i++ {
-		ok := true
-		for j, pt := range ptoks {
-			if !globMatch(pt, vtoks[i+j]) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
-}
+type stopError struct{}
 
-// globMatch matches s against segs, the pieces of a glob between its '*'s.
-func globMatch(segs []string, s string) bool {
-	if len(segs) == 1 {
-		return segs[0] == s
-	}
-	if !strings.HasPrefix(s, segs[0]) {
-		return false
-	}
-	s = s[len(segs[0]):]
-	last := segs[len(segs)-1]
-	for _, mid := range segs[1 : len(segs)-1] {
-		i := strings.Index(s, mid)
-		if i < 0 {
-			return false
-		}
-		s = s[i+len(mid):]
-	}
-	return len(s) >= len(last) && strings.HasSuffix(s, last)
-}
+func (stopError) Error() string { return "stop" }
 
-// ftsQuery returns an FTS5 query that every event tokenMatch would accept
-// matches (a prefilter), and whether it is exact (tokenMatch adds nothing).
-// It returns "" when the pattern gives the index nothing to go on (a leading
-// wildcard token, only punctuation).
-func ftsQuery(parts []string) (query string, exact bool) {
-	if len(parts) == 1 {
-		// No wildcard: a phrase, which FTS5 tokenizes like the index.
-		if len(valueTokens(parts[0])) == 0 {
-			return "", false
-		}
-		return `"` + strings.ReplaceAll(parts[0], `"`, `""`) + `"`, true
-	}
-	tokens, _ := patternTokens(encodePattern(parts))
-	var terms []string
-	exact = len(tokens) == 1
-	for _, t := range tokens {
-		switch {
-		case len(t) == 1:
-			terms = append(terms, `"`+t[0]+`"`)
-		case t[0] == "":
-			exact = false
-		default:
-			terms = append(terms, `"`+t[0]+`"*`)
-			if len(t) != 2 || t[1] != "" {
-				exact = false
-			}
-		}
-	}
-	if len(terms) == 0 {
-		return "", false
-	}
-	return strings.Join(terms, " AND "), exact
+var errStop error = stopError{}
+
+// ownField reports whether key is one of the fields auditpipe adds: they
+// are searchable by key (auditpipe.source:webhook) but not by full text,
+// which sees the event as the apiserver sent it.
+func ownField(key string) bool {
+	return strings.HasPrefix(key, schemas.PipelineKey+".") || key == schemas.PipelineKey
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/auditpipe/auditpipe/consumer/search/cql"
 )
 
 // Limits of Query.Limit, the same as CLS's LIMIT.
@@ -27,10 +29,11 @@ type Query struct {
 	// consecutive windows neither overlap nor leave gaps. Zero = unbounded.
 	From, To time.Time
 	// Text is a full-text search over every value of the event (not the
-	// keys): all words must occur, "quoted words" must occur as a phrase,
-	// and a trailing * matches a prefix (kube*). Matching is
-	// case-insensitive and on whole tokens, split at punctuation, so
-	// "kube-system" finds system:serviceaccount:kube-system:default.
+	// keys, not auditpipe's own fields): all words must occur, "quoted
+	// words" must occur as a phrase, and a trailing * matches a prefix
+	// (kube*). Matching is case-insensitive and on CLS's words (split at
+	// CLS's delimiters, cql.Delimiters), so "kube-system" finds
+	// system:serviceaccount:kube-system:default but "kube" does not.
 	Text string
 	// Limit is the page size: DefaultLimit when <= 0, at most MaxLimit.
 	Limit int
@@ -117,7 +120,7 @@ func (q Query) where() (string, []any) {
 		args = append(args, q.To.UnixMilli())
 	}
 	if m := ftsMatch(q.Text); m != "" {
-		conds = append(conds, "id IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ?)")
+		conds = append(conds, "id IN (SELECT rowid FROM events_words WHERE events_words MATCH ?)")
 		args = append(args, m)
 	}
 	if len(conds) == 0 {
@@ -126,37 +129,37 @@ func (q Query) where() (string, []any) {
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
 
-// ftsMatch turns free text into an FTS5 query in which every word or quoted
-// phrase is a quoted FTS5 string, so that characters that are FTS5 syntax
-// (-, :, ^, parentheses, AND/OR/NOT) are searched for, not interpreted. The
-// CLS query language will replace this with its own compiler.
+// ftsMatch turns free text into an FTS5 query on the full-text column:
+// every word or "quoted phrase" must occur, with CLS's words (cql.Words); a
+// word's trailing * makes it a prefix. Words are encoded (appendFTSWord), so
+// FTS5 syntax in the text is searched for, never interpreted. Text with no
+// word at all (only delimiters) matches nothing.
 func ftsMatch(text string) string {
 	var terms []string
-	add := func(term string, prefix bool) {
-		term = strings.TrimSpace(term)
-		if term == "" {
+	add := func(term string, phrase bool) {
+		pat := cql.CompilePattern(term, phrase)
+		if len(pat.Words) == 0 {
 			return
 		}
-		t := `"` + strings.ReplaceAll(term, `"`, `""`) + `"`
-		if prefix {
-			t += "*"
+		if phrase {
+			// Quoted: every word literal.
+			for i := range pat.Words {
+				pat.Words[i].Wild = false
+			}
 		}
-		terms = append(terms, t)
+		if q, _ := ftsQuery("text", "", pat); q != "" {
+			terms = append(terms, q)
+		}
 	}
 	for rest := strings.TrimSpace(text); rest != ""; rest = strings.TrimSpace(rest) {
 		if rest[0] == '"' {
 			end := strings.IndexByte(rest[1:], '"')
 			if end < 0 { // unbalanced quote: the rest is the phrase
-				add(rest[1:], false)
+				add(rest[1:], true)
 				break
 			}
-			phrase := rest[1 : 1+end]
+			add(rest[1:1+end], true)
 			rest = rest[end+2:]
-			prefix := strings.HasPrefix(rest, "*")
-			if prefix {
-				rest = rest[1:]
-			}
-			add(phrase, prefix)
 			continue
 		}
 		word, after, _ := strings.Cut(rest, " ")
@@ -164,8 +167,10 @@ func ftsMatch(text string) string {
 			word, after = rest[:i], rest[i+1:]
 		}
 		rest = after
-		prefix := strings.HasSuffix(word, "*")
-		add(strings.TrimRight(word, "*"), prefix)
+		add(word, false)
+	}
+	if len(terms) == 0 && strings.TrimSpace(text) != "" {
+		return `"zz"` // no word: matches nothing (no encoded word or break is "zz")
 	}
 	return strings.Join(terms, " AND ")
 }

@@ -176,7 +176,7 @@ func (s *Store) deleteOldest(ctx context.Context, limit int, before int64) (n in
 	if len(ids) == 0 {
 		return 0, tx.Rollback()
 	}
-	delText, err := tx.PrepareContext(ctx, `DELETE FROM events_fts WHERE rowid = ?`)
+	delText, err := tx.PrepareContext(ctx, `DELETE FROM events_words WHERE rowid = ?`)
 	if err != nil {
 		return 0, fmt.Errorf("prepare: %w", err)
 	}

@@ -133,7 +133,65 @@ func migrations() []string {
 	CREATE INDEX events_audit_id ON events (audit_id);
 	CREATE INDEX events_name_ts ON events (name, stage_ts);
 	CREATE INDEX events_user_agent_ts ON events (user_agent, stage_ts);`,
+		// Migration 4 (search, ADR 0006): CLS's words. events_fts split
+		// words at '-', '.' and '_' (FTS5's unicode61) where CLS does not,
+		// and indexed auditpipe's own fields as full text. events_words
+		// holds CLS's words, encoded so that FTS5 keeps them whole
+		// (text.go): text = the full text, kv = key-scoped words. Its
+		// rows are computed in Go: migrate backfills them (reindexWords).
+		`DROP TABLE events_fts;
+	CREATE VIRTUAL TABLE events_words USING fts5(
+		text,
+		kv,
+		content = '',
+		contentless_delete = 1,
+		tokenize = 'unicode61 remove_diacritics 0'
+	);`,
+		// Migration 5 (search, ADR 0006): a narrow copy of the columns
+		// dashboards group by, in time order. An analysis over a week
+		// (GROUP BY verb, code) read every row with its JSON, one page
+		// per few events; this index answers it from ~80 bytes per event,
+		// and a time range is a range of it.
+		`CREATE INDEX events_facets ON events (stage_ts, cluster, verb, code, resource, namespace, username);`,
 	}
+}
+
+// wordsMigration is the migration that creates events_words: a store
+// older than it gets its rows computed after the SQL.
+const wordsMigration = 4
+
+// reindexWords fills events_words from the stored events, in the migration
+// transaction (a one-time cost when opening a store written by an older
+// binary: about as long as writing the events took).
+func reindexWords(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "SELECT id, event FROM events")
+	if err != nil {
+		return fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	ins, err := tx.PrepareContext(ctx, insertTextSQL)
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	defer ins.Close()
+	// Reading and inserting on one connection: SQLite allows writes to
+	// another table while a SELECT on events is open.
+	var text, kv []byte
+	for rows.Next() {
+		var id int64
+		var ev string
+		if err := rows.Scan(&id, &ev); err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		text, kv, err = indexWords([]byte(ev), text[:0], kv[:0])
+		if err != nil {
+			return fmt.Errorf("event %d: %w", id, err)
+		}
+		if _, err := ins.ExecContext(ctx, id, string(text), string(kv)); err != nil {
+			return fmt.Errorf("index event %d: %w", id, err)
+		}
+	}
+	return rows.Err()
 }
 
 // migrate brings the schema to the newest version in one IMMEDIATE
@@ -159,6 +217,11 @@ func migrate(ctx context.Context, db *sql.DB) (version int, err error) {
 	for i := version; i < len(all); i++ {
 		if _, err := tx.ExecContext(ctx, all[i]); err != nil {
 			return version, fmt.Errorf("apply migration %d: %w", i+1, err)
+		}
+		if i+1 == wordsMigration && version > 0 {
+			if err := reindexWords(ctx, tx); err != nil {
+				return version, fmt.Errorf("apply migration %d: %w", i+1, err)
+			}
 		}
 	}
 	if version < len(all) {

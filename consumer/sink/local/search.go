@@ -26,7 +26,8 @@ type SearchRequest struct {
 	// From <= t < To. Zero = unbounded.
 	From, To time.Time
 	// Limit is the page size of an event search: DefaultLimit when <= 0,
-	// at most MaxLimit. An analysis part has its own LIMIT.
+	// at most MaxLimit. An analysis part has its own LIMIT and ignores
+	// this one, like CLS's API.
 	Limit int
 	// Cursor continues an event search where the page that returned it
 	// ended. Not allowed with an analysis part.
@@ -95,14 +96,16 @@ func (s *Store) Search(ctx context.Context, req SearchRequest) (SearchResult, er
 	if err := resolveLookups(ctx, tx, c.args); err != nil {
 		return SearchResult{}, err
 	}
+	if err := resolveIDBounds(ctx, tx, c.args, req.From, req.To); err != nil {
+		return SearchResult{}, err
+	}
 
 	if q.SQL != nil {
 		if req.Cursor != "" {
 			return SearchResult{}, &InvalidSearchError{Param: "cursor", Msg: "a query with an analysis part (| SELECT ...) has no pages; use its LIMIT"}
 		}
-		if req.Limit > 0 {
-			return SearchResult{}, &InvalidSearchError{Param: "limit", Msg: "an analysis part (| SELECT ...) takes its own LIMIT"}
-		}
+		// req.Limit is ignored, as CLS's search API ignores Limit for
+		// SQL: the statement's LIMIT (default 100) decides.
 		return s.analyse(ctx, tx, c, conds, q.SQL)
 	}
 	return s.events(ctx, tx, c, conds, req)
@@ -163,37 +166,10 @@ func (s *Store) events(ctx context.Context, tx *sql.Tx, c *compiler, conds []str
 }
 
 func (s *Store) analyse(ctx context.Context, tx *sql.Tx, c *compiler, conds []string, sel *cql.Select) (SearchResult, error) {
-	// The SELECT list is compiled after the filter, but it comes first in
-	// the statement: compile it into its own argument list.
-	filterArgs := c.args
-	c.args = nil
-	a, err := c.analysis(sel)
+	stmt, args, a, err := analysisStatement(c, conds, sel)
 	if err != nil {
 		return SearchResult{}, err
 	}
-	selectArgs := c.args
-	// Argument order follows the text: SELECT list, then filter, then the
-	// analysis WHERE, GROUP BY, HAVING and ORDER BY, whose arguments were
-	// compiled in that order after the list.
-	nList := a.nListArgs
-	args := append(append(append([]any{}, selectArgs[:nList]...), filterArgs...), selectArgs[nList:]...)
-	where := strings.Join(conds, " AND ")
-	if a.where != "" {
-		where += " AND (" + a.where + ")"
-	}
-	stmt := "SELECT " + a.list + " FROM events WHERE " + where
-	if a.groupBy != "" {
-		stmt += " GROUP BY " + a.groupBy
-	}
-	if a.having != "" {
-		stmt += " HAVING " + a.having
-	}
-	if a.orderBy != "" {
-		stmt += " ORDER BY " + a.orderBy
-	}
-	stmt += " LIMIT ?"
-	args = append(args, a.limit)
-
 	rows, err := tx.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return SearchResult{}, engineError(err)
@@ -223,6 +199,46 @@ func (s *Store) analyse(ctx context.Context, tx *sql.Tx, c *compiler, conds []st
 	return res, nil
 }
 
+// analysisStatement assembles the statement of an analysis: the compiled
+// filter conditions (conds, arguments in c.args) and the SELECT.
+func analysisStatement(c *compiler, conds []string, sel *cql.Select) (string, []any, *selectSQL, error) {
+	// The SELECT list is compiled after the filter, but it comes first in
+	// the statement: compile it into its own argument list.
+	filterArgs := c.args
+	c.args = nil
+	a, err := c.analysis(sel)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	selectArgs := c.args
+	// Argument order follows the text: SELECT list, then filter, then the
+	// analysis WHERE, GROUP BY, HAVING and ORDER BY, whose arguments were
+	// compiled in that order after the list.
+	nList := a.nListArgs
+	args := append(append(append([]any{}, selectArgs[:nList]...), filterArgs...), selectArgs[nList:]...)
+	where := strings.Join(conds, " AND ")
+	if a.where != "" {
+		where += " AND (" + a.where + ")"
+	}
+	stmt := "SELECT "
+	if a.distinct {
+		stmt += "DISTINCT "
+	}
+	stmt += a.list + " FROM events WHERE " + where
+	if a.groupBy != "" {
+		stmt += " GROUP BY " + a.groupBy
+	}
+	if a.having != "" {
+		stmt += " HAVING " + a.having
+	}
+	if a.orderBy != "" {
+		stmt += " ORDER BY " + a.orderBy
+	}
+	stmt += " LIMIT ?"
+	args = append(args, a.limit)
+	return stmt, args, a, nil
+}
+
 // resolveLookups runs the distinct-value walks of the filter and puts their
 // results (JSON arrays of the matching values) in place of the placeholders.
 func resolveLookups(ctx context.Context, tx *sql.Tx, args []any) error {
@@ -232,10 +248,49 @@ func resolveLookups(ctx context.Context, tx *sql.Tx, args []any) error {
 			continue
 		}
 		var values string
-		if err := tx.QueryRowContext(ctx, l.sql(), l.pattern).Scan(&values); err != nil {
+		if err := tx.QueryRowContext(ctx, l.sql(), l.pattern, phraseArg(l.phrase)).Scan(&values); err != nil {
 			return fmt.Errorf("search local store: distinct values of %s: %w", l.col, err)
 		}
 		args[i] = values
+	}
+	return nil
+}
+
+// resolveIDBounds puts the smallest and largest id of the events in
+// [from, to) in place of the idBound placeholders (an empty range gives
+// bounds that select nothing). One index-only walk of the range.
+func resolveIDBounds(ctx context.Context, tx *sql.Tx, args []any, from, to time.Time) error {
+	var lo, hi sql.NullInt64
+	resolved := false
+	for i, a := range args {
+		b, ok := a.(idBound)
+		if !ok {
+			continue
+		}
+		if !resolved {
+			q := "SELECT min(id), max(id) FROM events WHERE 1"
+			var qa []any
+			if !from.IsZero() {
+				q += " AND stage_ts >= ?"
+				qa = append(qa, from.UnixMilli())
+			}
+			if !to.IsZero() {
+				q += " AND stage_ts < ?"
+				qa = append(qa, to.UnixMilli())
+			}
+			if err := tx.QueryRowContext(ctx, q, qa...).Scan(&lo, &hi); err != nil {
+				return fmt.Errorf("search local store: id range: %w", err)
+			}
+			resolved = true
+		}
+		switch {
+		case !lo.Valid:
+			args[i] = int64(0) // BETWEEN 0 AND 0: ids start at 1
+		case b.max:
+			args[i] = hi.Int64
+		default:
+			args[i] = lo.Int64
+		}
 	}
 	return nil
 }

@@ -72,6 +72,18 @@ func BenchmarkSearch(b *testing.B) {
 			f, t := hour(r, time.Hour)
 			return req(`annotations.authorization.k8s.io/decision:forbid`, f, t)
 		}},
+		{"field/json-path-7d", func(r *rand.Rand) local.SearchRequest {
+			return req(`annotations.authorization.k8s.io/decision:forbid`, time.Time{}, time.Time{})
+		}},
+		{"field/json-path-and-keyword-cluster-24h", func(r *rand.Rand) local.SearchRequest {
+			f, t := hour(r, 24*time.Hour)
+			rq := req(`verb:delete AND annotations.authorization.k8s.io/decision:forbid`, f, t)
+			rq.Cluster = "cluster-" + strconv.Itoa(r.IntN(5))
+			return rq
+		}},
+		{"field/json-path-and-keyword-7d", func(r *rand.Rand) local.SearchRequest {
+			return req(`verb:delete AND annotations.authorization.k8s.io/decision:forbid AND objectRef.namespace:team-`+strconv.Itoa(r.IntN(50)), time.Time{}, time.Time{})
+		}},
 		{"field/text-name-24h", func(r *rand.Rand) local.SearchRequest {
 			f, t := hour(r, 24*time.Hour)
 			return req(`objectRef.name:"redis-`+strconv.Itoa(r.IntN(250))+`"`, f, t)
@@ -108,6 +120,13 @@ func BenchmarkSearch(b *testing.B) {
 		{"analysis/tke-histogram-24h", func(r *rand.Rand) local.SearchRequest {
 			f, t := hour(r, 24*time.Hour)
 			return req(`* | SELECT histogram(cast(__TIMESTAMP__ as timestamp), interval 1 minute) AS time, COUNT(1) AS qps, userAgent GROUP BY time, userAgent ORDER BY time LIMIT 10000`, f, t)
+		}},
+		{"analysis/json-path-group-24h", func(r *rand.Rand) local.SearchRequest {
+			f, t := hour(r, 24*time.Hour)
+			return req(`* | SELECT "annotations.authorization.k8s.io/decision" AS d, count(*) AS n GROUP BY d ORDER BY n DESC`, f, t)
+		}},
+		{"analysis/json-path-filter-group-7d", func(r *rand.Rand) local.SearchRequest {
+			return req(`annotations.authorization.k8s.io/decision:forbid | SELECT "user.username" AS u, count(*) AS n GROUP BY u ORDER BY n DESC LIMIT 10`, time.Time{}, time.Time{})
 		}},
 		{"analysis/codes-by-verb-7d", func(r *rand.Rand) local.SearchRequest {
 			return req(`* | SELECT verb, "responseStatus.code" AS code, count(*) AS n GROUP BY verb, code ORDER BY n DESC`, time.Time{}, time.Time{})

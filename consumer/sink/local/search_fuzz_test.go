@@ -25,6 +25,8 @@ func FuzzSearch(f *testing.F) {
 		`verb:delete | SELECT "user.username" AS u, count(*) AS n WHERE x IN ('a', 1) AND y IS NOT NULL GROUP BY u HAVING n > 1 ORDER BY n DESC, 1 LIMIT 10`,
 		`a.b:* AND c:"" AND d<=-1.5 | SELECT date_trunc('hour', __TIMESTAMP__), round(avg("a.b"), 2), -x % 3, 'it''s', cast(verb as bigint), lower(coalesce(x, 'y'))`,
 		`user.groups:system* AND annotations.authorization.k8s.io/decision:allow`,
+		`verb:(get OR "list") AND code:>=400 AND objectRef.name:ngin? AND user.username:system\:admin AND auditpipe.detections:* AND x.y:"" AND z>1`,
+		`* | SELECT DISTINCT CASE WHEN verb = 'get' THEN split_part(userAgent, '/', 1) ELSE 'x' END AS a, count_if(code >= 400), approx_percentile(code, 0.9), strpos(verb, 'e'), date_format(__TIMESTAMP__, '%Y %H:%i'), time_series(__TIMESTAMP__, '5m', '%H:%i', '0'), from_unixtime(__TIMESTAMP__ / 1000) GROUP BY 1 ORDER BY 1 DESC`,
 	} {
 		f.Add(s, false)
 		f.Add(s, true)

@@ -1,73 +1,132 @@
 package local
 
 import (
-	"encoding/json"
-	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
+	"github.com/auditpipe/auditpipe/consumer/search/cql"
 )
 
-// appendText appends the full-text rendition of the valid JSON document js to
-// dst: every string and number value, one per line, without object keys.
-// Keys are left out because every event has the same ones: indexing them
-// would make a search for "user" or "name" match everything. Field-scoped
-// search (objectRef.name:nginx) is the job of the columns and json_extract,
-// not of the full-text index.
-//
-// It is a byte scanner rather than a json.Decoder walk because it runs for
-// every stored event and the document was already validated by Write.
-func appendText(dst, js []byte) []byte {
-	for i := 0; i < len(js); {
-		c := js[i]
-		switch {
-		case c == '"':
-			end, escaped := scanString(js, i)
-			// A string followed by ':' is an object key.
-			k := end
-			for k < len(js) && isSpace(js[k]) {
-				k++
+// indexWords renders the full-text index rows of the compacted JSON
+// document js (events_words): text holds the words of every value the
+// apiserver sent, CLS's full text (auditpipe's own fields and object keys
+// are left out: every event has the same keys, and "webhook" must not match
+// every event through auditpipe.source); kv holds each key's tag alone (the
+// key is present) and before each of its words (key:word), for the keys
+// field.inKV selects. Words are CLS's (cql.Words), encoded so FTS5 keeps
+// them whole (appendFTSWord). It runs for every stored event, so it writes
+// straight into the buffers.
+func indexWords(js []byte, text, kv []byte) ([]byte, []byte, error) {
+	var word []byte
+	var tag [keyTagLen]byte
+	err := flatten.WalkCompact(js, func(key, value string, _ flatten.Kind) error {
+		inText := !ownField(key)
+		inKV := lookupField(key).inKV()
+		if !inText && !inKV {
+			return nil
+		}
+		if inKV {
+			putKeyTag(&tag, key)
+			kv = append(kv, tag[:]...)
+			kv = append(kv, ' ')
+		}
+		emit := func() {
+			if len(word) == 0 {
+				return
 			}
-			if k < len(js) && js[k] == ':' {
-				i = k + 1
+			if inText {
+				text = append(text, word...)
+				text = append(text, ' ')
+			}
+			if inKV {
+				kv = append(kv, tag[:]...)
+				kv = append(kv, word...)
+				kv = append(kv, ' ')
+			}
+			word = word[:0]
+		}
+		for i := 0; i < len(value); {
+			c := value[i]
+			if c < utf8.RuneSelf {
+				i++
+				if cql.IsDelimiter(rune(c)) {
+					emit()
+					continue
+				}
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				word = appendFTSByte(word, c)
 				continue
 			}
-			if escaped {
-				var s string
-				if err := json.Unmarshal(js[i:end], &s); err == nil {
-					dst = append(dst, s...)
-				}
-			} else {
-				dst = append(dst, js[i+1:end-1]...)
+			r, n := utf8.DecodeRuneInString(value[i:])
+			i += n
+			var enc [utf8.UTFMax]byte
+			m := utf8.EncodeRune(enc[:], unicode.ToLower(r))
+			for _, b := range enc[:m] {
+				word = appendFTSByte(word, b)
 			}
-			dst = append(dst, '\n')
-			i = end
-		case c == '-' || (c >= '0' && c <= '9'):
-			j := i + 1
-			for j < len(js) && strings.IndexByte("0123456789.eE+-", js[j]) >= 0 {
-				j++
-			}
-			dst = append(dst, js[i:j]...)
-			dst = append(dst, '\n')
-			i = j
-		default:
-			// Structure, whitespace and the letters of true/false/null.
-			i++
 		}
+		emit()
+		if inText {
+			text = append(text, valueBreak+" "...)
+		}
+		return nil
+	})
+	return text, kv, err
+}
+
+// The full-text index (events_words) holds CLS's words, so that FTS5 never
+// splits or joins them differently from CLS: each word is encoded into
+// letters and digits that FTS5's unicode61 tokenizer keeps whole. The
+// encoding is a prefix code (a..y and 0..9 stand for themselves, any other
+// byte is 'z' and two hex digits), so a prefix of a word encodes to a prefix
+// of its encoding and FTS5 prefix queries stay exact.
+func appendFTSByte(dst []byte, c byte) []byte {
+	const hex = "0123456789abcdef"
+	if c >= 'a' && c <= 'y' || c >= '0' && c <= '9' {
+		return append(dst, c)
+	}
+	return append(dst, 'z', hex[c>>4], hex[c&15])
+}
+
+func appendFTSWord(dst []byte, w string) []byte {
+	for i := 0; i < len(w); i++ {
+		dst = appendFTSByte(dst, w[i])
 	}
 	return dst
 }
 
-// scanString returns the index just past the closing quote of the string
-// starting at js[start] and whether it contains escapes.
-func scanString(js []byte, start int) (end int, escaped bool) {
-	for j := start + 1; j < len(js); j++ {
-		switch js[j] {
-		case '\\':
-			escaped = true
-			j++
-		case '"':
-			return j + 1, escaped
-		}
+func ftsWord(w string) string { return string(appendFTSWord(nil, w)) }
+
+// valueBreak separates values in the full-text column, so that a phrase
+// never spans two fields. No encoded word is a lone 'z'.
+const valueBreak = "z"
+
+// keyTagLen is the length of a key's tag.
+const keyTagLen = 12
+
+// putKeyTag writes the tag of key: its words in the kv column are
+// tag+word, and the tag alone says the key is present. It is a 48-bit hash
+// in the letters a..p (a collision between two keys of one store is
+// improbable, and the compiled queries check anything the index cannot
+// decide exactly).
+func putKeyTag(dst *[keyTagLen]byte, key string) {
+	// FNV-1a, 64 bits, written out: hash/fnv allocates per key.
+	sum := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		sum ^= uint64(key[i])
+		sum *= 1099511628211
 	}
-	return len(js), escaped
+	for i := range dst {
+		dst[i] = 'a' + byte(sum&15)
+		sum >>= 4
+	}
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+func keyTag(key string) string {
+	var t [keyTagLen]byte
+	putKeyTag(&t, key)
+	return string(t[:])
+}

@@ -113,7 +113,7 @@ const sameIdentitySQL = `SELECT content_hash, level, verb, username, user_groups
 	request_received, stage_ts
 FROM events WHERE cluster = ? AND audit_id = ? AND stage = ?`
 
-const insertTextSQL = `INSERT INTO events_fts (rowid, text) VALUES (?, ?)`
+const insertTextSQL = `INSERT INTO events_words (rowid, text, kv) VALUES (?, ?, ?)`
 
 // insertResult is what insert did.
 type insertResult struct {
@@ -183,7 +183,17 @@ func (s *Store) insert(ctx context.Context, rows []eventRow) (res insertResult, 
 		if err != nil {
 			return res, fmt.Errorf("insert %s/%s/%s: last insert id: %w", r.cluster, r.auditID, r.stage, err)
 		}
-		if _, err := insText.ExecContext(ctx, id, r.text); err != nil {
+		text, kv := r.text, r.kv
+		if reused {
+			// The marker was added by the INSERT (json_set), after the
+			// words were computed: index the stored event, so that
+			// auditpipe.auditIDReused:true finds it. Rare, so the
+			// read-back costs nothing on the common path.
+			if text, kv, err = storedWords(ctx, tx, id); err != nil {
+				return res, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+			}
+		}
+		if _, err := insText.ExecContext(ctx, id, text, kv); err != nil {
 			return res, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
 		}
 		res.inserted++
@@ -195,6 +205,19 @@ func (s *Store) insert(ctx context.Context, rows []eventRow) (res insertResult, 
 		return insertResult{}, fmt.Errorf("commit: %w", err)
 	}
 	return res, nil
+}
+
+// storedWords computes the words of the event stored as row id.
+func storedWords(ctx context.Context, tx *sql.Tx, id int64) (text, kv string, err error) {
+	var ev string
+	if err := tx.QueryRowContext(ctx, "SELECT event FROM events WHERE id = ?", id).Scan(&ev); err != nil {
+		return "", "", fmt.Errorf("read back event %d: %w", id, err)
+	}
+	t, k, err := indexWords([]byte(ev), nil, nil)
+	if err != nil {
+		return "", "", fmt.Errorf("words of event %d: %w", id, err)
+	}
+	return string(t), string(k), nil
 }
 
 // compared is what decides whether two stored events are one: the content
@@ -255,7 +278,7 @@ type eventRow struct {
 	receivedAt sql.NullInt64
 	// event and text are strings because the driver binds []byte as a BLOB,
 	// and SQLite's JSON functions read a BLOB as JSONB, not as JSON text.
-	event, text string
+	event, text, kv string
 }
 
 // decodeRow validates one value and extracts the columns. buf is scratch
@@ -309,8 +332,11 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 	if len(ev.SourceIPs) > 0 {
 		r.sourceIP = ev.SourceIPs[0]
 	}
-	buf.Reset()
-	r.text = string(appendText(buf.Bytes(), []byte(compact)))
+	text, kv, err := indexWords([]byte(compact), nil, nil)
+	if err != nil {
+		return eventRow{}, fmt.Errorf("index words: %w", err)
+	}
+	r.text, r.kv = string(text), string(kv)
 	return r, nil
 }
 

@@ -82,5 +82,5 @@ func Cordon(tb testing.TB) Event {
 	base.Pipeline.Cluster = "tke-synthetic"
 	b, err := json.Marshal(base)
 	require.NoError(tb, err)
-	return Event{ProcessedEvent: base, JSON: b}
+	return Event{ProcessedEvent: base, JSON: b, Raw: b}
 }

@@ -35,6 +35,51 @@ const (
 type Event struct {
 	schemas.ProcessedEvent
 	JSON []byte
+	// Raw is the JSON as the processor forwards it: the apiserver's bytes
+	// with every field they hold, including those outside the typed schema
+	// (kind's legacy timestamp and metadata), plus the auditpipe key. JSON
+	// is the typed re-encoding, which drops such fields.
+	Raw []byte
+}
+
+// Raw returns events with JSON replaced by Raw.
+func Raw(events []Event) []Event {
+	out := make([]Event, len(events))
+	for i, e := range events {
+		e.JSON = e.Raw
+		out[i] = e
+	}
+	return out
+}
+
+// splice returns raw (a JSON object) with the pipeline key added and, for
+// events that predate stageTimestamp, the times the typed event was given.
+func splice(tb testing.TB, raw []byte, ev schemas.ProcessedEvent) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	require.NoError(tb, json.Compact(&buf, raw))
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("}"))
+	var top map[string]json.RawMessage
+	require.NoError(tb, json.Unmarshal(raw, &top))
+	add := func(key string, v any) {
+		b, err := json.Marshal(v)
+		require.NoError(tb, err)
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, '"')
+		out = append(out, key...)
+		out = append(out, '"', ':')
+		out = append(out, b...)
+	}
+	if _, ok := top["stageTimestamp"]; !ok {
+		add("stageTimestamp", ev.StageTimestamp)
+	}
+	if _, ok := top["requestReceivedTimestamp"]; !ok {
+		add("requestReceivedTimestamp", ev.RequestReceivedTimestamp)
+	}
+	add(schemas.PipelineKey, ev.Pipeline)
+	return append(out, '}')
 }
 
 // Dir returns testdata/public-audit, found from this file's location so
@@ -130,5 +175,5 @@ func wrap(tb testing.TB, raw []byte, cluster, source string) Event {
 	}
 	b, err := json.Marshal(ev)
 	require.NoError(tb, err)
-	return Event{ProcessedEvent: ev, JSON: b}
+	return Event{ProcessedEvent: ev, JSON: b, Raw: splice(tb, raw, ev)}
 }

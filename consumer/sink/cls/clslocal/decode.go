@@ -8,7 +8,7 @@ import (
 	"io"
 
 	"github.com/klauspost/compress/zstd"
-	"github.com/pierrec/lz4"
+	"github.com/pierrec/lz4/v4"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 

@@ -50,6 +50,8 @@ var columnFields = map[string]field{
 	"auditpipe.cluster":        {col: "cluster", sqlCol: true, walk: true},
 	"stageTimestamp":           {noKV: true},
 	"requestReceivedTimestamp": {noKV: true},
+	"auditpipe.receivedAt":     {noKV: true},
+	"auditpipe.processedAt":    {noKV: true},
 	timestampField:             {col: "stage_ts", number: true, sqlCol: true, noKV: true},
 }
 

@@ -34,22 +34,28 @@ const timestampField = "__TIMESTAMP__"
 
 // columnFields are the keys with a column.
 var columnFields = map[string]field{
-	"auditID":                  {col: "audit_id", sqlCol: true},
-	"stage":                    {col: "stage", sqlCol: true},
-	"level":                    {col: "level", sqlCol: true},
-	"verb":                     {col: "verb", sqlCol: true, walk: true},
-	"user.username":            {col: "username", sqlCol: true, walk: true},
-	"user.groups":              {col: "user_groups"},
-	"objectRef.resource":       {col: "resource", sqlCol: true, walk: true},
-	"objectRef.subresource":    {col: "subresource", sqlCol: true},
-	"objectRef.namespace":      {col: "namespace", sqlCol: true, walk: true},
-	"objectRef.name":           {col: "name", sqlCol: true, walk: true},
-	"objectRef.apiGroup":       {col: "api_group", sqlCol: true},
-	"responseStatus.code":      {col: "code", number: true, sqlCol: true},
-	"userAgent":                {col: "user_agent", sqlCol: true, walk: true},
-	"auditpipe.cluster":        {col: "cluster", sqlCol: true, walk: true},
+	"auditID":               {col: "audit_id", sqlCol: true},
+	"stage":                 {col: "stage", sqlCol: true},
+	"level":                 {col: "level", sqlCol: true},
+	"verb":                  {col: "verb", sqlCol: true, walk: true},
+	"user.username":         {col: "username", sqlCol: true, walk: true},
+	"user.groups":           {col: "user_groups"},
+	"objectRef.resource":    {col: "resource", sqlCol: true, walk: true},
+	"objectRef.subresource": {col: "subresource", sqlCol: true},
+	"objectRef.namespace":   {col: "namespace", sqlCol: true, walk: true},
+	"objectRef.name":        {col: "name", sqlCol: true, walk: true},
+	"objectRef.apiGroup":    {col: "api_group", sqlCol: true},
+	"responseStatus.code":   {col: "code", number: true, sqlCol: true},
+	"userAgent":             {col: "user_agent", sqlCol: true, walk: true},
+	"auditpipe.cluster":     {col: "cluster", sqlCol: true, walk: true},
+	// Bodies: most of a large event's words. Their matches prefilter
+	// with the full text instead (see match), which keeps writes cheaper.
+	"requestObject":            {noKV: true},
+	"responseObject":           {noKV: true},
 	"stageTimestamp":           {noKV: true},
 	"requestReceivedTimestamp": {noKV: true},
+	"auditpipe.receivedAt":     {noKV: true},
+	"auditpipe.processedAt":    {noKV: true},
 	timestampField:             {col: "stage_ts", number: true, sqlCol: true, noKV: true},
 }
 

@@ -48,6 +48,16 @@ func indexWords(js []byte, text, kv []byte) ([]byte, []byte, error) {
 		}
 		for i := 0; i < len(value); {
 			c := value[i]
+			if plainByte(c) {
+				// A run of bytes that encode as themselves: one append.
+				j := i + 1
+				for j < len(value) && plainByte(value[j]) {
+					j++
+				}
+				word = append(word, value[i:j]...)
+				i = j
+				continue
+			}
 			if c < utf8.RuneSelf {
 				i++
 				if cql.IsDelimiter(rune(c)) {
@@ -85,11 +95,14 @@ func indexWords(js []byte, text, kv []byte) ([]byte, []byte, error) {
 // of its encoding and FTS5 prefix queries stay exact.
 func appendFTSByte(dst []byte, c byte) []byte {
 	const hex = "0123456789abcdef"
-	if c >= 'a' && c <= 'y' || c >= '0' && c <= '9' {
+	if plainByte(c) {
 		return append(dst, c)
 	}
 	return append(dst, 'z', hex[c>>4], hex[c&15])
 }
+
+// plainByte: c encodes as itself (and is not a delimiter).
+func plainByte(c byte) bool { return c >= 'a' && c <= 'y' || c >= '0' && c <= '9' }
 
 func appendFTSWord(dst []byte, w string) []byte {
 	for i := 0; i < len(w); i++ {

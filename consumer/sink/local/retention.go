@@ -58,15 +58,22 @@ func (r Retention) Validate() error {
 
 // RunRetention prunes in steps until ctx ends: while a step finds work it
 // goes on (yielding the write lock between steps), otherwise it sleeps
-// Interval. Errors are logged and retried next round: retention failing
-// must never stop the consumer.
+// Interval. Every round also measures the pages in use, so
+// auditpipe_localstore_used_bytes follows the file with or without limits.
+// Errors are logged and retried next round: retention failing must never
+// stop the consumer.
 func (s *Store) RunRetention(ctx context.Context, r Retention) {
 	r = r.WithDefaults()
-	if r.MaxAge == 0 && r.MaxBytes == 0 {
-		return
-	}
 	for {
-		n, more, err := s.PruneStep(ctx, r, time.Now())
+		var n int
+		var more bool
+		var err error
+		if r.MaxAge > 0 || r.MaxBytes > 0 {
+			n, more, err = s.PruneStep(ctx, r, time.Now())
+		}
+		if !more && err == nil {
+			_, err = s.UsedBytes(ctx)
+		}
 		if err != nil && ctx.Err() == nil {
 			s.logger.Error("local store retention step failed; retrying next round", "err", err)
 			more = false

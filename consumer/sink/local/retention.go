@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -116,7 +117,11 @@ func (s *Store) PruneStep(ctx context.Context, r Retention, now time.Time) (dele
 		if used <= r.MaxBytes {
 			return 0, false, nil
 		}
-		n, err := s.deleteOldest(ctx, r.StepRows, -1)
+		limit, err := s.sizeStepRows(ctx, used-r.MaxBytes, used, r.StepRows)
+		if err != nil {
+			return 0, false, fmt.Errorf("prune by size: %w", err)
+		}
+		n, err := s.deleteOldest(ctx, limit, -1)
 		if err != nil {
 			return 0, false, fmt.Errorf("prune by size: %w", err)
 		}
@@ -124,6 +129,25 @@ func (s *Store) PruneStep(ctx context.Context, r Retention, now time.Time) (dele
 		return n, n > 0, nil
 	}
 	return 0, false, nil
+}
+
+// sizeStepRows is how many of the oldest events to delete to free about
+// excess bytes, at most stepRows: a fixed StepRows would delete a whole
+// step's worth however little the store is over, emptying a small store.
+// The average event size comes from the id range (ids grow with inserts
+// and retention deletes the oldest, so the range is about the row count
+// without counting them). Pages free up only once empty, so the measure
+// after the step may still be over; the next step deletes a little more.
+func (s *Store) sizeStepRows(ctx context.Context, excess, used int64, stepRows int) (int, error) {
+	var rows sql.NullInt64
+	if err := s.writer.QueryRowContext(ctx, `SELECT max(id) - min(id) + 1 FROM events`).Scan(&rows); err != nil {
+		return 0, fmt.Errorf("estimate rows: %w", err)
+	}
+	if !rows.Valid || rows.Int64 <= 0 {
+		return stepRows, nil
+	}
+	perRow := max(used/rows.Int64, 1)
+	return int(min(excess/perRow+1, int64(stepRows))), nil
 }
 
 // UsedBytes is the size of the pages in use: what retention by size

@@ -41,6 +41,11 @@ type Deps struct {
 	// same (Config.Local); of several Apps sharing one store, configure
 	// retention on one.
 	Store *local.Store
+	// Offsets, when set, lets Run start a sink group that has never
+	// committed (CLS's, at the first start after 0018) where the group all
+	// sinks used to share (Config.Group) stopped, instead of at the oldest
+	// retained record. The caller closes it.
+	Offsets kafka.GroupOffsets
 	// Registerer receives the metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger defaults to discarding logs.
@@ -58,6 +63,7 @@ type App struct {
 	clsURL    string
 	clsHTTP   *http.Server
 	sinks     []SinkGroup
+	offsets   kafka.GroupOffsets
 	members   []kafka.GroupConsumer // one per sink, in the order of sinks
 
 	closeOnce sync.Once
@@ -78,7 +84,7 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry() // a private one: metrics go nowhere
 	}
-	a := &App{cfg: cfg, log: logger}
+	a := &App{cfg: cfg, log: logger, offsets: d.Offsets}
 	// Whatever was started before a failure is released.
 	defer func() {
 		if err != nil {
@@ -249,6 +255,9 @@ func (a *App) Run(ctx context.Context) error {
 	if len(a.members) == 0 {
 		return errors.New("consumer: no group (Deps.NewGroup is nil)")
 	}
+	if !a.seedSinkGroups(ctx) {
+		return nil // stopped before consuming
+	}
 	var wg sync.WaitGroup
 	if a.store != nil {
 		wg.Add(1)
@@ -266,6 +275,69 @@ func (a *App) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	return nil
+}
+
+// seedSinkGroups commits, for every sink group other than Config.Group
+// that has no committed offset on the topic, the offsets of Config.Group:
+// before 0018 that group fed every sink and committed only what all of them
+// had, so CLS has everything below them. Committing the seed (rather than
+// skipping records in memory) makes it happen once: a later start finds
+// the group's own commits, so records CLS has not taken are never skipped,
+// whatever the local store did since. It retries until it succeeds or ctx
+// ends (false): consuming first would send the topic's whole history to
+// CLS again.
+func (a *App) seedSinkGroups(ctx context.Context) bool {
+	if a.offsets == nil {
+		return true
+	}
+	backoff := 500 * time.Millisecond
+	for {
+		err := a.seed(ctx)
+		if err == nil {
+			return true
+		}
+		a.log.Error("consumer: positioning new sink groups failed; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (a *App) seed(ctx context.Context) error {
+	topic := a.cfg.Topic
+	for _, s := range a.sinks {
+		if s.Group == a.cfg.Group {
+			continue
+		}
+		own, err := a.offsets.CommittedOffsets(ctx, s.Group, topic)
+		if err != nil {
+			return fmt.Errorf("offsets of group %s: %w", s.Group, err)
+		}
+		if len(own) > 0 {
+			continue
+		}
+		shared, err := a.offsets.CommittedOffsets(ctx, a.cfg.Group, topic)
+		if err != nil {
+			return fmt.Errorf("offsets of group %s: %w", a.cfg.Group, err)
+		}
+		if len(shared) == 0 {
+			continue // a new installation: start at the beginning
+		}
+		if err := a.offsets.ResetOffsets(ctx, s.Group, topic, shared); err != nil {
+			if errors.Is(err, kafka.ErrGroupActive) {
+				// Another replica got there first and is consuming.
+				a.log.Info("consumer: sink group already has members; not positioning it", "sink", s.Sink, "group", s.Group)
+				continue
+			}
+			return fmt.Errorf("position group %s: %w", s.Group, err)
+		}
+		a.log.Info("consumer: new sink group starts where the shared group stopped", "sink", s.Sink, "group", s.Group,
+			"from_group", a.cfg.Group, "offsets", shared)
+	}
 	return nil
 }
 

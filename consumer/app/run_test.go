@@ -17,6 +17,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
 	"github.com/auditpipe/auditpipe/consumer/sink/cls/clslocal"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
 )
@@ -157,4 +158,76 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestUpgradePositionsCLSGroup: before 0018 one group (Config.Group) fed
+// both sinks. At the first start after the upgrade the CLS group has no
+// commits; Run commits the shared group's offsets to it, so CLS gets only
+// what the old consumer had not delivered, not the topic's history. A
+// later start keeps the CLS group's own offsets.
+func TestUpgradePositionsCLSGroup(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
+	cfg := app.DefaultConfig()
+	cfg.Brokers = brokers
+	cfg.Topic = "audit.events." + suffix
+	cfg.Group = "consumer-" + suffix
+	cfg.Local.Path = filepath.Join(t.TempDir(), "events.db")
+	cfg.CLS.Mode = app.CLSLocal
+
+	admin, err := saramakafka.NewAdmin(brokers, "test-admin")
+	require.NoError(t, err)
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: cfg.Topic, Partitions: 1, ReplicationFactor: 1}))
+	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: brokers, ClientID: "test-offsets"})
+	require.NoError(t, err)
+	defer offsets.Close()
+	p, err := saramakafka.NewProducer(kafka.ProducerConfig{Brokers: brokers, ClientID: "test-producer"})
+	require.NoError(t, err)
+	defer p.Close()
+	produce := func(from, n int) {
+		var recs []kafka.Record
+		for i := from; i < from+n; i++ {
+			recs = append(recs, kafka.Record{Topic: cfg.Topic, Key: []byte("c1"), Value: eventgen.Event("c1", fmt.Sprintf("id-%04d", i), 900, time.Now())})
+		}
+		require.NoError(t, p.Produce(ctx, recs...))
+	}
+	produce(0, 200)
+	// The old consumer had both sinks take the first 120.
+	require.NoError(t, offsets.ResetOffsets(ctx, cfg.Group, cfg.Topic, map[int32]int64{0: 120}))
+
+	run := func(wantCommitted int64) *clslocal.Server {
+		a, err := app.New(cfg, app.Deps{
+			NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
+				c.MaxWait = 20 * time.Millisecond
+				return saramakafka.NewGroup(c)
+			},
+			Offsets: offsets,
+			Logger:  slog.New(slog.DiscardHandler),
+		})
+		require.NoError(t, err)
+		srv, _ := a.CLSLocal()
+		runCtx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = a.Run(runCtx) }()
+		defer func() { stop(); <-done; require.NoError(t, a.Close()) }()
+		for _, g := range []string{cfg.SinkGroupID(app.SinkLocal), cfg.SinkGroupID(app.SinkCLS)} {
+			require.Eventually(t, func() bool {
+				m, err := offsets.CommittedOffsets(ctx, g, cfg.Topic)
+				require.NoError(t, err)
+				return m[0] == wantCommitted
+			}, time.Minute, 50*time.Millisecond, "group %s", g)
+		}
+		return srv
+	}
+	srv := run(200)
+	require.Equal(t, int64(80), srv.LogCount("local-c1"), "CLS got only what the shared group had not committed")
+	require.Equal(t, int64(80), storeCount(t, cfg.Local.Path), "the store's group is the shared one: it went on from 120")
+
+	// A restart: the CLS group has its own commits and is not moved.
+	produce(200, 10)
+	srv = run(210)
+	require.Equal(t, int64(10), srv.LogCount("local-c1"))
 }

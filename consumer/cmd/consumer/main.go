@@ -19,6 +19,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
@@ -128,8 +129,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	reg := telemetry.NewRegistry()
+	// Offsets positions a sink's new group at the first start (0018).
+	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID + "-offsets"})
+	if err != nil {
+		return fmt.Errorf("kafka client for %v: %w", cfg.Brokers, err)
+	}
+	defer offsets.Close()
 	a, err := app.New(cfg, app.Deps{
 		NewGroup:   func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		Offsets:    offsets,
 		Registerer: reg,
 		Logger:     logger,
 	})

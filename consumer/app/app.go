@@ -1,6 +1,7 @@
-// Package app wires the consumer stage: the consumer group on the events
-// topic, the local store sink and the CLS sink (real, or the in-process
-// clslocal server in cls-local mode), metrics and retention. The command in
+// Package app wires the consumer stage: the local store sink and the CLS
+// sink (real, or the in-process clslocal server in cls-local mode), each
+// with its own consumer group on the events topic (Config.SinkGroupID), so
+// that neither holds the other back; metrics and retention. The command in
 // cmd/consumer and the all-in-one in deploy/local both build the consumer
 // through New, so they cannot drift apart.
 package app
@@ -30,13 +31,21 @@ import (
 // Deps are the consumer's outside world, injected so that this package
 // imports no Kafka client.
 type Deps struct {
-	// NewGroup creates the group member. When nil, Run fails; Handler
-	// still works (tests, or a caller running its own group).
+	// NewGroup creates a group member; it is called once per sink. When
+	// nil, Run fails; Sinks still works (tests, or a caller running its
+	// own groups).
 	NewGroup func(kafka.GroupConfig) (kafka.GroupConsumer, error)
 	// Store, when set, is used instead of opening Config.Local.Path: the
 	// way several replicas in one process share the single writer of a
-	// store file. The caller closes it.
+	// store file. The caller closes it. Run runs its retention all the
+	// same (Config.Local); of several Apps sharing one store, configure
+	// retention on one.
 	Store *local.Store
+	// Offsets, when set, lets Run start a sink group that has never
+	// committed (CLS's, at the first start after 0018) where the group all
+	// sinks used to share (Config.Group) stopped, instead of at the oldest
+	// retained record. The caller closes it.
+	Offsets kafka.GroupOffsets
 	// Registerer receives the metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger defaults to discarding logs.
@@ -53,8 +62,9 @@ type App struct {
 	clsLocal  *clslocal.Server
 	clsURL    string
 	clsHTTP   *http.Server
-	handler   *group.Handler
-	group     kafka.GroupConsumer
+	sinks     []SinkGroup
+	offsets   kafka.GroupOffsets
+	members   []kafka.GroupConsumer // one per sink, in the order of sinks
 
 	closeOnce sync.Once
 	closeErr  error
@@ -74,7 +84,7 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry() // a private one: metrics go nowhere
 	}
-	a := &App{cfg: cfg, log: logger}
+	a := &App{cfg: cfg, log: logger, offsets: d.Offsets}
 	// Whatever was started before a failure is released.
 	defer func() {
 		if err != nil {
@@ -88,7 +98,11 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 		}
 	}
 
-	var sinks []group.Sink
+	metrics := group.NewMetrics(reg)
+	addSink := func(s group.Sink) {
+		a.sinks = append(a.sinks, SinkGroup{Sink: s.Name(), Group: cfg.SinkGroupID(s.Name()),
+			Handler: group.NewSinkHandler(s, metrics, logger.With("sink", s.Name()), group.Retry{})})
+	}
 	if cfg.Local.Enabled {
 		a.store = d.Store
 		if a.store == nil {
@@ -98,7 +112,7 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 			}
 			a.ownsStore = true
 		}
-		sinks = append(sinks, group.NewLocalSink(a.store, logger))
+		addSink(group.NewLocalSink(a.store, logger))
 	}
 	if cfg.CLS.Mode != CLSOff {
 		topics := cls.FleetTopics(reg2)
@@ -126,12 +140,15 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 		if err != nil {
 			return nil, err
 		}
-		sinks = append(sinks, a.clsSink)
+		addSink(a.clsSink)
 	}
-	a.handler = group.NewHandler(sinks, group.NewMetrics(reg), logger)
 	if d.NewGroup != nil {
-		if a.group, err = d.NewGroup(cfg.GroupConfig()); err != nil {
-			return nil, fmt.Errorf("consumer: %w", err)
+		for _, s := range a.sinks {
+			m, err := d.NewGroup(cfg.GroupConfig(s.Sink))
+			if err != nil {
+				return nil, fmt.Errorf("consumer: group %s of sink %s: %w", s.Group, s.Sink, err)
+			}
+			a.members = append(a.members, m)
 		}
 	}
 	return a, nil
@@ -198,8 +215,27 @@ func (a *App) startLocalCLS() (string, error) {
 	return a.clsURL, nil
 }
 
-// Handler is the group handler: every sink, then the commit.
-func (a *App) Handler() kafka.Handler { return a.handler }
+// SinkGroup is one sink with the consumer group that feeds it.
+type SinkGroup struct {
+	Sink  string // local or cls
+	Group string // its consumer group id
+	// Handler writes a batch to the sink, retrying transient errors; it
+	// returns nil once the batch may be committed.
+	Handler kafka.Handler
+}
+
+// Sinks are the enabled sinks, each with its group.
+func (a *App) Sinks() []SinkGroup { return slices.Clone(a.sinks) }
+
+// Handler is the handler of sink (local or cls), or nil when it is off.
+func (a *App) Handler(sink string) kafka.Handler {
+	for _, s := range a.sinks {
+		if s.Sink == sink {
+			return s.Handler
+		}
+	}
+	return nil
+}
 
 // Store is the local store (nil when disabled).
 func (a *App) Store() *local.Store { return a.store }
@@ -211,23 +247,97 @@ func (a *App) CLSLocal() (*clslocal.Server, string) { return a.clsLocal, a.clsUR
 // CLSSink is the CLS sink (nil when cls.mode is off).
 func (a *App) CLSSink() *cls.Sink { return a.clsSink }
 
-// Run consumes until ctx ends, restarting the member with backoff after
-// failures, and runs retention in the background. It returns when the
-// in-flight batches are done; Close then flushes and releases.
+// Run consumes until ctx ends, each sink's group member on its own,
+// restarting a member with backoff after failures, and runs the store's
+// retention in the background. It returns when the in-flight batches are
+// done; Close then flushes and releases.
 func (a *App) Run(ctx context.Context) error {
-	if a.group == nil {
+	if len(a.members) == 0 {
 		return errors.New("consumer: no group (Deps.NewGroup is nil)")
 	}
+	if !a.seedSinkGroups(ctx) {
+		return nil // stopped before consuming
+	}
 	var wg sync.WaitGroup
-	if a.store != nil && a.ownsStore {
+	if a.store != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			a.store.RunRetention(ctx, a.cfg.Retention())
 		}()
 	}
-	kafka.Supervise(ctx, a.group, a.handler, 10*time.Second, a.log)
+	for i, m := range a.members {
+		s := a.sinks[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kafka.Supervise(ctx, m, s.Handler, 10*time.Second, a.log.With("sink", s.Sink, "group", s.Group))
+		}()
+	}
 	wg.Wait()
+	return nil
+}
+
+// seedSinkGroups commits, for every sink group other than Config.Group
+// that has no committed offset on the topic, the offsets of Config.Group:
+// before 0018 that group fed every sink and committed only what all of them
+// had, so CLS has everything below them. Committing the seed (rather than
+// skipping records in memory) makes it happen once: a later start finds
+// the group's own commits, so records CLS has not taken are never skipped,
+// whatever the local store did since. It retries until it succeeds or ctx
+// ends (false): consuming first would send the topic's whole history to
+// CLS again.
+func (a *App) seedSinkGroups(ctx context.Context) bool {
+	if a.offsets == nil {
+		return true
+	}
+	backoff := 500 * time.Millisecond
+	for {
+		err := a.seed(ctx)
+		if err == nil {
+			return true
+		}
+		a.log.Error("consumer: positioning new sink groups failed; retrying", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (a *App) seed(ctx context.Context) error {
+	topic := a.cfg.Topic
+	for _, s := range a.sinks {
+		if s.Group == a.cfg.Group {
+			continue
+		}
+		own, err := a.offsets.CommittedOffsets(ctx, s.Group, topic)
+		if err != nil {
+			return fmt.Errorf("offsets of group %s: %w", s.Group, err)
+		}
+		if len(own) > 0 {
+			continue
+		}
+		shared, err := a.offsets.CommittedOffsets(ctx, a.cfg.Group, topic)
+		if err != nil {
+			return fmt.Errorf("offsets of group %s: %w", a.cfg.Group, err)
+		}
+		if len(shared) == 0 {
+			continue // a new installation: start at the beginning
+		}
+		if err := a.offsets.ResetOffsets(ctx, s.Group, topic, shared); err != nil {
+			if errors.Is(err, kafka.ErrGroupActive) {
+				// Another replica got there first and is consuming.
+				a.log.Info("consumer: sink group already has members; not positioning it", "sink", s.Sink, "group", s.Group)
+				continue
+			}
+			return fmt.Errorf("position group %s: %w", s.Group, err)
+		}
+		a.log.Info("consumer: new sink group starts where the shared group stopped", "sink", s.Sink, "group", s.Group,
+			"from_group", a.cfg.Group, "offsets", shared)
+	}
 	return nil
 }
 
@@ -237,8 +347,8 @@ func (a *App) Run(ctx context.Context) error {
 func (a *App) Close() error {
 	a.closeOnce.Do(func() {
 		var errs []error
-		if a.group != nil {
-			errs = append(errs, a.group.Close())
+		for _, m := range a.members {
+			errs = append(errs, m.Close())
 		}
 		if a.clsSink != nil {
 			errs = append(errs, a.clsSink.Close(10*time.Second))

@@ -31,7 +31,7 @@ func TestLoadFull(t *testing.T) {
 	require.Equal(t, "zstd", sc.Compression)
 	require.Equal(t, time.Minute, sc.BlockedRetry)
 	require.Equal(t, 20000, sc.RecentIdentities)
-	require.Equal(t, 1000, cfg.GroupConfig().MaxBatch)
+	require.Equal(t, 1000, cfg.GroupConfig(app.SinkLocal).MaxBatch)
 }
 
 func TestLoadRejects(t *testing.T) {
@@ -89,7 +89,12 @@ func TestCLSLocalMode(t *testing.T) {
 		recs[i] = kafka.Record{Topic: "audit.events", Offset: int64(i),
 			Value: eventgen.Event("dev-1", "id-"+string(rune('a'+i)), 1000, time.Now())}
 	}
-	require.NoError(t, a.Handler().Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs, HighWatermark: 25}))
+	require.Len(t, a.Sinks(), 2)
+	for _, sg := range a.Sinks() {
+		require.NoError(t, sg.Handler.Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs, HighWatermark: 25}))
+	}
+	require.Equal(t, cfg.Group, a.Sinks()[0].Group, "the local store keeps the group id it had before 0018")
+	require.Equal(t, cfg.Group+".cls", a.Sinks()[1].Group)
 	require.Equal(t, int64(20), srv.LogCount("local-dev-1"))
 	require.Equal(t, 5.0, testutil.ToFloat64(lagGauge(t, reg)))
 	problems, err := testutil.GatherAndLint(reg)
@@ -141,7 +146,7 @@ func TestProvisionedTopics(t *testing.T) {
 		{Value: eventgen.Event("prod-1", "p1", 900, time.Now())},
 		{Value: eventgen.Event("dev-1", "d1", 900, time.Now())},
 	}
-	require.NoError(t, a.Handler().Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs}))
+	require.NoError(t, a.Handler(app.SinkCLS).Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs}))
 	require.Equal(t, int64(1), upload.LogCount("tp-prod-1-audit"))
 	require.Equal(t, int64(1), upload.LogCount("fixed-dev"))
 

@@ -153,9 +153,27 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// GroupConfig is the consumer group member's configuration.
-func (c Config) GroupConfig() kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.Group, Topics: []string{c.Topic}, ClientID: c.ClientID, MaxBatch: c.MaxBatch,
+// Sink names, as in metrics and logs.
+const (
+	SinkLocal = "local"
+	SinkCLS   = "cls"
+)
+
+// SinkGroupID is the consumer group of one sink: each sink commits its own
+// offsets so that none holds another back. The local store keeps the
+// configured id itself, the id every sink shared before 0018, so an
+// upgrade neither re-reads the topic into the store nor changes what
+// monitoring of that group shows; every other sink gets "<group>.<sink>".
+func (c Config) SinkGroupID(sink string) string {
+	if sink == SinkLocal {
+		return c.Group
+	}
+	return c.Group + "." + sink
+}
+
+// GroupConfig is the configuration of the group member of sink.
+func (c Config) GroupConfig(sink string) kafka.GroupConfig {
+	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.SinkGroupID(sink), Topics: []string{c.Topic}, ClientID: c.ClientID + "-" + sink, MaxBatch: c.MaxBatch,
 		SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
 }
 

@@ -148,24 +148,25 @@ func (e *env) producer() kafka.Producer {
 	return p
 }
 
-// replica is one consumer process's worth of wiring: a group member, its
-// own CLS sink and registry, the shared store.
+// replica is one consumer process's worth of wiring as consumer/app builds
+// it: one group member per sink (the local store's in group e.group, CLS's
+// in e.group+".cls"), its own CLS sink and registry, the shared store.
 type replica struct {
 	name   string
 	cancel context.CancelFunc
 	done   chan struct{}
-	g      *saramakafka.GroupConsumer
+	gs     []*saramakafka.GroupConsumer
 	sink   *cls.Sink
 	reg    *prometheus.Registry
 }
 
+// sinkGroups are the sinks' group ids, like app.Config.SinkGroupID.
+func (e *env) sinkGroups() map[string]string {
+	return map[string]string{"local": e.group, "cls": e.group + ".cls"}
+}
+
 func (e *env) start(name string) *replica {
 	e.t.Helper()
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{
-		Brokers: e.brokers, Group: e.group, Topics: []string{e.topic}, ClientID: name,
-		MaxBatch: 500, MaxWait: 20 * time.Millisecond, SessionTimeout: 6 * time.Second,
-	})
-	require.NoError(e.t, err)
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name)
 	sink, err := cls.New(cls.Config{
@@ -173,12 +174,27 @@ func (e *env) start(name string) *replica {
 		RetryBase: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, BlockedRetry: 300 * time.Millisecond,
 	}, func(c string) (string, bool) { t, ok := e.topics[c]; return t, ok }, reg, logger)
 	require.NoError(e.t, err)
-	h := group.NewHandler([]group.Sink{group.NewLocalSink(e.store, logger), sink}, group.NewMetrics(reg), logger)
+	metrics := group.NewMetrics(reg)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{name: name, cancel: cancel, done: make(chan struct{}), g: g, sink: sink, reg: reg}
+	r := &replica{name: name, cancel: cancel, done: make(chan struct{}), sink: sink, reg: reg}
+	var wg sync.WaitGroup
+	for _, s := range []group.Sink{group.NewLocalSink(e.store, logger), sink} {
+		g, err := saramakafka.NewGroup(kafka.GroupConfig{
+			Brokers: e.brokers, Group: e.sinkGroups()[s.Name()], Topics: []string{e.topic}, ClientID: name + "-" + s.Name(),
+			MaxBatch: 500, MaxWait: 20 * time.Millisecond, SessionTimeout: 6 * time.Second,
+		})
+		require.NoError(e.t, err)
+		r.gs = append(r.gs, g)
+		h := group.NewSinkHandler(s, metrics, logger.With("sink", s.Name()), group.Retry{Base: 50 * time.Millisecond, Max: time.Second})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kafka.Supervise(ctx, g, h, time.Second, logger)
+		}()
+	}
 	go func() {
 		defer close(r.done)
-		kafka.Supervise(ctx, g, h, time.Second, logger)
+		wg.Wait()
 	}()
 	e.t.Cleanup(r.stop)
 	return r
@@ -189,21 +205,42 @@ func (e *env) start(name string) *replica {
 func (r *replica) stop() {
 	r.cancel()
 	<-r.done
-	_ = r.g.Close()
+	for _, g := range r.gs {
+		_ = g.Close()
+	}
 	_ = r.sink.Close(5 * time.Second)
 }
 
-// committedTotal is the sum of the group's committed offsets.
-func (e *env) committed() map[int32]int64 {
+// committedBy is sink's group's committed offset per partition.
+func (e *env) committedBy(sink string) map[int32]int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	m, err := e.admin.CommittedOffsets(ctx, e.group, e.topic)
+	m, err := e.admin.CommittedOffsets(ctx, e.sinkGroups()[sink], e.topic)
 	require.NoError(e.t, err)
 	return m
 }
 
-func (e *env) lag() int64 {
-	c := e.committed()
+// committed is, per partition, the offset every sink has committed.
+func (e *env) committed() map[int32]int64 {
+	l, c := e.committedBy("local"), e.committedBy("cls")
+	for p, v := range c {
+		l[p] = min(l[p], v)
+	}
+	for p := range l {
+		if _, ok := c[p]; !ok {
+			l[p] = 0
+		}
+	}
+	return l
+}
+
+// lag is the records not yet committed by every sink.
+func (e *env) lag() int64 { return e.lagOf(e.committed()) }
+
+// lagBy is the records sink's group has not committed.
+func (e *env) lagBy(sink string) int64 { return e.lagOf(e.committedBy(sink)) }
+
+func (e *env) lagOf(c map[int32]int64) int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var lag int64
@@ -274,7 +311,7 @@ func (e *env) checkCLS(clusters ...string) (dups int) {
 }
 
 // lagMetric sums auditpipe_consumer_partition_lag_records over the
-// partitions r reported.
+// partitions and sinks r reported.
 func (r *replica) lagMetric(t *testing.T) float64 {
 	t.Helper()
 	mfs, err := r.reg.Gather()

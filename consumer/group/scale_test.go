@@ -72,9 +72,12 @@ func waitProgress(t *testing.T, e *env, n int) {
 }
 
 // TestCLSOutage: CLS answers 503 and 429 for a while (a few seconds here,
-// 30s with AUDITPIPE_LONG=1). Nothing is committed past what CLS
-// acknowledged, so lag grows while events keep arriving, drains after,
-// nothing is lost, and the heap stays bounded.
+// 30s with AUDITPIPE_LONG=1). The local store keeps up with the live
+// stream meanwhile: before CLS comes back it holds every event produced
+// during the outage and its group has committed them. CLS's group commits
+// nothing past what CLS acknowledged, so its lag grows while events keep
+// arriving and drains after; nothing is lost in either, and the heap stays
+// bounded.
 func TestCLSOutage(t *testing.T) {
 	total, outage := 3000, 3*time.Second
 	if long() {
@@ -131,6 +134,11 @@ func TestCLSOutage(t *testing.T) {
 	}
 	require.Zero(t, lagBefore)
 	require.Greater(t, maxLag, int64(0), "lag grew during the outage")
+	// Still in the outage: the local store is not held back by CLS.
+	require.Eventually(t, func() bool { return e.lagBy("local") == 0 }, 30*time.Second, 50*time.Millisecond,
+		"the local store's group drains while CLS is down")
+	e.checkStore()
+	require.Positive(t, e.lagBy("cls"), "CLS is still behind: the outage is not over yet")
 	require.Greater(t, maxLagMetric, 0.0, "the lag metric showed it")
 	rejected := e.srv.Stats().Rejected
 	require.Greater(t, rejected, int64(0))
@@ -171,7 +179,11 @@ func TestMissingCLSTopic(t *testing.T) {
 	e.produce(p, all, 0, 1200, 1000)
 
 	require.Eventually(t, func() bool { return r.sink.Blocked()[gone] == "TopicNotExist" }, time.Minute, 50*time.Millisecond)
-	// Every other cluster drains completely.
+	// The local store has every record, the blocked cluster's included:
+	// CLS holds back only its own group.
+	require.Eventually(t, func() bool { return e.lagBy("local") == 0 }, time.Minute, 50*time.Millisecond)
+	e.checkStore()
+	// Every other cluster drains completely in CLS.
 	require.Eventually(t, func() bool {
 		c := e.committed()
 		e.mu.Lock()

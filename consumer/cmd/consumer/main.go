@@ -1,8 +1,9 @@
 // Command consumer reads processed audit events from Kafka as a member of
-// a consumer group and writes them to the local store and/or Tencent Cloud
-// CLS, committing a partition's offset only past records every sink has
-// durably. Run any number of replicas: they share the partitions. All
-// wiring is in package app; this file parses flags and serves metrics.
+// a consumer group per sink and writes them to the local store and/or
+// Tencent Cloud CLS, each sink committing a partition's offset only past
+// records it has durably. Run any number of replicas: they share the
+// partitions. All wiring is in package app; this file parses flags and
+// serves metrics.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
@@ -29,9 +31,11 @@ Consumes the processed-events topic and writes every event to the sinks:
              and content hash; a reused auditID is kept and marked)
   cls        Tencent Cloud CLS, one topic per cluster from the fleet registry
   cls-local  an in-process CLS stand-in (GET <url>/logs shows what would be sent)
-Offsets are committed only after every sink has a record, so a crash or a
-CLS outage delays events but never loses them (duplicates are possible and
-share cluster, auditID, stage and auditpipe.contentHash with the original).
+Each sink has its own consumer group (local: --group itself; CLS:
+<group>.cls) and commits only what it has durably, so a crash delays events
+but never loses them (duplicates are possible and share cluster, auditID,
+stage and auditpipe.contentHash with the original), and a CLS outage never
+holds back the local store. See docs/decisions/0018-independent-sinks.md.
 
 Settings come from --config (strict YAML; unknown keys are errors), then
 flags override. CLS credentials may come from AUDITPIPE_CLS_SECRET_ID and
@@ -126,8 +130,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	reg := telemetry.NewRegistry()
+	// Offsets positions a sink's new group at the first start (0018).
+	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID + "-offsets"})
+	if err != nil {
+		return fmt.Errorf("kafka client for %v: %w", cfg.Brokers, err)
+	}
+	defer offsets.Close()
 	a, err := app.New(cfg, app.Deps{
 		NewGroup:   func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		Offsets:    offsets,
 		Registerer: reg,
 		Logger:     logger,
 	})

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -58,15 +59,22 @@ func (r Retention) Validate() error {
 
 // RunRetention prunes in steps until ctx ends: while a step finds work it
 // goes on (yielding the write lock between steps), otherwise it sleeps
-// Interval. Errors are logged and retried next round: retention failing
-// must never stop the consumer.
+// Interval. Every round also measures the pages in use, so
+// auditpipe_localstore_used_bytes follows the file with or without limits.
+// Errors are logged and retried next round: retention failing must never
+// stop the consumer.
 func (s *Store) RunRetention(ctx context.Context, r Retention) {
 	r = r.WithDefaults()
-	if r.MaxAge == 0 && r.MaxBytes == 0 {
-		return
-	}
 	for {
-		n, more, err := s.PruneStep(ctx, r, time.Now())
+		var n int
+		var more bool
+		var err error
+		if r.MaxAge > 0 || r.MaxBytes > 0 {
+			n, more, err = s.PruneStep(ctx, r, time.Now())
+		}
+		if !more && err == nil {
+			_, err = s.UsedBytes(ctx)
+		}
 		if err != nil && ctx.Err() == nil {
 			s.logger.Error("local store retention step failed; retrying next round", "err", err)
 			more = false
@@ -109,7 +117,11 @@ func (s *Store) PruneStep(ctx context.Context, r Retention, now time.Time) (dele
 		if used <= r.MaxBytes {
 			return 0, false, nil
 		}
-		n, err := s.deleteOldest(ctx, r.StepRows, -1)
+		limit, err := s.sizeStepRows(ctx, used-r.MaxBytes, used, r.StepRows)
+		if err != nil {
+			return 0, false, fmt.Errorf("prune by size: %w", err)
+		}
+		n, err := s.deleteOldest(ctx, limit, -1)
 		if err != nil {
 			return 0, false, fmt.Errorf("prune by size: %w", err)
 		}
@@ -117,6 +129,25 @@ func (s *Store) PruneStep(ctx context.Context, r Retention, now time.Time) (dele
 		return n, n > 0, nil
 	}
 	return 0, false, nil
+}
+
+// sizeStepRows is how many of the oldest events to delete to free about
+// excess bytes, at most stepRows: a fixed StepRows would delete a whole
+// step's worth however little the store is over, emptying a small store.
+// The average event size comes from the id range (ids grow with inserts
+// and retention deletes the oldest, so the range is about the row count
+// without counting them). Pages free up only once empty, so the measure
+// after the step may still be over; the next step deletes a little more.
+func (s *Store) sizeStepRows(ctx context.Context, excess, used int64, stepRows int) (int, error) {
+	var rows sql.NullInt64
+	if err := s.writer.QueryRowContext(ctx, `SELECT max(id) - min(id) + 1 FROM events`).Scan(&rows); err != nil {
+		return 0, fmt.Errorf("estimate rows: %w", err)
+	}
+	if !rows.Valid || rows.Int64 <= 0 {
+		return stepRows, nil
+	}
+	perRow := max(used/rows.Int64, 1)
+	return int(min(excess/perRow+1, int64(stepRows))), nil
 }
 
 // UsedBytes is the size of the pages in use: what retention by size

@@ -123,3 +123,34 @@ func prunedCounter(t testing.TB, reg *prometheus.Registry, reason string) promet
 	g.Set(v)
 	return g
 }
+
+// TestRetentionBySizeSmallExcess: a store a little over MaxBytes loses
+// about the excess, not a whole step (StepRows 2000 would be every event
+// here): at most twice the events the excess is worth.
+func TestRetentionBySizeSmallExcess(t *testing.T) {
+	s, err := local.Open(filepath.Join(t.TempDir(), "s.db"), local.Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	now := time.Now()
+	writeAged(t, s, 600, 3000, now.Add(-10*time.Hour))
+	used, err := s.UsedBytes(context.Background())
+	require.NoError(t, err)
+	excess := used / 20 // 5%: about 30 of the 600 events
+	r := local.Retention{MaxBytes: used - excess}
+	deleted := 0
+	for {
+		n, more, err := s.PruneStep(context.Background(), r, now)
+		require.NoError(t, err)
+		deleted += n
+		if !more {
+			break
+		}
+	}
+	after, err := s.UsedBytes(context.Background())
+	require.NoError(t, err)
+	require.LessOrEqual(t, after, r.MaxBytes)
+	worth := int(excess * 600 / used)
+	require.Positive(t, deleted)
+	require.LessOrEqual(t, deleted, 2*worth+2, "deleted %d events for an excess worth %d", deleted, worth)
+	require.Equal(t, 600-deleted, count(t, s))
+}

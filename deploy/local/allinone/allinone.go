@@ -49,6 +49,7 @@ type Pipeline struct {
 	consumer    *consumerapp.App
 	clsLocalURL string
 	admin       kafka.Admin
+	offsets     kafka.GroupOffsets // the consumer's, to position new sink groups
 	brokers     []string
 	sasl        kafka.SASL // the embedded broker's user; zero with external brokers
 	store       *local.Store
@@ -171,8 +172,20 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}()
 	policyName = pcfg.PolicyFile
 
-	// consumer: events → local store, on sarama.
-	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.brokers), consumerapp.Deps{Store: p.store, Registerer: reg, Logger: logger.With("component", "consumer")})
+	// consumer: events → local store and CLS, on sarama, one consumer
+	// group per sink (consumer/app), with the store's retention.
+	clog := logger.With("component", "consumer")
+	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: sasl}); err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
+	}
+	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.brokers), consumerapp.Deps{
+		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
+			c.SASL = sasl
+			return saramakafka.NewGroup(c)
+		},
+		Offsets: p.offsets,
+		Store:   p.store, Registerer: reg, Logger: clog,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -180,9 +193,13 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		logger.Info("local CLS server: what would be sent to CLS", "url", url+"/logs")
 		p.clsLocalURL = url
 	}
-	if err := p.startGroup(runCtx, ConsumerGroup, cfg.Topics.Events, p.consumer.Handler(), logger.With("component", "consumer")); err != nil {
-		return nil, err
-	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := p.consumer.Run(runCtx); err != nil {
+			clog.Error("consumer stopped", "err", err)
+		}
+	}()
 
 	// alerts: audit.alerts → Alertmanager / webhook, when configured.
 	var recentAlerts *alerts.Recent
@@ -413,6 +430,9 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 		}
 		if p.admin != nil {
 			_ = p.admin.Close()
+		}
+		if p.offsets != nil {
+			_ = p.offsets.Close()
 		}
 		if p.store != nil {
 			if err := p.store.Close(); err != nil {

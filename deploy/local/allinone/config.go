@@ -39,6 +39,8 @@ type Config struct {
 	// (Tencent Cloud) or cls-local (an in-process CLS server that shows
 	// what would be sent, at <its URL>/logs).
 	CLS consumerapp.CLSConfig `json:"cls"`
+	// Retention bounds the local store by age and size.
+	Retention RetentionConfig `json:"retention"`
 	// Processor configures how the processor delivers: delivery is
 	// at-least-once (default) or exactly-once (Kafka transactions).
 	Processor ProcessorConfig `json:"processor"`
@@ -50,6 +52,19 @@ type Config struct {
 	// Slack-compatible webhook; off when neither URL is set.
 	Alerts AlertsConfig `json:"alerts"`
 	Log    LogConfig    `json:"log"`
+}
+
+// RetentionConfig bounds the local store (see consumer/sink/local): zero
+// values keep everything.
+type RetentionConfig struct {
+	// MaxAge deletes events older than this ("168h").
+	MaxAge config.Duration `json:"maxAge"`
+	// MaxBytes deletes the oldest events while the store's pages in use
+	// exceed it (at least 1 MiB).
+	MaxBytes int64 `json:"maxBytes"`
+	// Interval is the pause between retention rounds ("1m", the default);
+	// each round also refreshes auditpipe_localstore_used_bytes.
+	Interval config.Duration `json:"interval"`
 }
 
 // AlertsConfig configures alert delivery (see consumer/alerts).
@@ -172,6 +187,9 @@ func (c Config) Validate() error {
 	if err := c.producerConfig(nil).Validate(); err != nil {
 		return err
 	}
+	if err := c.consumerConfig([]string{"validate:9092"}).Retention().Validate(); err != nil {
+		return err // named as this file's retention.* keys
+	}
 	if err := c.consumerConfig([]string{"validate:9092"}).Validate(); err != nil {
 		return err
 	}
@@ -248,6 +266,11 @@ func (c Config) consumerConfig(brokers []string) consumerapp.Config {
 	cc.Topic = c.Topics.Events
 	cc.FleetFile = c.Fleet
 	cc.Local.Path = filepath.Join(c.DataDir, "store", "events.db")
+	cc.Local.MaxAge = c.Retention.MaxAge
+	cc.Local.MaxBytes = c.Retention.MaxBytes
+	if c.Retention.Interval > 0 {
+		cc.Local.RetentionInterval = c.Retention.Interval
+	}
 	cc.CLS = c.CLS
 	return cc
 }

@@ -53,7 +53,7 @@ func readDLQ(t *testing.T, p *Pipeline, topic string, n int) []kafka.Record {
 	t.Helper()
 	g, err := saramakafka.NewGroup(kafka.GroupConfig{
 		Brokers: p.Brokers(), Group: "ingest-dlq-" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		Topics: []string{topic}, ClientID: "ingest-dlq", SessionTimeout: 6 * time.Second,
+		Topics: []string{topic}, ClientID: "ingest-dlq", SessionTimeout: 6 * time.Second, SASL: p.KafkaSASL(),
 	})
 	require.NoError(t, err)
 	defer g.Close()

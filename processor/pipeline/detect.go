@@ -2,6 +2,9 @@ package pipeline
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -85,22 +88,76 @@ func (p *Pipeline) detect(fl *Fleet, pl *schemas.Pipeline, ev *schemas.Event, al
 		if p.cfg.Topics.Alerts == "" {
 			continue
 		}
-		value, err := json.Marshal(newAlert(r, pl, ev, p.now().UTC()))
+		rec, err := AlertRecord(p.cfg.Topics.Alerts, r, pl, ev, p.now().UTC())
 		if err != nil {
 			p.log.Error("encode alert", "rule", r.ID, "err", err) // cannot happen: plain types
 			continue
 		}
-		*alerts = append(*alerts, kafka.Record{
-			Topic: p.cfg.Topics.Alerts,
-			Key:   []byte(pl.Cluster),
-			Value: value,
-			Headers: []kafka.Header{
-				{Key: schemas.HeaderCluster, Value: []byte(pl.Cluster)},
-				{Key: schemas.HeaderSchemaVersion, Value: []byte(strconv.Itoa(schemas.SchemaVersion))},
-			},
-		})
+		*alerts = append(*alerts, rec)
 	}
 	return ids
+}
+
+// AlertRecord is the audit.alerts record of rule r matching ev: a
+// schemas.Alert keyed by cluster, as the processor writes it.
+func AlertRecord(topic string, r *detect.Rule, pl *schemas.Pipeline, ev *schemas.Event, now time.Time) (kafka.Record, error) {
+	value, err := json.Marshal(newAlert(r, pl, ev, now))
+	if err != nil {
+		return kafka.Record{}, fmt.Errorf("encode alert of rule %s: %w", r.ID, err)
+	}
+	return kafka.Record{
+		Topic: topic,
+		Key:   []byte(pl.Cluster),
+		Value: value,
+		Headers: []kafka.Header{
+			{Key: schemas.HeaderCluster, Value: []byte(pl.Cluster)},
+			{Key: schemas.HeaderSchemaVersion, Value: []byte(strconv.Itoa(schemas.SchemaVersion))},
+		},
+	}, nil
+}
+
+// ReusedAuditIDAlerts returns the alert records of the rules that match a
+// stored event only because the store marked its auditID as reused
+// (auditpipe.auditIDReused, decision 0012): the stateless processor could
+// not raise them, since the marker is set after it ran. They are the
+// rules of the event's cluster that match the event with the marker and
+// not without it, so the shipped auditid-reused rule and any user rule on
+// the marker raise alerts, with their metadata from the rules file, and
+// no rule the processor already raised is raised twice. processed is the
+// ProcessedEvent JSON as stored. Rule errors are returned with the
+// records of the rules that did evaluate.
+func ReusedAuditIDAlerts(rules *detect.Fleet, topic string, processed []byte, now time.Time) ([]kafka.Record, error) {
+	var pe schemas.ProcessedEvent
+	if err := json.Unmarshal(processed, &pe); err != nil {
+		return nil, fmt.Errorf("decode reused event: %w", err)
+	}
+	set := rules.For(pe.Pipeline.Cluster)
+	if set == nil {
+		return nil, nil
+	}
+	unmarked := pe.Pipeline
+	unmarked.AuditIDReused = false
+	before, _ := set.Evaluate(&pe.Event, &unmarked)
+	marked := pe.Pipeline
+	marked.AuditIDReused = true
+	after, errs := set.Evaluate(&pe.Event, &marked)
+	var out []kafka.Record
+	var errList []error
+	for _, e := range errs {
+		errList = append(errList, e)
+	}
+	for _, r := range after {
+		if slices.Contains(before, r) {
+			continue
+		}
+		rec, err := AlertRecord(topic, r, &marked, &pe.Event, now)
+		if err != nil {
+			errList = append(errList, err)
+			continue
+		}
+		out = append(out, rec)
+	}
+	return out, errors.Join(errList...)
 }
 
 func newAlert(r *detect.Rule, pl *schemas.Pipeline, ev *schemas.Event, now time.Time) schemas.Alert {

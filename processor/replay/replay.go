@@ -21,6 +21,7 @@ package replay
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/processor/detect"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/processor/policy"
 	"github.com/auditpipe/auditpipe/schemas"
@@ -45,6 +47,7 @@ import (
 const (
 	eventsOut = "auditpipe.replay.events"
 	dlqOut    = "auditpipe.replay.dlq"
+	alertsOut = "auditpipe.replay.alerts"
 )
 
 // writeTimeout bounds the write of the batch in flight when a replay is
@@ -70,6 +73,9 @@ type Config struct {
 	// hash of its bytes); a checkpoint written with another PolicyID is
 	// not resumed.
 	PolicyID string
+	// RulesID identifies the detection rules (like PolicyID); a
+	// checkpoint written with other rules is not resumed.
+	RulesID string
 	// MaxEventBytes is the pipeline's size limit; see pipeline.Config.
 	MaxEventBytes int
 	// Checkpoint is the checkpoint file. Required unless DryRun. When it
@@ -127,6 +133,10 @@ func (c Config) spec() string {
 	cl := slices.Clone(c.Clusters)
 	slices.Sort(cl)
 	fmt.Fprintf(&b, " clusters=%s policy=%s maxEventBytes=%d", strings.Join(cl, ","), c.PolicyID, c.MaxEventBytes)
+	if c.RulesID != "" {
+		// Only when set, so checkpoints of replays without rules resume.
+		fmt.Fprintf(&b, " rules=%s", c.RulesID)
+	}
 	return b.String()
 }
 
@@ -151,6 +161,16 @@ type Deps struct {
 	// DLQ receives the records the pipeline sends to its DLQ (with the
 	// reason in headers). Nil: they are counted, not written.
 	DLQ Target
+	// Detections are the detection rules evaluated on every record, as
+	// the live processor does: replayed events carry
+	// auditpipe.detections and Stats.Detections counts matches per rule.
+	// Nil evaluates none.
+	Detections *detect.Fleet
+	// Alerts receives one schemas.Alert record per match (as the
+	// processor writes to audit.alerts). Nil: matches are counted, no
+	// alert is written, because replaying history must not page anyone
+	// (decision 0016).
+	Alerts Target
 	// PipelineOptions are passed to pipeline.New (before replay's own
 	// clock option).
 	PipelineOptions []pipeline.Option
@@ -420,7 +440,7 @@ func (r *Replay) handle(ctx context.Context, w *worker, b kafka.Batch) error {
 		return nil
 	}
 	var stats Stats
-	var events, dlq []kafka.Record
+	var events, dlq, alerts []kafka.Record
 	for _, rec := range b.Records {
 		stats.Read++
 		stats.ReadBytes += int64(len(rec.Value))
@@ -451,6 +471,15 @@ func (r *Replay) handle(ctx context.Context, w *worker, b kafka.Batch) error {
 			case dlqOut:
 				c.DLQ++
 				dlq = append(dlq, o)
+			case alertsOut:
+				var a struct {
+					Rule string `json:"rule"`
+				}
+				if err := json.Unmarshal(o.Value, &a); err != nil || a.Rule == "" {
+					return fmt.Errorf("pipeline wrote an alert without a rule at offset %d: %v", rec.Offset, err)
+				}
+				stats.detected(a.Rule)
+				alerts = append(alerts, o)
 			default:
 				return fmt.Errorf("pipeline wrote to unexpected topic %q", o.Topic)
 			}
@@ -472,6 +501,11 @@ func (r *Replay) handle(ctx context.Context, w *worker, b kafka.Batch) error {
 		if len(dlq) > 0 && r.deps.DLQ != nil {
 			if err := r.deps.DLQ.Write(wctx, dlq); err != nil {
 				return fmt.Errorf("write %d dlq records: %w", len(dlq), err)
+			}
+		}
+		if len(alerts) > 0 && r.deps.Alerts != nil {
+			if err := r.deps.Alerts.Write(wctx, alerts); err != nil {
+				return fmt.Errorf("write %d alerts: %w", len(alerts), err)
 			}
 		}
 	}
@@ -514,10 +548,17 @@ type worker struct {
 func (r *Replay) newWorker() (*worker, error) {
 	w := &worker{out: &capture{}, pol: &recordingPolicy{def: r.deps.Policy, clusters: r.deps.ClusterPolicies}}
 	opts := append(slices.Clone(r.deps.PipelineOptions), pipeline.WithClock(func() time.Time { return w.now }))
-	topics := schemas.Topics{Raw: r.cfg.Topic, Events: eventsOut, DLQ: dlqOut}
+	topics := schemas.Topics{Raw: r.cfg.Topic, Events: eventsOut, DLQ: dlqOut, Alerts: alertsOut}
 	pipe, err := pipeline.New(pipeline.Config{Topics: topics, MaxEventBytes: r.cfg.MaxEventBytes}, w.pol, w.out, nil, r.log, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("replay pipeline: %w", err)
+	}
+	if r.deps.Detections != nil {
+		// The recording policy stays the fleet default: it picks the
+		// cluster's own policy itself.
+		if err := pipe.SetFleet(pipeline.Fleet{Default: w.pol, Detections: r.deps.Detections}); err != nil {
+			return nil, fmt.Errorf("replay pipeline: %w", err)
+		}
 	}
 	w.pipe = pipe
 	return w, nil

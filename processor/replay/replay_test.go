@@ -63,7 +63,7 @@ func setup(tb testing.TB, phases int) *env {
 	defer cancel()
 	require.NoError(tb, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: e.raw, Partitions: rawPartitions, ReplicationFactor: 1}))
 
-	recs := rawRecords(tb, e.raw)
+	recs := rawRecords(tb, e.raw, audittest.Dir(tb))
 	per := (len(recs) + phases - 1) / phases
 	prev := map[int32]int64{}
 	for i := 0; i < phases; i++ {
@@ -98,9 +98,9 @@ func newReader(tb testing.TB, brokers []string, maxBatch int) *kafkago.Reader {
 // rawRecords turns every fixture value (events and the deliberately broken
 // ones) into a raw record as the webhook producer writes it, alternating
 // two clusters.
-func rawRecords(tb testing.TB, topic string) []kafka.Record {
+func rawRecords(tb testing.TB, topic, root string) []kafka.Record {
 	tb.Helper()
-	fixtures := audittest.Load(tb, audittest.Dir(tb))
+	fixtures := audittest.Load(tb, root)
 	require.NotEmpty(tb, fixtures)
 	received := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	out := make([]kafka.Record, 0, len(fixtures))

@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -48,6 +49,10 @@ type Stats struct {
 	ByCluster map[string]Counts `json:"byCluster"`
 	// ByRule is keyed by RuleLabel.
 	ByRule map[string]Counts `json:"byRule"`
+	// Detections counts detection rule matches by rule id (one per
+	// alert the live processor would have raised, including matches on
+	// events the policy dropped).
+	Detections map[string]int64 `json:"detections,omitempty"`
 }
 
 // Labels of ByRule for records without a rule.
@@ -91,13 +96,28 @@ func (s *Stats) add(o Stats) {
 		c.add(v)
 		s.ByRule[k] = c
 	}
+	for k, v := range o.Detections {
+		if s.Detections == nil {
+			s.Detections = map[string]int64{}
+		}
+		s.Detections[k] += v
+	}
 }
 
 func (s *Stats) clone() Stats {
 	out := *s
 	out.ByCluster = maps.Clone(s.ByCluster)
 	out.ByRule = maps.Clone(s.ByRule)
+	out.Detections = maps.Clone(s.Detections)
 	return out
+}
+
+// detected counts one match of detection rule id.
+func (s *Stats) detected(id string) {
+	if s.Detections == nil {
+		s.Detections = map[string]int64{}
+	}
+	s.Detections[id]++
 }
 
 // record counts one record that went through the pipeline.
@@ -134,6 +154,28 @@ func (s Stats) WriteTable(w io.Writer) error {
 		writeRow(tw, "total", s.Total)
 		fmt.Fprintln(tw, "\t\t\t\t\t\t\t")
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return s.writeDetections(w)
+}
+
+// writeDetections prints the matches per detection rule, most first.
+func (s Stats) writeDetections(w io.Writer) error {
+	if len(s.Detections) == 0 {
+		_, err := fmt.Fprintln(w, "detection rules: no matches")
+		return err
+	}
+	ids := slices.Sorted(maps.Keys(s.Detections))
+	slices.SortStableFunc(ids, func(a, b string) int { return cmp.Compare(s.Detections[b], s.Detections[a]) })
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "detection rule\tmatches\t\n")
+	var total int64
+	for _, id := range ids {
+		fmt.Fprintf(tw, "%s\t%d\t\n", id, s.Detections[id])
+		total += s.Detections[id]
+	}
+	fmt.Fprintf(tw, "all rules\t%d\t\n", total)
 	return tw.Flush()
 }
 

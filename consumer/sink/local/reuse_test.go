@@ -288,3 +288,26 @@ func TestOpenMigratesMainSchema(t *testing.T) {
 	require.Equal(t, "some-user", pe.User.Username)
 	require.Equal(t, "841d3e6d-90d2-43df-8da4-684738bee3d5", pe.AuditID)
 }
+
+// TestOnReusedReportsMarkedEvents: the hook sees exactly the events Write
+// stored marked as reused, once: not the first event, not a
+// retransmission, not a redelivery of the reused event.
+func TestOnReusedReportsMarkedEvents(t *testing.T) {
+	ctx := context.Background()
+	var reported [][]byte
+	s, _ := openStore(t, local.Options{OnReused: func(_ context.Context, events [][]byte) {
+		reported = append(reported, events...)
+	}})
+	harmless, malicious := attack(t)
+
+	_, err := s.Write(ctx, [][]byte{harmless})
+	require.NoError(t, err)
+	require.Empty(t, reported, "a first event is no reuse")
+	_, err = s.Write(ctx, [][]byte{malicious, harmless})
+	require.NoError(t, err)
+	require.Len(t, reported, 1)
+	require.Equal(t, asMap(t, malicious), asMap(t, reported[0]))
+	_, err = s.Write(ctx, [][]byte{malicious, harmless})
+	require.NoError(t, err)
+	require.Len(t, reported, 1, "a redelivery of the reused event is a duplicate")
+}

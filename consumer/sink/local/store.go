@@ -35,6 +35,15 @@ type Options struct {
 	// ReadConns is the size of the read-only connection pool used by Query.
 	// Default: GOMAXPROCS, at least 2.
 	ReadConns int
+	// OnReused, when not nil, is called by Write after its transaction
+	// committed, with the events it stored marked auditpipe.auditIDReused
+	// (each the ProcessedEvent JSON as given to Write; the marker is set
+	// in the stored copy only). The marker is only known here, after the
+	// stateless processor ran, so this is where a detection on it is
+	// raised (decision 0016). It runs on the writer's goroutine: keep it
+	// short. The events are stored whatever it does, and a redelivery of
+	// them is a duplicate, so it is called once per stored event.
+	OnReused func(ctx context.Context, events [][]byte)
 }
 
 // Store is the local event store. It is safe for concurrent use.
@@ -44,6 +53,8 @@ type Store struct {
 	writer  *sql.DB // exactly one connection: the single writer
 	readers *sql.DB // read-only connections (mode=ro, query_only)
 	metrics *metrics
+	// onReused is Options.OnReused.
+	onReused func(ctx context.Context, events [][]byte)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -110,7 +121,7 @@ func Open(path string, opts Options) (*Store, error) {
 	writer.SetConnMaxIdleTime(0)
 	writer.SetConnMaxLifetime(0)
 
-	s := &Store{logger: logger, path: abs, writer: writer, metrics: m}
+	s := &Store{logger: logger, path: abs, writer: writer, metrics: m, onReused: opts.OnReused}
 	ctx, cancel := context.WithTimeout(context.Background(), busy+30*time.Second)
 	defer cancel()
 	version, err := migrate(ctx, writer)

@@ -91,6 +91,13 @@ func (s *Store) Write(ctx context.Context, values [][]byte) (WriteResult, error)
 			"cluster", r.cluster, "auditID", r.auditID, "stage", r.stage, "verb", r.verb, "user", r.username,
 			"resource", r.resource, "namespace", r.namespace, "name", r.name)
 	}
+	if s.onReused != nil && len(ins.reused) > 0 {
+		events := make([][]byte, len(ins.reused))
+		for i, r := range ins.reused {
+			events[i] = []byte(r.event)
+		}
+		s.onReused(ctx, events)
+	}
 	return res, nil
 }
 

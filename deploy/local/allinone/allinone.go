@@ -53,10 +53,13 @@ type Pipeline struct {
 	brokers     []string
 	sasl        kafka.SASL // the embedded broker's user; zero with external brokers
 	store       *local.Store
-	groups      []kafka.GroupConsumer
-	servers     []*http.Server
-	webhookURL  string
-	apiURL      string
+	// reusedAlerts writes the alerts of rules on the store's reuse
+	// marker (reused.go); nil without an alerts topic.
+	reusedAlerts kafka.Producer
+	groups       []kafka.GroupConsumer
+	servers      []*http.Server
+	webhookURL   string
+	apiURL       string
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -111,7 +114,12 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	if err := privatefs.MkdirAll(filepath.Dir(storePath)); err != nil {
 		return nil, err
 	}
-	p.store, err = local.Open(storePath, local.Options{Logger: logger.With("component", "store"), Registerer: reg})
+	if cfg.Topics.Alerts != "" {
+		if p.reusedAlerts, err = saramakafka.NewProducer(kafka.ProducerConfig{Brokers: p.brokers, ClientID: "auditpipe-allinone-alerts", SASL: p.sasl}); err != nil {
+			return nil, fmt.Errorf("alerts producer: %w", err)
+		}
+	}
+	p.store, err = local.Open(storePath, local.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: p.raiseReusedAlerts})
 	if err != nil {
 		return nil, fmt.Errorf("open local store %s: %w", storePath, err)
 	}
@@ -426,6 +434,11 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 		if p.consumer != nil {
 			if err := p.consumer.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close consumer sinks: %w", err))
+			}
+		}
+		if p.reusedAlerts != nil {
+			if err := p.reusedAlerts.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close alerts producer: %w", err))
 			}
 		}
 		if p.admin != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
+	"github.com/auditpipe/auditpipe/processor/detect"
 	"github.com/auditpipe/auditpipe/processor/policies"
 	"github.com/auditpipe/auditpipe/processor/policy"
 	"github.com/auditpipe/auditpipe/processor/replay"
@@ -30,7 +31,10 @@ const replayUsage = `Usage: auditpipe replay [flags]
 
 Re-reads the raw topic (the bytes as the apiservers sent them) for a time
 window or offset range, optionally for chosen clusters, through an audit
-policy, into a target: a Kafka topic or a local store file.
+policy, into a target: a Kafka topic or a local store file. The detection
+rules run as in the processor (the shipped set plus --rules): replayed
+events carry auditpipe.detections and the summary counts matches per
+rule; alerts are written only with --alerts-topic.
 
   # what would lean.yaml keep of last week's history, per rule and cluster?
   auditpipe replay --dry-run --from 168h --policy lean.yaml
@@ -70,7 +74,9 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	offsets := fs.String("offsets", "", "exact offset `ranges` instead of a window: PARTITION:START-END[,...], END exclusive")
 	clusters := fs.String("cluster", "", "comma-separated cluster `ids` to replay (default: all)")
 	policyPath := fs.String("policy", "", "audit.k8s.io/v1 Policy `file` (default: the TKE default policy)")
-	dryRun := fs.Bool("dry-run", false, "evaluate and count per rule and per cluster, write nothing")
+	rulesPath := fs.String("rules", "", "detection rules `file` evaluated with the shipped set, as the processor's --rules")
+	alertsTopic := fs.String("alerts-topic", "", "`topic` for the alerts of detection rule matches (default: counted, not written: replaying history pages no one)")
+	dryRun := fs.Bool("dry-run", false, "evaluate and count per policy rule, cluster and detection rule; write nothing")
 	target := fs.String("target", "kafka", "where processed events go: kafka (--target-topic) or local (--store)")
 	targetTopic := fs.String("target-topic", "", "`topic` for --target kafka (must exist)")
 	dlqTopic := fs.String("dlq-topic", "", "`topic` for records the processor cannot handle (default: counted, not written)")
@@ -115,6 +121,11 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	cfg.PolicyID = policyID
+	rules, rulesID, err := loadReplayRules(*rulesPath)
+	if err != nil {
+		return err
+	}
+	cfg.RulesID = rulesID
 
 	sasl, err := credentials()
 	if err != nil {
@@ -125,7 +136,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer reader.Close()
-	deps := replay.Deps{Reader: reader, Policy: pol, Logger: logger}
+	deps := replay.Deps{Reader: reader, Policy: pol, Detections: &detect.Fleet{Default: rules}, Logger: logger}
 
 	if !*dryRun {
 		var producer kafka.Producer
@@ -174,6 +185,13 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				return err
 			}
 			deps.DLQ = replay.KafkaTarget{Producer: p, Topic: *dlqTopic}
+		}
+		if *alertsTopic != "" {
+			p, err := newProducer()
+			if err != nil {
+				return err
+			}
+			deps.Alerts = replay.KafkaTarget{Producer: p, Topic: *alertsTopic}
 		}
 	}
 
@@ -256,6 +274,28 @@ func loadReplayPolicy(path string) (*policy.Policy, string, error) {
 	}
 	sum := sha256.Sum256(data)
 	return pol, name + "@sha256:" + hex.EncodeToString(sum[:6]), nil
+}
+
+// loadReplayRules loads the shipped detection rules and the user's file
+// (the processor's set, without per-cluster overrides) and names them by
+// content, so that a checkpoint is resumed only with the same rules.
+func loadReplayRules(path string) (*detect.Set, string, error) {
+	set, err := detect.LoadDefault(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("load detection rules: %w", err)
+	}
+	h := sha256.New()
+	h.Write(detect.DefaultRules())
+	name := "default"
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, "", fmt.Errorf("load detection rules: %w", err)
+		}
+		h.Write(data)
+		name += "+" + filepath.Base(path)
+	}
+	return set, name + "@sha256:" + hex.EncodeToString(h.Sum(nil)[:6]), nil
 }
 
 // parseWhen reads an RFC 3339 time or a duration before now.

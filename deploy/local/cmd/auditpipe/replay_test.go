@@ -114,6 +114,7 @@ func TestReplayCommandDryRunAndLocalStore(t *testing.T) {
 	t.Log(dry.String())
 	predicted := totalEventsOut(t, dry.String())
 	require.Positive(t, predicted)
+	require.Regexp(t, `(?m)^\s*detection rule\s+matches`, dry.String(), "the dry run counts matches per detection rule")
 
 	store := filepath.Join(dir, "events.db")
 	var out bytes.Buffer
@@ -127,6 +128,25 @@ func TestReplayCommandDryRunAndLocalStore(t *testing.T) {
 	for id := range ids {
 		require.True(t, strings.HasPrefix(id, "c2/"), id)
 	}
+	// The replay ran the detection rules: the dry run's table lists the
+	// rules that matched and the stored events carry them.
+	s, err := local.Open(store, local.Options{})
+	require.NoError(t, err)
+	all, err := s.Query(ctx, local.Query{Limit: local.MaxLimit})
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	detected := 0
+	for _, raw := range all.Events {
+		var pe schemas.ProcessedEvent
+		require.NoError(t, json.Unmarshal(raw, &pe))
+		if len(pe.Pipeline.Detections) > 0 {
+			detected++
+		}
+		for _, id := range pe.Pipeline.Detections {
+			require.Regexp(t, `(?m)^\s*`+id+`\s+[1-9][0-9]*\s*$`, dry.String())
+		}
+	}
+	require.Positive(t, detected, "replayed events carry auditpipe.detections")
 
 	// Errors name the flag.
 	require.ErrorContains(t, run(ctx, append(base, "--from", "yesterday", "--dry-run"), &out, &bytes.Buffer{}), "--from")

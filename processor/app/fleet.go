@@ -198,10 +198,14 @@ func newReloadMetrics(reg prometheus.Registerer) *prometheus.CounterVec {
 
 // reload reads the configuration and applies it, or logs why not and
 // keeps the current one.
+//
+// The files are read under reloadMu: two reloads at once (the watcher's and
+// an explicit one, e.g. SIGHUP) must apply in the order they read, or the
+// slower could put an older file's policy back in force after the newer.
 func (a *App) reload() error {
-	l, err := loadFleet(a.cfg)
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	l, err := loadFleet(a.cfg)
 	if len(l.files) > 0 {
 		a.watched = l.files
 	}

@@ -1,12 +1,11 @@
 package detect
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 
+	"github.com/auditpipe/auditpipe/processor/internal/eventfile"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -59,40 +58,8 @@ func (s *Set) Tally(r io.Reader) ([]RuleTally, int, error) {
 		}
 		return nil
 	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, 0, fmt.Errorf("read events: %w", err)
-	}
-	if list, ok := eventList(data); ok {
-		for i, item := range list {
-			if err := add(item, fmt.Sprintf("items[%d]", i)); err != nil {
-				return nil, 0, err
-			}
-		}
-		return tallies, events, nil
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 64<<20)
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
-		where := fmt.Sprintf("line %d", line)
-		if list, ok := eventList(b); ok {
-			for i, item := range list {
-				if err := add(item, fmt.Sprintf("%s: items[%d]", where, i)); err != nil {
-					return nil, 0, err
-				}
-			}
-			continue
-		}
-		if err := add(b, where); err != nil {
-			return nil, 0, err
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, 0, fmt.Errorf("read events: %w", err)
+	if err := eventfile.Each(r, add); err != nil {
+		return nil, 0, err
 	}
 	return tallies, events, nil
 }
@@ -112,24 +79,4 @@ func example(where string, ev *schemas.Event) string {
 		}
 	}
 	return fmt.Sprintf("%s: %s %s by %s (%s)", where, ev.Verb, obj, ev.User.Username, ev.AuditID)
-}
-
-// eventList returns the items of an EventList, or of a single event when
-// data is exactly one JSON value spanning lines (the same reading as
-// processor policy test).
-func eventList(data []byte) ([]json.RawMessage, bool) {
-	var probe struct {
-		Kind  string            `json:"kind"`
-		Items []json.RawMessage `json:"items"`
-	}
-	if json.Unmarshal(data, &probe) != nil {
-		return nil, false
-	}
-	if probe.Kind == "EventList" {
-		return probe.Items, true
-	}
-	if bytes.Count(bytes.TrimSpace(data), []byte("\n")) > 0 {
-		return []json.RawMessage{data}, true // one pretty-printed event
-	}
-	return nil, false
 }

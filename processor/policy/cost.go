@@ -1,12 +1,11 @@
 package policy
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 
+	"github.com/auditpipe/auditpipe/processor/internal/eventfile"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -62,60 +61,8 @@ func (p *Policy) Cost(r io.Reader) ([]RuleCost, error) {
 		c.BytesAfter += int64(len(out))
 		return nil
 	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
-	}
-	// A whole-input EventList (or pretty-printed event) first.
-	if list, ok := eventList(data); ok {
-		for i, item := range list {
-			if err := add(item, fmt.Sprintf("items[%d]", i)); err != nil {
-				return nil, err
-			}
-		}
-		return costs, nil
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 64<<20)
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
-		where := fmt.Sprintf("line %d", line)
-		if list, ok := eventList(b); ok {
-			for i, item := range list {
-				if err := add(item, fmt.Sprintf("%s: items[%d]", where, i)); err != nil {
-					return nil, err
-				}
-			}
-			continue
-		}
-		if err := add(b, where); err != nil {
-			return nil, err
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
+	if err := eventfile.Each(r, add); err != nil {
+		return nil, err
 	}
 	return costs, nil
-}
-
-// eventList returns the items of an EventList, or of a single event when
-// data is exactly one JSON value spanning lines.
-func eventList(data []byte) ([]json.RawMessage, bool) {
-	var probe struct {
-		Kind  string            `json:"kind"`
-		Items []json.RawMessage `json:"items"`
-	}
-	if json.Unmarshal(data, &probe) != nil {
-		return nil, false
-	}
-	if probe.Kind == "EventList" {
-		return probe.Items, true
-	}
-	if bytes.Count(bytes.TrimSpace(data), []byte("\n")) > 0 {
-		return []json.RawMessage{data}, true // one pretty-printed event
-	}
-	return nil, false
 }

@@ -287,18 +287,16 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record, alerts *[
 	if err != nil {
 		return p.dlq(rec, origin, err.Error()), OutcomeDLQ
 	}
-	pe := schemas.ProcessedEvent{Event: ev, Pipeline: schemas.Pipeline{
-		ContentHash:   hash,
-		SchemaVersion: schemas.SchemaVersion,
-		Cluster:       cluster,
-		Source:        string(rec.HeaderValue(schemas.HeaderSource)),
-		ReceivedAt:    receivedAt.UTC(),
-		ProcessedAt:   p.now().UTC(),
-		OriginalLevel: originalLevel,
-		Origin:        origin,
-		Cut:           doc.Cut(),
-		Detections:    detections,
-	}}
+	// What the rules saw of the pipeline (cluster, source, origin), plus
+	// what is known now.
+	pl.ContentHash = hash
+	pl.SchemaVersion = schemas.SchemaVersion
+	pl.ReceivedAt = receivedAt.UTC()
+	pl.ProcessedAt = p.now().UTC()
+	pl.OriginalLevel = originalLevel
+	pl.Cut = doc.Cut()
+	pl.Detections = detections
+	pe := schemas.ProcessedEvent{Event: ev, Pipeline: pl}
 	// Redaction runs after the policy (which may already have dropped
 	// the bodies) and before anything is encoded, whatever the level.
 	pe.Pipeline.Redacted = redact.Event(&pe.Event)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/alerts"
 	"github.com/auditpipe/auditpipe/internal/audittest"
-	"github.com/auditpipe/auditpipe/schemas"
 	"github.com/stretchr/testify/require"
 	auditinternal "k8s.io/apiserver/pkg/apis/audit"
 )
@@ -133,7 +132,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 	for id, rule := range want {
 		var ids []string
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			res := searchAPIEvents(t, p.APIURL(), url.Values{"cluster": {cluster}, "q": {"auditpipe.detections:" + rule}})
+			res := searchAPI(t, p.APIURL(), url.Values{"cluster": {cluster}, "q": {"auditpipe.detections:" + rule}}).Events
 			ids = ids[:0]
 			for _, e := range res {
 				require.Contains(t, e.Pipeline.Detections, rule)
@@ -157,20 +156,4 @@ func TestAlertsEndToEnd(t *testing.T) {
 		require.Equal(t, want[e.AuditID], e.Rule)
 		require.Equal(t, alerts.OutcomeDelivered, e.Outcome)
 	}
-}
-
-// searchEvents runs a CLS-syntax search through GET /api/v1/search.
-func searchAPIEvents(t *testing.T, api string, q url.Values) []schemas.ProcessedEvent {
-	t.Helper()
-	resp, err := http.Get(api + "/api/v1/search?" + q.Encode())
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-	var out struct {
-		Events []schemas.ProcessedEvent `json:"events"`
-	}
-	require.NoError(t, json.Unmarshal(body, &out), string(body))
-	return out.Events
 }

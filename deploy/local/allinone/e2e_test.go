@@ -177,7 +177,18 @@ type eventsResponse struct {
 
 func queryEvents(t *testing.T, api string, q url.Values) eventsResponse {
 	t.Helper()
-	resp, err := http.Get(api + "/api/v1/events?" + q.Encode())
+	return getEvents(t, api+"/api/v1/events", q)
+}
+
+// searchAPI runs a CLS-syntax search through GET /api/v1/search.
+func searchAPI(t *testing.T, api string, q url.Values) eventsResponse {
+	t.Helper()
+	return getEvents(t, api+"/api/v1/search", q)
+}
+
+func getEvents(t *testing.T, endpoint string, q url.Values) eventsResponse {
+	t.Helper()
+	resp, err := http.Get(endpoint + "?" + q.Encode())
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)

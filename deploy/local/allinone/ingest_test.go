@@ -170,22 +170,6 @@ func mustField(t *testing.T, obj json.RawMessage, key string) json.RawMessage {
 	return m[key]
 }
 
-// searchEvents runs a CLS query through the search API and returns the events.
-func searchEvents(t *testing.T, p *Pipeline, cluster, q string) []schemas.ProcessedEvent {
-	t.Helper()
-	resp, err := http.Get(p.APIURL() + "/api/v1/search?" + url.Values{"cluster": {cluster}, "q": {q}}.Encode())
-	require.NoError(t, err)
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "%.300s", body)
-	var res struct {
-		Events []schemas.ProcessedEvent `json:"events"`
-	}
-	require.NoError(t, json.Unmarshal(body, &res))
-	return res.Events
-}
-
 // TestRepeatedKeysReadOnceEndToEnd: a body with a repeated key. The
 // apiserver and every Go reader take the last copy, SQLite's json_extract
 // the first, so a search found the event by a value no Go reader (nor the
@@ -200,6 +184,6 @@ func TestRepeatedKeysReadOnceEndToEnd(t *testing.T) {
 	require.JSONEq(t, `{"k":"last"}`, string(mustField(t, stored.Events[0].RequestObject, "data")))
 	// requestObject is one text field for search, as in CLS (decision
 	// 0006): the first copy's value is nowhere in the stored event.
-	require.Empty(t, searchEvents(t, p, cluster, "requestObject:first"))
-	require.Len(t, searchEvents(t, p, cluster, "requestObject:last"), 1)
+	require.Empty(t, searchAPI(t, p.APIURL(), url.Values{"cluster": {cluster}, "q": {"requestObject:first"}}).Events)
+	require.Len(t, searchAPI(t, p.APIURL(), url.Values{"cluster": {cluster}, "q": {"requestObject:last"}}).Events, 1)
 }

@@ -72,7 +72,7 @@ func TestReusedAuditIDIsKeptAndMarked(t *testing.T) {
 	waitForMetric(t, p.APIURL(), `auditpipe_clssink_auditid_reused_total`, 1)
 
 	// Both stored, once each; the first unmarked, the second marked.
-	all := searchReuse(t, p.APIURL(), url.Values{"q": {`auditID:"` + string(harmless.AuditID) + `"`}, "cluster": {cluster}})
+	all := searchAPI(t, p.APIURL(), url.Values{"q": {`auditID:"` + string(harmless.AuditID) + `"`}, "cluster": {cluster}})
 	require.Equal(t, 2, all.Total)
 	byVerb := map[string]schemas.ProcessedEvent{}
 	for _, e := range all.Events {
@@ -87,7 +87,7 @@ func TestReusedAuditIDIsKeptAndMarked(t *testing.T) {
 	require.Equal(t, string(harmless.Stage), byVerb["delete"].Stage)
 
 	// Search finds the marked one by the field.
-	marked := searchReuse(t, p.APIURL(), url.Values{"q": {"auditpipe.auditIDReused:true"}, "cluster": {cluster}})
+	marked := searchAPI(t, p.APIURL(), url.Values{"q": {"auditpipe.auditIDReused:true"}, "cluster": {cluster}})
 	require.Equal(t, 1, marked.Total)
 	require.Equal(t, "delete", marked.Events[0].Verb)
 
@@ -139,19 +139,6 @@ func postItem(t *testing.T, hook string, item []byte) {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(resp.Body)
 	require.Equal(t, http.StatusOK, resp.StatusCode, string(msg))
-}
-
-func searchReuse(t *testing.T, api string, q url.Values) eventsResponse {
-	t.Helper()
-	resp, err := http.Get(api + "/api/v1/search?" + q.Encode())
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
-	var out eventsResponse
-	require.NoError(t, json.Unmarshal(body, &out), string(body))
-	return out
 }
 
 // clsLogs returns the contents of the logs the local CLS server holds for

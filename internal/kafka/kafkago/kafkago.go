@@ -142,16 +142,44 @@ func newTransport(clientID string, s security) *kgo.Transport {
 	return &kgo.Transport{ClientID: clientID, DialTimeout: dialTimeout, Dial: s.dialer.DialContext, SASL: s.mech}
 }
 
-// describingTransport is a transport whose authentication failures say
-// who failed where (security.describe).
+// describingTransport is a transport whose errors say what failed where:
+// authentication failures name the brokers, mechanism and user
+// (security.describe), and "Broker Not Available", which is all kafka-go's
+// Client says when it could not connect or authenticate, gets the cause.
 type describingTransport struct {
 	*kgo.Transport
-	sec security
+	clientID string
+	sec      security
 }
 
 func (t describingTransport) RoundTrip(ctx context.Context, addr net.Addr, req kgo.Request) (kgo.Response, error) {
 	resp, err := t.Transport.RoundTrip(ctx, addr, req)
+	if errors.Is(err, kgo.BrokerNotAvailable) {
+		if perr := t.probe(ctx); perr != nil {
+			err = fmt.Errorf("%w; cause: %w", err, t.sec.describe(perr))
+		}
+	}
 	return resp, t.sec.describe(err)
+}
+
+// probe connects and authenticates to the bootstrap brokers one at a time
+// and returns the first failure when none works, nil as soon as one does.
+func (t describingTransport) probe(ctx context.Context) error {
+	d := newDialer(t.clientID, t.sec)
+	var first error
+	for _, b := range t.sec.brokers {
+		conn, err := d.DialContext(ctx, "tcp", b)
+		if err == nil {
+			_ = conn.Close()
+			return nil
+		}
+		if first == nil {
+			// kafka.Dialer's errors and kafka-go's SASL errors name
+			// the broker already.
+			first = err
+		}
+	}
+	return first
 }
 
 func toMessage(r kafka.Record) kgo.Message {

@@ -162,16 +162,23 @@ func (t describingTransport) RoundTrip(ctx context.Context, addr net.Addr, req k
 	return resp, t.sec.describe(err)
 }
 
-// probe connects and authenticates to the bootstrap brokers one at a time
-// and returns the first failure when none works, nil as soon as one does.
+// probe connects, authenticates and sends one request to the bootstrap
+// brokers one at a time, and returns the first failure when none works,
+// nil as soon as one does.
 func (t describingTransport) probe(ctx context.Context) error {
 	d := newDialer(t.clientID, t.sec)
 	var first error
 	for _, b := range t.sec.brokers {
 		conn, err := d.DialContext(ctx, "tcp", b)
 		if err == nil {
+			// One request: a broker that refuses the client certificate
+			// says so only now (TLS 1.3).
+			_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+			_, err = conn.ApiVersions()
 			_ = conn.Close()
-			return nil
+			if err == nil {
+				return nil
+			}
 		}
 		if first == nil {
 			// kafka.Dialer's errors and kafka-go's SASL errors name

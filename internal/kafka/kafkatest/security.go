@@ -136,6 +136,7 @@ func RunSecurity(t *testing.T, f SecurityFactory) {
 		t.Run("RoundTrip/"+m, func(t *testing.T) { securityRoundTrip(t, f, c.SASL(m)) })
 	}
 	t.Run("RoundTrip/MutualTLS", func(t *testing.T) { securityRoundTrip(t, f, c.MutualTLS()) })
+	t.Run("MutualTLSWithoutCertificate", func(t *testing.T) { testNoClientCert(t, f, c) })
 	t.Run("WrongPassword", func(t *testing.T) { testWrongPassword(t, f, c) })
 	t.Run("UntrustedCA", func(t *testing.T) { testUntrustedCA(t, f, c) })
 	t.Run("WrongPasswordBacksOff", func(t *testing.T) { testWrongPasswordBacksOff(t, f, c) })
@@ -248,6 +249,22 @@ func testWrongPassword(t *testing.T, f SecurityFactory, c SecureCluster) {
 			}
 			require.NotContains(t, msg, "not-the-password", "%s %s: the error leaks the password", m, client)
 		}
+	}
+}
+
+// testNoClientCert connects to the mutual TLS listener without a client
+// certificate. With TLS 1.3 the broker refuses it after the client's side
+// of the handshake completed, at the first request; the error must still
+// name the broker and the TLS handshake.
+func testNoClientCert(t *testing.T, f SecurityFactory, c SecureCluster) {
+	conn := c.MutualTLS()
+	conn.TLS.CertFile, conn.TLS.KeyFile = "", ""
+	for client, err := range clientErrors(t, f, conn) {
+		require.Error(t, err, "%s without a client certificate", client)
+		msg := err.Error()
+		t.Logf("%s: %s", client, msg)
+		require.ErrorIs(t, err, kafka.ErrTLSHandshake, "%s: %s", client, msg)
+		require.Contains(t, msg, "kafka broker "+c.MTLS[0]+": TLS handshake: ", client)
 	}
 }
 

@@ -1,7 +1,13 @@
 package kafka_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"flag"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -135,4 +141,13 @@ func TestConnectionYAMLAndFlags(t *testing.T) {
 
 	require.ErrorContains(t, kafka.Connection{}.Validate(), "no brokers")
 	require.ErrorContains(t, kafka.Connection{Brokers: []string{"a:1"}, SASL: kafka.SASL{Mechanism: "GSSAPI"}}.Validate(), `mechanism "GSSAPI" is not supported`)
+}
+
+func TestRefused(t *testing.T) {
+	require.False(t, kafka.Refused(nil))
+	require.False(t, kafka.Refused(fmt.Errorf("kafka broker a:1: %w: %w", kafka.ErrTLSHandshake, io.EOF)), "EOF in a handshake: a restarting broker")
+	require.True(t, kafka.Refused(kafka.AuthFailed(errors.New("[58]"), []string{"a:1"}, kafka.SASL{Mechanism: kafka.SASLPlain, Username: "u"})))
+	require.True(t, kafka.Refused(fmt.Errorf("x: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}})))
+	alert := &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}
+	require.True(t, kafka.Refused(fmt.Errorf("kafka broker a:1: %w: %w", kafka.ErrTLSHandshake, alert)))
 }

@@ -209,6 +209,22 @@ func AuthFailed(err error, brokers []string, s SASL) error {
 	return fmt.Errorf("%s: SASL %s %w for user %q: %w", brokerNames(brokers), s.Mechanism, ErrAuthentication, s.Username, err)
 }
 
+// Refused reports whether err says that the client or a broker refused
+// the other's credentials: a broker certificate that does not verify, a
+// TLS alert from the broker (a refused or missing client certificate), or
+// a failed SASL authentication. Unlike an EOF or a reset in the middle of
+// a handshake, which a restarting broker causes too, these do not go away
+// by retrying.
+func Refused(err error) bool {
+	if err == nil {
+		return false
+	}
+	var verify *tls.CertificateVerificationError
+	var op *net.OpError
+	return errors.Is(err, ErrAuthentication) || errors.As(err, &verify) ||
+		(errors.Is(err, ErrTLSHandshake) && errors.As(err, &op) && op.Op == "remote error")
+}
+
 // brokerNames is "kafka broker a:1" or "kafka brokers a:1,b:2".
 func brokerNames(brokers []string) string {
 	if len(brokers) == 1 {

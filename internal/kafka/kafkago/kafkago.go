@@ -126,10 +126,9 @@ func (s security) describe(err error) error {
 }
 
 // permanent reports whether err is one that retrying at once cannot fix:
-// an untrusted certificate or a refused password.
+// an untrusted certificate or a refused password (see kafka.Refused).
 func permanent(err error) bool {
-	return errors.Is(err, kafka.ErrTLSHandshake) || errors.Is(err, kafka.ErrAuthentication) ||
-		errors.Is(err, kgo.SASLAuthenticationFailed)
+	return kafka.Refused(err) || errors.Is(err, kgo.SASLAuthenticationFailed)
 }
 
 // newDialer and newTransport connect with s. kafka-go's own TLS stays off:

@@ -244,6 +244,7 @@ func testWrongPassword(t *testing.T, f SecurityFactory, c SecureCluster) {
 			msg := err.Error()
 			t.Logf("%s %s: %s", m, client, msg)
 			require.ErrorIs(t, err, kafka.ErrAuthentication, "%s %s: %s", m, client, msg)
+			require.True(t, kafka.Refused(err), "%s %s: kafka.Refused(%s)", m, client, msg)
 			for _, part := range []string{c.SASLSSL[0], "SASL " + m + " authentication failed", `user "` + c.User + `"`} {
 				require.Contains(t, msg, part, "%s %s", m, client)
 			}
@@ -264,6 +265,7 @@ func testNoClientCert(t *testing.T, f SecurityFactory, c SecureCluster) {
 		msg := err.Error()
 		t.Logf("%s: %s", client, msg)
 		require.ErrorIs(t, err, kafka.ErrTLSHandshake, "%s: %s", client, msg)
+		require.True(t, kafka.Refused(err), "%s: kafka.Refused(%s)", client, msg)
 		require.Contains(t, msg, "kafka broker "+c.MTLS[0]+": TLS handshake: ", client)
 	}
 }
@@ -276,6 +278,7 @@ func testUntrustedCA(t *testing.T, f SecurityFactory, c SecureCluster) {
 		msg := err.Error()
 		t.Logf("%s: %s", client, msg)
 		require.ErrorIs(t, err, kafka.ErrTLSHandshake, "%s: %s", client, msg)
+		require.True(t, kafka.Refused(err), "%s: kafka.Refused(%s)", client, msg)
 		require.Contains(t, msg, "kafka broker "+c.SASLSSL[0]+": TLS handshake: ", client)
 		require.Contains(t, msg, "x509: certificate signed by unknown authority", client)
 	}

@@ -99,8 +99,40 @@ func str(v []byte, s *string) bool {
 		*s = string(v[1 : len(v)-1])
 		return true
 	default:
-		return json.Unmarshal(v, s) == nil
+		return unescape(v[1:len(v)-1], s) || json.Unmarshal(v, s) == nil
 	}
+}
+
+// unescape decodes the escapes of a valid string's contents but \u
+// (false: encoding/json decodes those, surrogates and all).
+func unescape(v []byte, s *string) bool {
+	out := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch v[i] {
+		case '"', '\\', '/':
+			out = append(out, v[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		default:
+			return false
+		}
+	}
+	*s = string(out)
+	return true
 }
 
 // strs decodes an array of strings (null: nil; [] an empty slice, as
@@ -145,13 +177,17 @@ func strs(v []byte, out *[]string) bool {
 // stringEnd is the offset after the closing quote of the valid string
 // starting at v[i].
 func stringEnd(v []byte, i int) int {
-	for j := i + 1; j < len(v); j++ {
-		switch v[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
+	for j := i + 1; j < len(v); {
+		k := bytes.IndexAny(v[j:], "\"\\")
+		if k < 0 {
+			return len(v)
 		}
+		j += k
+		if v[j] == '\\' {
+			j += 2
+			continue
+		}
+		return j + 1
 	}
 	return len(v)
 }
@@ -166,17 +202,67 @@ func skipWS(v []byte, i int) int {
 // fields calls fn with the unescaped key and the value of every member of
 // the object v; false when v is not an object, a key holds escapes or fn
 // says so.
+// v is valid JSON (Parse normalized it), so this only finds where
+// members start and end.
 func fields(v []byte, fn func(key string, val []byte) bool) bool {
 	if len(v) == 0 || v[0] != '{' {
 		return false
 	}
-	ok := true
-	err := jsonbytes.Members(v, func(m jsonbytes.Member) {
-		if ok && (m.KeyEscaped || !fn(string(m.Key), v[m.ValueStart:m.ValueEnd])) {
-			ok = false
+	i := skipWS(v, 1)
+	if v[i] == '}' {
+		return true
+	}
+	for {
+		end := stringEnd(v, i)
+		key := v[i+1 : end-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return false
 		}
-	})
-	return ok && err == nil
+		i = skipWS(v, skipWS(v, end)+1) // past the colon
+		vend := skipValue(v, i)
+		if !fn(string(key), v[i:vend]) {
+			return false
+		}
+		i = skipWS(v, vend)
+		if v[i] == '}' {
+			return true
+		}
+		i = skipWS(v, i+1) // past the comma
+	}
+}
+
+// skipValue is the offset after the valid JSON value at v[i].
+func skipValue(v []byte, i int) int {
+	switch v[i] {
+	case '"':
+		return stringEnd(v, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(v); j++ {
+			switch v[j] {
+			case '"':
+				j = stringEnd(v, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(v)
+	default: // number, true, false, null
+		j := i
+		for j < len(v) {
+			switch v[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				return j
+			}
+			j++
+		}
+		return j
+	}
 }
 
 func userInfo(v []byte, u *schemas.UserInfo) bool {

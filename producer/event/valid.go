@@ -140,17 +140,22 @@ func ws(b []byte, i int) int {
 
 // stringEnd is the offset after the closing quote of the string at b[i].
 func stringEnd(b []byte, i int) int {
+	// In a valid string, a quote ends it unless an odd number of
+	// backslashes precede it.
 	for j := i + 1; j < len(b); {
-		k := bytes.IndexAny(b[j:], "\"\\")
+		k := bytes.IndexByte(b[j:], '"')
 		if k < 0 {
 			return len(b)
 		}
 		j += k
-		if b[j] == '\\' {
-			j += 2
-			continue
+		n := 0
+		for b[j-1-n] == '\\' {
+			n++
 		}
-		return j + 1
+		if n%2 == 0 {
+			return j + 1
+		}
+		j++
 	}
 	return len(b)
 }

@@ -177,17 +177,22 @@ func strs(v []byte, out *[]string) bool {
 // stringEnd is the offset after the closing quote of the valid string
 // starting at v[i].
 func stringEnd(v []byte, i int) int {
+	// In a valid string, a quote ends it unless an odd number of
+	// backslashes precede it.
 	for j := i + 1; j < len(v); {
-		k := bytes.IndexAny(v[j:], "\"\\")
+		k := bytes.IndexByte(v[j:], '"')
 		if k < 0 {
 			return len(v)
 		}
 		j += k
-		if v[j] == '\\' {
-			j += 2
-			continue
+		n := 0
+		for v[j-1-n] == '\\' {
+			n++
 		}
-		return j + 1
+		if n%2 == 0 {
+			return j + 1
+		}
+		j++
 	}
 	return len(v)
 }
@@ -374,7 +379,7 @@ func timestamp(v []byte, t interface{ UnmarshalJSON([]byte) error }) bool {
 // stringMap decodes an object of strings into a new map (an empty object
 // gives an empty map, as encoding/json does).
 func stringMap(v []byte, out *map[string]string) bool {
-	m := map[string]string{}
+	m := make(map[string]string, 8) // an event has a handful of annotations
 	if !fields(v, func(k string, val []byte) bool {
 		if isNull(val) {
 			return false // encoding/json stores ""; rare

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/schemas"
 	"github.com/stretchr/testify/require"

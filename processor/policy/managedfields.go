@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 )
 
 // WithoutManagedFields returns body without metadata.managedFields, the

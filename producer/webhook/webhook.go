@@ -223,9 +223,15 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.metrics.bytes.WithLabelValues(cluster).Add(float64(len(body)))
 
 	var list eventList
-	if err := json.Unmarshal(body, &list); err != nil {
-		rc.fail(w, cluster, http.StatusBadRequest, "not_eventlist", "body is not an audit.k8s.io EventList: "+describeJSONError(body, err))
-		return
+	var split bool
+	// One pass for the common forms, items as sub-slices of the body;
+	// encoding/json for the rest, and to say what is wrong.
+	if list.Kind, list.APIVersion, list.Items, split = event.SplitEventList(body); !split {
+		list = eventList{}
+		if err := json.Unmarshal(body, &list); err != nil {
+			rc.fail(w, cluster, http.StatusBadRequest, "not_eventlist", "body is not an audit.k8s.io EventList: "+describeJSONError(body, err))
+			return
+		}
 	}
 	if list.Kind != "" && list.Kind != "EventList" {
 		rc.fail(w, cluster, http.StatusBadRequest, "not_eventlist", fmt.Sprintf("body is not an audit.k8s.io EventList: kind is %q", list.Kind))
@@ -277,7 +283,8 @@ func (rc *Receiver) records(cluster string, items []json.RawMessage, received ti
 			{Key: schemas.HeaderReceivedAt, Value: receivedAt},
 			{Key: schemas.HeaderSchemaVersion, Value: version},
 		}
-		id, value, cut, reason := event.Classify(item, rc.cfg.MaxEventBytes)
+		// The body was validated as a whole above.
+		id, value, cut, reason := event.ClassifyValid(item, rc.cfg.MaxEventBytes)
 		if cut {
 			truncated++
 		}

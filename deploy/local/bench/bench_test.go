@@ -40,7 +40,7 @@ func TestRunCountsAddUp(t *testing.T) {
 	require.NoError(t, err)
 
 	units := Units(o)
-	require.Len(t, units, 11, "4 stages x (baseline, stage) + e2e (baseline, stage, paced)")
+	require.Len(t, units, 12, "franz + 4 stages x (baseline, stage) + e2e (baseline, stage, paced)")
 	require.Len(t, rep.Results, len(units))
 	for i, res := range rep.Results {
 		require.Equal(t, units[i], res.Unit)
@@ -68,6 +68,12 @@ func TestRunCountsAddUp(t *testing.T) {
 		} else {
 			require.Nil(t, res.VsBaseline, res.Unit.String())
 		}
+		if res.Stage == StageFranz {
+			require.Nil(t, res.VsFranz)
+		} else {
+			require.NotNil(t, res.VsFranz, res.Unit.String())
+			require.Positive(t, res.VsFranz.CPUPerEvent)
+		}
 	}
 
 	var table bytes.Buffer
@@ -83,6 +89,7 @@ func TestRunCountsAddUp(t *testing.T) {
 	require.Equal(t, len(units), rows, table.String())
 	require.Contains(t, table.String(), "events/s")
 	require.Contains(t, table.String(), "CPU vs base")
+	require.Contains(t, table.String(), "CPU vs franz")
 
 	var js bytes.Buffer
 	require.NoError(t, rep.WriteJSON(&js))

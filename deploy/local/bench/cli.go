@@ -19,6 +19,9 @@ const usage = `Usage: auditbench [flags]
 Measures every stage of auditpipe side by side with a pass-through baseline
 (the same records through the same Kafka client and broker, no processing):
 
+  franz      no stage: a plain franz-go consume → produce pass-through of the
+             same records; every other unit is also reported against it
+             ("vs franz"), so a slow client cannot hide behind its own baseline
   producer   webhook POSTs of EventList batches until Kafka acknowledged them
              (baseline: the same records, same batches, produced directly)
   processor  raw → events through the real pipeline handler under the real

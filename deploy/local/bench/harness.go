@@ -24,6 +24,10 @@ const (
 	// CLS server.
 	StageCLS = "consumer-cls"
 	StageE2E = "e2e"
+	// StageFranz is no stage of ours: a plain franz-go consume → produce
+	// pass-through, the fastest client's cost of moving the same records
+	// on the same broker. Every other unit is reported against it too.
+	StageFranz = "franz"
 
 	// VariantStage runs the real stage.
 	VariantStage = "stage"
@@ -41,7 +45,7 @@ const (
 )
 
 // AllStages lists the stages in report order.
-var AllStages = []string{StageProducer, StageProcessor, StageConsumer, StageCLS, StageE2E}
+var AllStages = []string{StageFranz, StageProducer, StageProcessor, StageConsumer, StageCLS, StageE2E}
 
 // Options configure a benchmark run.
 type Options struct {
@@ -156,6 +160,9 @@ func Units(o Options) []Unit {
 				continue
 			}
 			variants := []string{VariantBaseline, VariantStage}
+			if s == StageFranz {
+				variants = []string{VariantBaseline}
+			}
 			if s == StageE2E && o.PacedRate > 0 {
 				variants = append(variants, VariantPaced)
 			}
@@ -240,6 +247,8 @@ func runUnit(ctx context.Context, o Options, u Unit, tpl *Templates, logger *slo
 		l, err = newCLSLeg(ctx, e)
 	case StageE2E:
 		l, err = newE2ELeg(ctx, e)
+	case StageFranz:
+		l, err = newFranzLeg(ctx, e)
 	default:
 		err = fmt.Errorf("unknown stage %q", u.Stage)
 	}
@@ -276,6 +285,8 @@ func newNonce() string {
 
 func latencyOf(u Unit) string {
 	switch {
+	case u.Stage == StageFranz:
+		return "one produce (acks=all) and commit of one fetched batch"
 	case u.Stage == StageProducer && u.Variant == VariantStage:
 		return "webhook POST of one batch until answered 200 (Kafka acknowledged)"
 	case u.Stage == StageProducer:

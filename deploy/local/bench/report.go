@@ -53,6 +53,9 @@ type Result struct {
 	// VsBaseline is set on stage and paced variants when the baseline of
 	// the same broker and stage succeeded.
 	VsBaseline *Ratio `json:"vsBaseline,omitempty"`
+	// VsFranz compares every other unit with the franz-go pass-through
+	// (stage franz) of the same broker, when that one succeeded.
+	VsFranz *Ratio `json:"vsFranz,omitempty"`
 	// Error is why the unit has no figures.
 	Error string `json:"error,omitempty"`
 }
@@ -113,25 +116,37 @@ func stat(v []float64) Stat {
 	return Stat{Min: s[0], Median: med}
 }
 
-// compare sets VsBaseline on every stage and paced result whose baseline
-// (same broker, same stage) has figures.
+// compare sets VsBaseline on every stage result whose baseline (same
+// broker, same stage) has figures, and VsFranz on every result but the
+// franz-go pass-through itself when that one (same broker) has figures.
 func compare(results []Result) {
 	for i := range results {
 		r := &results[i]
-		if r.Variant != VariantStage || r.Error != "" {
+		if r.Error != "" || r.Stage == StageFranz {
 			continue
 		}
 		for _, b := range results {
-			if b.Broker != r.Broker || b.Stage != r.Stage || b.Variant != VariantBaseline || b.Error != "" {
+			if b.Broker != r.Broker || b.Variant != VariantBaseline || b.Error != "" {
 				continue
 			}
-			if b.Summary.EventsPerSec.Median > 0 && b.Summary.CPUSecPer100k.Median > 0 {
-				r.VsBaseline = &Ratio{
-					EventsPerSec: r.Summary.EventsPerSec.Median / b.Summary.EventsPerSec.Median,
-					CPUPerEvent:  r.Summary.CPUSecPer100k.Median / b.Summary.CPUSecPer100k.Median,
-				}
+			switch {
+			case b.Stage == r.Stage && r.Variant == VariantStage:
+				r.VsBaseline = ratio(r.Summary, b.Summary)
+			case b.Stage == StageFranz:
+				r.VsFranz = ratio(r.Summary, b.Summary)
 			}
 		}
+	}
+}
+
+// ratio is r over base, nil when base has no figures.
+func ratio(r, base Summary) *Ratio {
+	if base.EventsPerSec.Median <= 0 || base.CPUSecPer100k.Median <= 0 {
+		return nil
+	}
+	return &Ratio{
+		EventsPerSec: r.EventsPerSec.Median / base.EventsPerSec.Median,
+		CPUPerEvent:  r.CPUSecPer100k.Median / base.CPUSecPer100k.Median,
 	}
 }
 
@@ -151,20 +166,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Options.Warmup, r.Options.Rounds, r.Options.BatchSize, r.Options.Concurrency, r.Options.Partitions)
 	fmt.Fprintln(w, "figures are medians over rounds; 'min' is the slowest round; CPU and RSS include the in-process broker on 'embedded'")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "broker\tstage\tvariant\tevents/s\tmin ev/s\tMB/s\tCPU s/100k\tp50 ms\tp99 ms\tpeak RSS MB\tev/s vs base\tCPU vs base\t")
+	fmt.Fprintln(tw, "broker\tstage\tvariant\tevents/s\tmin ev/s\tMB/s\tCPU s/100k\tp50 ms\tp99 ms\tpeak RSS MB\tev/s vs base\tCPU vs base\tev/s vs franz\tCPU vs franz\t")
 	for _, res := range r.Results {
 		if res.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\tFAILED: %s\t\t\t\t\t\t\t\t\t\n", res.Broker, res.Stage, res.Variant, res.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%s\tFAILED: %s\t\t\t\t\t\t\t\t\t\t\t\n", res.Broker, res.Stage, res.Variant, res.Error)
 			continue
 		}
 		s := res.Summary
-		ratioEPS, ratioCPU := "-", "-"
-		if res.VsBaseline != nil {
-			ratioEPS, ratioCPU = fmt.Sprintf("%.2fx", res.VsBaseline.EventsPerSec), fmt.Sprintf("%.2fx", res.VsBaseline.CPUPerEvent)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.0f\t%.1f\t%.2f\t%.1f\t%.1f\t%.0f\t%s\t%s\t\n",
+		baseEPS, baseCPU := res.VsBaseline.cells()
+		franzEPS, franzCPU := res.VsFranz.cells()
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%.0f\t%.1f\t%.2f\t%.1f\t%.1f\t%.0f\t%s\t%s\t%s\t%s\t\n",
 			res.Broker, res.Stage, res.Variant, s.EventsPerSec.Median, s.EventsPerSec.Min, s.MBPerSec.Median,
-			s.CPUSecPer100k.Median, s.P50Ms.Median, s.P99Ms.Median, float64(res.PeakRSSBytes)/(1<<20), ratioEPS, ratioCPU)
+			s.CPUSecPer100k.Median, s.P50Ms.Median, s.P99Ms.Median, float64(res.PeakRSSBytes)/(1<<20), baseEPS, baseCPU, franzEPS, franzCPU)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -185,6 +198,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	_, err := fmt.Fprintf(w, "took %.0fs\n", r.Seconds)
 	return err
+}
+
+// cells formats a ratio for the table, "-" when there is none.
+func (r *Ratio) cells() (eventsPerSec, cpuPerEvent string) {
+	if r == nil {
+		return "-", "-"
+	}
+	return fmt.Sprintf("%.2fx", r.EventsPerSec), fmt.Sprintf("%.2fx", r.CPUPerEvent)
 }
 
 // maxRSSBytes converts ru_maxrss, which Linux reports in KiB and macOS in

@@ -27,7 +27,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -100,25 +100,41 @@ func Parse(value []byte) (*Event, schemas.Event, string) {
 	if reason := e.ambiguous(); reason != "" {
 		return nil, schemas.Event{}, reason
 	}
+	ev, reason := decodeView(n.Value, e, req, resp)
+	if reason != "" {
+		return nil, ev, reason
+	}
+	e.level = ev.Level
+	return e, ev, ""
+}
+
+// decodeView decodes the typed view of the normalized value: with
+// decodeFast when it can, else with encoding/json.
+func decodeView(value []byte, e *Event, req, resp []byte) (schemas.Event, string) {
+	if ev, ok := decodeFast(value, e.members, e.keys); ok {
+		ev.RequestObject, ev.ResponseObject = req, resp
+		return ev, checkTyped(ev)
+	}
+	return decodeSlow(value, e, req, resp)
+}
+
+// decodeSlow decodes the typed view with encoding/json.
+func decodeSlow(value []byte, e *Event, req, resp []byte) (schemas.Event, string) {
 	var ev schemas.Event
 	var reason string
 	if req == nil && resp == nil {
-		ev, reason = decodeTyped(n.Value)
+		ev, reason = decodeTyped(value)
 	} else {
 		// The bodies, nearly all of a large event, are not decoded: the
 		// typed view gets them as the sub-slices they are.
-		head := jsonbytes.Without(n.Value, n.Members, func(m jsonbytes.Member) bool {
+		head := jsonbytes.Without(value, e.members, func(m jsonbytes.Member) bool {
 			k := e.keyOf(m)
 			return string(k) == keyRequestObject || string(k) == keyResponseObject
 		})
 		ev, reason = decodeTyped(head)
 		ev.RequestObject, ev.ResponseObject = req, resp
 	}
-	if reason != "" {
-		return nil, ev, reason
-	}
-	e.level = ev.Level
-	return e, ev, ""
+	return ev, reason
 }
 
 // keyOf returns the unescaped key of m, one of e.members.
@@ -253,6 +269,12 @@ func decodeTyped(value []byte) (schemas.Event, string) {
 		}
 		return ev, "not an audit event: " + strings.TrimPrefix(err.Error(), "json: ")
 	}
+	return ev, checkTyped(ev)
+}
+
+// checkTyped says why a decoded typed view is not an audit event the
+// pipeline can pass on, "" when it is.
+func checkTyped(ev schemas.Event) string {
 	var missing []string
 	for _, f := range []struct{ name, value string }{{"auditID", ev.AuditID}, {"stage", ev.Stage}, {"verb", ev.Verb}} {
 		if f.value == "" {
@@ -262,13 +284,13 @@ func decodeTyped(value []byte) (schemas.Event, string) {
 	switch {
 	case ev.Kind != "" && ev.Kind != "Event":
 		// Items of a webhook EventList may lack kind and apiVersion.
-		return ev, fmt.Sprintf("not an audit event: kind %q", ev.Kind)
+		return fmt.Sprintf("not an audit event: kind %q", ev.Kind)
 	case ev.APIVersion != "" && ev.APIVersion != "audit.k8s.io/v1" && ev.APIVersion != "audit.k8s.io/v1beta1":
-		return ev, fmt.Sprintf("not an audit event: apiVersion %q", ev.APIVersion)
+		return fmt.Sprintf("not an audit event: apiVersion %q", ev.APIVersion)
 	case len(missing) > 0:
-		return ev, "not an audit event: missing " + strings.Join(missing, ", ")
+		return "not an audit event: missing " + strings.Join(missing, ", ")
 	}
-	return ev, ""
+	return ""
 }
 
 // Encode writes the processed event: the members of the event in their

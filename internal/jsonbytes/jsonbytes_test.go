@@ -7,7 +7,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 	"github.com/stretchr/testify/require"
 )
 
@@ -23,7 +23,7 @@ func FuzzValidMatchesEncodingJSON(f *testing.F) {
 	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
-	files, _ := filepath.Glob("../../../testdata/public-audit/falco/*.json")
+	files, _ := filepath.Glob("../../testdata/public-audit/falco/*.json")
 	for _, file := range files[:10] {
 		b, err := os.ReadFile(file)
 		require.NoError(f, err)

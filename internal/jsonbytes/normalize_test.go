@@ -10,7 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 	"github.com/stretchr/testify/require"
 )
 

@@ -4,13 +4,13 @@ import (
 	"os"
 	"testing"
 
-	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 )
 
 // The scans of a RequestResponse event: validation only (Members) and
 // normalization (Normalize), which also resolves repeated keys and depth.
 func BenchmarkScan(b *testing.B) {
-	ev, err := os.ReadFile("../../../testdata/public-audit/falco/create_nginx_pod_privileged_2nd_container.json")
+	ev, err := os.ReadFile("../../testdata/public-audit/falco/create_nginx_pod_privileged_2nd_container.json")
 	if err != nil {
 		b.Fatal(err)
 	}

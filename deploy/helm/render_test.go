@@ -48,6 +48,7 @@ var (
 func helmBinary(t testing.TB) string {
 	t.Helper()
 	helmOnce.Do(func() {
+		// The same path as the Makefile's $(HELM).
 		bin := filepath.Join(repoRoot(t), ".cache", "tools", HelmVersion)
 		helmPath = filepath.Join(bin, "helm")
 		if _, err := os.Stat(helmPath); err == nil {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/internal/fleet"
+	"github.com/auditpipe/auditpipe/processor/detect"
+	"github.com/auditpipe/auditpipe/processor/policy"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -161,6 +163,7 @@ func checkStageConfig(t *testing.T, stage string, data []byte, c corev1.Containe
 			t.Errorf("exactly-once without transactionalID")
 		}
 		checkFleet(t, cfg.Fleet, c, spec, cms)
+		checkPolicies(t, cfg.Rules, c, spec, cms)
 	case "consumer":
 		var cfg consumerConfig
 		if err := config.Load(data, &cfg); err != nil {
@@ -249,5 +252,40 @@ func checkFleet(t *testing.T, file string, c corev1.Container, spec corev1.PodSp
 		if p != "" && !fileInPod(spec, c, cms, p) && c.Name == "processor" {
 			t.Errorf("fleet registry names %s, which is not mounted in the processor", p)
 		}
+	}
+}
+
+// checkPolicies loads every policy and the rules file the processor has
+// mounted, with the processor's own loaders.
+func checkPolicies(t *testing.T, rulesFile string, c corev1.Container, spec corev1.PodSpec, cms map[string]*corev1.ConfigMap) {
+	t.Helper()
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != "/etc/auditpipe/policies" {
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name || v.ConfigMap == nil {
+				continue
+			}
+			for name, body := range cms[v.ConfigMap.Name].Data {
+				file := m.MountPath + "/" + name
+				if file == rulesFile {
+					tmp := filepath.Join(t.TempDir(), name)
+					if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := detect.LoadDefault(tmp); err != nil {
+						t.Errorf("rules %s: %v", file, err)
+					}
+					continue
+				}
+				if _, err := policy.Load(name, []byte(body)); err != nil {
+					t.Errorf("policy %s: %v", file, err)
+				}
+			}
+		}
+	}
+	if rulesFile != "" && !fileInPod(spec, c, cms, rulesFile) {
+		t.Errorf("rules %s not mounted", rulesFile)
 	}
 }

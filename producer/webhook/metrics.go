@@ -12,6 +12,11 @@ type Metrics struct {
 	truncated *prometheus.CounterVec
 	latency   prometheus.Histogram
 	inflight  prometheus.Gauge
+	// lastEvent is when each cluster's latest accepted event reached
+	// Kafka: "cluster went silent" alerts need a per-cluster series that
+	// survives quiet periods, which a counter's rate does not give once
+	// the pod restarted.
+	lastEvent *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them on reg.
@@ -46,7 +51,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "auditpipe_producer_webhook_inflight_bytes",
 			Help: "Decoded request body bytes held by requests in progress, out of webhook.maxInflightBytes.",
 		}),
+		lastEvent: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "auditpipe_producer_last_event_timestamp_seconds",
+			Help: "Unix time at which the latest accepted event of a cluster was acknowledged by Kafka (or spooled), by cluster.",
+		}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.truncated, m.latency, m.inflight)
+	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.truncated, m.latency, m.inflight, m.lastEvent)
 	return m
 }

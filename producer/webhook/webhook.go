@@ -260,6 +260,9 @@ func (rc *Receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc.metrics.events.WithLabelValues(cluster, "accepted").Add(float64(len(list.Items) - rejected))
+	if len(list.Items) > rejected {
+		rc.metrics.lastEvent.WithLabelValues(cluster).SetToCurrentTime()
+	}
 	rc.metrics.events.WithLabelValues(cluster, "dlq").Add(float64(rejected))
 	rc.metrics.truncated.WithLabelValues(cluster).Add(float64(truncated))
 	rc.metrics.requests.WithLabelValues("200").Inc()

@@ -34,6 +34,7 @@ type harness struct {
 	srv     *httptest.Server
 	brokers []string
 	topics  schemas.Topics
+	reg     *prometheus.Registry
 }
 
 func newHarness(t *testing.T, brokers []string, cfg Config) *harness {
@@ -43,13 +44,14 @@ func newHarness(t *testing.T, brokers []string, cfg Config) *harness {
 	prod, err := kafkago.NewProducer(kafka.ProducerConfig{Brokers: brokers})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = prod.Close() })
-	rc, err := New(cfg, prod, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	reg := prometheus.NewRegistry()
+	rc, err := New(cfg, prod, NewMetrics(reg), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	rc.Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return &harness{srv: srv, brokers: brokers, topics: cfg.Topics}
+	return &harness{srv: srv, brokers: brokers, topics: cfg.Topics, reg: reg}
 }
 
 func ensureTopics(t testing.TB, brokers []string, topics schemas.Topics) {
@@ -175,6 +177,35 @@ func TestItemsKeepTheirBytesAndBadItemsGoToTheDLQ(t *testing.T) {
 	require.ElementsMatch(t, []string{"item 1: not a JSON object", "item 2: not an audit event: no auditID"}, reasons)
 	require.Equal(t, "producer", string(dlq[0].HeaderValue(schemas.HeaderDLQStage)))
 	require.Equal(t, "c1", string(dlq[0].HeaderValue(schemas.HeaderCluster)))
+}
+
+// TestLastEventTimestamp checks the series behind the "cluster went
+// silent" alert: set per cluster when an event is accepted, not when a
+// request only had items that went to the dead-letter topic.
+func TestLastEventTimestamp(t *testing.T) {
+	h := newHarness(t, kafkatest.Brokers(t), DefaultConfig())
+	const name = "auditpipe_producer_last_event_timestamp_seconds"
+	require.Equal(t, 0, testutil.CollectAndCount(h.reg, name))
+
+	before := float64(time.Now().Unix())
+	code, msg := post(t, h.srv.URL+PathPrefix+"c1", []byte(`{"items":[{"stage":"ResponseComplete","auditID":"a-1","kind":"Event"}]}`), nil)
+	require.Equal(t, http.StatusOK, code, msg)
+	code, msg = post(t, h.srv.URL+PathPrefix+"c2", []byte(`{"items":[42]}`), nil)
+	require.Equal(t, http.StatusOK, code, msg)
+	after := float64(time.Now().Unix() + 1)
+
+	require.Equal(t, 1, testutil.CollectAndCount(h.reg, name), "only c1 had an accepted event")
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		require.Equal(t, "c1", m.GetLabel()[0].GetValue())
+		require.GreaterOrEqual(t, m.GetGauge().GetValue(), before)
+		require.LessOrEqual(t, m.GetGauge().GetValue(), after)
+	}
 }
 
 func TestBadRequestsGetClearErrors(t *testing.T) {

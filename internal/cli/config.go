@@ -64,16 +64,16 @@ func (c Common) Validate() error {
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log.level: %q, want debug, info, warn or error", c.Log.Level)
+		return fmt.Errorf("log.level (--log-level): %q, want debug, info, warn or error", c.Log.Level)
 	}
 	switch strings.ToLower(c.Log.Format) {
 	case "json", "text":
 	default:
-		return fmt.Errorf("log.format: %q, want json or text", c.Log.Format)
+		return fmt.Errorf("log.format (--log-format): %q, want json or text", c.Log.Format)
 	}
 	if c.Metrics.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
-			return fmt.Errorf("metrics.listen: %w", err)
+			return fmt.Errorf("metrics.listen (--metrics-listen): %w", err)
 		}
 	}
 	if c.ShutdownTimeout <= 0 {

@@ -3,9 +3,9 @@ package app
 import (
 	"net/http/httptest"
 
-	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"bufio"
 	"context"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"io"
 	"net"
 	"net/http"

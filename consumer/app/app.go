@@ -80,6 +80,9 @@ type App struct {
 // New opens the store, starts the CLS sink (and the cls-local server) and
 // creates the group member. Nothing consumes before Run.
 func New(cfg Config, d Deps) (_ *App, err error) {
+	if err := cfg.ResolveSecrets(); err != nil {
+		return nil, fmt.Errorf("consumer config: %w", err)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}

@@ -69,8 +69,8 @@ type Pipeline struct {
 // Start starts every part and returns when the pipeline accepts events.
 // On error, whatever was started is stopped again.
 func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, err error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	if err := Check(cfg); err != nil {
+		return nil, err
 	}
 	var policyName string
 	p := &Pipeline{cfg: cfg, logger: logger}

@@ -7,12 +7,15 @@ ARGS ?=
 BENCH_ARGS ?=
 BIN := $(CURDIR)/bin
 STATICCHECK_VERSION := v0.8.2
+# Version and revision of the binaries (internal/cli): Go does not stamp
+# VCS information in workspace (go.work) builds.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/auditpipe/auditpipe/internal/cli.version=$(VERSION) -X github.com/auditpipe/auditpipe/internal/cli.revision=$(REVISION)
 # Tools built from the Go module proxy into .cache/tools/<version>/, once.
 HELM_VERSION := v3.19.0
 HELM := $(CURDIR)/.cache/tools/$(HELM_VERSION)/helm
 # Image metadata; SOURCE_DATE_EPOCH makes every timestamp in it the commit's.
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 IMAGE ?= ghcr.io/auditpipe/auditpipe:$(VERSION)
 IMAGE_LDFLAGS := -s -w -buildid= -X github.com/auditpipe/auditpipe/internal/cli.version=$(VERSION) -X github.com/auditpipe/auditpipe/internal/cli.revision=$(REVISION)
@@ -23,7 +26,7 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 build: ## Build the all-in-one program into bin/auditpipe.
-	$(GO) build -o $(BIN)/auditpipe ./deploy/local/cmd/auditpipe
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/auditpipe ./deploy/local/cmd/auditpipe
 
 run: build ## Run the whole pipeline on an embedded broker and store (ARGS='--help' for flags).
 	$(BIN)/auditpipe run --data-dir $(DATA_DIR) $(ARGS)

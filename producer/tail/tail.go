@@ -25,6 +25,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/durablefile"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"io"
 	"log/slog"
 	"os"
@@ -157,10 +159,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.lines, m.bytes, m.rotations, m.errors, m.offset} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("tail: register metrics: %w", err)
-			}
+		if err := telemetry.RegisterAll(reg, m.lines, m.bytes, m.rotations, m.errors, m.offset); err != nil {
+			return nil, fmt.Errorf("tail: %w", err)
 		}
 	}
 	return m, nil
@@ -550,33 +550,7 @@ func (t *Tailer) checkpoint(off int64) error {
 	return nil
 }
 
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func writeFileSync(path string, data []byte) error { return durablefile.Write(path, data, 0o600) }
 
 // ReadCheckpoint reads a checkpoint file; a missing file is (nil, nil).
 func ReadCheckpoint(path string) (*Checkpoint, error) {

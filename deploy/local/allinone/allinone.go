@@ -19,6 +19,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/console"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
@@ -49,7 +50,7 @@ type Pipeline struct {
 	consumer    *consumerapp.App
 	clsLocalURL string
 	admin       kafka.Admin
-	offsets     kafka.GroupOffsets // the consumer's, to position new sink groups
+	offsets     *kafkago.Reader // group checks (readiness, positioning new sink groups) and producer readiness
 	brokers     []string
 	sasl        kafka.SASL // the embedded broker's user; zero with external brokers
 	store       *local.Store
@@ -69,8 +70,8 @@ type Pipeline struct {
 // Start starts every part and returns when the pipeline accepts events.
 // On error, whatever was started is stopped again.
 func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, err error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	if err := Check(cfg); err != nil {
+		return nil, err
 	}
 	var policyName string
 	p := &Pipeline{cfg: cfg, logger: logger}
@@ -92,6 +93,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, err
 	}
 	reg := telemetry.NewRegistry()
+	if err := cli.RegisterBuildInfo(reg, "auditpipe"); err != nil {
+		return nil, err
+	}
 	health := telemetry.NewHealth()
 
 	if err := p.startKafka(ctx); err != nil {
@@ -105,6 +109,12 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	if err := admin.EnsureTopics(ctx, p.topicSpecs()...); err != nil {
 		return nil, fmt.Errorf("create topics: %w", err)
 	}
+	// One admin client for the stages' group checks: readiness (has the
+	// group joined?) and the consumer's positioning of new sink groups.
+	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: p.sasl}); err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
+	}
+
 	health.Add("kafka", func(ctx context.Context) error {
 		_, err := admin.CommittedOffsets(ctx, ConsumerGroup, cfg.Topics.Events)
 		return err
@@ -119,10 +129,6 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 			return nil, fmt.Errorf("alerts producer: %w", err)
 		}
 	}
-	p.store, err = local.Open(storePath, local.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: p.raiseReusedAlerts})
-	if err != nil {
-		return nil, fmt.Errorf("open local store %s: %w", storePath, err)
-	}
 
 	// producer: webhook (and tailer) → raw topic, with the spool behind
 	// it, exactly as the producer binary wires it.
@@ -133,6 +139,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 			c.SASL = sasl
 			return kafkago.NewProducer(c)
 		},
+		Metadata: p.offsets,
 		Registry: reg, Health: health, Logger: logger.With("component", "producer"),
 	})
 	if err != nil {
@@ -167,6 +174,8 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 			c.SASL = sasl
 			return saramakafka.NewGroup(c)
 		},
+		Offsets:    p.offsets,
+		Health:     health,
 		Registerer: reg,
 		Logger:     plog,
 	})
@@ -176,27 +185,31 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		kafka.SuperviseFunc(runCtx, p.processor.Run, 10*time.Second, plog)
+		if err := p.processor.Run(runCtx); err != nil {
+			plog.Error("processor stopped", "err", err)
+		}
 	}()
 	policyName = pcfg.PolicyFile
 
 	// consumer: events → local store and CLS, on sarama, one consumer
-	// group per sink (consumer/app), with the store's retention.
+	// group per sink (consumer/app), which opens the store and runs its
+	// retention.
 	clog := logger.With("component", "consumer")
-	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: sasl}); err != nil {
-		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
-	}
 	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.brokers), consumerapp.Deps{
 		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
 			c.SASL = sasl
 			return saramakafka.NewGroup(c)
 		},
-		Offsets: p.offsets,
-		Store:   p.store, Registerer: reg, Logger: clog,
+		Offsets:  p.offsets,
+		OnReused: p.raiseReusedAlerts,
+		Health:   health, Registerer: reg, Logger: clog,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The consumer owns the store (and its retention); the all-in-one
+	// only serves queries from it.
+	p.store = p.consumer.Store()
 	if srv, url := p.consumer.CLSLocal(); srv != nil {
 		logger.Info("local CLS server: what would be sent to CLS", "url", url+"/logs")
 		p.clsLocalURL = url
@@ -446,11 +459,6 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 		}
 		if p.offsets != nil {
 			_ = p.offsets.Close()
-		}
-		if p.store != nil {
-			if err := p.store.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close store: %w", err))
-			}
 		}
 		p.broker.Close()
 		// Files the store and the broker created while running, in case

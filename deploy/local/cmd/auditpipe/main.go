@@ -19,7 +19,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/alerts"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
-	"github.com/auditpipe/auditpipe/internal/config"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/producer/webhook"
 )
@@ -29,6 +29,8 @@ into a searchable store.
 
 Usage:
   auditpipe run [flags]         run the whole pipeline in one process (make run)
+  auditpipe validate [flags]    check the config, policy, fleet registry and files, then exit
+  auditpipe version             print the version
   auditpipe events [flags]      list stored events with simple filters
   auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
   auditpipe alerts [flags]      list the detection alerts delivered last
@@ -61,6 +63,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "run":
 		return runPipeline(ctx, args[1:], stdout, stderr)
+	case "validate":
+		return runValidate(ctx, args[1:], stdout, stderr)
+	case "version":
+		return cli.VersionCommand("auditpipe").Run(ctx, args[1:], stdout, stderr)
 	case "events":
 		return search.RunEventsCommand(ctx, args[1:], stdout, stderr)
 	case "search":
@@ -81,12 +87,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
-func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := allinone.DefaultConfig()
-	fs := flag.NewFlagSet("auditpipe run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: auditpipe run [flags]
+// runConfig parses the flags of run (and validate): the defaults, then
+// the --config file, then the flags given.
+func runConfig(command string, args []string, stdout io.Writer) (cfg allinone.Config, demoDir string, err error) {
+	cfg = allinone.DefaultConfig()
+	fs := cli.NewFlagSet("auditpipe "+command, `Usage: auditpipe run|validate [flags]
 
 Runs the whole pipeline in one process: an embedded Kafka broker, the webhook
 receiver (producer), the processor with an audit policy, the consumer with the
@@ -96,10 +101,11 @@ under --data-dir and survives restarts. Ctrl-C stops it cleanly.
 Point a kube-apiserver at it with the kubeconfig printed at start:
   kube-apiserver --audit-webhook-config-file=auditpipe.kubeconfig --audit-policy-file=...
 
-Flags (a --config file is read first; flags given on the command line win):
-`)
-		fs.PrintDefaults()
-	}
+auditpipe validate checks the config and the files it names (policy,
+fleet registry, rules, certificates, secrets) and exits: it creates no
+directory and starts nothing.
+
+A --config file is read first; flags given on the command line win.`, stdout)
 	configPath := fs.String("config", "", "YAML config `file` (keys: dataDir, policy, cluster, kafka, webhook, api, topics, alerts, log); unknown keys are errors")
 	dataDir := fs.String("data-dir", cfg.DataDir, "`directory` for the embedded broker's log and the local store")
 	policyPath := fs.String("policy", "", "audit.k8s.io/v1 Policy `file` the processor applies (default: the TKE default policy)")
@@ -115,15 +121,12 @@ Flags (a --config file is read first; flags given on the command line win):
 	alertmanager := fs.String("alertmanager", "", "deliver detection alerts to the Alertmanager at `URL` (its v2 API)")
 	alertWebhook := fs.String("alert-webhook", "", "deliver detection alerts to a Slack-compatible incoming webhook `URL`")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	if err := cli.Parse(fs, args, false); err != nil {
+		return cfg, "", err
 	}
 	if *configPath != "" {
-		if err := config.LoadFile(*configPath, &cfg); err != nil {
-			return err
+		if err := cli.LoadConfig(*configPath, &cfg); err != nil {
+			return cfg, "", err
 		}
 	}
 	// Flags given explicitly override the file.
@@ -138,7 +141,7 @@ Flags (a --config file is read first; flags given on the command line win):
 		case "kafka-listen":
 			cfg.Kafka.Listen = *kafkaListen
 		case "brokers":
-			cfg.Kafka.Brokers = strings.Split(*brokers, ",")
+			cfg.Kafka.Brokers = cli.SplitList(*brokers)
 		case "webhook-listen":
 			cfg.Webhook.Listen = *webhookListen
 		case "api-listen":
@@ -161,6 +164,28 @@ Flags (a --config file is read first; flags given on the command line win):
 			}
 		}
 	})
+	return cfg, *demo, nil
+}
+
+// runValidate is `auditpipe validate`.
+func runValidate(_ context.Context, args []string, stdout, _ io.Writer) error {
+	cfg, _, err := runConfig("validate", args, stdout)
+	if err != nil {
+		return err
+	}
+	if err := allinone.Check(cfg); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, "auditpipe: config is valid")
+	return err
+}
+
+func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, demoDir, err := runConfig("run", args, stdout)
+	if err != nil {
+		return err
+	}
+	demo := &demoDir
 	logger, err := telemetry.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err

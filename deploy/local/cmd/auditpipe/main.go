@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/alerts"
+	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
 	"github.com/auditpipe/auditpipe/internal/config"
@@ -34,7 +35,7 @@ Usage:
   auditpipe alerts [flags]      list the detection alerts delivered last
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
   auditpipe replay [flags]      re-process history from the raw topic through a policy (or --dry-run)
-  auditpipe groups describe|reset [flags]  show or reset a consumer group's offsets
+  auditpipe groups list|describe|reset [flags]  list consumer groups, show or reset one's offsets
   auditpipe help                this text
 
 Run "auditpipe <command> --help" for the flags of a command.
@@ -72,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "replay":
 		return runReplay(ctx, args[1:], stdout, stderr)
 	case "groups":
-		return runGroups(ctx, args[1:], os.Stdin, stdout, stderr)
+		return group.GroupsCommand{Name: "auditpipe groups", Stdin: os.Stdin, Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

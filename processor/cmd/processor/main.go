@@ -31,6 +31,8 @@ func main() {
 		err = runPolicyTest(os.Args[3:], os.Stdout, os.Stderr)
 	case len(os.Args) > 2 && os.Args[1] == "rules" && os.Args[2] == "test":
 		err = runRulesTest(os.Args[3:], os.Stdout, os.Stderr)
+	case len(os.Args) > 1 && os.Args[1] == "replay":
+		err = runReplay(ctx, os.Args[2:], os.Stdout, os.Stderr)
 	default:
 		err = run(ctx, os.Args[1:], os.Stderr)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
 	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
+	"github.com/auditpipe/auditpipe/processor/replay/replaycmd"
 	"github.com/auditpipe/auditpipe/producer/webhook"
 )
 
@@ -34,7 +35,7 @@ Usage:
   auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
   auditpipe alerts [flags]      list the detection alerts delivered last
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
-  auditpipe replay [flags]      re-process history from the raw topic through a policy (or --dry-run)
+  auditpipe replay [flags]      re-process history from the raw topic through a policy into Kafka, a store or CLS (or --dry-run)
   auditpipe groups list|describe|reset [flags]  list consumer groups, show or reset one's offsets
   auditpipe help                this text
 
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "kubeconfig":
 		return printKubeconfig(args[1:], stdout, stderr)
 	case "replay":
-		return runReplay(ctx, args[1:], stdout, stderr)
+		return replaycmd.Command{Name: "auditpipe replay", Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "groups":
 		return group.GroupsCommand{Name: "auditpipe groups", Stdin: os.Stdin, Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":

@@ -180,6 +180,11 @@ func fetchJSON(ctx context.Context, endpoint, token string, out any) error {
 	}
 	resp, err := (&http.Client{}).Do(req)
 	if err != nil {
+		// The client's error repeats the URL, query string included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("query %s: %w", redact(endpoint), err)
 	}
 	defer resp.Body.Close()

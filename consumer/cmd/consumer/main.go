@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/internal/kafka"
@@ -47,6 +48,13 @@ Flags:
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && tools[os.Args[1]] != nil {
+		if err := tools[os.Args[1]](ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "consumer:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
@@ -72,6 +80,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	sessionTimeout := fs.Duration("session-timeout", 0, "how long the group waits for a silent (crashed) member (default from config, else 10s)")
 	maxBatch := fs.Int("max-batch", 0, "most records of a partition handed to the sinks at once (default from config, else 500)")
 	metricsAddr := fs.String("metrics-addr", ":9465", "`address` for /metrics; empty disables")
+	apiListen := fs.String("api-listen", "", "`address` of the search API served over the local store (default from config, else "+app.DefaultAPIListen+"; beyond loopback it needs api.token and api.tls); empty in the config disables")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -118,6 +127,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *groupID != "" {
 		cfg.Group = *groupID
 	}
+	if *apiListen != "" {
+		cfg.API.Listen = *apiListen
+	}
 	if v := os.Getenv("AUDITPIPE_CLS_SECRET_ID"); v != "" && cfg.CLS.SecretID == "" {
 		cfg.CLS.SecretID = v
 	}
@@ -153,6 +165,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if *metricsAddr != "" {
 		defer telemetry.Serve(*metricsAddr, reg, telemetry.NewHealth(), logger)()
 	}
+	api, err := a.StartAPI()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := api.Shutdown(ctx); err != nil {
+			logger.Error("search API shutdown", "err", err)
+		}
+	}()
 	if _, url := a.CLSLocal(); url != "" {
 		logger.Info("cls-local", "logs", url+"/logs")
 	}

@@ -280,15 +280,15 @@ func (c Config) consumerConfig(brokers []string) consumerapp.Config {
 // the configured policy; Start substitutes the shipped default.
 func (c Config) processorConfig(brokers []string) processorapp.Config {
 	pc := processorapp.DefaultConfig()
-	pc.Brokers = brokers
+	pc.Kafka.Brokers = brokers
 	pc.Group = ProcessorGroup
-	pc.ClientID = ProcessorGroup
+	pc.Kafka.ClientID = ProcessorGroup
 	pc.TransactionalID = ProcessorGroup
 	pc.Topics = c.Topics
 	pc.PolicyFile = c.Policy
 	pc.FleetFile = c.Fleet
 	pc.Delivery = c.Processor.Delivery
-	pc.ReloadInterval = time.Duration(c.Processor.ReloadInterval)
+	pc.ReloadInterval = c.Processor.ReloadInterval
 	pc.RulesFile = c.Processor.Rules
 	return pc
 }

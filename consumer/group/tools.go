@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 )
@@ -26,45 +26,15 @@ import (
 // broker's credentials file); nil means DefaultKafkaFlags.
 type KafkaFlags func(fs *flag.FlagSet) func() (kafka.ReaderConfig, error)
 
-// DefaultKafkaFlags registers --kafka-brokers (alias --brokers),
-// --kafka-sasl-mechanism, --kafka-sasl-username and
-// --kafka-sasl-password-file.
+// DefaultKafkaFlags registers the stages' Kafka connection flags
+// (cli.Kafka: --kafka-brokers, alias --brokers, and --kafka-client-id),
+// with the brokers defaulting to 127.0.0.1:9092.
 func DefaultKafkaFlags(fs *flag.FlagSet) func() (kafka.ReaderConfig, error) {
-	brokers := fs.String("kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap `addresses`")
-	fs.Var(aliasFlag{fs.Lookup("kafka-brokers").Value}, "brokers", "alias of --kafka-brokers")
-	mechanism := fs.String("kafka-sasl-mechanism", "", "SASL `mechanism`: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: none)")
-	user := fs.String("kafka-sasl-username", "", "SASL `user`")
-	passwordFile := fs.String("kafka-sasl-password-file", "", "`file` holding the SASL password")
+	k := cli.Kafka{Brokers: []string{"127.0.0.1:9092"}}
+	k.RegisterFlags(fs)
 	return func() (kafka.ReaderConfig, error) {
-		cfg := kafka.ReaderConfig{Brokers: splitList(*brokers)}
-		if *mechanism == "" {
-			return cfg, nil
-		}
-		cfg.SASL = kafka.SASL{Mechanism: *mechanism, Username: *user}
-		if *passwordFile != "" {
-			data, err := os.ReadFile(*passwordFile)
-			if err != nil {
-				return cfg, fmt.Errorf("--kafka-sasl-password-file: %w", err)
-			}
-			cfg.SASL.Password = strings.TrimRight(string(data), "\r\n")
-		}
-		if err := cfg.SASL.Validate(); err != nil {
-			return cfg, fmt.Errorf("--kafka-sasl-*: %w", err)
-		}
-		return cfg, nil
+		return kafka.ReaderConfig{Brokers: k.Brokers, ClientID: k.ClientID}, nil
 	}
-}
-
-// aliasFlag shares another flag's value.
-type aliasFlag struct{ v flag.Value }
-
-func (a aliasFlag) Set(s string) error { return a.v.Set(s) }
-
-func (a aliasFlag) String() string {
-	if a.v == nil { // the zero value flag.PrintDefaults makes
-		return ""
-	}
-	return a.v.String()
 }
 
 // ParseWhen reads a command line time: RFC 3339, or a duration before now
@@ -81,16 +51,6 @@ func ParseWhen(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-27T09:00:00Z) nor a positive duration ago (24h)", s)
 	}
 	return now.Add(-d), nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // ErrGroupNotFound is returned for a consumer group the cluster does not

@@ -25,6 +25,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/sink/cls"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
@@ -151,7 +152,7 @@ func (c Command) Run(ctx context.Context, args []string, stdout, stderr io.Write
 		DryRun:        *dryRun,
 		MaxEventBytes: *maxEventBytes,
 		Parallelism:   *parallelism,
-		Clusters:      splitList(*clusters),
+		Clusters:      cli.SplitList(*clusters),
 	}
 	if cfg.From, err = group.ParseWhen(*from, now); err != nil {
 		return fmt.Errorf("--from: %w", err)
@@ -364,7 +365,7 @@ func parseOffsets(s string) (map[int32]kafka.OffsetRange, error) {
 		return nil, nil
 	}
 	out := map[int32]kafka.OffsetRange{}
-	for _, item := range splitList(s) {
+	for _, item := range cli.SplitList(s) {
 		ps, rs, ok1 := strings.Cut(item, ":")
 		ss, es, ok2 := strings.Cut(rs, "-")
 		p, err1 := strconv.ParseInt(ps, 10, 32)
@@ -379,16 +380,6 @@ func parseOffsets(s string) (map[int32]kafka.OffsetRange, error) {
 		out[int32(p)] = kafka.OffsetRange{Start: start, End: end}
 	}
 	return out, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // clsFlags are the --target cls settings.

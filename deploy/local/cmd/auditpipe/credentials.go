@@ -13,14 +13,13 @@ import (
 
 // kafkaFlags are the Kafka connection flags of the tools the all-in-one
 // shares with the stage binaries (replay, groups): the stages' flags, and
-// --kafka-credentials for the embedded broker, used unless
-// --kafka-sasl-mechanism is given.
+// --kafka-credentials for the embedded broker's SASL user.
 func kafkaFlags(fs *flag.FlagSet) func() (kafka.ReaderConfig, error) {
 	conn := group.DefaultKafkaFlags(fs)
 	credentials := kafkaCredentialsFlag(fs)
 	return func() (kafka.ReaderConfig, error) {
 		rc, err := conn()
-		if err != nil || rc.SASL.Enabled() {
+		if err != nil {
 			return rc, err
 		}
 		rc.SASL, err = credentials()

@@ -90,6 +90,31 @@ func (c APIConfig) token() (string, error) {
 	return tok, nil
 }
 
+// checkAPIFiles reads the API's token file and certificate, when the API
+// is served: what "consumer validate" checks without serving anything.
+func (c Config) checkAPIFiles() error {
+	if !c.served() {
+		return nil
+	}
+	if _, err := c.API.token(); err != nil {
+		return err
+	}
+	_, err := c.API.TLS.load()
+	return err
+}
+
+// load reads the certificate; nil without one.
+func (t APITLSConfig) load() (*tls.Config, error) {
+	if !t.enabled() {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("api.tls: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
 // APIServer is the running search API.
 type APIServer struct {
 	// URL is the base URL clients use (http or https, the bound address).
@@ -137,13 +162,9 @@ func (a *App) StartAPI() (*APIServer, error) {
 	}
 	mux.Handle("/", page)
 
-	var tlsCfg *tls.Config
-	if c.TLS.enabled() {
-		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("api.tls: %w", err)
-		}
-		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	tlsCfg, err := c.TLS.load()
+	if err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {

@@ -41,7 +41,7 @@ func TestConsumerServesSearchAPI(t *testing.T) {
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	dir := t.TempDir()
 	cfg := app.DefaultConfig()
-	cfg.Brokers = brokers
+	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
 	cfg.Local.Path = filepath.Join(dir, "events.db")
@@ -131,7 +131,7 @@ func TestConsumerAPIOverTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
 	cfg := app.DefaultConfig()
-	cfg.Brokers = []string{"unused:9092"}
+	cfg.Kafka.Brokers = []string{"unused:9092"}
 	cfg.Local.Path = filepath.Join(dir, "events.db")
 	cfg.API = app.APIConfig{Listen: "0.0.0.0:0", Token: "s3cret", TLS: app.APITLSConfig{CertFile: certFile, KeyFile: keyFile}}
 	a, err := app.New(cfg, app.Deps{})

@@ -19,10 +19,13 @@ import (
 )
 
 func TestLoadFull(t *testing.T) {
+	t.Setenv("CONSUMER_TEST_SECRET_KEY", "example-from-env")
 	cfg, err := app.Load("testdata/full.yaml")
 	require.NoError(t, err)
+	require.Equal(t, "example-from-env", cfg.CLS.SecretKey)
+	require.Equal(t, "testdata/fleet.yaml", cfg.FleetFile)
 	require.NoError(t, cfg.Validate())
-	require.Equal(t, []string{"kafka-0:9092", "kafka-1:9092"}, cfg.Brokers)
+	require.Equal(t, []string{"kafka-0:9092", "kafka-1:9092"}, cfg.Kafka.Brokers)
 	require.Equal(t, 720*time.Hour, cfg.Retention().MaxAge)
 	require.Equal(t, 30*time.Second, cfg.Retention().Interval)
 	sc := cfg.CLSSinkConfig("ignored")
@@ -41,7 +44,7 @@ func TestLoadFull(t *testing.T) {
 // api.listen empty, nothing is checked because nothing is served.
 func TestAPIRules(t *testing.T) {
 	base := app.DefaultConfig()
-	base.Brokers = []string{"k:9092"}
+	base.Kafka.Brokers = []string{"k:9092"}
 	require.ErrorContains(t, base.Validate(), "api.token", "the default :8080 without a token")
 	for name, tc := range map[string]struct {
 		mut func(*app.Config)
@@ -76,7 +79,7 @@ func TestLoadRejects(t *testing.T) {
 
 func TestValidateNamesTheField(t *testing.T) {
 	for field, mut := range map[string]func(*app.Config){
-		"brokers":    func(c *app.Config) { c.Brokers = nil },
+		"brokers":    func(c *app.Config) { c.Kafka.Brokers = nil },
 		"maxBatch":   func(c *app.Config) { c.MaxBatch = 0 },
 		"no sink":    func(c *app.Config) { c.Local.Enabled = false },
 		"local.path": func(c *app.Config) { c.Local.Path = "" },
@@ -100,7 +103,7 @@ func TestValidateNamesTheField(t *testing.T) {
 	} {
 		c := app.DefaultConfig()
 		c.API.Listen = "" // no search API here
-		c.Brokers = []string{"k:9092"}
+		c.Kafka.Brokers = []string{"k:9092"}
 		require.NoError(t, c.Validate())
 		mut(&c)
 		err := c.Validate()
@@ -117,7 +120,7 @@ func TestValidateNamesTheField(t *testing.T) {
 func TestCLSLocalMode(t *testing.T) {
 	cfg := app.DefaultConfig()
 	cfg.API.Listen = "" // no search API here
-	cfg.Brokers = []string{"unused:9092"}
+	cfg.Kafka.Brokers = []string{"unused:9092"}
 	cfg.Local.Path = t.TempDir() + "/events.db"
 	cfg.CLS.Mode = app.CLSLocal
 	reg := prometheus.NewRegistry()
@@ -177,7 +180,7 @@ func TestProvisionedTopics(t *testing.T) {
 
 	cfg := app.DefaultConfig()
 	cfg.API.Listen = "" // no search API here
-	cfg.Brokers = []string{"unused:9092"}
+	cfg.Kafka.Brokers = []string{"unused:9092"}
 	cfg.Local.Enabled = false
 	cfg.FleetFile = fleetFile
 	cfg.CLS = app.CLSConfig{Mode: app.CLSCloud, Endpoint: upSrv.URL, SecretID: "AKIDp", SecretKey: "kp",

@@ -34,7 +34,7 @@ func TestRunOnKafka(t *testing.T) {
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg := app.DefaultConfig()
 	cfg.API.Listen = "" // no search API here
-	cfg.Brokers = brokers
+	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
 	dbPath := filepath.Join(t.TempDir(), "events.db")
@@ -171,7 +171,7 @@ func TestUpgradePositionsCLSGroup(t *testing.T) {
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg := app.DefaultConfig()
 	cfg.API.Listen = "" // no search API here
-	cfg.Brokers = brokers
+	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
 	cfg.Local.Path = filepath.Join(t.TempDir(), "events.db")

@@ -199,7 +199,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 			return saramakafka.NewGroup(c)
 		},
 		Offsets: p.offsets,
-		Store:   p.store, Registerer: reg, Logger: clog,
+		Store:   p.store, Health: health, Registerer: reg, Logger: clog,
 	})
 	if err != nil {
 		return nil, err

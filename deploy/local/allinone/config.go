@@ -260,9 +260,9 @@ func (c Config) producerConfig(brokers []string) producerapp.Config {
 // optional CLS sink.
 func (c Config) consumerConfig(brokers []string) consumerapp.Config {
 	cc := consumerapp.DefaultConfig()
-	cc.Brokers = brokers
+	cc.Kafka.Brokers = brokers
 	cc.Group = ConsumerGroup
-	cc.ClientID = ConsumerGroup
+	cc.Kafka.ClientID = ConsumerGroup
 	cc.Topic = c.Topics.Events
 	cc.FleetFile = c.Fleet
 	cc.Local.Path = filepath.Join(c.DataDir, "store", "events.db")

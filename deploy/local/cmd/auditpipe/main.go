@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/alerts"
+	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
 	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
+	"github.com/auditpipe/auditpipe/processor/replay/replaycmd"
 	"github.com/auditpipe/auditpipe/producer/webhook"
 )
 
@@ -35,8 +37,8 @@ Usage:
   auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
   auditpipe alerts [flags]      list the detection alerts delivered last
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
-  auditpipe replay [flags]      re-process history from the raw topic through a policy (or --dry-run)
-  auditpipe groups describe|reset [flags]  show or reset a consumer group's offsets
+  auditpipe replay [flags]      re-process history from the raw topic through a policy into Kafka, a store or CLS (or --dry-run)
+  auditpipe groups list|describe|reset [flags]  list consumer groups, show or reset one's offsets
   auditpipe help                this text
 
 Run "auditpipe <command> --help" for the flags of a command.
@@ -76,15 +78,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "kubeconfig":
 		return printKubeconfig(args[1:], stdout, stderr)
 	case "replay":
-		return runReplay(ctx, args[1:], stdout, stderr)
+		return replaycmd.Command{Name: "auditpipe replay", Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "groups":
-		return runGroups(ctx, args[1:], os.Stdin, stdout, stderr)
+		return group.GroupsCommand{Name: "auditpipe groups", Stdin: os.Stdin, Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return fmt.Errorf("unknown command %q (see auditpipe help)", args[0])
 }
 
 // runConfig parses the flags of run (and validate): the defaults, then
@@ -235,21 +236,15 @@ func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return nil
 }
 
-func printKubeconfig(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("auditpipe kubeconfig", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: auditpipe kubeconfig --cluster ID [--server URL]\n\nPrints the file kube-apiserver reads with --audit-webhook-config-file.\n\n")
-		fs.PrintDefaults()
-	}
+func printKubeconfig(args []string, stdout, _ io.Writer) error {
+	fs := cli.NewFlagSet("auditpipe kubeconfig", "Usage: auditpipe kubeconfig --cluster ID [--server URL]\n\nPrints the file kube-apiserver reads with --audit-webhook-config-file.", stdout)
 	cluster := fs.String("cluster", "", "cluster `id` the apiserver's events belong to (required)")
 	server := fs.String("server", "http://127.0.0.1:8090", "base `URL` of the webhook receiver")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, false); err != nil {
 		return err
 	}
 	if *cluster == "" {
-		fs.Usage()
-		return errors.New("--cluster is required")
+		return errors.New("kubeconfig: --cluster is required (see auditpipe kubeconfig --help)")
 	}
 	kc, err := webhook.Kubeconfig(*server, *cluster)
 	if err != nil {

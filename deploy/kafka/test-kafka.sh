@@ -13,11 +13,16 @@
 #      processor's reload tests and its kill -9 exactly-once test; stops
 #      the broker;
 #   3. starts a 3-node cluster (3 combined nodes, a quorum of 3) and runs the
-#      fault tests of deploy/local/faults against it; stops it.
+#      fault tests of deploy/local/faults against it; stops it;
+#   4. starts a fresh 3-node cluster and runs the fleet test of
+#      deploy/local/fleet: every stage as its own processes (2 producers,
+#      2 processors, 2 CLS consumers, 1 store consumer), one kill -9 per
+#      stage under load; it prints one "fleet: ..." summary line; stops it.
 # Everything it started is stopped on exit, on failure and on Ctrl-C too.
 #
 # Environment:
-#   KAFKA_SUITES      which parts to run: "single faults" (default), or one;
+#   KAFKA_SUITES      which parts to run: "single faults fleet" (default), or
+#                     any of them;
 #                     "smoke" only starts and stops both clusters; "up"
 #                     starts both and waits for Ctrl-C (tests by hand).
 #   KAFKA_CACHE       where the jars are kept (default <repo>/.cache/kafka).
@@ -33,7 +38,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-suites=${KAFKA_SUITES:-single faults}
+suites=${KAFKA_SUITES:-single faults fleet}
 heap=${KAFKA_HEAP:-512m}
 go_test_flags=${GO_TEST_FLAGS:--race}
 # Known failures: fault tests that fail because of a bug they found on
@@ -303,6 +308,17 @@ if [[ " $suites " == *" faults "* ]]; then
 	unset AUDITPIPE_TEST_KAFKA_BROKERS AUDITPIPE_FAULT_CLUSTER_DIR
 	stop_nodes "$work/cluster"
 	log "3-node fault suite done in $((SECONDS - t0)) s"
+fi
+if [[ " $suites " == *" fleet "* ]]; then
+	# A cluster of its own: the fault tests leave killed-and-restarted
+	# nodes and their topics behind.
+	t0=$SECONDS
+	start_cluster fleet 3
+	export AUDITPIPE_TEST_KAFKA_BROKERS=$brokers AUDITPIPE_FLEET=1
+	gotest deploy/local -v -timeout 10m ./fleet/
+	unset AUDITPIPE_TEST_KAFKA_BROKERS AUDITPIPE_FLEET
+	stop_nodes "$work/fleet"
+	log "fleet suite done in $((SECONDS - t0)) s"
 fi
 if [[ ${#failed[@]} -gt 0 ]]; then
 	printf 'test-kafka: FAILED after %d s:\n' "$((SECONDS - started))" >&2

@@ -6,9 +6,14 @@
 # What it does, in order:
 #   1. fetches the pinned Kafka release (pom.xml) into .cache/kafka/<version>
 #      unless it is there already;
-#   2. starts one combined broker+controller and runs, with
-#      AUDITPIPE_TEST_KAFKA_BROKERS pointing at it, the Kafka adapter
-#      conformance suites, the producer webhook tests, the all-in-one
+#   2. generates a throwaway CA, broker and client certificates and starts
+#      one combined broker+controller with three listeners: PLAINTEXT,
+#      SASL_SSL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and SSL with client
+#      certificates required (mutual TLS); runs, with
+#      AUDITPIPE_TEST_KAFKA_BROKERS pointing at the PLAINTEXT listener and
+#      the AUDITPIPE_TEST_KAFKA_SASL_SSL... variables (see
+#      export_security_env) at the others, the Kafka adapter conformance
+#      and security suites, the producer webhook tests, the all-in-one
 #      end-to-end tests, the consumer group scaling tests, the
 #      processor's reload tests and its kill -9 exactly-once test; stops
 #      the broker;
@@ -24,7 +29,8 @@
 #   KAFKA_SUITES      which parts to run: "single faults fleet" (default), or
 #                     any of them;
 #                     "smoke" only starts and stops both clusters; "up"
-#                     starts both and waits for Ctrl-C (tests by hand).
+#                     starts both and waits for Ctrl-C (tests by hand);
+#                     "up1" the same with the single broker only.
 #   KAFKA_CACHE       where the jars are kept (default <repo>/.cache/kafka).
 #   KAFKA_HEAP        max heap of each broker JVM (default 512m).
 #   KAFKA_KEEP_WORK=1 keep the brokers' temp directory (logs) after the run.
@@ -163,22 +169,121 @@ free_port() {
 	die "no free loopback port found"
 }
 
-# start_cluster NAME N starts N combined nodes (quorum of N) under
-# $work/NAME/node<i>, each with its own log dir, and waits until they
-# serve. It sets $brokers to the bootstrap list.
+# --- security (SASL_SSL, mutual TLS) -----------------------------------------
+#
+# Reusable for any cluster of this script. To run a suite on a 3-node
+# SASL_SSL cluster (the "fleet" suite, for example), add a block like the
+# "single" one below:
+#
+#     if [[ " $suites " == *" fleet "* ]]; then
+#         make_pki                          # once per run; sets $pki
+#         start_cluster fleet 3 sasl_ssl    # sets $brokers, $sasl_ssl_brokers, $mtls_brokers
+#         export_security_env               # the AUDITPIPE_TEST_KAFKA_* variables below
+#         gotest deploy/local -timeout 20m ./fleet/...
+#         unset_security_env
+#         stop_nodes "$work/fleet"
+#     fi
+#
+# Each node of a sasl_ssl cluster then has, next to its PLAINTEXT listener
+# (inter-broker traffic, topic creation by this script, the other suites):
+#   - SASL_SSL: TLS with the test CA's broker certificate (valid for
+#     127.0.0.1 and localhost), SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512;
+#     one user, $sasl_user, with the same password for all three (SCRAM
+#     credentials are written at storage format time with --add-scram,
+#     PLAIN is in the listener's JAAS config);
+#   - MTLS: TLS that requires a client certificate signed by the test CA
+#     (principal User:CN=auditpipe-test-client), no SASL.
+# No authorizer: an authenticated client may do anything. Each node's
+# directory also gets sasl_ssl_address and mtls_address files, next to
+# address.
+
+# make_pki writes the test certificates and the SASL password into
+# $work/pki (see internal/kafka/kafkatest/testpki for the file names) and
+# sets $pki. Idempotent within a run.
+sasl_user=alice
+make_pki() {
+	pki=$work/pki
+	[[ -f $pki/ca.crt ]] && return 0
+	(cd "$root/deploy/local" && go run ./cmd/testcerts -dir "$pki" -hosts 127.0.0.1,localhost) ||
+		die "testcerts: could not write the test certificates"
+	# Hex: safe inside --add-scram's [name=..,password=..] and JAAS quotes.
+	od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$pki/$sasl_user.password"
+	log "test CA and certificates in $pki"
+}
+
+# secure_node_properties NODE_PROPERTIES SASL_SSL_PORT MTLS_PORT adds the
+# SASL_SSL and MTLS listeners to a node's server.properties.
+secure_node_properties() {
+	local props=$1 sport=$2 mport=$3 pw
+	pw=$(<"$pki/$sasl_user.password")
+	sed -i -e "s|^listeners=\(.*\)|listeners=\1,SASL_SSL://127.0.0.1:$sport,MTLS://127.0.0.1:$mport|" \
+		-e "s|^advertised.listeners=\(.*\)|advertised.listeners=\1,SASL_SSL://127.0.0.1:$sport,MTLS://127.0.0.1:$mport|" \
+		-e "s|^listener.security.protocol.map=\(.*\)|listener.security.protocol.map=\1,SASL_SSL:SASL_SSL,MTLS:SSL|" \
+		"$props"
+	cat >>"$props" <<EOF
+
+# Added by test-kafka.sh (secure_node_properties): client listeners with
+# TLS, the certificates of $pki in Kafka's PEM format (no keytool).
+ssl.keystore.type=PEM
+ssl.keystore.location=$pki/server.keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$pki/ca.crt
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$pw";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.mtls.ssl.client.auth=required
+EOF
+}
+
+# export_security_env exports where the tests find the secure listeners of
+# the cluster that start_cluster ... sasl_ssl started last.
+export_security_env() {
+	export AUDITPIPE_TEST_KAFKA_SASL_SSL=$sasl_ssl_brokers
+	export AUDITPIPE_TEST_KAFKA_MTLS=$mtls_brokers
+	export AUDITPIPE_TEST_KAFKA_PKI=$pki
+	export AUDITPIPE_TEST_KAFKA_CA=$pki/ca.crt
+	export AUDITPIPE_TEST_KAFKA_SASL_USER=$sasl_user
+	export AUDITPIPE_TEST_KAFKA_SASL_PASSWORD_FILE=$pki/$sasl_user.password
+}
+
+unset_security_env() {
+	unset AUDITPIPE_TEST_KAFKA_SASL_SSL AUDITPIPE_TEST_KAFKA_MTLS AUDITPIPE_TEST_KAFKA_PKI \
+		AUDITPIPE_TEST_KAFKA_CA AUDITPIPE_TEST_KAFKA_SASL_USER AUDITPIPE_TEST_KAFKA_SASL_PASSWORD_FILE
+}
+
+# start_cluster NAME N [sasl_ssl] starts N combined nodes (quorum of N)
+# under $work/NAME/node<i>, each with its own log dir, and waits until
+# they serve. It sets $brokers to the PLAINTEXT bootstrap list; with
+# sasl_ssl (call make_pki first) also $sasl_ssl_brokers and $mtls_brokers.
 start_cluster() {
-	local name=$1 n=$2 dir="$work/$1" i
+	local name=$1 n=$2 security=${3:-} dir="$work/$1" i
 	local repl=$n min_isr=1
 	[[ $n -ge 3 ]] && min_isr=2
-	local ports=() cports=() voters=""
+	[[ -z $security || $security == sasl_ssl ]] || die "start_cluster: unknown security mode $security"
+	[[ -z $security || -n ${pki:-} ]] || die "start_cluster $name $n sasl_ssl: call make_pki first"
+	local ports=() cports=() sports=() mports=() voters=""
 	for ((i = 1; i <= n; i++)); do
 		ports[i]=$(free_port)
 		cports[i]=$(free_port)
+		if [[ -n $security ]]; then
+			sports[i]=$(free_port)
+			mports[i]=$(free_port)
+		fi
 		voters+="${voters:+,}$i@127.0.0.1:${cports[i]}"
 	done
 	local cluster_id
 	cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+	local format_args=()
+	if [[ -n $security ]]; then
+		local pw
+		pw=$(<"$pki/$sasl_user.password")
+		format_args=(--add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$pw]"
+			--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$pw]")
+	fi
 	brokers=""
+	sasl_ssl_brokers=""
+	mtls_brokers=""
 	for ((i = 1; i <= n; i++)); do
 		local nd="$dir/node$i"
 		mkdir -p "$nd/data"
@@ -188,9 +293,16 @@ start_cluster() {
 			"$here/server.properties.tmpl" >"$nd/server.properties"
 		echo "127.0.0.1:${ports[i]}" >"$nd/address"
 		brokers+="${brokers:+,}127.0.0.1:${ports[i]}"
+		if [[ -n $security ]]; then
+			secure_node_properties "$nd/server.properties" "${sports[i]}" "${mports[i]}"
+			echo "127.0.0.1:${sports[i]}" >"$nd/sasl_ssl_address"
+			echo "127.0.0.1:${mports[i]}" >"$nd/mtls_address"
+			sasl_ssl_brokers+="${sasl_ssl_brokers:+,}127.0.0.1:${sports[i]}"
+			mtls_brokers+="${mtls_brokers:+,}127.0.0.1:${mports[i]}"
+		fi
 		java -Xmx256m -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$classpath" \
 			kafka.tools.StorageTool format --ignore-formatted -t "$cluster_id" -c "$nd/server.properties" \
-			>"$nd/format.log" 2>&1 || { cat "$nd/format.log" >&2; die "format storage of $name node $i failed"; }
+			"${format_args[@]}" >"$nd/format.log" 2>&1 || { cat "$nd/format.log" >&2; die "format storage of $name node $i failed"; }
 		# start.sh (re)starts the node in the background and records its
 		# pid; the fault tests call it after a kill -9.
 		cat >"$nd/start.sh" <<EOF
@@ -207,7 +319,7 @@ EOF
 	for ((i = 1; i <= n; i++)); do bash "$dir/node$i/start.sh"; done
 	for ((i = 1; i <= n; i++)); do wait_node "$dir/node$i"; done
 	wait_replicas "$name" "$n"
-	log "$name: $n node(s) up at $brokers (Kafka $kafka_version)"
+	log "$name: $n node(s) up at $brokers (Kafka $kafka_version)${security:+; SASL_SSL at $sasl_ssl_brokers, mutual TLS at $mtls_brokers}"
 }
 
 # wait_node waits until the node's log says the server started.
@@ -258,19 +370,27 @@ gotest() {
 started=$SECONDS
 if [[ " $suites " == *" smoke "* ]]; then
 	# Only start and stop both clusters: a check of this script.
-	start_cluster single 1
+	make_pki
+	start_cluster single 1 sasl_ssl
 	stop_nodes "$work/single"
 	start_cluster cluster 3
 	stop_nodes "$work/cluster"
 fi
-if [[ " $suites " == *" up "* ]]; then
-	# Start both clusters and keep them until Ctrl-C: for running single
-	# tests by hand with the environment this prints.
-	start_cluster single 1
+if [[ " $suites " == *" up "* || " $suites " == *" up1 "* ]]; then
+	# Start both clusters (up1: the single broker) and keep them until
+	# Ctrl-C: for running single tests by hand with the environment this
+	# prints.
+	make_pki
+	start_cluster single 1 sasl_ssl
 	single=$brokers
-	start_cluster cluster 3
+	export_security_env
 	printf 'export AUDITPIPE_TEST_KAFKA_BROKERS=%s   # single broker\n' "$single"
-	printf 'export AUDITPIPE_TEST_KAFKA_BROKERS=%s AUDITPIPE_FAULT_CLUSTER_DIR=%s   # 3-node cluster\n' "$brokers" "$work/cluster"
+	env | grep '^AUDITPIPE_TEST_KAFKA_[A-Z_]*=' | grep -v _BROKERS= | sed 's/^/export /; s/$/   # single broker, secure listeners/'
+	unset_security_env
+	if [[ " $suites " == *" up "* ]]; then
+		start_cluster cluster 3
+		printf 'export AUDITPIPE_TEST_KAFKA_BROKERS=%s AUDITPIPE_FAULT_CLUSTER_DIR=%s   # 3-node cluster\n' "$brokers" "$work/cluster"
+	fi
 	log "running until Ctrl-C"
 	while :; do
 		sleep 3600 &
@@ -279,8 +399,10 @@ if [[ " $suites " == *" up "* ]]; then
 fi
 if [[ " $suites " == *" single "* ]]; then
 	t0=$SECONDS
-	start_cluster single 1
+	make_pki
+	start_cluster single 1 sasl_ssl
 	export AUDITPIPE_TEST_KAFKA_BROKERS=$brokers
+	export_security_env
 	gotest internal -timeout 15m ./kafka/...
 	gotest producer -timeout 10m ./webhook/...
 	gotest deploy/local -timeout 10m ./allinone/...
@@ -290,6 +412,7 @@ if [[ " $suites " == *" single "* ]]; then
 	gotest consumer -timeout 10m ./group/...
 	gotest processor -timeout 10m ./app/... ./cmd/processor/
 	unset AUDITPIPE_TEST_KAFKA_BROKERS
+	unset_security_env
 	stop_nodes "$work/single"
 	log "single broker suite done in $((SECONDS - t0)) s"
 fi

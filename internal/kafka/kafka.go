@@ -101,6 +101,8 @@ type GroupConfig struct {
 	Group    string
 	Topics   []string
 	ClientID string
+	// TLS encrypts the connections; zero means plaintext.
+	TLS TLS
 	// SASL authenticates the member; zero means none.
 	SASL SASL
 	// MaxBatch caps the records of one Batch. Default 500.
@@ -143,6 +145,9 @@ func (c GroupConfig) Validate() error {
 	case len(c.Topics) == 0:
 		return errors.New("kafka group: no topics")
 	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("kafka group: %w", err)
+	}
 	if err := c.SASL.Validate(); err != nil {
 		return fmt.Errorf("kafka group: %w", err)
 	}
@@ -165,13 +170,18 @@ type SASL struct {
 	Mechanism string `json:"mechanism"`
 	Username  string `json:"username"`
 	Password  string `json:"password"`
+	// PasswordFile holds the password instead of Password (one trailing
+	// newline is ignored). It is read whenever a client is built; see
+	// Resolved.
+	PasswordFile string `json:"passwordFile"`
 }
 
 // Enabled reports whether the client authenticates.
 func (s SASL) Enabled() bool { return s.Mechanism != "" }
 
 // Validate checks the mechanism and that a user and password come with
-// it.
+// it; a password file is read, so that a missing or empty one is reported
+// at start (and by `validate`), not at the first connection.
 func (s SASL) Validate() error {
 	switch s.Mechanism {
 	case "":
@@ -180,10 +190,11 @@ func (s SASL) Validate() error {
 	default:
 		return fmt.Errorf("sasl: mechanism %q is not supported: want %s, %s or %s", s.Mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
 	}
-	if s.Username == "" || s.Password == "" {
-		return fmt.Errorf("sasl: mechanism %s needs a username and a password", s.Mechanism)
+	if s.Username == "" || (s.Password == "" && s.PasswordFile == "") {
+		return fmt.Errorf("sasl: mechanism %s needs a username and a password (or passwordFile)", s.Mechanism)
 	}
-	return nil
+	_, err := s.Resolved()
+	return err
 }
 
 // String leaves the password out, so that a SASL in a log line or an
@@ -199,6 +210,8 @@ func (s SASL) String() string {
 type ProducerConfig struct {
 	Brokers  []string
 	ClientID string
+	// TLS encrypts the connections; zero means plaintext.
+	TLS TLS
 	// SASL authenticates the producer; zero means none.
 	SASL SASL
 	// MaxMessageBytes is the largest record the producer accepts. Default

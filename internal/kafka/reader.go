@@ -21,6 +21,8 @@ func (r OffsetRange) Len() int64 { return max(r.End-r.Start, 0) }
 type ReaderConfig struct {
 	Brokers  []string
 	ClientID string
+	// TLS encrypts the connections; zero means plaintext.
+	TLS TLS
 	// SASL authenticates the reader; zero means none.
 	SASL SASL
 	// MaxBatch caps the records of one Batch handed to a ReadRange

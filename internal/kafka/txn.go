@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Transactor writes records and commits a consumer group's input offsets
@@ -64,6 +65,12 @@ func (c TransactorConfig) Validate() error {
 		return errors.New("kafka transactor: no group id")
 	case c.TransactionalID == "":
 		return errors.New("kafka transactor: no transactional id")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("kafka transactor: %w", err)
+	}
+	if err := c.SASL.Validate(); err != nil {
+		return fmt.Errorf("kafka transactor: %w", err)
 	}
 	return nil
 }

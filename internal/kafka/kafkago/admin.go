@@ -31,24 +31,30 @@ var _ kafka.Admin = (*Admin)(nil)
 
 // NewAdmin returns an Admin for the cluster behind brokers.
 func NewAdmin(brokers []string, clientID string) (*Admin, error) {
-	return NewAdminWithSASL(brokers, clientID, kafka.SASL{})
+	return NewAdminWithConfig(kafka.AdminConfig{Brokers: brokers, ClientID: clientID})
 }
 
 // NewAdminWithSASL is NewAdmin authenticating with s.
 func NewAdminWithSASL(brokers []string, clientID string, s kafka.SASL) (*Admin, error) {
-	if len(brokers) == 0 {
+	return NewAdminWithConfig(kafka.AdminConfig{Brokers: brokers, ClientID: clientID, SASL: s})
+}
+
+// NewAdminWithConfig returns an Admin that connects as cfg says (TLS,
+// SASL).
+func NewAdminWithConfig(cfg kafka.AdminConfig) (*Admin, error) {
+	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka-go admin: no brokers")
 	}
-	if clientID == "" {
-		clientID = "auditpipe"
+	if cfg.ClientID == "" {
+		cfg.ClientID = "auditpipe"
 	}
-	mech, err := saslMechanism(s)
+	sec, err := newSecurity(cfg.Brokers, cfg.TLS, cfg.SASL)
 	if err != nil {
 		return nil, fmt.Errorf("kafka-go admin: %w", err)
 	}
-	t := newTransport(clientID, mech)
+	t := newTransport(cfg.ClientID, sec)
 	return &Admin{
-		client:    &kgo.Client{Addr: kgo.TCP(brokers...), Timeout: adminTimeout, Transport: t},
+		client:    &kgo.Client{Addr: kgo.TCP(cfg.Brokers...), Timeout: adminTimeout, Transport: describingTransport{t, sec}},
 		transport: t,
 	}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	kgo "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
 )
@@ -64,7 +63,7 @@ type Group struct {
 	cfg  kafka.GroupConfig
 	opts options
 	log  *slog.Logger
-	mech sasl.Mechanism // nil: no SASL
+	sec  security
 
 	mu      sync.Mutex
 	closed  bool
@@ -80,12 +79,12 @@ func NewGroup(cfg kafka.GroupConfig, opts ...Option) (*Group, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	mech, err := saslMechanism(cfg.SASL)
+	sec, err := newSecurity(cfg.Brokers, cfg.TLS, cfg.SASL)
 	if err != nil {
 		return nil, fmt.Errorf("kafka-go group: %w", err)
 	}
 	o := buildOptions(opts)
-	return &Group{cfg: cfg, opts: o, mech: mech, log: o.log().With("group", cfg.Group)}, nil
+	return &Group{cfg: cfg, opts: o, sec: sec, log: o.log().With("group", cfg.Group)}, nil
 }
 
 func (g *Group) groupConfig() kgo.ConsumerGroupConfig {
@@ -100,7 +99,7 @@ func (g *Group) groupConfig() kgo.ConsumerGroupConfig {
 	return kgo.ConsumerGroupConfig{
 		ID:                g.cfg.Group,
 		Brokers:           g.cfg.Brokers,
-		Dialer:            newDialer(g.cfg.ClientID, g.mech),
+		Dialer:            newDialer(g.cfg.ClientID, g.sec),
 		Topics:            g.cfg.Topics,
 		HeartbeatInterval: heartbeat,
 		SessionTimeout:    g.cfg.SessionTimeout,
@@ -145,6 +144,14 @@ func (g *Group) Run(ctx context.Context, h kafka.Handler) error {
 	for {
 		gen, err := cg.Next(runCtx)
 		if runCtx.Err() != nil {
+			break
+		}
+		if err != nil && permanent(err) {
+			// An untrusted certificate or a refused password does not
+			// go away by itself: Run fails, and the caller's
+			// supervisor reports it and backs off, instead of kafka-go
+			// rejoining every joinBackoff for ever.
+			r.fail(fmt.Errorf("kafka-go group %s: join: %w", g.cfg.Group, g.sec.describe(err)))
 			break
 		}
 		if err != nil {
@@ -283,7 +290,7 @@ func (p *partition) consume(genCtx context.Context) (endGeneration bool) {
 	cfg := p.group.cfg
 	reader := kgo.NewReader(kgo.ReaderConfig{
 		Brokers:   cfg.Brokers,
-		Dialer:    newDialer(cfg.ClientID, p.group.mech),
+		Dialer:    newDialer(cfg.ClientID, p.group.sec),
 		Topic:     p.topic,
 		Partition: int(p.id),
 		MaxWait:   fetchWait,

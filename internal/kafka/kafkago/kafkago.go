@@ -9,8 +9,11 @@
 package kafkago
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -70,9 +73,35 @@ func (o options) kafkaGoLogger(attrs ...any) kgo.Logger {
 	})
 }
 
+// security is what every connection of a client needs: the dialer (TCP
+// and TLS, see kafka.Dialer) and the SASL mechanism (nil for none).
+type security struct {
+	dialer  *kafka.Dialer
+	mech    sasl.Mechanism
+	sasl    kafka.SASL
+	brokers []string
+}
+
+// newSecurity loads t's files and s's password file.
+func newSecurity(brokers []string, t kafka.TLS, s kafka.SASL) (security, error) {
+	d, err := kafka.NewDialer(t, dialTimeout)
+	if err != nil {
+		return security{}, err
+	}
+	mech, err := saslMechanism(s)
+	if err != nil {
+		return security{}, err
+	}
+	return security{dialer: d, mech: mech, sasl: s, brokers: brokers}, nil
+}
+
 // saslMechanism returns kafka-go's mechanism for s; nil for none.
 func saslMechanism(s kafka.SASL) (sasl.Mechanism, error) {
 	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	s, err := s.Resolved()
+	if err != nil {
 		return nil, err
 	}
 	switch s.Mechanism {
@@ -86,13 +115,43 @@ func saslMechanism(s kafka.SASL) (sasl.Mechanism, error) {
 	return nil, nil
 }
 
-// newDialer and newTransport authenticate with mech when it is not nil.
-func newDialer(clientID string, mech sasl.Mechanism) *kgo.Dialer {
-	return &kgo.Dialer{ClientID: clientID, Timeout: dialTimeout, DualStack: true, SASLMechanism: mech}
+// describe adds the brokers, mechanism and user to an authentication
+// failure (kafka-go reports only the broker's error code); other errors
+// are returned as they are.
+func (s security) describe(err error) error {
+	if err != nil && errors.Is(err, kgo.SASLAuthenticationFailed) {
+		return kafka.AuthFailed(err, s.brokers, s.sasl)
+	}
+	return err
 }
 
-func newTransport(clientID string, mech sasl.Mechanism) *kgo.Transport {
-	return &kgo.Transport{ClientID: clientID, DialTimeout: dialTimeout, SASL: mech}
+// permanent reports whether err is one that retrying at once cannot fix:
+// an untrusted certificate or a refused password.
+func permanent(err error) bool {
+	return errors.Is(err, kafka.ErrTLSHandshake) || errors.Is(err, kafka.ErrAuthentication) ||
+		errors.Is(err, kgo.SASLAuthenticationFailed)
+}
+
+// newDialer and newTransport connect with s. kafka-go's own TLS stays off:
+// the handshake happens in kafka.Dialer, whose errors name the broker.
+func newDialer(clientID string, s security) *kgo.Dialer {
+	return &kgo.Dialer{ClientID: clientID, Timeout: dialTimeout, DialFunc: s.dialer.DialContext, SASLMechanism: s.mech}
+}
+
+func newTransport(clientID string, s security) *kgo.Transport {
+	return &kgo.Transport{ClientID: clientID, DialTimeout: dialTimeout, Dial: s.dialer.DialContext, SASL: s.mech}
+}
+
+// describingTransport is a transport whose authentication failures say
+// who failed where (security.describe).
+type describingTransport struct {
+	*kgo.Transport
+	sec security
+}
+
+func (t describingTransport) RoundTrip(ctx context.Context, addr net.Addr, req kgo.Request) (kgo.Response, error) {
+	resp, err := t.Transport.RoundTrip(ctx, addr, req)
+	return resp, t.sec.describe(err)
 }
 
 func toMessage(r kafka.Record) kgo.Message {

@@ -53,11 +53,11 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka-go producer: no brokers")
 	}
-	mech, err := saslMechanism(cfg.SASL)
+	sec, err := newSecurity(cfg.Brokers, cfg.TLS, cfg.SASL)
 	if err != nil {
 		return nil, fmt.Errorf("kafka-go producer: %w", err)
 	}
-	t := newTransport(cfg.ClientID, mech)
+	t := newTransport(cfg.ClientID, sec)
 	t.MetadataTTL = metadataTTL
 	w := &kgo.Writer{
 		Addr:         kgo.TCP(cfg.Brokers...),
@@ -72,7 +72,7 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 		// webhook batch (up to 400 events) into several round trips;
 		// BatchBytes is the limit that matters.
 		BatchSize: 1000,
-		Transport: t,
+		Transport: describingTransport{t, sec},
 		// Topics are created deliberately (Admin.EnsureTopics); a typo in a
 		// topic name must fail instead of creating a stray topic.
 		AllowAutoTopicCreation: false,

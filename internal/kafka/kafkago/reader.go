@@ -56,17 +56,17 @@ func NewReader(cfg kafka.ReaderConfig) (*Reader, error) {
 	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka-go reader: no brokers")
 	}
-	mech, err := saslMechanism(cfg.SASL)
+	sec, err := newSecurity(cfg.Brokers, cfg.TLS, cfg.SASL)
 	if err != nil {
 		return nil, fmt.Errorf("kafka-go reader: %w", err)
 	}
-	t := newTransport(cfg.ClientID, mech)
+	t := newTransport(cfg.ClientID, sec)
 	// Metadata answers come from the transport's cache; a short TTL lets a
 	// reader see a topic another client just created.
 	t.MetadataTTL = metadataTTL
 	return &Reader{
 		cfg:       cfg,
-		client:    &kgo.Client{Addr: kgo.TCP(cfg.Brokers...), Timeout: adminTimeout, Transport: t},
+		client:    &kgo.Client{Addr: kgo.TCP(cfg.Brokers...), Timeout: adminTimeout, Transport: describingTransport{t, sec}},
 		transport: t,
 	}, nil
 }

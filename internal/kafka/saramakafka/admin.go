@@ -24,23 +24,32 @@ var _ kafka.Admin = (*Admin)(nil)
 
 // NewAdmin connects an admin client to brokers.
 func NewAdmin(brokers []string, clientID string) (*Admin, error) {
-	return NewAdminWithSASL(brokers, clientID, kafka.SASL{})
+	return NewAdminWithConfig(kafka.AdminConfig{Brokers: brokers, ClientID: clientID})
 }
 
 // NewAdminWithSASL is NewAdmin authenticating with sasl.
 func NewAdminWithSASL(brokers []string, clientID string, sasl kafka.SASL) (*Admin, error) {
-	if len(brokers) == 0 {
+	return NewAdminWithConfig(kafka.AdminConfig{Brokers: brokers, ClientID: clientID, SASL: sasl})
+}
+
+// NewAdminWithConfig connects an admin client as cfg says (TLS, SASL).
+func NewAdminWithConfig(cfg kafka.AdminConfig) (*Admin, error) {
+	if len(cfg.Brokers) == 0 {
 		return nil, errors.New("kafka admin: no brokers")
 	}
-	if clientID == "" {
-		clientID = "auditpipe"
+	if cfg.ClientID == "" {
+		cfg.ClientID = "auditpipe"
 	}
-	if err := sasl.Validate(); err != nil {
+	if err := cfg.SASL.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
-	ca, err := sarama.NewClusterAdmin(brokers, newConfig(clientID, sasl))
+	sc, err := newConfig(cfg.ClientID, cfg.TLS, cfg.SASL)
 	if err != nil {
-		return nil, fmt.Errorf("kafka admin: connect to %v: %w", brokers, err)
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	ca, err := sarama.NewClusterAdmin(cfg.Brokers, sc)
+	if err != nil {
+		return nil, fmt.Errorf("kafka admin: connect to %v: %w", cfg.Brokers, describe(err, cfg.Brokers, cfg.SASL))
 	}
 	return &Admin{ca: ca}, nil
 }

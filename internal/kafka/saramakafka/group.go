@@ -52,7 +52,10 @@ func NewGroup(cfg kafka.GroupConfig) (*GroupConsumer, error) {
 
 func (c *GroupConsumer) newSaramaGroup() (sarama.ConsumerGroup, error) {
 	cfg := c.cfg
-	sc := newConfig(cfg.ClientID, cfg.SASL)
+	sc, err := newConfig(cfg.ClientID, cfg.TLS, cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka group %s: %w", cfg.Group, err)
+	}
 	// Cooperative-sticky moves only the partitions that change owner on a
 	// rebalance; the others keep consuming.
 	strategy, err := newAssignStrategy(c.assigned)
@@ -81,7 +84,7 @@ func (c *GroupConsumer) newSaramaGroup() (sarama.ConsumerGroup, error) {
 	sc.Consumer.MaxWaitTime = min(max(cfg.MaxWait, 50*time.Millisecond), 500*time.Millisecond)
 	g, err := sarama.NewConsumerGroup(cfg.Brokers, cfg.Group, sc)
 	if err != nil {
-		return nil, fmt.Errorf("kafka group %s: connect to %v: %w", cfg.Group, cfg.Brokers, err)
+		return nil, fmt.Errorf("kafka group %s: connect to %v: %w", cfg.Group, cfg.Brokers, describe(err, cfg.Brokers, cfg.SASL))
 	}
 	return g, nil
 }
@@ -163,6 +166,11 @@ func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
 			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, err)
 		case errors.As(err, &cfgErr):
 			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, err)
+		case errors.Is(err, sarama.ErrSASLAuthenticationFailed):
+			// Retrying here would hide a wrong or rotated password
+			// inside Run; the caller's supervisor logs it and backs off.
+			c.leave(g)
+			return fmt.Errorf("kafka group %s: %w", c.cfg.Group, describe(err, c.cfg.Brokers, c.cfg.SASL))
 		case errors.Is(err, sarama.ErrInvalidSessionTimeout):
 			// The broker refuses the session timeout
 			// (group.min/max.session.timeout.ms, 6 s to 30 min by

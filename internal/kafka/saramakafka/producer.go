@@ -35,7 +35,10 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 	if err := cfg.SASL.Validate(); err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	sc := newConfig(cfg.ClientID, cfg.SASL)
+	sc, err := newConfig(cfg.ClientID, cfg.TLS, cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
 	// Produce promises acks=all, and retries must not duplicate or reorder
 	// records of a key: the idempotent producer guarantees that only with
 	// one request in flight per broker connection.
@@ -50,7 +53,7 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 	sc.Producer.Return.Errors = true
 	sp, err := sarama.NewSyncProducer(cfg.Brokers, sc)
 	if err != nil {
-		return nil, fmt.Errorf("kafka producer: connect to %v: %w", cfg.Brokers, err)
+		return nil, fmt.Errorf("kafka producer: connect to %v: %w", cfg.Brokers, describe(err, cfg.Brokers, cfg.SASL))
 	}
 	return &Producer{sp: sp}, nil
 }

@@ -72,7 +72,10 @@ func (t *Transactor) partition(topic string, partition int32) (*txnPartition, er
 // InitProducerId, which fences a previous producer with the same id and
 // returns only once the broker aborted that producer's open transaction.
 func (t *Transactor) newProducer(key string) (sarama.SyncProducer, error) {
-	sc := newConfig(t.cfg.ClientID, t.cfg.SASL)
+	sc, err := newConfig(t.cfg.ClientID, t.cfg.TLS, t.cfg.SASL)
+	if err != nil {
+		return nil, fmt.Errorf("kafka transactor: %w", err)
+	}
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Producer.Idempotent = true
 	sc.Net.MaxOpenRequests = 1
@@ -89,7 +92,7 @@ func (t *Transactor) newProducer(key string) (sarama.SyncProducer, error) {
 	sc.Producer.Transaction.Timeout = 10 * time.Second
 	sp, err := sarama.NewSyncProducer(t.cfg.Brokers, sc)
 	if err != nil {
-		return nil, fmt.Errorf("kafka transactor: transactional producer %s: %w", key, err)
+		return nil, fmt.Errorf("kafka transactor: transactional producer %s: %w", key, describe(err, t.cfg.Brokers, t.cfg.SASL))
 	}
 	return sp, nil
 }

@@ -200,7 +200,9 @@ func (s *txnStage) Handle(ctx context.Context, b kafka.Batch) error {
 // producer killed between TxnOffsetCommit and EndTxn leaves behind.
 func openTxnOffsetCommit(t *testing.T, brokers []string, txnID, group, topic string, partition int32, offset int64) {
 	t.Helper()
-	client, err := sarama.NewClient(brokers, newConfig("dead-owner", kafka.SASL{}))
+	sc, err := newConfig("dead-owner", kafka.TLS{}, kafka.SASL{})
+	require.NoError(t, err)
+	client, err := sarama.NewClient(brokers, sc)
 	require.NoError(t, err)
 	defer client.Close()
 	coord, err := client.TransactionCoordinator(txnID)
@@ -227,7 +229,9 @@ func openTxnOffsetCommit(t *testing.T, brokers []string, txnID, group, topic str
 // endOffsets returns the end offset of each partition of topic.
 func endOffsets(t *testing.T, brokers []string, topic string) map[int32]int64 {
 	t.Helper()
-	client, err := sarama.NewClient(brokers, newConfig("end-offsets", kafka.SASL{}))
+	sc, err := newConfig("end-offsets", kafka.TLS{}, kafka.SASL{})
+	require.NoError(t, err)
+	client, err := sarama.NewClient(brokers, sc)
 	require.NoError(t, err)
 	defer client.Close()
 	parts, err := client.Partitions(topic)

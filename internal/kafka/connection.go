@@ -1,0 +1,126 @@
+package kafka
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"strings"
+)
+
+// Connection is how a program reaches the Kafka cluster: the `kafka:`
+// block of every stage's configuration file and the --kafka-* flags. It
+// fills the configs of the adapters' clients (GroupConfig and the others),
+// so that every client of a program connects the same way.
+type Connection struct {
+	Brokers  []string `json:"brokers"`
+	ClientID string   `json:"clientID"`
+	TLS      TLS      `json:"tls"`
+	SASL     SASL     `json:"sasl"`
+}
+
+// Validate checks the connection settings and loads the files they name
+// (CA, client certificate and key, password file), so that a missing or
+// unreadable file fails at start, naming it.
+func (c Connection) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("kafka: no brokers")
+	}
+	for _, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" {
+			return fmt.Errorf("kafka: empty broker address in %q", c.Brokers)
+		}
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	if err := c.SASL.Validate(); err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	return nil
+}
+
+// RegisterFlags binds the --kafka-* flags (and --brokers, the older name of
+// --kafka-brokers) to c's fields, with c's current values as defaults: load
+// the configuration file into c first, then parse, and the flags override
+// the file.
+func (c *Connection) RegisterFlags(fs *flag.FlagSet) {
+	brokers := (*brokerList)(&c.Brokers)
+	fs.Var(brokers, "kafka-brokers", "Kafka bootstrap brokers, comma-separated host:port")
+	fs.Var(brokers, "brokers", "alias of --kafka-brokers")
+	fs.StringVar(&c.ClientID, "kafka-client-id", c.ClientID, "Kafka client id")
+	fs.BoolVar(&c.TLS.Enabled, "kafka-tls", c.TLS.Enabled, "connect to the brokers with TLS")
+	fs.StringVar(&c.TLS.CAFile, "kafka-tls-ca-file", c.TLS.CAFile, "PEM CA bundle the brokers' certificates are verified against (system roots if empty)")
+	fs.StringVar(&c.TLS.CertFile, "kafka-tls-cert-file", c.TLS.CertFile, "client certificate (PEM) for mutual TLS")
+	fs.StringVar(&c.TLS.KeyFile, "kafka-tls-key-file", c.TLS.KeyFile, "client key (PEM) for mutual TLS")
+	fs.StringVar(&c.TLS.ServerName, "kafka-tls-server-name", c.TLS.ServerName, "name the brokers' certificates must carry (default: the broker's host)")
+	fs.StringVar(&c.SASL.Mechanism, "kafka-sasl-mechanism", c.SASL.Mechanism, "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, or empty for none")
+	fs.StringVar(&c.SASL.Username, "kafka-sasl-username", c.SASL.Username, "SASL user")
+	fs.Func("kafka-sasl-password-file", "file holding the SASL password (replaces sasl.password of the config file)", func(v string) error {
+		// The flag overrides the file's password, whichever way the file
+		// gave it.
+		c.SASL.PasswordFile = v
+		c.SASL.Password = ""
+		return nil
+	})
+}
+
+// brokerList is a comma-separated flag value.
+type brokerList []string
+
+func (b *brokerList) String() string {
+	if b == nil {
+		return ""
+	}
+	return strings.Join(*b, ",")
+}
+
+func (b *brokerList) Set(v string) error {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return errors.New("no broker address")
+	}
+	*b = out
+	return nil
+}
+
+// AdminConfig configures an Admin or a GroupOffsets client.
+type AdminConfig struct {
+	Brokers  []string
+	ClientID string
+	// TLS encrypts the connections; zero means plaintext.
+	TLS TLS
+	// SASL authenticates the client; zero means none.
+	SASL SASL
+}
+
+// GroupConfig returns a GroupConfig for group on topics that connects as c
+// does; the caller sets the rest.
+func (c Connection) GroupConfig(group string, topics ...string) GroupConfig {
+	return GroupConfig{Brokers: c.Brokers, ClientID: c.ClientID, TLS: c.TLS, SASL: c.SASL, Group: group, Topics: topics}
+}
+
+// ProducerConfig returns a ProducerConfig that connects as c does.
+func (c Connection) ProducerConfig() ProducerConfig {
+	return ProducerConfig{Brokers: c.Brokers, ClientID: c.ClientID, TLS: c.TLS, SASL: c.SASL}
+}
+
+// TransactorConfig returns a TransactorConfig for group that connects as c
+// does.
+func (c Connection) TransactorConfig(group, transactionalID string) TransactorConfig {
+	return TransactorConfig{ProducerConfig: c.ProducerConfig(), Group: group, TransactionalID: transactionalID}
+}
+
+// ReaderConfig returns a ReaderConfig that connects as c does.
+func (c Connection) ReaderConfig() ReaderConfig {
+	return ReaderConfig{Brokers: c.Brokers, ClientID: c.ClientID, TLS: c.TLS, SASL: c.SASL}
+}
+
+// AdminConfig returns an AdminConfig that connects as c does.
+func (c Connection) AdminConfig() AdminConfig {
+	return AdminConfig{Brokers: c.Brokers, ClientID: c.ClientID, TLS: c.TLS, SASL: c.SASL}
+}

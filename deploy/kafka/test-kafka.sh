@@ -435,11 +435,16 @@ fi
 if [[ " $suites " == *" fleet "* ]]; then
 	# A cluster of its own: the fault tests leave killed-and-restarted
 	# nodes and their topics behind.
+	# Every stage connects through the SASL_SSL listener (SCRAM-SHA-512,
+	# the test CA); the PLAINTEXT one is the brokers' own.
 	t0=$SECONDS
-	start_cluster fleet 3
+	make_pki
+	start_cluster fleet 3 sasl_ssl
 	export AUDITPIPE_TEST_KAFKA_BROKERS=$brokers AUDITPIPE_FLEET=1
+	export_security_env
 	gotest deploy/local -v -timeout 10m ./fleet/
 	unset AUDITPIPE_TEST_KAFKA_BROKERS AUDITPIPE_FLEET
+	unset_security_env
 	stop_nodes "$work/fleet"
 	log "fleet suite done in $((SECONDS - t0)) s"
 fi

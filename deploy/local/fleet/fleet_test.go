@@ -57,11 +57,10 @@ type identity struct{ cluster, auditID, stage string }
 // and checks that every acknowledged event is stored exactly once, reached
 // its cluster's CLS topic, and is found through the search API.
 func TestFleet(t *testing.T) {
-	brokers := os.Getenv(kafkatest.BrokersEnv)
-	if os.Getenv(fleetEnv) == "" || brokers == "" {
+	if os.Getenv(fleetEnv) == "" || os.Getenv(kafkatest.BrokersEnv) == "" {
 		t.Skipf("the fleet test runs on the 3-node Apache Kafka cluster of `make test-kafka` (%s and %s are not set)", fleetEnv, kafkatest.BrokersEnv)
 	}
-	f := newFleet(t, strings.Split(brokers, ","))
+	f := newFleet(t, connectionFromEnv(t))
 	f.startAll(t)
 
 	loads := make([]*apiserver, len(clusters))
@@ -98,12 +97,16 @@ func TestFleet(t *testing.T) {
 // fleet is the running deployment: its files, processes and the local CLS
 // server.
 type fleet struct {
-	dir     string
-	brokers []string
-	topics  schemas.Topics
-	group   string
-	bins    map[string]string
-	pki     string
+	dir string
+	// kafka is how the test's own clients connect (SASL_SSL when
+	// test-kafka.sh started the cluster with it).
+	kafka kafka.Connection
+	// stageKafka is how the stages connect.
+	stageKafka kafka.Connection
+	topics     schemas.Topics
+	group      string
+	bins       map[string]string
+	pki        string
 
 	producers    []*stageProc
 	processors   []*stageProc
@@ -114,12 +117,12 @@ type fleet struct {
 	cls *clsRecorder
 }
 
-func newFleet(t *testing.T, brokers []string) *fleet {
+func newFleet(t *testing.T, conn kafka.Connection) *fleet {
 	t.Helper()
 	dir := t.TempDir()
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	f := &fleet{
-		dir: dir, brokers: brokers,
+		dir: dir, kafka: conn, stageKafka: stageConnection(t, conn),
 		topics: schemas.Topics{Raw: "fleet.raw." + suffix, Events: "fleet.events." + suffix,
 			DLQ: "fleet.dlq." + suffix, Alerts: "fleet.alerts." + suffix},
 		group: "fleet-" + suffix,
@@ -184,7 +187,9 @@ func (f *fleet) startAll(t *testing.T) {
 // stage programs do not create topics on a production cluster.
 func (f *fleet) createTopics(t *testing.T) {
 	t.Helper()
-	admin, err := saramakafka.NewAdmin(f.brokers, "fleet-test-admin")
+	c := f.kafka
+	c.ClientID = "fleet-test-admin"
+	admin, err := saramakafka.NewAdminWithConfig(c.AdminConfig())
 	require.NoError(t, err)
 	defer admin.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -195,10 +200,6 @@ func (f *fleet) createTopics(t *testing.T) {
 			Configs: map[string]string{"min.insync.replicas": "2"}})
 	}
 	require.NoError(t, admin.EnsureTopics(ctx, specs...))
-}
-
-func (f *fleet) yamlBrokers() string {
-	return "[" + strings.Join(f.brokers, ", ") + "]"
 }
 
 func (f *fleet) yamlTopics() string {
@@ -212,10 +213,7 @@ func (f *fleet) producer(t *testing.T, i int) *stageProc {
 	name := fmt.Sprintf("producer-%d", i)
 	webhook, admin := freeAddr(t), freeAddr(t)
 	cfg := fmt.Sprintf(`dataDir: %s
-kafka:
-  brokers: %s
-  clientID: fleet-%s
-topics: %s
+%stopics: %s
 webhook:
   listen: %s
   tls:
@@ -225,7 +223,7 @@ webhook:
 admin:
   listen: %s
 log: {level: info, format: text}
-`, filepath.Join(f.dir, name), f.yamlBrokers(), name, f.yamlTopics(), webhook,
+`, filepath.Join(f.dir, name), kafkaYAML(f.stageKafka, "fleet-"+name), f.yamlTopics(), webhook,
 		filepath.Join(f.pki, "server.crt"), filepath.Join(f.pki, "server.key"), filepath.Join(f.pki, "ca.crt"), admin)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
@@ -242,7 +240,7 @@ func (f *fleet) processor(t *testing.T, i int, fleetFile string) *stageProc {
 	metrics := freeAddr(t)
 	return &stageProc{
 		name: name, bin: f.bins["processor"],
-		args: []string{"--brokers", strings.Join(f.brokers, ","), "--group", f.group + "-processor",
+		args: []string{"--brokers", strings.Join(f.stageKafka.Brokers, ","), "--group", f.group + "-processor",
 			"--fleet", fleetFile,
 			"--topic-raw", f.topics.Raw, "--topic-events", f.topics.Events, "--topic-dlq", f.topics.DLQ, "--topic-alerts", f.topics.Alerts,
 			"--session-timeout", "6s", "--metrics-addr", metrics, "--log-level", "info"},
@@ -266,7 +264,7 @@ group: %s
 topic: %s
 sessionTimeout: 6s
 fleetFile: %s
-%s`, f.yamlBrokers(), name, f.group, f.topics.Events, fleetFile, sinks)
+%s`, "["+strings.Join(f.stageKafka.Brokers, ", ")+"]", name, f.group, f.topics.Events, fleetFile, sinks)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
 		name: name, bin: f.bins["consumer"], args: []string{"--config", path, "--metrics-addr", metrics, "--log-level", "info"},
@@ -603,10 +601,11 @@ func getJSON(u string, v any) error {
 // own fields (which differ by processing time).
 func readEvents(t *testing.T, f *fleet, want int) map[identity][]schemas.Event {
 	t.Helper()
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{
-		Brokers: f.brokers, Group: "fleet-reader-" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		Topics: []string{f.topics.Events}, ClientID: "fleet-reader", SessionTimeout: 6 * time.Second,
-	})
+	c := f.kafka
+	c.ClientID = "fleet-reader"
+	gc := c.GroupConfig("fleet-reader-"+strconv.FormatInt(time.Now().UnixNano(), 36), f.topics.Events)
+	gc.SessionTimeout = 6 * time.Second
+	g, err := saramakafka.NewGroup(gc)
 	require.NoError(t, err)
 	defer g.Close()
 	var mu sync.Mutex

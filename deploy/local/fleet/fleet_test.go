@@ -43,6 +43,9 @@ const (
 	clsSecretKey = "fleet-test-secret-key"
 )
 
+// restartDelay is how long a killed process stays down.
+const restartDelay = 2 * time.Second
+
 // The clusters of the fleet: each has its own apiserver, client
 // certificate and CLS topic.
 var clusters = []string{"fleet-a", "fleet-b"}
@@ -60,6 +63,7 @@ func TestFleet(t *testing.T) {
 	if os.Getenv(fleetEnv) == "" || os.Getenv(kafkatest.BrokersEnv) == "" {
 		t.Skipf("the fleet test runs on the 3-node Apache Kafka cluster of `make test-kafka` (%s and %s are not set)", fleetEnv, kafkatest.BrokersEnv)
 	}
+	quietAuditErrors(t)
 	f := newFleet(t, connectionFromEnv(t))
 	f.startAll(t)
 
@@ -78,12 +82,15 @@ func TestFleet(t *testing.T) {
 	}
 
 	// One kill -9 per stage, in pipeline order, each process restarted
-	// at once on its own data, as a supervisor (kubelet) would.
+	// on its own data after a pause, as a supervisor (kubelet) would: long
+	// enough that an apiserver gives up on a dead producer and goes to
+	// the other one.
 	time.Sleep(5 * time.Second)
 	victims := []*stageProc{f.producers[0], f.processors[0], f.clsConsumers[0], f.store}
 	for _, v := range victims {
 		killed := time.Now()
 		v.kill9(t)
+		time.Sleep(restartDelay)
 		v.start(t)
 		t.Logf("kill -9 %s: ready again after %s", v.name, time.Since(killed).Round(time.Millisecond))
 		time.Sleep(4 * time.Second)
@@ -353,8 +360,8 @@ type apiserver struct {
 // every fourth also with its RequestReceived stage) every batchInterval
 // per cluster, for as long as the kills take: a few thousand events.
 const (
-	batchSize     = 20
-	batchInterval = 50 * time.Millisecond
+	batchSize     = 10
+	batchInterval = 100 * time.Millisecond
 )
 
 func (l *apiserver) run(ctx context.Context) {

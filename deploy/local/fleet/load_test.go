@@ -1,7 +1,11 @@
 package fleet
 
 import (
+	"bytes"
+	"flag"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -13,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	auditinternal "k8s.io/apiserver/pkg/apis/audit"
 	"k8s.io/apiserver/pkg/audit"
+	"k8s.io/klog/v2"
 
 	"github.com/auditpipe/auditpipe/internal/audittest"
 )
@@ -75,4 +80,33 @@ func events(cluster string, seq, n int) ([]*auditinternal.Event, []identity) {
 		}
 	}
 	return evs, ids
+}
+
+// quietAuditErrors keeps the first line of each klog entry: the apiserver's
+// webhook backend logs every event of a failed request (a kill makes
+// hundreds), and the first line names the plugin, the count and the error.
+func quietAuditErrors(t *testing.T) {
+	t.Helper()
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	require.NoError(t, fs.Parse([]string{"-logtostderr=false", "-stderrthreshold=FATAL"}))
+	// An error is written to the INFO, WARNING and ERROR outputs: one of
+	// them shows it.
+	klog.SetOutputBySeverity("INFO", io.Discard)
+	klog.SetOutputBySeverity("WARNING", io.Discard)
+	klog.SetOutputBySeverity("ERROR", firstLines{os.Stderr})
+	t.Cleanup(func() {
+		_ = fs.Set("logtostderr", "true")
+		_ = fs.Set("stderrthreshold", "ERROR")
+	})
+}
+
+type firstLines struct{ w io.Writer }
+
+func (f firstLines) Write(p []byte) (int, error) {
+	line, _, _ := bytes.Cut(p, []byte("\n"))
+	if _, err := f.w.Write(append(line[:len(line):len(line)], '\n')); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -13,9 +13,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +28,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
 
 // Deps are the consumer's outside world, injected so that this package
@@ -46,6 +49,9 @@ type Deps struct {
 	// sinks used to share (Config.Group) stopped, instead of at the oldest
 	// retained record. The caller closes it.
 	Offsets kafka.GroupOffsets
+	// Health, when set, gets the readiness checks: per sink, its group
+	// has joined (needs Offsets) and the sink is not failing.
+	Health *telemetry.Health
 	// Registerer receives the metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger defaults to discarding logs.
@@ -65,6 +71,7 @@ type App struct {
 	sinks     []SinkGroup
 	offsets   kafka.GroupOffsets
 	members   []kafka.GroupConsumer // one per sink, in the order of sinks
+	running   []atomic.Bool         // per member: inside its group's Run
 
 	closeOnce sync.Once
 	closeErr  error
@@ -99,9 +106,11 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	}
 
 	metrics := group.NewMetrics(reg)
+	var handlers []*group.Handler
 	addSink := func(s group.Sink) {
-		a.sinks = append(a.sinks, SinkGroup{Sink: s.Name(), Group: cfg.SinkGroupID(s.Name()),
-			Handler: group.NewSinkHandler(s, metrics, logger.With("sink", s.Name()), group.Retry{})})
+		h := group.NewSinkHandler(s, metrics, logger.With("sink", s.Name()), group.Retry{})
+		handlers = append(handlers, h)
+		a.sinks = append(a.sinks, SinkGroup{Sink: s.Name(), Group: cfg.SinkGroupID(s.Name()), Handler: h})
 	}
 	if cfg.Local.Enabled {
 		a.store = d.Store
@@ -150,8 +159,56 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 			}
 			a.members = append(a.members, m)
 		}
+		a.running = make([]atomic.Bool, len(a.members))
+	}
+	if d.Health != nil {
+		for i, s := range a.sinks {
+			d.Health.Add("consumer-"+s.Sink+"-group", func(ctx context.Context) error { return a.joined(ctx, i) })
+			d.Health.Add("consumer-"+s.Sink+"-sink", handlers[i].Healthy)
+		}
+		if a.clsSink != nil {
+			d.Health.Add("consumer-cls-sends", a.clsSink.Healthy)
+		}
+		if a.clsSink != nil && cfg.CLS.Mode == CLSCloud {
+			d.Health.Add("consumer-cls-endpoint", func(ctx context.Context) error { return reachable(ctx, cfg.CLS.Endpoint) })
+		}
 	}
 	return a, nil
+}
+
+// joined is the readiness of sink i's group: its member runs and the
+// group has joined (when Offsets can tell).
+func (a *App) joined(ctx context.Context, i int) error {
+	s := a.sinks[i]
+	if i >= len(a.running) || !a.running[i].Load() {
+		return fmt.Errorf("sink %s: consumer group member not running", s.Sink)
+	}
+	if a.offsets == nil {
+		return nil
+	}
+	return kafka.GroupJoined(ctx, a.offsets, s.Group, a.cfg.GroupConfig(s.Sink).ClientID)
+}
+
+// reachable dials endpoint (a host, host:port or URL; https by default):
+// a CLS sink whose endpoint does not answer is down even when no events
+// come to show it.
+func reachable(ctx context.Context, endpoint string) error {
+	host, port := endpoint, "443"
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		host = u.Host
+		if u.Scheme == "http" {
+			port = "80"
+		}
+	}
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(host, port)
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return fmt.Errorf("cls endpoint %s: %w", endpoint, err)
+	}
+	return conn.Close()
 }
 
 // provision resolves the fleet clusters named by logset and topicName to
@@ -268,10 +325,15 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	for i, m := range a.members {
 		s := a.sinks[i]
+		running := &a.running[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			kafka.Supervise(ctx, m, s.Handler, 10*time.Second, a.log.With("sink", s.Sink, "group", s.Group))
+			kafka.SuperviseFunc(ctx, func(ctx context.Context) error {
+				running.Store(true)
+				defer running.Store(false)
+				return m.Run(ctx, s.Handler)
+			}, 10*time.Second, a.log.With("sink", s.Sink, "group", s.Group))
 		}()
 	}
 	wg.Wait()

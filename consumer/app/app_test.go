@@ -19,10 +19,13 @@ import (
 )
 
 func TestLoadFull(t *testing.T) {
+	t.Setenv("CONSUMER_TEST_SECRET_KEY", "example-from-env")
 	cfg, err := app.Load("testdata/full.yaml")
 	require.NoError(t, err)
+	require.Equal(t, "example-from-env", cfg.CLS.SecretKey)
+	require.Equal(t, "testdata/fleet.yaml", cfg.FleetFile)
 	require.NoError(t, cfg.Validate())
-	require.Equal(t, []string{"kafka-0:9092", "kafka-1:9092"}, cfg.Brokers)
+	require.Equal(t, []string{"kafka-0:9092", "kafka-1:9092"}, cfg.Kafka.Brokers)
 	require.Equal(t, 720*time.Hour, cfg.Retention().MaxAge)
 	require.Equal(t, 30*time.Second, cfg.Retention().Interval)
 	sc := cfg.CLSSinkConfig("ignored")
@@ -43,7 +46,7 @@ func TestLoadRejects(t *testing.T) {
 
 func TestValidateNamesTheField(t *testing.T) {
 	for field, mut := range map[string]func(*app.Config){
-		"brokers":    func(c *app.Config) { c.Brokers = nil },
+		"brokers":    func(c *app.Config) { c.Kafka.Brokers = nil },
 		"maxBatch":   func(c *app.Config) { c.MaxBatch = 0 },
 		"no sink":    func(c *app.Config) { c.Local.Enabled = false },
 		"local.path": func(c *app.Config) { c.Local.Path = "" },
@@ -58,7 +61,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		"cls.compression": func(c *app.Config) { c.CLS.Mode = app.CLSLocal; c.CLS.Compression = "gzip" },
 	} {
 		c := app.DefaultConfig()
-		c.Brokers = []string{"k:9092"}
+		c.Kafka.Brokers = []string{"k:9092"}
 		require.NoError(t, c.Validate())
 		mut(&c)
 		err := c.Validate()
@@ -74,7 +77,7 @@ func TestValidateNamesTheField(t *testing.T) {
 // every event, and the metrics lint clean.
 func TestCLSLocalMode(t *testing.T) {
 	cfg := app.DefaultConfig()
-	cfg.Brokers = []string{"unused:9092"}
+	cfg.Kafka.Brokers = []string{"unused:9092"}
 	cfg.Local.Path = t.TempDir() + "/events.db"
 	cfg.CLS.Mode = app.CLSLocal
 	reg := prometheus.NewRegistry()
@@ -133,7 +136,7 @@ func TestProvisionedTopics(t *testing.T) {
 	require.NoError(t, os.WriteFile(fleetFile, []byte("clusters:\n  prod-1:\n    cls: {logset: audit, topicName: prod-1-audit}\n  dev-1:\n    cls: {topicID: fixed-dev}\n"), 0o600))
 
 	cfg := app.DefaultConfig()
-	cfg.Brokers = []string{"unused:9092"}
+	cfg.Kafka.Brokers = []string{"unused:9092"}
 	cfg.Local.Enabled = false
 	cfg.FleetFile = fleetFile
 	cfg.CLS = app.CLSConfig{Mode: app.CLSCloud, Endpoint: upSrv.URL, SecretID: "AKIDp", SecretKey: "kp",

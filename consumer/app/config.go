@@ -3,11 +3,15 @@ package app
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/sink/cls"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/config"
+	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/schemas"
 )
@@ -28,10 +32,12 @@ type Duration = config.Duration
 // Config configures the consumer. Load it with Load (strict YAML over
 // DefaultConfig).
 type Config struct {
-	Brokers  []string `json:"brokers"`
-	Group    string   `json:"group"`
-	Topic    string   `json:"topic"`
-	ClientID string   `json:"clientID"`
+	// Common is log, metrics and shutdownTimeout, used by the command's
+	// scaffolding (internal/cli).
+	cli.Common `json:",inline"`
+	Kafka      cli.Kafka `json:"kafka"`
+	Group      string    `json:"group"`
+	Topic      string    `json:"topic"`
 	// MaxBatch is the most records a partition hands the sinks at once.
 	MaxBatch int `json:"maxBatch"`
 	// SessionTimeout is how long the group waits for a silent member (a
@@ -39,7 +45,7 @@ type Config struct {
 	// Default 10s.
 	SessionTimeout Duration `json:"sessionTimeout"`
 	// FleetFile is the fleet registry: each cluster's CLS topic.
-	FleetFile string      `json:"fleetFile"`
+	FleetFile string      `json:"fleet"`
 	Local     LocalConfig `json:"local"`
 	CLS       CLSConfig   `json:"cls"`
 }
@@ -58,11 +64,15 @@ type LocalConfig struct {
 // CLSConfig configures the CLS sink.
 type CLSConfig struct {
 	// Mode is off, cls or cls-local.
-	Mode      string `json:"mode"`
-	Endpoint  string `json:"endpoint"`
-	SecretID  string `json:"secretID"`
-	SecretKey string `json:"secretKey"`
-	Token     string `json:"token"`
+	Mode     string `json:"mode"`
+	Endpoint string `json:"endpoint"`
+	// SecretID and SecretKey are the API key, inline (use ${ENV}) or
+	// from the files SecretIDFile and SecretKeyFile (one of each pair).
+	SecretID      string `json:"secretID"`
+	SecretIDFile  string `json:"secretIDFile"`
+	SecretKey     string `json:"secretKey"`
+	SecretKeyFile string `json:"secretKeyFile"`
+	Token         string `json:"token"`
 	// Region enables creating missing logsets, topics and indexes through
 	// the CLS management API (cls mode only) for fleet clusters given as
 	// cls.logset + cls.topicName, at startup. Empty: such clusters are not
@@ -85,36 +95,38 @@ type CLSConfig struct {
 	RecentIdentities int `json:"recentIdentities"`
 }
 
+// DefaultMetricsListen is the consumer's default metrics.listen.
+const DefaultMetricsListen = ":9465"
+
 // DefaultConfig returns the defaults: local store on, CLS off.
 func DefaultConfig() Config {
 	return Config{
+		Common:   cli.DefaultCommon(DefaultMetricsListen),
+		Kafka:    cli.Kafka{ClientID: "auditpipe-consumer"},
 		Group:    DefaultGroup,
 		Topic:    schemas.DefaultTopics().Events,
-		ClientID: "auditpipe-consumer",
 		MaxBatch: 500,
 		Local:    LocalConfig{Enabled: true, Path: "auditpipe-events.db", RetentionInterval: Duration(time.Minute)},
 		CLS:      CLSConfig{Mode: CLSOff, LocalAddr: "127.0.0.1:0"},
 	}
 }
 
-// Load reads a YAML file over the defaults; unknown keys are errors naming
-// the key. It does not Validate: flags may still complete the config.
+// Load reads a YAML file over the defaults as `consumer run --config`
+// does (cli.LoadConfig: unknown keys are errors naming the key, ${ENV} is
+// expanded). It does not Validate: flags may still complete the config.
 func Load(path string) (Config, error) {
-	// fileConfig has Config's fields but not its Validate method, which
-	// config.LoadFile would otherwise run before the flags are applied.
-	type fileConfig Config
-	cfg := fileConfig(DefaultConfig())
-	if err := config.LoadFile(path, &cfg); err != nil {
+	cfg := DefaultConfig()
+	if err := cli.LoadConfig(path, &cfg); err != nil {
 		return Config{}, err
 	}
-	return Config(cfg), nil
+	return cfg, nil
 }
 
 // Validate reports every unusable setting, naming it.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("brokers: none given"))
+	if len(c.Kafka.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka.brokers: none given"))
 	}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
@@ -140,7 +152,7 @@ func (c Config) Validate() error {
 	case CLSOff:
 	case CLSCloud, CLSLocal:
 		if c.CLS.Mode == CLSCloud && c.FleetFile == "" && c.CLS.DefaultTopicID == "" {
-			errs = append(errs, errors.New("fleetFile, cls.defaultTopicID: the CLS sink needs topics from the fleet registry or a default topic"))
+			errs = append(errs, errors.New("fleet, cls.defaultTopicID: the CLS sink needs topics from the fleet registry or a default topic"))
 		}
 		// In cls-local mode the endpoint is the local server's, known
 		// only once it listens.
@@ -173,7 +185,7 @@ func (c Config) SinkGroupID(sink string) string {
 
 // GroupConfig is the configuration of the group member of sink.
 func (c Config) GroupConfig(sink string) kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.SinkGroupID(sink), Topics: []string{c.Topic}, ClientID: c.ClientID + "-" + sink, MaxBatch: c.MaxBatch,
+	return kafka.GroupConfig{Brokers: c.Kafka.Brokers, Group: c.SinkGroupID(sink), Topics: []string{c.Topic}, ClientID: c.Kafka.ClientID + "-" + sink, MaxBatch: c.MaxBatch,
 		SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
 }
 
@@ -209,3 +221,49 @@ const (
 	localSecretID  = "AKIDauditpipelocal"
 	localSecretKey = "auditpipe-local"
 )
+
+// ResolveSecrets reads the CLS secrets given as files (cls.secretIDFile,
+// cls.secretKeyFile) into SecretID and SecretKey; both forms of one
+// secret is an error.
+func (c *Config) ResolveSecrets() error {
+	var err error
+	if c.CLS.SecretID, err = cli.Secret("cls.secretID", c.CLS.SecretID, c.CLS.SecretIDFile); err != nil {
+		return err
+	}
+	if c.CLS.SecretKey, err = cli.Secret("cls.secretKey", c.CLS.SecretKey, c.CLS.SecretKeyFile); err != nil {
+		return err
+	}
+	c.CLS.SecretIDFile, c.CLS.SecretKeyFile = "", ""
+	return nil
+}
+
+// Check resolves the secret files and validates cfg and what it names
+// (the fleet registry, the store's directory) without side effects: it
+// creates nothing and connects to nothing. `consumer validate` runs it,
+// and `consumer run` before it starts.
+func Check(cfg *Config) error {
+	if err := cfg.ResolveSecrets(); err != nil {
+		return fmt.Errorf("consumer config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("consumer config: %w", err)
+	}
+	if cfg.FleetFile != "" {
+		reg, err := fleet.LoadFile(cfg.FleetFile)
+		if err != nil {
+			return err
+		}
+		if err := reg.Validate(); err != nil {
+			return fmt.Errorf("fleet registry %s: %w", cfg.FleetFile, err)
+		}
+	}
+	if cfg.Local.Enabled {
+		dir := filepath.Dir(cfg.Local.Path)
+		if st, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("local.path: directory of the store: %w", err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("local.path: %s is not a directory", dir)
+		}
+	}
+	return nil
+}

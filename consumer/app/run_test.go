@@ -33,7 +33,7 @@ func TestRunOnKafka(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg := app.DefaultConfig()
-	cfg.Brokers = brokers
+	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
 	dbPath := filepath.Join(t.TempDir(), "events.db")
@@ -169,7 +169,7 @@ func TestUpgradePositionsCLSGroup(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg := app.DefaultConfig()
-	cfg.Brokers = brokers
+	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
 	cfg.Local.Path = filepath.Join(t.TempDir(), "events.db")

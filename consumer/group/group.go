@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
@@ -74,6 +75,18 @@ type Handler struct {
 	metrics *Metrics
 	logger  *slog.Logger
 	retry   Retry
+	// failing is the error of the latest write when it failed and no
+	// write succeeded since: the sink is down.
+	failing atomic.Pointer[error]
+}
+
+// Healthy returns the error of the latest sink write when it failed and
+// none succeeded since (the sink is down), else nil: a readiness check.
+func (h *Handler) Healthy(context.Context) error {
+	if p := h.failing.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // NewHandler returns a handler writing every batch to each sink in turn,
@@ -125,6 +138,7 @@ func (h *Handler) write(ctx context.Context, s Sink, b kafka.Batch) bool {
 		start := time.Now()
 		err := s.Write(ctx, b.Records)
 		if err == nil {
+			h.failing.Store(nil)
 			h.metrics.records.WithLabelValues(s.Name(), "accepted").Add(n)
 			h.metrics.duration.WithLabelValues(s.Name()).Observe(time.Since(start).Seconds())
 			if attempt > 0 {
@@ -143,6 +157,8 @@ func (h *Handler) write(ctx context.Context, s Sink, b kafka.Batch) bool {
 			return true
 		}
 		wait := h.retry.wait(attempt)
+		down := fmt.Errorf("sink %s: write failed: %w", s.Name(), err)
+		h.failing.Store(&down)
 		h.metrics.records.WithLabelValues(s.Name(), "failed").Add(n)
 		h.logger.Warn("sink write failed; retrying while the partition waits",
 			"sink", s.Name(), "topic", b.Topic, "partition", b.Partition,

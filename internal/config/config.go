@@ -36,6 +36,20 @@ func LoadFile(path string, out any) error {
 
 // Load is LoadFile for bytes.
 func Load(data []byte, out any) error {
+	if err := Decode(data, out); err != nil {
+		return err
+	}
+	if v, ok := out.(Validator); ok {
+		if err := v.Validate(); err != nil {
+			return fmt.Errorf("invalid: %w", err)
+		}
+	}
+	return nil
+}
+
+// Decode is Load without Validate, for callers that still apply flags
+// over the file before they validate the result.
+func Decode(data []byte, out any) error {
 	// Find unknown keys first, with their full path ("webhook.listne"):
 	// the decoder's own strict mode names only the last element.
 	var generic any
@@ -47,11 +61,6 @@ func Load(data []byte, out any) error {
 	}
 	if err := yaml.UnmarshalStrict(data, out); err != nil {
 		return fmt.Errorf("decode: %w", err)
-	}
-	if v, ok := out.(Validator); ok {
-		if err := v.Validate(); err != nil {
-			return fmt.Errorf("invalid: %w", err)
-		}
 	}
 	return nil
 }

@@ -22,7 +22,9 @@ import (
 )
 
 // NewLogger returns a slog logger writing to w. level is debug, info, warn
-// or error; format is text or json.
+// or error; format is text or json. A line carries each key once: a
+// With("component", ...) below another replaces the outer value instead of
+// repeating the key (the innermost, most specific value wins).
 func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
@@ -31,11 +33,59 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch strings.ToLower(format) {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(&uniqueKeys{inner: slog.NewTextHandler(w, opts)}), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(&uniqueKeys{inner: slog.NewJSONHandler(w, opts)}), nil
 	}
 	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// uniqueKeys keeps the attributes of With itself, one per key (a later
+// one replaces an earlier one in place), and adds them to each record, so
+// that a chain of With calls never writes a key twice. The record's own
+// attributes win over With's.
+type uniqueKeys struct {
+	inner slog.Handler // without the attributes in attrs
+	attrs []slog.Attr
+}
+
+func (h *uniqueKeys) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+
+func (h *uniqueKeys) Handle(ctx context.Context, r slog.Record) error {
+	if len(h.attrs) == 0 {
+		return h.inner.Handle(ctx, r)
+	}
+	own := make(map[string]bool, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool { own[a.Key] = true; return true })
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	for _, a := range h.attrs {
+		if !own[a.Key] {
+			out.AddAttrs(a)
+		}
+	}
+	r.Attrs(func(a slog.Attr) bool { out.AddAttrs(a); return true })
+	return h.inner.Handle(ctx, out)
+}
+
+func (h *uniqueKeys) WithAttrs(as []slog.Attr) slog.Handler {
+	attrs := append([]slog.Attr(nil), h.attrs...)
+next:
+	for _, a := range as {
+		for i := range attrs {
+			if attrs[i].Key == a.Key {
+				attrs[i] = a
+				continue next
+			}
+		}
+		attrs = append(attrs, a)
+	}
+	return &uniqueKeys{inner: h.inner, attrs: attrs}
+}
+
+// WithGroup hands the attributes so far to the inner handler: those after
+// the group are nested under it and cannot collide with them.
+func (h *uniqueKeys) WithGroup(name string) slog.Handler {
+	return &uniqueKeys{inner: h.inner.WithAttrs(h.attrs).WithGroup(name)}
 }
 
 // NewRegistry returns a registry with the Go runtime and process collectors,

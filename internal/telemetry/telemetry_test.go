@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -63,4 +64,27 @@ func TestRegisterAllIsAllOrNothing(t *testing.T) {
 	UnregisterAll(reg, a, b)
 	require.NoError(t, RegisterAll(reg, a, b))
 	UnregisterAll(nil, a)
+}
+
+func TestLoggerWritesEachKeyOnce(t *testing.T) {
+	var buf bytes.Buffer
+	logger, err := NewLogger(&buf, "info", "text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger.With("component", "producer", "a", 1).With("component", "webhook").Info("hello", "b", 2)
+	line := buf.String()
+	if n := strings.Count(line, "component="); n != 1 {
+		t.Fatalf("component written %d times: %s", n, line)
+	}
+	for _, want := range []string{"component=webhook", "a=1", "b=2"} {
+		if !strings.Contains(line, want) {
+			t.Fatalf("missing %s: %s", want, line)
+		}
+	}
+	buf.Reset()
+	logger.With("k", "outer").Info("own wins", "k", "inner")
+	if line := buf.String(); strings.Count(line, "k=") != 1 || !strings.Contains(line, "k=inner") {
+		t.Fatalf("record attribute should replace With's: %s", line)
+	}
 }

@@ -11,9 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/cli"
+	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/schemas"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,58 +32,64 @@ const (
 	DeliveryExactlyOnce = "exactly-once"
 )
 
-// Config configures the processor.
+// Config configures the processor: the YAML of `processor run --config`
+// (strict: unknown keys are errors) and what the all-in-one fills in.
 type Config struct {
-	Brokers []string
+	// Common is log, metrics and shutdownTimeout, used by the command's
+	// scaffolding (internal/cli).
+	cli.Common `json:",inline"`
+	Kafka      cli.Kafka `json:"kafka"`
 	// Group is the consumer group on the raw topic.
-	Group string
-	// ClientID identifies the processor's Kafka clients to the brokers.
-	ClientID string
-	Topics   schemas.Topics
+	Group  string         `json:"group"`
+	Topics schemas.Topics `json:"topics"`
 	// PolicyFile is an audit.k8s.io/v1 Policy, e.g. policies/tke-default.yaml:
 	// the fleet default unless the fleet registry names one.
-	PolicyFile string
+	PolicyFile string `json:"policy"`
 	// FleetFile is the fleet registry (see internal/fleet): cluster
 	// metadata for enrichment, the fleet default policy and per-cluster
 	// overrides. Optional.
-	FleetFile string
+	FleetFile string `json:"fleet"`
 	// MaxBatch caps the records of one batch (one transaction in
 	// exactly-once mode); 0 means the group's default.
-	MaxBatch int
+	MaxBatch int `json:"maxBatch"`
 	// SessionTimeout is the group session timeout: how soon a crashed
 	// member's partitions move; 0 means the group's default.
-	SessionTimeout time.Duration
+	SessionTimeout config.Duration `json:"sessionTimeout"`
 	// Delivery is DeliveryAtLeastOnce (default; any broker, any reader)
 	// or DeliveryExactlyOnce (Kafka transactions: each batch's output and
 	// input offsets are committed together; readers of the events topic
 	// must read committed data only).
-	Delivery string
+	Delivery string `json:"delivery"`
 	// TransactionalID prefixes the transactional ids in exactly-once
 	// mode; the same for every replica, unique to the group.
-	TransactionalID string
+	TransactionalID string `json:"transactionalID"`
 	// ReloadInterval is how often the policy and registry files are
-	// checked for changes; a negative value disables reloading. Default
-	// DefaultReloadInterval.
-	ReloadInterval time.Duration
+	// checked for changes; a negative value disables reloading (SIGHUP
+	// still reloads). Default DefaultReloadInterval.
+	ReloadInterval config.Duration `json:"reloadInterval"`
 	// MaxEventBytes caps a processed event; see pipeline.Config.
-	MaxEventBytes int
+	MaxEventBytes int `json:"maxEventBytes"`
 	// RulesFile is the user's detection rules file, added to the shipped
 	// rules; the fleet registry's defaults.rules takes precedence.
 	// Optional.
-	RulesFile string
+	RulesFile string `json:"rules"`
 	// NoDetections switches detection rules off altogether.
-	NoDetections bool
+	NoDetections bool `json:"noDetections"`
 }
+
+// DefaultMetricsListen is the processor's default metrics.listen.
+const DefaultMetricsListen = ":9464"
 
 // DefaultConfig returns a Config with defaults for everything but
 // Brokers and PolicyFile.
 func DefaultConfig() Config {
 	return Config{
+		Common:          cli.DefaultCommon(DefaultMetricsListen),
+		Kafka:           cli.Kafka{ClientID: "auditpipe-processor"},
 		Group:           DefaultGroup,
-		ClientID:        "auditpipe-processor",
 		Topics:          schemas.DefaultTopics(),
 		MaxEventBytes:   pipeline.DefaultMaxEventBytes,
-		ReloadInterval:  DefaultReloadInterval,
+		ReloadInterval:  config.Duration(DefaultReloadInterval),
 		Delivery:        DeliveryAtLeastOnce,
 		TransactionalID: DefaultGroup,
 	}
@@ -88,8 +98,8 @@ func DefaultConfig() Config {
 // Validate reports missing or unusable settings.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("brokers: none given"))
+	if len(c.Kafka.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka.brokers: none given"))
 	}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
@@ -117,8 +127,8 @@ func (c Config) Validate() error {
 
 // GroupConfig is the consumer group configuration for the raw topic.
 func (c Config) GroupConfig() kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Brokers, Group: c.Group, Topics: []string{c.Topics.Raw}, ClientID: c.ClientID,
-		MaxBatch: c.MaxBatch, SessionTimeout: c.SessionTimeout}.WithDefaults()
+	return kafka.GroupConfig{Brokers: c.Kafka.Brokers, Group: c.Group, Topics: []string{c.Topics.Raw}, ClientID: c.Kafka.ClientID,
+		MaxBatch: c.MaxBatch, SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
 }
 
 // ProducerConfig is the configuration of the producer for the events and
@@ -128,7 +138,7 @@ func (c Config) GroupConfig() kafka.GroupConfig {
 // under backlog (kfake does not check, Apache Kafka does). MaxEventBytes
 // (900 KiB by default) keeps every processed event below it.
 func (c Config) ProducerConfig() kafka.ProducerConfig {
-	return kafka.ProducerConfig{Brokers: c.Brokers, ClientID: c.ClientID}.WithDefaults()
+	return kafka.ProducerConfig{Brokers: c.Kafka.Brokers, ClientID: c.Kafka.ClientID}.WithDefaults()
 }
 
 // TransactorConfig is the configuration of the transactions in
@@ -153,6 +163,11 @@ type Deps struct {
 	// NewGroup creates the consumer group member. When nil, the App only
 	// provides its Handler and Run fails.
 	NewGroup func(kafka.GroupConfig) (kafka.GroupConsumer, error)
+	// Offsets, when set, tells the readiness check whether the group has
+	// joined. The caller closes it.
+	Offsets kafka.GroupOffsets
+	// Health, when set, gets the processor's readiness check.
+	Health *telemetry.Health
 	// Registerer receives the metrics; nil registers nothing.
 	Registerer prometheus.Registerer
 	// Logger defaults to discarding logs.
@@ -172,6 +187,8 @@ type App struct {
 	reloads   *prometheus.CounterVec
 	reloadMu  sync.Mutex
 	watched   []string // files the policies were read from
+	offsets   kafka.GroupOffsets
+	member    atomic.Bool // a group member is running
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -197,7 +214,10 @@ func New(cfg Config, d Deps) (*App, error) {
 		return nil, fmt.Errorf("processor: %w", err)
 	}
 	metrics := pipeline.NewMetrics(d.Registerer)
-	a := &App{cfg: cfg, log: d.Logger, reloads: newReloadMetrics(d.Registerer), watched: l.files}
+	a := &App{cfg: cfg, log: d.Logger, reloads: newReloadMetrics(d.Registerer), watched: l.files, offsets: d.Offsets}
+	if d.Health != nil {
+		d.Health.Add("processor-group", a.ready)
+	}
 	opts := []pipeline.Option{pipeline.WithClock(d.Now), pipeline.WithDetectionMetrics(pipeline.NewDetectionMetrics(d.Registerer))}
 	if exactlyOnce {
 		if a.txn, err = d.NewTransactor(cfg.TransactorConfig()); err != nil {
@@ -238,8 +258,15 @@ func (a *App) Pipeline() *pipeline.Pipeline { return a.pipeline }
 // calls it by itself when the files change.
 func (a *App) ReloadPolicy() error { return a.reload() }
 
-// Run consumes the raw topic until ctx is canceled (then it returns nil)
-// or the pipeline fails.
+// Reload reads the policy, fleet registry and rules files again (SIGHUP);
+// see ReloadPolicy.
+func (a *App) Reload() error { return a.reload() }
+
+// Run consumes the raw topic until ctx is canceled, then returns nil
+// after the batches in flight finished. A failure of the group member (a
+// broker outage, a produce error) is logged and the member rejoins with
+// backoff: the records since the last commit are processed again, none is
+// lost. Only a missing group is an error.
 func (a *App) Run(ctx context.Context) error {
 	if a.group == nil {
 		return errors.New("processor: run: no consumer group (Deps.NewGroup was nil)")
@@ -247,13 +274,31 @@ func (a *App) Run(ctx context.Context) error {
 	if a.cfg.ReloadInterval > 0 {
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); a.watch(wctx, a.cfg.ReloadInterval) }()
+		go func() { defer close(done); a.watch(wctx, time.Duration(a.cfg.ReloadInterval)) }()
 		defer func() { cancel(); <-done }()
 	}
-	if err := a.group.Run(ctx, a.pipeline); err != nil {
-		return fmt.Errorf("processor: consume %s: %w", a.cfg.Topics.Raw, err)
-	}
+	kafka.SuperviseFunc(ctx, func(ctx context.Context) error {
+		a.member.Store(true)
+		defer a.member.Store(false)
+		if err := a.group.Run(ctx, a.pipeline); err != nil {
+			return fmt.Errorf("processor: consume %s: %w", a.cfg.Topics.Raw, err)
+		}
+		return nil
+	}, 10*time.Second, a.log)
 	return nil
+}
+
+// ready is the readiness check: the member is running and the group has
+// joined (it is stable with a member of the processor's client id), when
+// Deps.Offsets can tell.
+func (a *App) ready(ctx context.Context) error {
+	if !a.member.Load() {
+		return errors.New("consumer group member not running")
+	}
+	if a.offsets == nil {
+		return nil
+	}
+	return kafka.GroupJoined(ctx, a.offsets, a.cfg.Group, a.cfg.Kafka.ClientID)
 }
 
 // Close leaves the group, then flushes and closes the producer. It is
@@ -280,3 +325,19 @@ func (a *App) Close() error {
 	})
 	return a.closeErr
 }
+
+// Check validates cfg and reads everything it names (the policies, the
+// fleet registry, the rules) without connecting to anything: `processor
+// validate`, and `processor run` before it starts.
+func Check(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := loadFleet(cfg); err != nil {
+		return fmt.Errorf("processor: %w", err)
+	}
+	return nil
+}
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration = config.Duration

@@ -40,7 +40,7 @@ func (r *recorder) Close() error {
 func config(tb testing.TB) app.Config {
 	tb.Helper()
 	cfg := app.DefaultConfig()
-	cfg.Brokers = []string{"127.0.0.1:9092"}
+	cfg.Kafka.Brokers = []string{"127.0.0.1:9092"}
 	cfg.PolicyFile = "../policies/tke-default.yaml"
 	return cfg
 }
@@ -63,10 +63,10 @@ func TestKafkaConfigs(t *testing.T) {
 	require.NoError(t, g.Validate())
 	require.Equal(t, []string{schemas.DefaultRawTopic}, g.Topics)
 	require.Equal(t, app.DefaultGroup, g.Group)
-	require.Equal(t, cfg.Brokers, g.Brokers)
+	require.Equal(t, cfg.Kafka.Brokers, g.Brokers)
 	p := cfg.ProducerConfig()
 	require.Greater(t, p.MaxMessageBytes, cfg.MaxEventBytes)
-	require.Equal(t, cfg.Brokers, p.Brokers)
+	require.Equal(t, cfg.Kafka.Brokers, p.Brokers)
 }
 
 func TestNewHandlerAndReload(t *testing.T) {

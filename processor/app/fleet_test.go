@@ -124,9 +124,9 @@ func TestHotReloadUnderLoad(t *testing.T) {
 
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg := app.DefaultConfig()
-	cfg.Brokers = brokers
+	cfg.Kafka.Brokers = brokers
 	cfg.PolicyFile = polFile
-	cfg.ReloadInterval = 10 * time.Millisecond
+	cfg.ReloadInterval = app.Duration(10 * time.Millisecond)
 	cfg.Group = "reload-" + suffix
 	cfg.Topics = schemas.Topics{Raw: "raw-" + suffix, Events: "events-" + suffix, DLQ: "dlq-" + suffix}
 	admin, err := saramakafka.NewAdmin(brokers, "test-admin")

@@ -2,8 +2,9 @@
 // a consumer group per sink and writes them to the local store and/or
 // Tencent Cloud CLS, each sink committing a partition's offset only past
 // records it has durably. Run any number of replicas: they share the
-// partitions. All wiring is in package app; this file parses flags and
-// serves metrics.
+// partitions. The wiring is in package app, the command scaffolding in
+// internal/cli; this file names the commands and flags and picks the Kafka
+// adapters.
 package main
 
 import (
@@ -11,162 +12,103 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
+	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/app"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
-	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
 
-const usage = `Usage: consumer [flags]
-
-Consumes the processed-events topic and writes every event to the sinks:
+const doc = `consumer: consumes the processed-events topic and writes every event to the sinks:
   local      the embedded SQLite store (idempotent on cluster, auditID, stage
-             and content hash; a reused auditID is kept and marked)
+             and content hash), with its retention
   cls        Tencent Cloud CLS, one topic per cluster from the fleet registry
   cls-local  an in-process CLS stand-in (GET <url>/logs shows what would be sent)
-Each sink has its own consumer group (local: --group itself; CLS:
-<group>.cls) and commits only what it has durably, so a crash delays events
-but never loses them (duplicates are possible and share cluster, auditID,
-stage and auditpipe.contentHash with the original), and a CLS outage never
-holds back the local store. See docs/decisions/0018-independent-sinks.md.
+Each sink has its own consumer group (local: the group itself; CLS:
+<group>.cls) and commits only what it has durably (decision 0018).
+CLS credentials: cls.secretID/secretKey (use ${ENV}), cls.secretIDFile/
+secretKeyFile, or AUDITPIPE_CLS_SECRET_ID/AUDITPIPE_CLS_SECRET_KEY.`
 
-Settings come from --config (strict YAML; unknown keys are errors), then
-flags override. CLS credentials may come from AUDITPIPE_CLS_SECRET_ID and
-AUDITPIPE_CLS_SECRET_KEY instead of the file.
-
-Flags:
-`
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "consumer:", err)
-		os.Exit(2)
-	}
+var stage = cli.Stage[app.Config, *app.Config]{
+	Name:     "consumer",
+	Usage:    doc + "\n\nUsage: consumer run|validate [--config FILE] [flags]",
+	Defaults: defaults,
+	Flags:    flags,
+	Check:    check,
+	New:      newApp,
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usage)
-		fs.PrintDefaults()
-	}
-	configFile := fs.String("config", "", "YAML config `file` (see consumer/app.Config); flags override it")
-	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap `addresses` (default from config, else localhost:9092)")
-	sinks := fs.String("sink", "", "comma-separated sinks: local, cls, cls-local (default from config, else local)")
-	storePath := fs.String("store", "", "local store `file` (default from config)")
-	fleetFile := fs.String("fleet", "", "fleet registry `file` mapping clusters to CLS topics")
-	groupID := fs.String("group", "", "consumer group `id` (default "+app.DefaultGroup+")")
-	sessionTimeout := fs.Duration("session-timeout", 0, "how long the group waits for a silent (crashed) member (default from config, else 10s)")
-	maxBatch := fs.Int("max-batch", 0, "most records of a partition handed to the sinks at once (default from config, else 500)")
-	metricsAddr := fs.String("metrics-addr", ":9465", "`address` for /metrics; empty disables")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
-	}
-	cfg := app.DefaultConfig()
-	cfg.Brokers = []string{"localhost:9092"}
-	if *configFile != "" {
-		var err error
-		if cfg, err = app.Load(*configFile); err != nil {
-			return err
-		}
-	}
-	if *brokers != "" {
-		cfg.Brokers = splitList(*brokers)
-	}
-	if *sinks != "" {
+func main() { program().Main() }
+
+func program() *cli.Program {
+	return &cli.Program{Name: "consumer", Doc: doc, Default: "run", Commands: stage.Commands()}
+}
+
+func defaults() app.Config {
+	c := app.DefaultConfig()
+	c.Kafka.Brokers = []string{"localhost:9092"}
+	return c
+}
+
+func flags(fs *flag.FlagSet, cfg *app.Config) {
+	cfg.Kafka.RegisterFlags(fs)
+	fs.Func("sink", "comma-separated sinks: local, cls, cls-local (local.enabled, cls.mode)", func(v string) error {
 		cfg.Local.Enabled, cfg.CLS.Mode = false, app.CLSOff
-		for _, s := range splitList(*sinks) {
+		for _, s := range cli.SplitList(v) {
 			switch s {
 			case "local":
 				cfg.Local.Enabled = true
 			case app.CLSCloud, app.CLSLocal:
 				cfg.CLS.Mode = s
 			default:
-				return fmt.Errorf("--sink: unknown sink %q (want local, cls, cls-local)", s)
+				return fmt.Errorf("unknown sink %q (want local, cls, cls-local)", s)
 			}
 		}
-	}
-	if *storePath != "" {
-		cfg.Local.Path = *storePath
-	}
-	if *fleetFile != "" {
-		cfg.FleetFile = *fleetFile
-	}
-	if *sessionTimeout > 0 {
-		cfg.SessionTimeout = app.Duration(*sessionTimeout)
-	}
-	if *maxBatch > 0 {
-		cfg.MaxBatch = *maxBatch
-	}
-	if *groupID != "" {
-		cfg.Group = *groupID
-	}
-	if v := os.Getenv("AUDITPIPE_CLS_SECRET_ID"); v != "" && cfg.CLS.SecretID == "" {
-		cfg.CLS.SecretID = v
-	}
-	if v := os.Getenv("AUDITPIPE_CLS_SECRET_KEY"); v != "" && cfg.CLS.SecretKey == "" {
-		cfg.CLS.SecretKey = v
-	}
-	logger, err := telemetry.NewLogger(stderr, *logLevel, "json")
-	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
-
-	reg := telemetry.NewRegistry()
-	// Offsets positions a sink's new group at the first start (0018).
-	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Brokers, ClientID: cfg.ClientID + "-offsets"})
-	if err != nil {
-		return fmt.Errorf("kafka client for %v: %w", cfg.Brokers, err)
-	}
-	defer offsets.Close()
-	a, err := app.New(cfg, app.Deps{
-		NewGroup:   func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
-		Offsets:    offsets,
-		Registerer: reg,
-		Logger:     logger,
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := a.Close(); err != nil {
-			logger.Error("close", "err", err)
-		}
-	}()
-	if *metricsAddr != "" {
-		defer telemetry.Serve(*metricsAddr, reg, telemetry.NewHealth(), logger)()
-	}
-	if _, url := a.CLSLocal(); url != "" {
-		logger.Info("cls-local", "logs", url+"/logs")
-	}
-	logger.Info("consumer starting", "brokers", cfg.Brokers, "group", cfg.Group, "topic", cfg.Topic,
-		"local", cfg.Local.Enabled, "cls", cfg.CLS.Mode)
-	return a.Run(ctx)
+	fs.StringVar(&cfg.Local.Path, "store", cfg.Local.Path, "local store `file` (local.path)")
+	fs.StringVar(&cfg.FleetFile, "fleet", cfg.FleetFile, "fleet registry `file` mapping clusters to CLS topics (fleet)")
+	fs.StringVar(&cfg.Group, "group", cfg.Group, "consumer group `id` (group)")
+	fs.DurationVar((*time.Duration)(&cfg.SessionTimeout), "session-timeout", time.Duration(cfg.SessionTimeout), "how long the group waits for a silent (crashed) member; 0 is 10s (sessionTimeout)")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", cfg.MaxBatch, "most records of a partition handed to the sinks at once (maxBatch)")
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
+func check(cfg *app.Config) error {
+	if v := os.Getenv("AUDITPIPE_CLS_SECRET_ID"); v != "" && cfg.CLS.SecretID == "" && cfg.CLS.SecretIDFile == "" {
+		cfg.CLS.SecretID = v
 	}
-	return out
+	if v := os.Getenv("AUDITPIPE_CLS_SECRET_KEY"); v != "" && cfg.CLS.SecretKey == "" && cfg.CLS.SecretKeyFile == "" {
+		cfg.CLS.SecretKey = v
+	}
+	return app.Check(cfg)
+}
+
+// consumer is the app with the Kafka client of its group checks.
+type consumer struct {
+	*app.App
+	offsets *kafkago.Reader
+}
+
+func (c consumer) Close() error { return errors.Join(c.App.Close(), c.offsets.Close()) }
+
+func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
+	// Offsets positions a sink's new group at the first start (0018) and
+	// tells readiness whether the groups have joined.
+	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID + "-offsets"})
+	if err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %w", cfg.Kafka.Brokers, err)
+	}
+	a, err := app.New(*cfg, app.Deps{
+		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		Offsets:  offsets, Health: env.Health, Registerer: env.Registry, Logger: env.Logger,
+	})
+	if err != nil {
+		return nil, errors.Join(err, offsets.Close())
+	}
+	env.Logger.Info("consumer configured", "brokers", cfg.Kafka.Brokers, "group", cfg.Group, "topic", cfg.Topic,
+		"local", cfg.Local.Enabled, "cls", cfg.CLS.Mode)
+	return consumer{App: a, offsets: offsets}, nil
 }

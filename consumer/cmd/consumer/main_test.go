@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
@@ -25,17 +26,23 @@ import (
 )
 
 func TestHelp(t *testing.T) {
-	var out bytes.Buffer
-	err := run(context.Background(), []string{"--help"}, &out)
-	require.ErrorIs(t, err, flagErrHelp())
+	var out, errOut bytes.Buffer
+	err := program().Run(context.Background(), []string{"--help"}, &out, &errOut)
+	require.ErrorIs(t, err, cli.ErrHelp)
+	require.Empty(t, errOut.String())
 	require.Contains(t, out.String(), "cls-local")
+	require.Contains(t, out.String(), "validate")
+	out.Reset()
+	require.ErrorIs(t, program().Run(context.Background(), []string{"run", "--help"}, &out, &errOut), cli.ErrHelp)
 	require.Contains(t, out.String(), "-session-timeout")
+	require.Contains(t, out.String(), "-kafka-brokers")
+	require.Empty(t, errOut.String())
 }
 
 func TestRejectsBadFlags(t *testing.T) {
 	var out bytes.Buffer
-	require.ErrorContains(t, run(context.Background(), []string{"--sink", "s3"}, &out), `unknown sink "s3"`)
-	require.ErrorContains(t, run(context.Background(), []string{"extra"}, &out), "unexpected arguments")
+	require.ErrorContains(t, program().Run(context.Background(), []string{"--sink", "s3"}, &out, &out), `unknown sink "s3"`)
+	require.ErrorContains(t, program().Run(context.Background(), []string{"run", "extra"}, &out, &out), "unexpected argument")
 }
 
 // TestKill9 runs the real binary against the test's broker, kills it with
@@ -83,7 +90,7 @@ func TestKill9(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "events.db")
 	group := "kill9-" + fmt.Sprint(time.Now().UnixNano())
 	args := []string{"--brokers", strings.Join(brokers, ","), "--sink", "local", "--store", store,
-		"--group", group, "--metrics-addr", "", "--session-timeout", "2s", "--max-batch", "100", "--log-level", "warn"}
+		"--group", group, "--metrics-listen", "", "--session-timeout", "2s", "--max-batch", "100", "--log-level", "warn"}
 	committed := func() (map[int32]int64, int64) {
 		m, err := admin.CommittedOffsets(ctx, group, topic)
 		require.NoError(t, err)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -143,9 +144,11 @@ type Sink struct {
 	logger   *slog.Logger
 	recent   *recent
 
-	mu        sync.Mutex
-	unrouted  map[string]bool // clusters already logged as unrouted
-	blocked   map[string]string
+	mu       sync.Mutex
+	unrouted map[string]bool // clusters already logged as unrouted
+	blocked  map[string]string
+	// failing is the latest send failure when no send succeeded since.
+	failing   atomic.Pointer[error]
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -379,6 +382,7 @@ func (s *Sink) sendAll(ctx context.Context, chunks []*chunk) ([]failure, error) 
 			return nil, fmt.Errorf("cls sink: waiting for %d acknowledgements: %w", pending, ctx.Err())
 		}
 		if r.ok {
+			s.failing.Store(nil)
 			s.metrics.requests.WithLabelValues(outcomeSuccess).Inc()
 			s.metrics.logs.WithLabelValues(outcomeSent).Add(float64(len(r.chunk.logs)))
 			s.unblock(r.chunk)
@@ -390,6 +394,8 @@ func (s *Sink) sendAll(ctx context.Context, chunks []*chunk) ([]failure, error) 
 			s.metrics.requests.WithLabelValues(outcomePermanent).Inc()
 			s.block(f)
 		} else {
+			down := fmt.Errorf("cls sink: sends failing: %s %s", f.code, f.message)
+			s.failing.Store(&down)
 			s.metrics.requests.WithLabelValues(outcomeRetryable).Inc()
 			s.logger.Warn("cls sink: send failed; retrying with backoff", "topic_id", f.chunk.topic,
 				"logs", len(f.chunk.logs), "errorcode", f.code, "errormessage", f.message, "request_id", f.requestID)
@@ -439,6 +445,17 @@ func (s *Sink) unblock(c *chunk) {
 			s.logger.Info("cls sink: cluster delivers again", "cluster", cl, "topic_id", c.topic)
 		}
 	}
+}
+
+// Healthy returns the latest transient send failure when no send
+// succeeded since (CLS is unreachable or failing), else nil: a readiness
+// check. Blocked clusters (refused permanently) do not count: they need an
+// operator, and the other clusters' events still flow.
+func (s *Sink) Healthy(context.Context) error {
+	if p := s.failing.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Blocked returns the clusters CLS currently refuses, with the error code.

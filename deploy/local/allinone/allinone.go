@@ -143,6 +143,12 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 	p.webhookURL = p.producer.WebhookURL()
 
+	// One admin client for the stages' group checks: readiness (has the
+	// group joined?) and the consumer's positioning of new sink groups.
+	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: sasl}); err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
+	}
+
 	// processor: raw → events (+ dlq), on sarama, with the policy and
 	// fleet files watched for changes.
 	pcfg := cfg.processorConfig(p.brokers)
@@ -167,6 +173,8 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 			c.SASL = sasl
 			return saramakafka.NewGroup(c)
 		},
+		Offsets:    p.offsets,
+		Health:     health,
 		Registerer: reg,
 		Logger:     plog,
 	})
@@ -176,23 +184,22 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		kafka.SuperviseFunc(runCtx, p.processor.Run, 10*time.Second, plog)
+		if err := p.processor.Run(runCtx); err != nil {
+			plog.Error("processor stopped", "err", err)
+		}
 	}()
 	policyName = pcfg.PolicyFile
 
 	// consumer: events → local store and CLS, on sarama, one consumer
 	// group per sink (consumer/app), with the store's retention.
 	clog := logger.With("component", "consumer")
-	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: sasl}); err != nil {
-		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
-	}
 	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.brokers), consumerapp.Deps{
 		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
 			c.SASL = sasl
 			return saramakafka.NewGroup(c)
 		},
 		Offsets: p.offsets,
-		Store:   p.store, Registerer: reg, Logger: clog,
+		Store:   p.store, Health: health, Registerer: reg, Logger: clog,
 	})
 	if err != nil {
 		return nil, err

@@ -260,9 +260,9 @@ func (c Config) producerConfig(brokers []string) producerapp.Config {
 // optional CLS sink.
 func (c Config) consumerConfig(brokers []string) consumerapp.Config {
 	cc := consumerapp.DefaultConfig()
-	cc.Brokers = brokers
+	cc.Kafka.Brokers = brokers
 	cc.Group = ConsumerGroup
-	cc.ClientID = ConsumerGroup
+	cc.Kafka.ClientID = ConsumerGroup
 	cc.Topic = c.Topics.Events
 	cc.FleetFile = c.Fleet
 	cc.Local.Path = filepath.Join(c.DataDir, "store", "events.db")
@@ -279,15 +279,15 @@ func (c Config) consumerConfig(brokers []string) consumerapp.Config {
 // the configured policy; Start substitutes the shipped default.
 func (c Config) processorConfig(brokers []string) processorapp.Config {
 	pc := processorapp.DefaultConfig()
-	pc.Brokers = brokers
+	pc.Kafka.Brokers = brokers
 	pc.Group = ProcessorGroup
-	pc.ClientID = ProcessorGroup
+	pc.Kafka.ClientID = ProcessorGroup
 	pc.TransactionalID = ProcessorGroup
 	pc.Topics = c.Topics
 	pc.PolicyFile = c.Policy
 	pc.FleetFile = c.Fleet
 	pc.Delivery = c.Processor.Delivery
-	pc.ReloadInterval = time.Duration(c.Processor.ReloadInterval)
+	pc.ReloadInterval = c.Processor.ReloadInterval
 	pc.RulesFile = c.Processor.Rules
 	return pc
 }

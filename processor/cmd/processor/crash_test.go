@@ -75,7 +75,7 @@ func TestKill9ExactlyOnce(t *testing.T) {
 			"--delivery", "exactly-once", "--transactional-id", "crash-"+suffix,
 			// 6 s: Apache Kafka's group.min.session.timeout.ms; it
 			// refuses less (kfake does not).
-			"--max-batch", "20", "--session-timeout", "6s", "--reload-interval", "-1s", "--metrics-addr", "", "--log-level", "warn")
+			"--max-batch", "20", "--session-timeout", "6s", "--reload-interval", "-1s", "--metrics-listen", "", "--log-level", "warn")
 		cmd.Stderr = os.Stderr
 		require.NoError(t, cmd.Start())
 		p := proc{cmd: cmd, exited: make(chan struct{})}

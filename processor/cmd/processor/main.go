@@ -1,114 +1,91 @@
 // Command processor consumes raw Kubernetes audit events from Kafka,
 // applies an audit.k8s.io/v1 policy and writes processed events (and
-// poison records to the DLQ). All wiring is in package app; this file
-// only parses flags, picks the sarama adapter and serves metrics.
+// poison records to the DLQ). The wiring is in package app, the command
+// scaffolding in internal/cli; this file names the commands and flags and
+// picks the Kafka adapters.
 package main
 
 import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
-	"io"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
-	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/processor/app"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	switch {
-	case len(os.Args) > 2 && os.Args[1] == "policy" && os.Args[2] == "test":
-		err = runPolicyTest(os.Args[3:], os.Stdout, os.Stderr)
-	case len(os.Args) > 2 && os.Args[1] == "rules" && os.Args[2] == "test":
-		err = runRulesTest(os.Args[3:], os.Stdout, os.Stderr)
-	default:
-		err = run(ctx, os.Args[1:], os.Stderr)
-	}
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "processor:", err)
-		}
-		os.Exit(2)
-	}
+const doc = `processor: consumes raw audit events from Kafka, applies the audit policy
+(per cluster from the fleet registry), enriches, redacts and runs detection
+rules, and writes processed events, alerts and dead letters back to Kafka.`
+
+var stage = cli.Stage[app.Config, *app.Config]{
+	Name:     "processor",
+	Usage:    doc + "\n\nUsage: processor run|validate [--config FILE] [flags]",
+	Defaults: defaults,
+	Flags:    flags,
+	Check:    func(c *app.Config) error { return app.Check(*c) },
+	New:      newApp,
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg := app.DefaultConfig()
-	fs := flag.NewFlagSet("processor", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	brokers := fs.String("brokers", "localhost:9092", "comma-separated Kafka bootstrap `addresses`")
-	fs.StringVar(&cfg.Group, "group", cfg.Group, "consumer group `id` on the raw topic")
-	fs.StringVar(&cfg.PolicyFile, "policy", "", "audit.k8s.io/v1 Policy `file` to apply, e.g. policies/tke-default.yaml: the fleet default unless --fleet names one (required without --fleet)")
-	fs.StringVar(&cfg.FleetFile, "fleet", "", "fleet registry `file`: cluster metadata for enrichment, the fleet default policy (defaults.policy) and per-cluster policy overrides")
-	fs.DurationVar(&cfg.ReloadInterval, "reload-interval", cfg.ReloadInterval, "how often to check the policy and fleet files for changes; a broken change is refused and logged, the previous policies stay; negative disables")
-	fs.StringVar(&cfg.Topics.Raw, "topic-raw", cfg.Topics.Raw, "raw events `topic` to consume")
-	fs.StringVar(&cfg.Topics.Events, "topic-events", cfg.Topics.Events, "processed events `topic`")
-	fs.StringVar(&cfg.Topics.DLQ, "topic-dlq", cfg.Topics.DLQ, "dead-letter `topic`")
-	fs.StringVar(&cfg.Topics.Alerts, "topic-alerts", cfg.Topics.Alerts, "alerts `topic`: one record per detection rule match; empty stores detections with the events only")
-	fs.StringVar(&cfg.RulesFile, "rules", "", "detection rules `file` added to the shipped rules (a rule with a shipped id replaces it); the fleet registry's defaults.rules wins; reloaded like the policy")
-	fs.BoolVar(&cfg.NoDetections, "no-detections", false, "run no detection rules at all")
-	fs.IntVar(&cfg.MaxEventBytes, "max-event-bytes", cfg.MaxEventBytes, "largest processed event; larger ones lose their bodies, then go to the DLQ")
-	fs.StringVar(&cfg.Delivery, "delivery", cfg.Delivery, "at-least-once (any broker and reader) or exactly-once (Kafka transactions: output and input offsets committed together; readers of the events topic must read committed data only)")
-	fs.StringVar(&cfg.TransactionalID, "transactional-id", cfg.TransactionalID, "prefix of the Kafka transactional `ids` in exactly-once mode (one per input partition); the same for all replicas, unique to the group")
-	fs.IntVar(&cfg.MaxBatch, "max-batch", 500, "most records per batch (per transaction in exactly-once mode)")
-	fs.DurationVar(&cfg.SessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how soon a crashed replica's partitions move to another")
-	metricsAddr := fs.String("metrics-addr", ":9464", "`address` for /metrics; empty disables")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg.Brokers = splitList(*brokers)
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	logger, err := telemetry.NewLogger(stderr, *logLevel, "json")
-	if err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
+func main() { program().Main() }
 
-	reg := telemetry.NewRegistry()
-	a, err := app.New(cfg, app.Deps{
-		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
-		NewGroup:    func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
-		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) {
-			return saramakafka.NewTransactor(c)
-		},
-		Registerer: reg,
-		Logger:     logger,
+func program() *cli.Program {
+	return &cli.Program{Name: "processor", Doc: doc, Default: "run", Commands: append(stage.Commands(),
+		cli.Command{Name: "policy", Summary: "policy tools", Sub: []cli.Command{{Name: "test", Summary: "price a policy on recorded events", Run: runPolicyTest}}},
+		cli.Command{Name: "rules", Summary: "detection rule tools", Sub: []cli.Command{{Name: "test", Summary: "run detection rules over recorded events", Run: runRulesTest}}},
+	)}
+}
+
+func defaults() app.Config {
+	c := app.DefaultConfig()
+	c.Kafka.Brokers = []string{"localhost:9092"}
+	return c
+}
+
+func flags(fs *flag.FlagSet, cfg *app.Config) {
+	cfg.Kafka.RegisterFlags(fs)
+	fs.StringVar(&cfg.Group, "group", cfg.Group, "consumer group `id` on the raw topic (group)")
+	fs.StringVar(&cfg.PolicyFile, "policy", cfg.PolicyFile, "audit.k8s.io/v1 Policy `file`: the fleet default unless --fleet names one (policy)")
+	fs.StringVar(&cfg.FleetFile, "fleet", cfg.FleetFile, "fleet registry `file`: cluster metadata, default policy and per-cluster overrides (fleet)")
+	fs.StringVar(&cfg.RulesFile, "rules", cfg.RulesFile, "detection rules `file` added to the shipped rules (rules)")
+	fs.BoolVar(&cfg.NoDetections, "no-detections", cfg.NoDetections, "run no detection rules at all (noDetections)")
+	fs.DurationVar((*time.Duration)(&cfg.ReloadInterval), "reload-interval", time.Duration(cfg.ReloadInterval), "how often to look for changed policy, fleet and rules files; negative disables; SIGHUP reloads at once (reloadInterval)")
+	fs.StringVar(&cfg.Topics.Raw, "topic-raw", cfg.Topics.Raw, "raw events `topic` (topics.raw)")
+	fs.StringVar(&cfg.Topics.Events, "topic-events", cfg.Topics.Events, "processed events `topic` (topics.events)")
+	fs.StringVar(&cfg.Topics.DLQ, "topic-dlq", cfg.Topics.DLQ, "dead-letter `topic` (topics.dlq)")
+	fs.StringVar(&cfg.Topics.Alerts, "topic-alerts", cfg.Topics.Alerts, "alerts `topic`; empty stores detections with the events only (topics.alerts)")
+	fs.IntVar(&cfg.MaxEventBytes, "max-event-bytes", cfg.MaxEventBytes, "largest processed event; larger ones lose their bodies, then go to the DLQ (maxEventBytes)")
+	fs.StringVar(&cfg.Delivery, "delivery", cfg.Delivery, "at-least-once or exactly-once (Kafka transactions) (delivery)")
+	fs.StringVar(&cfg.TransactionalID, "transactional-id", cfg.TransactionalID, "prefix of the transactional `ids` in exactly-once mode (transactionalID)")
+	fs.IntVar(&cfg.MaxBatch, "max-batch", cfg.MaxBatch, "most records per batch; 0 is the default 500 (maxBatch)")
+	fs.DurationVar((*time.Duration)(&cfg.SessionTimeout), "session-timeout", time.Duration(cfg.SessionTimeout), "how soon a crashed replica's partitions move; 0 is the default 10s (sessionTimeout)")
+}
+
+// processor is the app with the Kafka client of its readiness check.
+type processor struct {
+	*app.App
+	offsets *kafkago.Reader
+}
+
+func (p processor) Close() error { return errors.Join(p.App.Close(), p.offsets.Close()) }
+
+func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
+	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID + "-admin"})
+	if err != nil {
+		return nil, err
+	}
+	a, err := app.New(*cfg, app.Deps{
+		NewProducer:   func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
+		NewGroup:      func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) { return saramakafka.NewTransactor(c) },
+		Offsets:       offsets, Health: env.Health, Registerer: env.Registry, Logger: env.Logger,
 	})
 	if err != nil {
-		return err
+		return nil, errors.Join(err, offsets.Close())
 	}
-	defer func() {
-		if err := a.Close(); err != nil {
-			logger.Error("close", "err", err)
-		}
-	}()
-
-	if *metricsAddr != "" {
-		defer telemetry.Serve(*metricsAddr, reg, telemetry.NewHealth(), logger)()
-	}
-
-	logger.Info("processor starting", "brokers", cfg.Brokers, "metrics", *metricsAddr)
-	return a.Run(ctx)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
+	return processor{App: a, offsets: offsets}, nil
 }

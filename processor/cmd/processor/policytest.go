@@ -1,14 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/processor/policy"
 )
 
@@ -23,20 +24,14 @@ last row is the events no rule matched (level None: dropped).
 `
 
 // runPolicyTest implements "processor policy test".
-func runPolicyTest(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("processor policy test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, policyTestUsage)
-		fs.PrintDefaults()
-	}
+func runPolicyTest(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := cli.NewFlagSet("processor policy test", policyTestUsage, stdout)
 	file := fs.String("policy", "", "audit.k8s.io/v1 Policy `file` to price (required)")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, true); err != nil {
 		return err
 	}
 	if *file == "" || fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("policy test: need --policy and at least one events file")
+		return errors.New("policy test: need --policy and at least one events file (see --help)")
 	}
 	pol, err := policy.LoadFile(*file)
 	if err != nil {

@@ -1,13 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"text/tabwriter"
 
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/processor/detect"
 )
 
@@ -23,21 +24,15 @@ listed as off and not run.
 `
 
 // runRulesTest implements "processor rules test".
-func runRulesTest(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("processor rules test", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, rulesTestUsage)
-		fs.PrintDefaults()
-	}
+func runRulesTest(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := cli.NewFlagSet("processor rules test", rulesTestUsage, stdout)
 	file := fs.String("rules", "", "detection rules `file` added to the shipped rules (a rule with a shipped id replaces it)")
 	examples := fs.Bool("examples", true, "print the first matches of each rule")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, true); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		fs.Usage()
-		return errors.New("rules test: need at least one events file")
+		return errors.New("rules test: need at least one events file (see --help)")
 	}
 	set, err := detect.LoadDefault(*file)
 	if err != nil {

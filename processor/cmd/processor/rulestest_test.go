@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -36,7 +37,7 @@ func TestRulesTestCommand(t *testing.T) {
     condition: objectRef.resource == "namespaces" && verb == "create"
 `), 0o600))
 	var out, errOut bytes.Buffer
-	err = runRulesTest([]string{"--rules", user, falco + "exec_pod.json", falco + "attach_pod.json",
+	err = runRulesTest(t.Context(), []string{"--rules", user, falco + "exec_pod.json", falco + "attach_pod.json",
 		falco + "create_nginx_pod_privileged.json", falco + "create_nginx_service_nodeport.json",
 		falco + "some-user_creates_namespace_foo.json", demo}, &out, &errOut)
 	require.NoError(t, err, errOut.String())
@@ -55,8 +56,10 @@ func TestRulesTestCommand(t *testing.T) {
 	require.Regexp(t, `(?m)^events\s+`+strconv.Itoa(5+demoEvents)+`\s*$`, s)
 	require.Contains(t, s, "exec-into-pod  "+falco+"exec_pod.json line 1: create default/pods/exec/")
 
-	require.Error(t, runRulesTest(nil, &out, &errOut))
-	require.Contains(t, errOut.String(), "usage: processor rules test")
-	err = runRulesTest([]string{falco + "fal_01_003.json"}, &out, &errOut)
+	require.ErrorContains(t, runRulesTest(t.Context(), nil, &out, &errOut), "need at least one events file")
+	out.Reset()
+	require.ErrorIs(t, runRulesTest(t.Context(), []string{"--help"}, &out, &errOut), cli.ErrHelp)
+	require.Contains(t, out.String(), "usage: processor rules test", "help goes to stdout")
+	err = runRulesTest(t.Context(), []string{falco + "fal_01_003.json"}, &out, &errOut)
 	require.ErrorContains(t, err, "fal_01_003.json: line 1")
 }

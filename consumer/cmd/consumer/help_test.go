@@ -1,5 +1,0 @@
-package main
-
-import "flag"
-
-func flagErrHelp() error { return flag.ErrHelp }

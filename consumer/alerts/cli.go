@@ -3,16 +3,18 @@ package alerts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/auditpipe/auditpipe/consumer/search"
 )
 
 const cliUsage = `Usage: auditpipe alerts [flags]
@@ -26,14 +28,10 @@ Flags:
 
 // RunCommand implements "auditpipe alerts".
 func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("auditpipe alerts", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, cliUsage)
-		fs.PrintDefaults()
-	}
-	server := fs.String("server", "http://127.0.0.1:8080", "API base `URL`")
-	token := fs.String("token", os.Getenv("AUDITPIPE_API_TOKEN"), "bearer `token` for an API beyond loopback (default $AUDITPIPE_API_TOKEN)")
+	fs := flag.NewFlagSet("alerts", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, for the caller to print once
+	server := fs.String("server", search.ServerFromEnv(), "API base `URL` (default $"+search.ServerEnv+", else "+search.DefaultServer+")")
+	token := fs.String("token", search.TokenFromEnv(), "bearer `token` for an API beyond loopback (default $"+search.TokenEnv+")")
 	cluster := fs.String("cluster", "", "only alerts of this cluster `id`")
 	rule := fs.String("rule", "", "only alerts of this rule `id`")
 	severity := fs.String("severity", "", "only alerts at this `severity` or above: info, low, medium, high, critical")
@@ -42,11 +40,17 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	limit := fs.Int("limit", 100, "most alerts to list")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			// Help is an answer, not an error: stdout, exit 0.
+			fmt.Fprint(stdout, cliUsage)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil
+		}
+		return fmt.Errorf("alerts: %w (see alerts --help)", err)
 	}
 	if fs.NArg() > 0 {
-		fs.Usage()
-		return fmt.Errorf("alerts: unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("alerts: unexpected argument %q (see alerts --help)", fs.Arg(0))
 	}
 	q := url.Values{}
 	for name, v := range map[string]string{"cluster": *cluster, "rule": *rule, "severity": *severity} {

@@ -1,6 +1,7 @@
 package alerts
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -91,4 +92,20 @@ func TestAlertsCommand(t *testing.T) {
 	require.NoError(t, RunCommand(t.Context(), []string{"--server", srv.URL, "--limit", "1"}, &out, &errOut))
 	require.Contains(t, out.String(), "(1 of 2; raise --limit for more)")
 	require.Error(t, RunCommand(t.Context(), []string{"--server", srv.URL, "--severity", "urgent"}, &out, &errOut))
+}
+
+// TestAlertsCommandHelpAndErrors: help is an answer on stdout (nil error);
+// an error is returned once, not printed as well.
+func TestAlertsCommandHelpAndErrors(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.NoError(t, RunCommand(t.Context(), []string{"--help"}, &out, &errOut))
+	require.Contains(t, out.String(), "-server")
+	require.Contains(t, out.String(), "AUDITPIPE_SERVER")
+	require.Empty(t, errOut.String())
+
+	out.Reset()
+	err := RunCommand(t.Context(), []string{"--frob"}, &out, &errOut)
+	require.ErrorContains(t, err, "frob")
+	require.Empty(t, out.String())
+	require.Empty(t, errOut.String())
 }

@@ -35,6 +35,39 @@ func TestLoadFull(t *testing.T) {
 	require.Equal(t, time.Minute, sc.BlockedRetry)
 	require.Equal(t, 20000, sc.RecentIdentities)
 	require.Equal(t, 1000, cfg.GroupConfig(app.SinkLocal).MaxBatch)
+	require.Equal(t, app.APIConfig{Listen: ":8443", TokenFile: "/etc/auditpipe/api/token",
+		TLS: app.APITLSConfig{CertFile: "/etc/auditpipe/api/tls.crt", KeyFile: "/etc/auditpipe/api/tls.key"}}, cfg.API)
+}
+
+// TestAPIRules: beyond loopback the API needs a token and TLS (or
+// allowInsecure); on loopback neither; with the local sink off, or
+// api.listen empty, nothing is checked because nothing is served.
+func TestAPIRules(t *testing.T) {
+	base := app.DefaultConfig()
+	base.Kafka.Brokers = []string{"k:9092"}
+	require.ErrorContains(t, base.Validate(), "api.token", "the default :8080 without a token")
+	for name, tc := range map[string]struct {
+		mut func(*app.Config)
+		ok  bool
+	}{
+		"loopback":                {func(c *app.Config) { c.API.Listen = "127.0.0.1:8080" }, true},
+		"localhost":               {func(c *app.Config) { c.API.Listen = "localhost:0" }, true},
+		"off":                     {func(c *app.Config) { c.API.Listen = "" }, true},
+		"no local store":          {func(c *app.Config) { c.Local.Enabled = false; c.CLS.Mode = app.CLSLocal }, true},
+		"token, plain HTTP":       {func(c *app.Config) { c.API.Token = "t" }, false},
+		"token, allowInsecure":    {func(c *app.Config) { c.API.Token = "t"; c.API.AllowInsecure = true }, true},
+		"tokenFile, TLS":          {func(c *app.Config) { c.API.TokenFile = "f"; c.API.TLS = app.APITLSConfig{CertFile: "c", KeyFile: "k"} }, true},
+		"TLS, no token":           {func(c *app.Config) { c.API.TLS = app.APITLSConfig{CertFile: "c", KeyFile: "k"} }, false},
+		"allowInsecure, no token": {func(c *app.Config) { c.API.AllowInsecure = true }, false},
+	} {
+		c := base
+		tc.mut(&c)
+		if tc.ok {
+			require.NoError(t, c.Validate(), name)
+		} else {
+			require.Error(t, c.Validate(), name)
+		}
+	}
 }
 
 func TestLoadRejects(t *testing.T) {
@@ -59,8 +92,17 @@ func TestValidateNamesTheField(t *testing.T) {
 		"cls.secretKey":   func(c *app.Config) { c.CLS.Mode = app.CLSCloud; c.FleetFile = "f"; c.CLS.Endpoint = "e" },
 		"retention":       func(c *app.Config) { c.Local.MaxBytes = 5 },
 		"cls.compression": func(c *app.Config) { c.CLS.Mode = app.CLSLocal; c.CLS.Compression = "gzip" },
+		// The search API, served with the local store.
+		"api.listen":    func(c *app.Config) { c.API.Listen = "8080" },
+		"api.token":     func(c *app.Config) { c.API.Listen = ":8080" },
+		"api.tls":       func(c *app.Config) { c.API.Listen = "0.0.0.0:8080"; c.API.Token = "t" },
+		"api.tokenFile": func(c *app.Config) { c.API.Listen = "127.0.0.1:8080"; c.API.Token = "t"; c.API.TokenFile = "f" },
+		"api.tls.keyFile": func(c *app.Config) {
+			c.API.Listen, c.API.TokenFile, c.API.TLS.CertFile = ":8080", "f", "c"
+		},
 	} {
 		c := app.DefaultConfig()
+		c.API.Listen = "" // no search API here
 		c.Kafka.Brokers = []string{"k:9092"}
 		require.NoError(t, c.Validate())
 		mut(&c)
@@ -77,6 +119,7 @@ func TestValidateNamesTheField(t *testing.T) {
 // every event, and the metrics lint clean.
 func TestCLSLocalMode(t *testing.T) {
 	cfg := app.DefaultConfig()
+	cfg.API.Listen = "" // no search API here
 	cfg.Kafka.Brokers = []string{"unused:9092"}
 	cfg.Local.Path = t.TempDir() + "/events.db"
 	cfg.CLS.Mode = app.CLSLocal
@@ -136,6 +179,7 @@ func TestProvisionedTopics(t *testing.T) {
 	require.NoError(t, os.WriteFile(fleetFile, []byte("clusters:\n  prod-1:\n    cls: {logset: audit, topicName: prod-1-audit}\n  dev-1:\n    cls: {topicID: fixed-dev}\n"), 0o600))
 
 	cfg := app.DefaultConfig()
+	cfg.API.Listen = "" // no search API here
 	cfg.Kafka.Brokers = []string{"unused:9092"}
 	cfg.Local.Enabled = false
 	cfg.FleetFile = fleetFile

@@ -48,6 +48,8 @@ type Config struct {
 	FleetFile string      `json:"fleet"`
 	Local     LocalConfig `json:"local"`
 	CLS       CLSConfig   `json:"cls"`
+	// API is the search API served over the local store (api.go).
+	API APIConfig `json:"api"`
 }
 
 // LocalConfig configures the local store sink.
@@ -108,6 +110,7 @@ func DefaultConfig() Config {
 		MaxBatch: 500,
 		Local:    LocalConfig{Enabled: true, Path: "auditpipe-events.db", RetentionInterval: Duration(time.Minute)},
 		CLS:      CLSConfig{Mode: CLSOff, LocalAddr: "127.0.0.1:0"},
+		API:      APIConfig{Listen: DefaultAPIListen},
 	}
 }
 
@@ -146,6 +149,11 @@ func (c Config) Validate() error {
 		}
 		if err := c.Retention().Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("local.%w", err))
+		}
+	}
+	if c.served() {
+		if err := c.API.validate(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	switch c.CLS.Mode {
@@ -246,6 +254,9 @@ func Check(cfg *Config) error {
 		return fmt.Errorf("consumer config: %w", err)
 	}
 	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("consumer config: %w", err)
+	}
+	if err := cfg.checkAPIFiles(); err != nil {
 		return fmt.Errorf("consumer config: %w", err)
 	}
 	if cfg.FleetFile != "" {

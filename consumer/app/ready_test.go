@@ -33,6 +33,7 @@ func TestReadiness(t *testing.T) {
 	defer clsSrv.Close()
 
 	cfg := app.DefaultConfig()
+	cfg.API.Listen = "" // no search API here
 	cfg.Kafka.Brokers = brokers
 	cfg.Kafka.ClientID = "ready-" + suffix
 	cfg.Topic = "audit.events." + suffix

@@ -33,6 +33,7 @@ func TestRunOnKafka(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg := app.DefaultConfig()
+	cfg.API.Listen = "" // no search API here
 	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
@@ -169,6 +170,7 @@ func TestUpgradePositionsCLSGroup(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	cfg := app.DefaultConfig()
+	cfg.API.Listen = "" // no search API here
 	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix

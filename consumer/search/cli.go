@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -25,8 +24,11 @@ It calls the search API (GET /api/v1/events) of --server, so it works
 against a running pipeline, remotely and from scripts.
 
 Flags:
-  --server URL       search API base URL (default http://127.0.0.1:8080)
-                       --server http://auditpipe.internal:8080
+  --server URL       search API base URL (default $AUDITPIPE_SERVER, else
+                     http://127.0.0.1:8080)
+                       --server https://auditpipe.internal:8080
+  --token TOKEN      bearer token for an API beyond loopback (default
+                     $AUDITPIPE_TOKEN)
   --cluster ID       only events of this cluster (exact)
                        --cluster prod-eu-1
   --verb VERB        only this verb (exact: get, list, create, delete, ...)
@@ -62,13 +64,14 @@ Example:
 
 // RunEventsCommand runs "events": it parses args (without the command name),
 // queries the search API and prints the result to stdout. --help prints the
-// usage to stdout and returns nil; a usage error is printed to stderr and
-// returned.
+// usage to stdout and returns nil; errors are returned for the caller to
+// print once. stderr gets the match count only.
 func RunEventsCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("events", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported once, below
 	var (
-		server   = fs.String("server", "http://127.0.0.1:8080", "")
+		server   = fs.String("server", ServerFromEnv(), "")
+		token    = fs.String("token", TokenFromEnv(), "")
 		cluster  = fs.String("cluster", "", "")
 		verb     = fs.String("verb", "", "")
 		user     = fs.String("user", "", "")
@@ -81,9 +84,9 @@ func RunEventsCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 		output   = fs.String("output", "table", "")
 		timeout  = fs.Duration("timeout", 30*time.Second, "")
 	)
+	// Errors are returned, not printed: the caller prints each once.
 	usageErr := func(err error) error {
-		fmt.Fprintf(stderr, "auditpipe events: %v\nRun 'auditpipe events --help' for usage.\n", err)
-		return fmt.Errorf("events: %w", err)
+		return fmt.Errorf("events: %w (see events --help)", err)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -121,9 +124,8 @@ func RunEventsCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	res, err := fetchEvents(ctx, endpoint)
-	if err != nil {
-		fmt.Fprintf(stderr, "auditpipe events: %v\n", err)
+	var res EventsResponse
+	if err := fetchJSON(ctx, endpoint, *token, &res); err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
 	if *output == "json" {
@@ -155,36 +157,6 @@ func parseCLITime(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%w, or a duration such as 1h", err)
 	}
 	return t, nil
-}
-
-func fetchEvents(ctx context.Context, endpoint string) (EventsResponse, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
-	if err != nil {
-		return EventsResponse{}, fmt.Errorf("build request: %w", err)
-	}
-	req.Header.Set("Accept", "application/json")
-	// A client of our own: the deadline comes from ctx (--timeout).
-	resp, err := (&http.Client{}).Do(req)
-	if err != nil {
-		return EventsResponse{}, fmt.Errorf("query %s: %w", redact(endpoint), err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
-	if err != nil {
-		return EventsResponse{}, fmt.Errorf("read response from %s: %w", redact(endpoint), err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e ErrorResponse
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return EventsResponse{}, fmt.Errorf("server answered %s: %s", resp.Status, e.Error)
-		}
-		return EventsResponse{}, fmt.Errorf("server answered %s: %.200s", resp.Status, body)
-	}
-	var out EventsResponse
-	if err := json.Unmarshal(body, &out); err != nil {
-		return EventsResponse{}, fmt.Errorf("decode response from %s: %w", redact(endpoint), err)
-	}
-	return out, nil
 }
 
 // redact drops the query string (which may hold search text) from URLs in

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -49,9 +48,10 @@ Analysis part, after | (SQL):
   round, coalesce, cast(x as varchar|bigint|double|timestamp).
 
 Flags:
-  --server URL       search API base URL (default http://127.0.0.1:8080)
+  --server URL       search API base URL (default $AUDITPIPE_SERVER, else
+                     http://127.0.0.1:8080)
   --token TOKEN      bearer token for an API beyond loopback (default
-                     $AUDITPIPE_API_TOKEN)
+                     $AUDITPIPE_TOKEN)
   --cluster ID       only events of this cluster (like the console's
                      cluster selector)
   --from TIME        events at or after TIME: RFC 3339, unix milliseconds,
@@ -86,14 +86,15 @@ type searchResponse struct {
 
 // RunSearchCommand runs "search": it parses args (without the command name),
 // sends the query to the search API and prints events or analysis rows to
-// stdout. --help prints the usage to stdout and returns nil; a usage error
-// is printed to stderr and returned.
+// stdout. --help prints the usage to stdout and returns nil; errors are
+// returned for the caller to print once. stderr gets the match count and
+// the next page's cursor only.
 func RunSearchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("search", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var (
-		server  = fs.String("server", "http://127.0.0.1:8080", "")
-		token   = fs.String("token", os.Getenv("AUDITPIPE_API_TOKEN"), "")
+		server  = fs.String("server", ServerFromEnv(), "")
+		token   = fs.String("token", TokenFromEnv(), "")
 		cluster = fs.String("cluster", "", "")
 		from    = fs.String("from", "", "")
 		to      = fs.String("to", "", "")
@@ -102,9 +103,9 @@ func RunSearchCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 		output  = fs.String("output", "table", "")
 		timeout = fs.Duration("timeout", 30*time.Second, "")
 	)
+	// Errors are returned, not printed: the caller prints each once.
 	usageErr := func(err error) error {
-		fmt.Fprintf(stderr, "auditpipe search: %v\nRun 'auditpipe search --help' for usage.\n", err)
-		return fmt.Errorf("search: %w", err)
+		return fmt.Errorf("search: %w (see search --help)", err)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -140,7 +141,6 @@ func RunSearchCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 	defer cancel()
 	var res searchResponse
 	if err := fetchJSON(ctx, endpoint, *token, &res); err != nil {
-		fmt.Fprintf(stderr, "auditpipe search: %v\n", err)
 		return fmt.Errorf("search: %w", err)
 	}
 	switch {
@@ -180,6 +180,11 @@ func fetchJSON(ctx context.Context, endpoint, token string, out any) error {
 	}
 	resp, err := (&http.Client{}).Do(req)
 	if err != nil {
+		// The client's error repeats the URL, query string included.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("query %s: %w", redact(endpoint), err)
 	}
 	defer resp.Body.Close()

@@ -44,7 +44,7 @@ var stage = cli.Stage[app.Config, *app.Config]{
 func main() { program().Main() }
 
 func program() *cli.Program {
-	return &cli.Program{Name: "consumer", Doc: doc, Default: "run", Commands: stage.Commands()}
+	return &cli.Program{Name: "consumer", Doc: doc, Default: "run", Commands: append(stage.Commands(), tools()...)}
 }
 
 func defaults() app.Config {
@@ -74,6 +74,7 @@ func flags(fs *flag.FlagSet, cfg *app.Config) {
 	fs.StringVar(&cfg.Group, "group", cfg.Group, "consumer group `id` (group)")
 	fs.DurationVar((*time.Duration)(&cfg.SessionTimeout), "session-timeout", time.Duration(cfg.SessionTimeout), "how long the group waits for a silent (crashed) member; 0 is 10s (sessionTimeout)")
 	fs.IntVar(&cfg.MaxBatch, "max-batch", cfg.MaxBatch, "most records of a partition handed to the sinks at once (maxBatch)")
+	fs.StringVar(&cfg.API.Listen, "api-listen", cfg.API.Listen, "`address` of the search API over the local store; beyond loopback it needs api.token and api.tls (or api.allowInsecure); empty serves none (api.listen)")
 }
 
 func check(cfg *app.Config) error {
@@ -86,13 +87,20 @@ func check(cfg *app.Config) error {
 	return app.Check(cfg)
 }
 
-// consumer is the app with the Kafka client of its group checks.
+// consumer is the app with the Kafka client of its group checks and its
+// search API.
 type consumer struct {
 	*app.App
 	offsets *kafkago.Reader
+	api     *app.APIServer
 }
 
-func (c consumer) Close() error { return errors.Join(c.App.Close(), c.offsets.Close()) }
+// Close stops the search API before the app closes the store under it.
+func (c consumer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(c.api.Shutdown(ctx), c.App.Close(), c.offsets.Close())
+}
 
 func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
 	// Offsets positions a sink's new group at the first start (0018) and
@@ -108,7 +116,11 @@ func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
 	if err != nil {
 		return nil, errors.Join(err, offsets.Close())
 	}
+	api, err := a.StartAPI()
+	if err != nil {
+		return nil, errors.Join(err, a.Close(), offsets.Close())
+	}
 	env.Logger.Info("consumer configured", "brokers", cfg.Kafka.Brokers, "group", cfg.Group, "topic", cfg.Topic,
 		"local", cfg.Local.Enabled, "cls", cfg.CLS.Mode)
-	return consumer{App: a, offsets: offsets}, nil
+	return consumer{App: a, offsets: offsets, api: api}, nil
 }

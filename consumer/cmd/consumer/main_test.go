@@ -39,6 +39,53 @@ func TestHelp(t *testing.T) {
 	require.Empty(t, errOut.String())
 }
 
+// buildConsumer builds the consumer binary into a temporary directory.
+func buildConsumer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "consumer")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+	return bin
+}
+
+// TestToolCommands: the consumer binary carries the group tools and the
+// search API's clients; their help is on stdout with exit status 0, and
+// an error is printed once, on stderr, with a non-zero exit.
+func TestToolCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildConsumer(t)
+	for _, args := range [][]string{{"groups", "--help"}, {"groups", "list", "--help"}, {"search", "--help"}, {"events", "--help"}, {"alerts", "--help"}} {
+		var out, errOut bytes.Buffer
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		require.NoError(t, cmd.Run(), "%q: %s", args, errOut.String())
+		require.Contains(t, out.String(), "Usage", "%q", args)
+		require.Empty(t, errOut.String(), "%q", args)
+	}
+
+	brokers := kafkatest.Brokers(t)
+	var out, errOut bytes.Buffer
+	cmd := exec.Command(bin, "groups", "describe", "--brokers", strings.Join(brokers, ","), "--group", "no-such-group", "--topic", "audit.events")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	require.Error(t, err)
+	require.Equal(t, "consumer: consumer group no-such-group not found (the cluster has 0 groups; list them with groups list)\n", errOut.String())
+
+	// AUDITPIPE_SERVER is where events asks (nothing listens there).
+	out.Reset()
+	errOut.Reset()
+	cmd = exec.Command(bin, "events", "--timeout", "5s")
+	cmd.Env = append(os.Environ(), "AUDITPIPE_SERVER=http://127.0.0.1:1")
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	require.Error(t, cmd.Run())
+	require.Contains(t, errOut.String(), "http://127.0.0.1:1/api/v1/events")
+	require.Equal(t, 1, strings.Count(errOut.String(), "\n"), "the error is printed once:\n%s", errOut.String())
+	require.Equal(t, 1, strings.Count(errOut.String(), "127.0.0.1:1/api"), "the URL is named once:\n%s", errOut.String())
+}
+
 func TestRejectsBadFlags(t *testing.T) {
 	var out bytes.Buffer
 	require.ErrorContains(t, program().Run(context.Background(), []string{"--sink", "s3"}, &out, &out), `unknown sink "s3"`)
@@ -54,10 +101,7 @@ func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "consumer")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Stderr = os.Stderr
-	require.NoError(t, build.Run())
+	bin := buildConsumer(t)
 
 	brokers := kafkatest.Brokers(t)
 	admin, err := saramakafka.NewAdmin(brokers, "kill9-admin")
@@ -90,7 +134,7 @@ func TestKill9(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "events.db")
 	group := "kill9-" + fmt.Sprint(time.Now().UnixNano())
 	args := []string{"--brokers", strings.Join(brokers, ","), "--sink", "local", "--store", store,
-		"--group", group, "--metrics-listen", "", "--session-timeout", "2s", "--max-batch", "100", "--log-level", "warn"}
+		"--group", group, "--metrics-listen", "", "--api-listen", "127.0.0.1:0", "--session-timeout", "2s", "--max-batch", "100", "--log-level", "warn"}
 	committed := func() (map[int32]int64, int64) {
 		m, err := admin.CommittedOffsets(ctx, group, topic)
 		require.NoError(t, err)

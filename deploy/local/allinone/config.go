@@ -272,6 +272,7 @@ func (c Config) consumerConfig(brokers []string) consumerapp.Config {
 		cc.Local.RetentionInterval = c.Retention.Interval
 	}
 	cc.CLS = c.CLS
+	cc.API.Listen = "" // the all-in-one serves the API itself (api.*)
 	return cc
 }
 

@@ -37,6 +37,7 @@ func program() *cli.Program {
 	return &cli.Program{Name: "processor", Doc: doc, Default: "run", Commands: append(stage.Commands(),
 		cli.Command{Name: "policy", Summary: "policy tools", Sub: []cli.Command{{Name: "test", Summary: "price a policy on recorded events", Run: runPolicyTest}}},
 		cli.Command{Name: "rules", Summary: "detection rule tools", Sub: []cli.Command{{Name: "test", Summary: "run detection rules over recorded events", Run: runRulesTest}}},
+		cli.Command{Name: "replay", Summary: "re-process raw history through a policy into Kafka, a store or CLS", Run: runReplay},
 	)}
 }
 

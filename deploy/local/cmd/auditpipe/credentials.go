@@ -6,9 +6,26 @@ import (
 	"io/fs"
 	"path/filepath"
 
+	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 )
+
+// kafkaFlags are the Kafka connection flags of the tools the all-in-one
+// shares with the stage binaries (replay, groups): the stages' flags, and
+// --kafka-credentials for the embedded broker's SASL user.
+func kafkaFlags(fs *flag.FlagSet) func() (kafka.ReaderConfig, error) {
+	conn := group.DefaultKafkaFlags(fs)
+	credentials := kafkaCredentialsFlag(fs)
+	return func() (kafka.ReaderConfig, error) {
+		rc, err := conn()
+		if err != nil {
+			return rc, err
+		}
+		rc.SASL, err = credentials()
+		return rc, err
+	}
+}
 
 // kafkaCredentialsFlag registers --kafka-credentials on flags and returns
 // the function that resolves it once flags are parsed. The default is the

@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/alerts"
+	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
 	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
+	"github.com/auditpipe/auditpipe/processor/replay/replaycmd"
 	"github.com/auditpipe/auditpipe/producer/webhook"
 )
 
@@ -33,8 +35,8 @@ Usage:
   auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
   auditpipe alerts [flags]      list the detection alerts delivered last
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
-  auditpipe replay [flags]      re-process history from the raw topic through a policy (or --dry-run)
-  auditpipe groups describe|reset [flags]  show or reset a consumer group's offsets
+  auditpipe replay [flags]      re-process history from the raw topic through a policy into Kafka, a store or CLS (or --dry-run)
+  auditpipe groups list|describe|reset [flags]  list consumer groups, show or reset one's offsets
   auditpipe help                this text
 
 Run "auditpipe <command> --help" for the flags of a command.
@@ -70,23 +72,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "kubeconfig":
 		return printKubeconfig(args[1:], stdout, stderr)
 	case "replay":
-		return runReplay(ctx, args[1:], stdout, stderr)
+		return replaycmd.Command{Name: "auditpipe replay", Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "groups":
-		return runGroups(ctx, args[1:], os.Stdin, stdout, stderr)
+		return group.GroupsCommand{Name: "auditpipe groups", Stdin: os.Stdin, Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return fmt.Errorf("unknown command %q (see auditpipe help)", args[0])
 }
 
 func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := allinone.DefaultConfig()
 	fs := flag.NewFlagSet("auditpipe run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // help and errors: see parseFlags
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: auditpipe run [flags]
+		fmt.Fprint(fs.Output(), `Usage: auditpipe run [flags]
 
 Runs the whole pipeline in one process: an embedded Kafka broker, the webhook
 receiver (producer), the processor with an audit policy, the consumer with the
@@ -115,7 +116,7 @@ Flags (a --config file is read first; flags given on the command line win):
 	alertmanager := fs.String("alertmanager", "", "deliver detection alerts to the Alertmanager at `URL` (its v2 API)")
 	alertWebhook := fs.String("alert-webhook", "", "deliver detection alerts to a Slack-compatible incoming webhook `URL`")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -210,21 +211,36 @@ Flags (a --config file is read first; flags given on the command line win):
 	return nil
 }
 
+// parseFlags parses args the way every command does: --help prints the
+// usage to stdout and ends the command successfully (flag.ErrHelp, which
+// main treats as success); a bad flag is returned, for main to print once.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fs.Usage()
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("%w (see %s --help)", err, fs.Name())
+	}
+	return nil
+}
+
 func printKubeconfig(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("auditpipe kubeconfig", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // help and errors: see parseFlags
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: auditpipe kubeconfig --cluster ID [--server URL]\n\nPrints the file kube-apiserver reads with --audit-webhook-config-file.\n\n")
+		fmt.Fprint(fs.Output(), "Usage: auditpipe kubeconfig --cluster ID [--server URL]\n\nPrints the file kube-apiserver reads with --audit-webhook-config-file.\n\n")
 		fs.PrintDefaults()
 	}
 	cluster := fs.String("cluster", "", "cluster `id` the apiserver's events belong to (required)")
 	server := fs.String("server", "http://127.0.0.1:8090", "base `URL` of the webhook receiver")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if *cluster == "" {
-		fs.Usage()
-		return errors.New("--cluster is required")
+		return errors.New("kubeconfig: --cluster is required (see auditpipe kubeconfig --help)")
 	}
 	kc, err := webhook.Kubeconfig(*server, *cluster)
 	if err != nil {

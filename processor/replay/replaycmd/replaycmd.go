@@ -1,4 +1,7 @@
-package main
+// Package replaycmd is the replay command ("processor replay", and
+// "auditpipe replay" in the all-in-one): the flags, the targets (a Kafka
+// topic, a local store file, CLS) and the summary around package replay.
+package replaycmd
 
 import (
 	"context"
@@ -8,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -16,7 +20,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditpipe/auditpipe/consumer/group"
+	"github.com/auditpipe/auditpipe/consumer/sink/cls"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/cli"
+	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
@@ -27,47 +37,73 @@ import (
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
-const replayUsage = `Usage: auditpipe replay [flags]
+const usage = `Usage: %[1]s [flags]
 
 Re-reads the raw topic (the bytes as the apiservers sent them) for a time
 window or offset range, optionally for chosen clusters, through an audit
-policy, into a target: a Kafka topic or a local store file. The detection
-rules run as in the processor (the shipped set plus --rules): replayed
-events carry auditpipe.detections and the summary counts matches per
-rule; alerts are written only with --alerts-topic.
+policy, into a target: a Kafka topic, a local store file, or CLS. The
+detection rules run as in the processor (the shipped set plus --rules):
+replayed events carry auditpipe.detections and the summary counts matches
+per rule; alerts are written only with --alerts-topic.
 
   # what would lean.yaml keep of last week's history, per rule and cluster?
-  auditpipe replay --dry-run --from 168h --policy lean.yaml
+  %[1]s --dry-run --from 168h --policy lean.yaml
 
   # re-run yesterday through the new policy into a new topic
-  auditpipe replay --from 2026-11-26T00:00:00Z --to 2026-11-27T00:00:00Z \
+  %[1]s --from 2026-11-26T00:00:00Z --to 2026-11-27T00:00:00Z \
       --policy new.yaml --target kafka --target-topic audit.events.replay \
       --checkpoint replay-2026-11-26.json
+
+  # re-ship the hours of a CLS outage to each cluster's CLS topic
+  %[1]s --from 2026-11-26T08:00:00Z --to 2026-11-26T11:00:00Z \
+      --target cls --fleet fleet.yaml --cls-endpoint ap-guangzhou.cls.tencentcs.com \
+      --cls-secret-id-file id --cls-secret-key-file key --checkpoint cls-outage.json
+
+--target cls sends to the topic the live CLS sink uses for the event's
+cluster: clusters.<id>.cls.topicID of the fleet registry, else
+--cls-default-topic-id; a cluster with neither stops the replay (nothing
+is dropped silently). Credentials: --cls-secret-id-file and
+--cls-secret-key-file, or AUDITPIPE_CLS_SECRET_ID and
+AUDITPIPE_CLS_SECRET_KEY.
 
 It reads partitions directly and never uses or moves a consumer group's
 offsets. The end of every partition's range is fixed when the replay
 starts (events arriving later are not included). Ctrl-C finishes the batch
 in flight and stops; running the same command again resumes from the
 checkpoint file without gaps or duplicates. A crash (kill -9) may repeat
-the last batch, which the local store and searches de-duplicate on
-(cluster, auditID, stage, auditpipe.contentHash). The output is deterministic: processedAt is the
-raw record's timestamp.
+the last batch, which the local store, CLS searches and the live sinks
+de-duplicate on (cluster, auditID, stage, auditpipe.contentHash). The
+output is deterministic: processedAt is the raw record's timestamp.
 
-The local store allows one writing process: stop "auditpipe run" first, or
-replay into another --store file.
+The local store allows one writing process: stop the consumer writing it
+first, or replay into another --store file.
 
 Flags:
 `
 
-func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("auditpipe replay", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, replayUsage)
-		fs.PrintDefaults()
+// Command is the replay command.
+type Command struct {
+	// Name is the command as typed, for help: "processor replay".
+	Name string
+	// Kafka registers the connection flags; nil: group.DefaultKafkaFlags.
+	Kafka group.KafkaFlags
+}
+
+// Run runs a replay with args (after "replay"). Help goes to stdout and
+// returns nil; errors are returned, not printed. The summary goes to
+// stdout, progress to stderr.
+func (c Command) Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	name := c.Name
+	if name == "" {
+		name = "replay"
 	}
-	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap `addresses`")
-	credentials := kafkaCredentialsFlag(fs)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	kafkaFlags := c.Kafka
+	if kafkaFlags == nil {
+		kafkaFlags = group.DefaultKafkaFlags
+	}
+	conn := kafkaFlags(fs)
 	topic := fs.String("topic", schemas.DefaultRawTopic, "raw `topic` to read")
 	from := fs.String("from", "", "start of the window: RFC 3339 `time`, or a duration ago such as 24h (default: the oldest retained record)")
 	to := fs.String("to", "", "end of the window, exclusive: RFC 3339 `time` or a duration ago (default: now, fixed at start)")
@@ -77,10 +113,15 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rulesPath := fs.String("rules", "", "detection rules `file` evaluated with the shipped set, as the processor's --rules")
 	alertsTopic := fs.String("alerts-topic", "", "`topic` for the alerts of detection rule matches (default: counted, not written: replaying history pages no one)")
 	dryRun := fs.Bool("dry-run", false, "evaluate and count per policy rule, cluster and detection rule; write nothing")
-	target := fs.String("target", "kafka", "where processed events go: kafka (--target-topic) or local (--store)")
+	target := fs.String("target", "kafka", "where processed events go: kafka (--target-topic), local (--store) or cls (--fleet, --cls-*)")
 	targetTopic := fs.String("target-topic", "", "`topic` for --target kafka (must exist)")
 	dlqTopic := fs.String("dlq-topic", "", "`topic` for records the processor cannot handle (default: counted, not written)")
 	store := fs.String("store", "", "local store `file` for --target local, e.g. data/store/events.db")
+	fleetFile := fs.String("fleet", "", "fleet registry `file` for --target cls: each cluster's CLS topic, as the consumer's")
+	clsEndpoint := fs.String("cls-endpoint", "", "CLS upload `host` for --target cls, e.g. ap-guangzhou.cls.tencentcs.com (http://host:port for a local server)")
+	clsIDFile := fs.String("cls-secret-id-file", "", "`file` holding the CLS SecretId (default $AUDITPIPE_CLS_SECRET_ID)")
+	clsKeyFile := fs.String("cls-secret-key-file", "", "`file` holding the CLS SecretKey (default $AUDITPIPE_CLS_SECRET_KEY)")
+	clsDefaultTopic := fs.String("cls-default-topic-id", "", "CLS `topic` id for clusters the fleet registry gives none, as the consumer's cls.defaultTopicID")
 	checkpoint := fs.String("checkpoint", "", "checkpoint `file`; required unless --dry-run; an existing one is resumed")
 	maxEventBytes := fs.Int("max-event-bytes", 0, "size limit of a processed event in `bytes` (default 1 MiB, as the processor)")
 	batchSize := fs.Int("batch-size", 500, "records per `batch`: one target write and one checkpoint update each")
@@ -88,10 +129,16 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	progress := fs.Duration("progress", 0, "progress update `interval` on stderr (default 500ms on a terminal, 10s otherwise)")
 	logLevel := fs.String("log-level", "warn", "log `level`: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, usage, name)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return nil
+		}
+		return fmt.Errorf("%w (see %s --help)", err, name)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return fmt.Errorf("unexpected arguments %q (see %s --help)", fs.Args(), name)
 	}
 	logger, err := telemetry.NewLogger(stderr, *logLevel, "text")
 	if err != nil {
@@ -105,33 +152,35 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		DryRun:        *dryRun,
 		MaxEventBytes: *maxEventBytes,
 		Parallelism:   *parallelism,
-		Clusters:      splitList(*clusters),
+		Clusters:      cli.SplitList(*clusters),
 	}
-	if cfg.From, err = parseWhen(*from, now); err != nil {
+	if cfg.From, err = group.ParseWhen(*from, now); err != nil {
 		return fmt.Errorf("--from: %w", err)
 	}
-	if cfg.To, err = parseWhen(*to, now); err != nil {
+	if cfg.To, err = group.ParseWhen(*to, now); err != nil {
 		return fmt.Errorf("--to: %w", err)
 	}
 	if cfg.Offsets, err = parseOffsets(*offsets); err != nil {
 		return fmt.Errorf("--offsets: %w", err)
 	}
-	pol, policyID, err := loadReplayPolicy(*policyPath)
+	pol, policyID, err := loadPolicy(*policyPath)
 	if err != nil {
 		return err
 	}
 	cfg.PolicyID = policyID
-	rules, rulesID, err := loadReplayRules(*rulesPath)
+	rules, rulesID, err := loadRules(*rulesPath)
 	if err != nil {
 		return err
 	}
 	cfg.RulesID = rulesID
 
-	sasl, err := credentials()
+	rc, err := conn()
 	if err != nil {
 		return err
 	}
-	reader, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-replay", MaxBatch: *batchSize, SASL: sasl})
+	rc.ClientID = "auditpipe-replay"
+	rc.MaxBatch = *batchSize
+	reader, err := kafkago.NewReader(rc)
 	if err != nil {
 		return err
 	}
@@ -142,7 +191,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		var producer kafka.Producer
 		newProducer := func() (kafka.Producer, error) {
 			if producer == nil {
-				if producer, err = kafkago.NewProducer(kafka.ProducerConfig{Brokers: splitList(*brokers), ClientID: "auditpipe-replay", SASL: sasl}); err != nil {
+				if producer, err = kafkago.NewProducer(kafka.ProducerConfig{Brokers: rc.Brokers, ClientID: rc.ClientID, SASL: rc.SASL}); err != nil {
 					return nil, err
 				}
 			}
@@ -176,8 +225,20 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			}
 			defer s.Close()
 			deps.Target = StoreTarget{Store: s}
+		case "cls":
+			t, err := newCLSTarget(clsFlags{endpoint: *clsEndpoint, idFile: *clsIDFile, keyFile: *clsKeyFile,
+				fleet: *fleetFile, defaultTopic: *clsDefaultTopic}, logger)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				if err := t.Sink.Close(30 * time.Second); err != nil {
+					logger.Error("cls target: close", "err", err)
+				}
+			}()
+			deps.Target = t
 		default:
-			return fmt.Errorf("--target %q: want kafka or local", *target)
+			return fmt.Errorf("--target %q: want kafka, local or cls", *target)
 		}
 		if *dlqTopic != "" {
 			p, err := newProducer()
@@ -257,9 +318,9 @@ func (t StoreTarget) Write(ctx context.Context, records []kafka.Record) error {
 	return nil
 }
 
-// loadReplayPolicy loads the policy and names it by file and content, so
+// loadPolicy loads the policy and names it by file and content, so
 // that a checkpoint is resumed only with the same policy.
-func loadReplayPolicy(path string) (*policy.Policy, string, error) {
+func loadPolicy(path string) (*policy.Policy, string, error) {
 	name, data := policies.TKEDefaultName, policies.TKEDefault
 	if path != "" {
 		var err error
@@ -276,10 +337,10 @@ func loadReplayPolicy(path string) (*policy.Policy, string, error) {
 	return pol, name + "@sha256:" + hex.EncodeToString(sum[:6]), nil
 }
 
-// loadReplayRules loads the shipped detection rules and the user's file
+// loadRules loads the shipped detection rules and the user's file
 // (the processor's set, without per-cluster overrides) and names them by
 // content, so that a checkpoint is resumed only with the same rules.
-func loadReplayRules(path string) (*detect.Set, string, error) {
+func loadRules(path string) (*detect.Set, string, error) {
 	set, err := detect.LoadDefault(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("load detection rules: %w", err)
@@ -298,28 +359,13 @@ func loadReplayRules(path string) (*detect.Set, string, error) {
 	return set, name + "@sha256:" + hex.EncodeToString(h.Sum(nil)[:6]), nil
 }
 
-// parseWhen reads an RFC 3339 time or a duration before now.
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-11-27T09:00:00Z) nor a positive duration ago (24h)", s)
-	}
-	return now.Add(-d), nil
-}
-
 // parseOffsets reads PARTITION:START-END[,...].
 func parseOffsets(s string) (map[int32]kafka.OffsetRange, error) {
 	if s == "" {
 		return nil, nil
 	}
 	out := map[int32]kafka.OffsetRange{}
-	for _, item := range splitList(s) {
+	for _, item := range cli.SplitList(s) {
 		ps, rs, ok1 := strings.Cut(item, ":")
 		ss, es, ok2 := strings.Cut(rs, "-")
 		p, err1 := strconv.ParseInt(ps, 10, 32)
@@ -336,12 +382,85 @@ func parseOffsets(s string) (map[int32]kafka.OffsetRange, error) {
 	return out, nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
+// clsFlags are the --target cls settings.
+type clsFlags struct {
+	endpoint, idFile, keyFile, fleet, defaultTopic string
+}
+
+// CLSTarget sends replayed events through the CLS sink of the consumer
+// (the real CLS SDK), to the topic the live sink would use for the event's
+// cluster. The sink's Write returns only once CLS acknowledged every
+// record, so the checkpoint never moves past an event CLS does not have.
+type CLSTarget struct {
+	Sink *cls.Sink
+	// Topics and DefaultTopicID are the sink's routing, checked before a
+	// batch is sent: the live sink skips (and counts) an event it cannot
+	// route, which for a replay would be a silent loss.
+	Topics         cls.Topics
+	DefaultTopicID string
+}
+
+// Write sends records to CLS, or refuses the batch when one of its
+// clusters has no topic.
+func (t CLSTarget) Write(ctx context.Context, records []kafka.Record) error {
+	if t.DefaultTopicID == "" {
+		for _, r := range records {
+			c := string(r.HeaderValue(schemas.HeaderCluster))
+			if _, ok := t.Topics(c); !ok {
+				return fmt.Errorf("cluster %q has no CLS topic: give it clusters.%s.cls.topicID in the fleet registry (--fleet), or give --cls-default-topic-id", c, c)
+			}
 		}
 	}
-	return out
+	return t.Sink.Write(ctx, records)
+}
+
+func newCLSTarget(f clsFlags, logger *slog.Logger) (CLSTarget, error) {
+	if f.endpoint == "" {
+		return CLSTarget{}, errors.New("--target cls needs --cls-endpoint")
+	}
+	if f.fleet == "" && f.defaultTopic == "" {
+		return CLSTarget{}, errors.New("--target cls needs --fleet (each cluster's topic) or --cls-default-topic-id")
+	}
+	id, err := secret(f.idFile, "--cls-secret-id-file", "AUDITPIPE_CLS_SECRET_ID")
+	if err != nil {
+		return CLSTarget{}, err
+	}
+	key, err := secret(f.keyFile, "--cls-secret-key-file", "AUDITPIPE_CLS_SECRET_KEY")
+	if err != nil {
+		return CLSTarget{}, err
+	}
+	topics := cls.Topics(func(string) (string, bool) { return "", false })
+	if f.fleet != "" {
+		reg, err := fleet.LoadFile(f.fleet)
+		if err != nil {
+			return CLSTarget{}, err
+		}
+		topics = cls.FleetTopics(reg)
+	}
+	// A private registry: the replay serves no metrics.
+	s, err := cls.New(cls.Config{Endpoint: f.endpoint, SecretID: id, SecretKey: key, DefaultTopicID: f.defaultTopic},
+		topics, prometheus.NewRegistry(), logger)
+	if err != nil {
+		return CLSTarget{}, err
+	}
+	return CLSTarget{Sink: s, Topics: topics, DefaultTopicID: f.defaultTopic}, nil
+}
+
+// secret reads a credential from file, else from the environment.
+func secret(file, flagName, env string) (string, error) {
+	if file == "" {
+		if v := os.Getenv(env); v != "" {
+			return v, nil
+		}
+		return "", fmt.Errorf("--target cls needs %s or $%s", flagName, env)
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flagName, err)
+	}
+	v := strings.TrimSpace(string(data))
+	if v == "" {
+		return "", fmt.Errorf("%s: %s is empty", flagName, file)
+	}
+	return v, nil
 }

@@ -1,9 +1,11 @@
-package main
+package replaycmd_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +21,18 @@ import (
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
+	"github.com/auditpipe/auditpipe/processor/replay/replaycmd"
 	"github.com/auditpipe/auditpipe/schemas"
 )
+
+// run runs the command line args ("replay" and its flags) as the
+// processor binary does.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "replay" {
+		return fmt.Errorf("test: not a replay command line: %q", args)
+	}
+	return replaycmd.Command{Name: "processor replay"}.Run(ctx, args[1:], stdout, stderr)
+}
 
 // rawTopic creates a raw topic on a fresh broker and writes the public
 // fixtures to it as the webhook producer does (two clusters), in phases
@@ -164,8 +176,8 @@ func TestReplayCommandSurvivesKill(t *testing.T) {
 	}
 	brokers, topic, _ := rawTopic(t, 1)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "auditpipe")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	bin := filepath.Join(dir, "processor")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/processor")
 	build.Stderr = os.Stderr
 	require.NoError(t, build.Run())
 

@@ -1,4 +1,4 @@
-package main
+package replaycmd_test
 
 import (
 	"bytes"

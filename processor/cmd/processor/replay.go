@@ -1,0 +1,14 @@
+package main
+
+import (
+	"context"
+	"io"
+
+	"github.com/auditpipe/auditpipe/processor/replay/replaycmd"
+)
+
+// runReplay is "processor replay": the all-in-one's "auditpipe replay"
+// runs the same command.
+func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return replaycmd.Command{Name: "processor replay"}.Run(ctx, args, stdout, stderr)
+}

@@ -120,6 +120,7 @@ type fleet struct {
 	clsConsumers []*stageProc
 	store        *stageProc
 	storePath    string
+	api          searchAPI
 
 	cls *clsRecorder
 }
@@ -163,6 +164,7 @@ func newFleet(t *testing.T, conn kafka.Connection) *fleet {
 		f.clsConsumers = append(f.clsConsumers, f.consumer(t, fmt.Sprintf("consumer-cls-%d", i+1), fleetFile, false))
 	}
 	f.storePath = filepath.Join(dir, "store", "events.db")
+	f.api = searchAPI{addr: freeAddr(t), token: "fleet-api-token-" + suffix}
 	require.NoError(t, os.MkdirAll(filepath.Dir(f.storePath), 0o700))
 	f.store = f.consumer(t, "consumer-store", fleetFile, true)
 
@@ -240,43 +242,59 @@ log: {level: info, format: text}
 	}
 }
 
-// processor is processor i of the group, at-least-once.
+// processor is processor i of the group, at-least-once, configured by
+// its YAML file; the policy comes from the fleet registry's default.
 func (f *fleet) processor(t *testing.T, i int, fleetFile string) *stageProc {
 	t.Helper()
 	name := fmt.Sprintf("processor-%d", i)
 	metrics := freeAddr(t)
+	cfg := fmt.Sprintf(`%sgroup: %s
+topics: %s
+fleet: %s
+sessionTimeout: 6s
+metrics: {listen: "%s"}
+log: {level: info, format: text}
+`, kafkaYAML(f.stageKafka, "fleet-"+name), f.group+"-processor", f.yamlTopics(), fleetFile, metrics)
+	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
-		name: name, bin: f.bins["processor"],
-		args: []string{"--brokers", strings.Join(f.stageKafka.Brokers, ","), "--group", f.group + "-processor",
-			"--fleet", fleetFile,
-			"--topic-raw", f.topics.Raw, "--topic-events", f.topics.Events, "--topic-dlq", f.topics.DLQ, "--topic-alerts", f.topics.Alerts,
-			"--session-timeout", "6s", "--metrics-addr", metrics, "--log-level", "info"},
+		name: name, bin: f.bins["processor"], args: []string{"run", "--config", path},
 		logPath: filepath.Join(f.dir, name+".log"), readyURL: "http://" + metrics + "/readyz",
 	}
 }
 
-// consumer is a consumer writing the local store (store) or the local
-// CLS server. All of them share one --group: the CLS sink's Kafka group is
-// <group>.cls, the store's <group>.
+// consumer is a consumer writing the local store and serving its search
+// API (store), or writing the local CLS server. All of them share one
+// group: the CLS sink's Kafka group is <group>.cls, the store's <group>.
+// Secrets (the CLS key, the API token) come from files.
 func (f *fleet) consumer(t *testing.T, name, fleetFile string, store bool) *stageProc {
 	t.Helper()
 	metrics := freeAddr(t)
-	sinks := "local:\n  enabled: false\ncls:\n  mode: cls\n  endpoint: " + f.cls.url + "\n  retryBase: 100ms\n  retryMax: 2s\n"
+	sinks := fmt.Sprintf(`local: {enabled: false}
+cls:
+  mode: cls
+  endpoint: %s
+  secretIDFile: %s
+  secretKeyFile: %s
+  retryBase: 100ms
+  retryMax: 2s
+`, f.cls.url, writeFile(t, filepath.Join(f.dir, "cls-secret-id"), clsSecretID+"\n"),
+		writeFile(t, filepath.Join(f.dir, "cls-secret-key"), clsSecretKey+"\n"))
 	if store {
-		sinks = fmt.Sprintf("local:\n  enabled: true\n  path: %s\ncls:\n  mode: \"off\"\n", f.storePath)
+		sinks = fmt.Sprintf(`local: {enabled: true, path: %s}
+cls: {mode: "off"}
+api: {listen: "%s", tokenFile: %s}
+`, f.storePath, f.api.addr, writeFile(t, filepath.Join(f.dir, "api-token"), f.api.token+"\n"))
 	}
-	cfg := fmt.Sprintf(`brokers: %s
-clientID: fleet-%s
-group: %s
+	cfg := fmt.Sprintf(`%sgroup: %s
 topic: %s
 sessionTimeout: 6s
-fleetFile: %s
-%s`, "["+strings.Join(f.stageKafka.Brokers, ", ")+"]", name, f.group, f.topics.Events, fleetFile, sinks)
+fleet: %s
+metrics: {listen: "%s"}
+log: {level: info, format: text}
+%s`, kafkaYAML(f.stageKafka, "fleet-"+name), f.group, f.topics.Events, fleetFile, metrics, sinks)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
-		name: name, bin: f.bins["consumer"], args: []string{"--config", path, "--metrics-addr", metrics, "--log-level", "info"},
-		// The CLS key comes from the environment, never from the file.
-		env:     []string{"AUDITPIPE_CLS_SECRET_ID=" + clsSecretID, "AUDITPIPE_CLS_SECRET_KEY=" + clsSecretKey},
+		name: name, bin: f.bins["consumer"], args: []string{"run", "--config", path},
 		logPath: filepath.Join(f.dir, name+".log"), readyURL: "http://" + metrics + "/readyz",
 	}
 }
@@ -425,7 +443,7 @@ func (f *fleet) verify(t *testing.T, loads []*apiserver, kills int) {
 	}
 	require.NotEmpty(t, acked, "no batch was acknowledged at all")
 
-	api := f.searchAPI(t)
+	api := f.api
 	start := time.Now()
 	var stored map[identity]int
 	var lost, clsMissing []identity
@@ -528,31 +546,46 @@ func cmpIdentity(a, b identity) int {
 	return strings.Compare(a.cluster+"/"+a.auditID+"/"+a.stage, b.cluster+"/"+b.auditID+"/"+b.stage)
 }
 
-// searchAPI returns the base URL of the local store's search API.
-//
-// TODO(fleet): the consumer binary serves no search API on main yet (issue
-// #15 adds api.listen); until it does, the test serves the same handler
-// (consumer/search) on the store file the consumer process writes.
-func (f *fleet) searchAPI(t *testing.T) string {
-	t.Helper()
-	store, err := local.Open(f.storePath, local.Options{})
-	require.NoError(t, err, "open the consumer's store")
-	t.Cleanup(func() { _ = store.Close() })
-	hs := httptest.NewServer(search.NewHandler(store, nil))
-	t.Cleanup(hs.Close)
-	return hs.URL
+// searchAPI is the store consumer's search API: where it listens and the
+// bearer token it requires.
+type searchAPI struct {
+	addr, token string
+}
+
+func (a searchAPI) url() string { return "http://" + a.addr }
+
+// get fetches path from the API and decodes its JSON answer into v.
+func (a searchAPI) get(path string, v any) error {
+	req, err := http.NewRequest(http.MethodGet, a.url()+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+	}
+	return json.Unmarshal(body, v)
 }
 
 // storedIdentities asks the search API for each cluster's events and
 // counts them by identity.
-func storedIdentities(api string) (map[identity]int, error) {
+func storedIdentities(api searchAPI) (map[identity]int, error) {
 	out := map[identity]int{}
 	for _, c := range clusters {
 		var resp struct {
 			Events []schemas.ProcessedEvent `json:"events"`
 			Total  int                      `json:"total"`
 		}
-		if err := getJSON(api+search.EventsPath+"?"+url.Values{"cluster": {c}, "limit": {strconv.Itoa(local.MaxLimit)}}.Encode(), &resp); err != nil {
+		if err := api.get(search.EventsPath+"?"+url.Values{"cluster": {c}, "limit": {strconv.Itoa(local.MaxLimit)}}.Encode(), &resp); err != nil {
 			return nil, err
 		}
 		if resp.Total >= local.MaxLimit {
@@ -569,11 +602,11 @@ func storedIdentities(api string) (map[identity]int, error) {
 }
 
 // searchByCluster runs one CLS-syntax analysis over the whole store.
-func searchByCluster(t *testing.T, api string) map[string]int {
+func searchByCluster(t *testing.T, api searchAPI) map[string]int {
 	t.Helper()
 	q := `* | SELECT "auditpipe.cluster" AS cluster, count(*) AS n GROUP BY cluster`
 	var resp search.SearchRowsResponse
-	require.NoError(t, getJSON(api+search.SearchPath+"?"+url.Values{"q": {q}}.Encode(), &resp))
+	require.NoError(t, api.get(search.SearchPath+"?"+url.Values{"q": {q}}.Encode(), &resp))
 	out := map[string]int{}
 	for _, row := range resp.Rows {
 		require.Len(t, row, 2, "row %v", row)
@@ -584,22 +617,6 @@ func searchByCluster(t *testing.T, api string) map[string]int {
 		out[c] = int(n)
 	}
 	return out
-}
-
-func getJSON(u string, v any) error {
-	resp, err := http.Get(u)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", u, resp.Status, body)
-	}
-	return json.Unmarshal(body, v)
 }
 
 // readEvents reads the events topic from the start with a group of its

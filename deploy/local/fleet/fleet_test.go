@@ -108,8 +108,9 @@ type fleet struct {
 	// kafka is how the test's own clients connect (SASL_SSL when
 	// test-kafka.sh started the cluster with it).
 	kafka kafka.Connection
-	// stageKafka is how the stages connect.
-	stageKafka kafka.Connection
+	// stageKafka is how each stage (producer, processor, consumer)
+	// connects.
+	stageKafka map[string]kafka.Connection
 	topics     schemas.Topics
 	group      string
 	bins       map[string]string
@@ -130,13 +131,14 @@ func newFleet(t *testing.T, conn kafka.Connection) *fleet {
 	dir := t.TempDir()
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 	f := &fleet{
-		dir: dir, kafka: conn, stageKafka: stageConnection(t, conn),
+		dir: dir, kafka: conn,
 		topics: schemas.Topics{Raw: "fleet.raw." + suffix, Events: "fleet.events." + suffix,
 			DLQ: "fleet.dlq." + suffix, Alerts: "fleet.alerts." + suffix},
 		group: "fleet-" + suffix,
 		bins:  buildStages(t, filepath.Join(dir, "bin")),
 		pki:   filepath.Join(dir, "pki"),
 	}
+	f.stageKafka = stageConnections(t, conn, f.bins)
 	f.createTopics(t)
 
 	// The producers' server certificate and one client certificate per
@@ -232,7 +234,7 @@ webhook:
 admin:
   listen: %s
 log: {level: info, format: text}
-`, filepath.Join(f.dir, name), kafkaYAML(f.stageKafka, "fleet-"+name), f.yamlTopics(), webhook,
+`, filepath.Join(f.dir, name), kafkaYAML(f.stageKafka["producer"], "fleet-"+name), f.yamlTopics(), webhook,
 		filepath.Join(f.pki, "server.crt"), filepath.Join(f.pki, "server.key"), filepath.Join(f.pki, "ca.crt"), admin)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
@@ -254,7 +256,7 @@ fleet: %s
 sessionTimeout: 6s
 metrics: {listen: "%s"}
 log: {level: info, format: text}
-`, kafkaYAML(f.stageKafka, "fleet-"+name), f.group+"-processor", f.yamlTopics(), fleetFile, metrics)
+`, kafkaYAML(f.stageKafka["processor"], "fleet-"+name), f.group+"-processor", f.yamlTopics(), fleetFile, metrics)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
 		name: name, bin: f.bins["processor"], args: []string{"run", "--config", path},
@@ -291,7 +293,7 @@ sessionTimeout: 6s
 fleet: %s
 metrics: {listen: "%s"}
 log: {level: info, format: text}
-%s`, kafkaYAML(f.stageKafka, "fleet-"+name), f.group, f.topics.Events, fleetFile, metrics, sinks)
+%s`, kafkaYAML(f.stageKafka["consumer"], "fleet-"+name), f.group, f.topics.Events, fleetFile, metrics, sinks)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
 		name: name, bin: f.bins["consumer"], args: []string{"run", "--config", path},
@@ -494,9 +496,9 @@ func (f *fleet) verify(t *testing.T, loads []*apiserver, kills int) {
 		storedTotal += n
 	}
 	// The one summary line (test-kafka.sh runs the test with -v).
-	fmt.Printf("fleet: clusters=%d acked=%d stored=%d lost=%d duplicates_removed=%d sent=%d events_topic_records=%d cls_logs=%d cls_duplicates=%d kills=%d failed_batches=%d failover_batches=%d drain=%s\n",
+	fmt.Printf("fleet: clusters=%d acked=%d stored=%d lost=%d duplicates_removed=%d sent=%d events_topic_records=%d cls_logs=%d cls_duplicates=%d kills=%d failed_batches=%d failover_batches=%d drain=%s kafka=%s\n",
 		len(clusters), len(acked), storedTotal, len(lost), records-len(copies), len(sent), records, clsLogs, clsDup, kills,
-		failed, failover, drain.Round(time.Millisecond))
+		failed, failover, drain.Round(time.Millisecond), security(f.stageKafka))
 
 	slices.SortFunc(lost, cmpIdentity)
 	require.Empty(t, lost, "acknowledged events not in the store (first 10): %v", lost[:min(10, len(lost))])

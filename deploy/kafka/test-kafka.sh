@@ -131,6 +131,8 @@ cleanup() {
 	trap - EXIT INT TERM
 	# Stop everything even if a step of the cleanup fails.
 	set +e
+	# The "up" modes' sleep would outlive the script by up to an hour.
+	[[ -n ${sleep_pid:-} ]] && kill "$sleep_pid" 2>/dev/null
 	if [[ $rc != 0 ]]; then
 		for f in "$work"/*/*/node.log; do
 			[[ -f $f ]] || continue
@@ -394,7 +396,8 @@ if [[ " $suites " == *" up "* || " $suites " == *" up1 "* ]]; then
 	log "running until Ctrl-C"
 	while :; do
 		sleep 3600 &
-		wait $!
+		sleep_pid=$!
+		wait $sleep_pid
 	done
 fi
 if [[ " $suites " == *" single "* ]]; then

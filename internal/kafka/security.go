@@ -137,7 +137,37 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 		_ = conn.Close()
 		return nil, fmt.Errorf("kafka broker %s: %w: %w", addr, ErrTLSHandshake, err)
 	}
-	return tc, nil
+	return &tlsConn{Conn: tc, addr: addr}, nil
+}
+
+// tlsConn names the broker in TLS alerts that arrive after the handshake
+// returned: with TLS 1.3 a broker that refuses the client certificate (or
+// its absence) says so only after the client's side of the handshake
+// completed, at the first read ("remote error: tls: certificate
+// required"). Other errors, io.EOF above all, pass unchanged.
+type tlsConn struct {
+	net.Conn
+	addr string
+}
+
+func (c *tlsConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	return n, c.describe(err)
+}
+
+func (c *tlsConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	return n, c.describe(err)
+}
+
+func (c *tlsConn) describe(err error) error {
+	// crypto/tls reports an alert from the peer as a net.OpError with Op
+	// "remote error" (its alert type is not exported).
+	var op *net.OpError
+	if err != nil && errors.As(err, &op) && op.Op == "remote error" {
+		return fmt.Errorf("kafka broker %s: %w: %w", c.addr, ErrTLSHandshake, err)
+	}
+	return err
 }
 
 // Dial is DialContext without a context, for clients whose dial hook
@@ -177,6 +207,22 @@ func AuthFailed(err error, brokers []string, s SASL) error {
 		return err // described already, by an inner layer
 	}
 	return fmt.Errorf("%s: SASL %s %w for user %q: %w", brokerNames(brokers), s.Mechanism, ErrAuthentication, s.Username, err)
+}
+
+// Refused reports whether err says that the client or a broker refused
+// the other's credentials: a broker certificate that does not verify, a
+// TLS alert from the broker (a refused or missing client certificate), or
+// a failed SASL authentication. Unlike an EOF or a reset in the middle of
+// a handshake, which a restarting broker causes too, these do not go away
+// by retrying.
+func Refused(err error) bool {
+	if err == nil {
+		return false
+	}
+	var verify *tls.CertificateVerificationError
+	var op *net.OpError
+	return errors.Is(err, ErrAuthentication) || errors.As(err, &verify) ||
+		(errors.Is(err, ErrTLSHandshake) && errors.As(err, &op) && op.Op == "remote error")
 }
 
 // brokerNames is "kafka broker a:1" or "kafka brokers a:1,b:2".

@@ -4,6 +4,7 @@
 package embedded
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -40,6 +41,12 @@ type Config struct {
 	// must authenticate as it (any mechanism of kafka.SASL) before any
 	// other request. Zero means any client may connect.
 	SASL kafka.SASL
+	// Users are more users the broker accepts, next to SASL; any of them
+	// turns SASL on. A user may be listed once per mechanism.
+	Users []kafka.SASL
+	// TLS, when set, is the listeners' TLS configuration: clients must
+	// connect with TLS; with ClientAuth set, with a client certificate.
+	TLS *tls.Config
 }
 
 // Broker is a running embedded broker.
@@ -78,13 +85,25 @@ func Start(cfg Config) (*Broker, error) {
 		}
 		opts = append(opts, kfake.DataDir(cfg.DataDir))
 	}
-	if cfg.SASL.Enabled() {
-		if err := cfg.SASL.Validate(); err != nil {
-			return nil, fmt.Errorf("embedded kafka: %w", err)
+	if cfg.SASL.Enabled() || len(cfg.Users) > 0 {
+		users := cfg.Users
+		if cfg.SASL.Enabled() {
+			users = append([]kafka.SASL{cfg.SASL}, users...)
 		}
-		// A superuser, so that the user keeps every right if ACLs are
-		// ever enabled; without ACLs any authenticated user has them.
-		opts = append(opts, kfake.EnableSASL(), kfake.Superuser(cfg.SASL.Mechanism, cfg.SASL.Username, cfg.SASL.Password))
+		opts = append(opts, kfake.EnableSASL())
+		for _, u := range users {
+			if err := u.Validate(); err != nil {
+				return nil, fmt.Errorf("embedded kafka: %w", err)
+			}
+			u, err := u.Resolved()
+			if err != nil {
+				return nil, fmt.Errorf("embedded kafka: %w", err)
+			}
+			// A superuser, so that the user keeps every right if ACLs
+			// are ever enabled; without ACLs any authenticated user has
+			// them.
+			opts = append(opts, kfake.Superuser(u.Mechanism, u.Username, u.Password))
+		}
 		if cfg.DataDir != "" {
 			// kfake saves its users on shutdown and, on start, the saved
 			// ones replace the configured ones; a data directory from a
@@ -94,6 +113,9 @@ func Start(cfg Config) (*Broker, error) {
 				return nil, fmt.Errorf("embedded kafka: reset saved SASL users: %w", err)
 			}
 		}
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, kfake.TLS(cfg.TLS))
 	}
 	if cfg.SyncWrites {
 		opts = append(opts, kfake.SyncWrites())

@@ -54,7 +54,7 @@ func NewAdminWithConfig(cfg kafka.AdminConfig) (*Admin, error) {
 	}
 	t := newTransport(cfg.ClientID, sec)
 	return &Admin{
-		client:    &kgo.Client{Addr: kgo.TCP(cfg.Brokers...), Timeout: adminTimeout, Transport: describingTransport{t, sec}},
+		client:    &kgo.Client{Addr: kgo.TCP(cfg.Brokers...), Timeout: adminTimeout, Transport: describingTransport{t, cfg.ClientID, sec}},
 		transport: t,
 	}, nil
 }

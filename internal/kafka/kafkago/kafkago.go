@@ -126,10 +126,9 @@ func (s security) describe(err error) error {
 }
 
 // permanent reports whether err is one that retrying at once cannot fix:
-// an untrusted certificate or a refused password.
+// an untrusted certificate or a refused password (see kafka.Refused).
 func permanent(err error) bool {
-	return errors.Is(err, kafka.ErrTLSHandshake) || errors.Is(err, kafka.ErrAuthentication) ||
-		errors.Is(err, kgo.SASLAuthenticationFailed)
+	return kafka.Refused(err) || errors.Is(err, kgo.SASLAuthenticationFailed)
 }
 
 // newDialer and newTransport connect with s. kafka-go's own TLS stays off:
@@ -142,16 +141,51 @@ func newTransport(clientID string, s security) *kgo.Transport {
 	return &kgo.Transport{ClientID: clientID, DialTimeout: dialTimeout, Dial: s.dialer.DialContext, SASL: s.mech}
 }
 
-// describingTransport is a transport whose authentication failures say
-// who failed where (security.describe).
+// describingTransport is a transport whose errors say what failed where:
+// authentication failures name the brokers, mechanism and user
+// (security.describe), and "Broker Not Available", which is all kafka-go's
+// Client says when it could not connect or authenticate, gets the cause.
 type describingTransport struct {
 	*kgo.Transport
-	sec security
+	clientID string
+	sec      security
 }
 
 func (t describingTransport) RoundTrip(ctx context.Context, addr net.Addr, req kgo.Request) (kgo.Response, error) {
 	resp, err := t.Transport.RoundTrip(ctx, addr, req)
+	if errors.Is(err, kgo.BrokerNotAvailable) {
+		if perr := t.probe(ctx); perr != nil {
+			err = fmt.Errorf("%w; cause: %w", err, t.sec.describe(perr))
+		}
+	}
 	return resp, t.sec.describe(err)
+}
+
+// probe connects, authenticates and sends one request to the bootstrap
+// brokers one at a time, and returns the first failure when none works,
+// nil as soon as one does.
+func (t describingTransport) probe(ctx context.Context) error {
+	d := newDialer(t.clientID, t.sec)
+	var first error
+	for _, b := range t.sec.brokers {
+		conn, err := d.DialContext(ctx, "tcp", b)
+		if err == nil {
+			// One request: a broker that refuses the client certificate
+			// says so only now (TLS 1.3).
+			_ = conn.SetDeadline(time.Now().Add(dialTimeout))
+			_, err = conn.ApiVersions()
+			_ = conn.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		if first == nil {
+			// kafka.Dialer's errors and kafka-go's SASL errors name
+			// the broker already.
+			first = err
+		}
+	}
+	return first
 }
 
 func toMessage(r kafka.Record) kgo.Message {

@@ -72,7 +72,7 @@ func NewProducer(cfg kafka.ProducerConfig) (*Producer, error) {
 		// webhook batch (up to 400 events) into several round trips;
 		// BatchBytes is the limit that matters.
 		BatchSize: 1000,
-		Transport: describingTransport{t, sec},
+		Transport: describingTransport{t, cfg.ClientID, sec},
 		// Topics are created deliberately (Admin.EnsureTopics); a typo in a
 		// topic name must fail instead of creating a stray topic.
 		AllowAutoTopicCreation: false,

@@ -66,7 +66,7 @@ func NewReader(cfg kafka.ReaderConfig) (*Reader, error) {
 	t.MetadataTTL = metadataTTL
 	return &Reader{
 		cfg:       cfg,
-		client:    &kgo.Client{Addr: kgo.TCP(cfg.Brokers...), Timeout: adminTimeout, Transport: describingTransport{t, sec}},
+		client:    &kgo.Client{Addr: kgo.TCP(cfg.Brokers...), Timeout: adminTimeout, Transport: describingTransport{t, cfg.ClientID, sec}},
 		transport: t,
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,10 @@ type Deps struct {
 	Health *telemetry.Health
 	// Logger default: discards.
 	Logger *slog.Logger
+	// Metadata tells readiness whether Kafka answered (the raw topic's
+	// partitions). Default: a kafka-go reader the App owns; the caller
+	// closes one it passes.
+	Metadata kafka.PartitionReader
 }
 
 // App is a configured producer.
@@ -50,13 +55,18 @@ type App struct {
 	durable *spool.Durable
 	handler http.Handler // the webhook mux, nil without a receiver
 	tlsCfg  *tls.Config
+	cert    atomic.Pointer[tls.Certificate] // the webhook's, swapped by Reload
+	authn   *auth.Authenticator
 	tailer  *tail.Tailer
+
+	metadata     kafka.PartitionReader
+	ownsMetadata bool
+	connected    atomic.Bool // Kafka answered once
 
 	mu          sync.Mutex
 	started     bool
 	servers     []*http.Server
 	webhookAddr string
-	adminAddr   string
 	cancel      context.CancelFunc
 	tailDone    chan error
 	shutdown    bool
@@ -93,6 +103,14 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
+	a.metadata = deps.Metadata
+	if a.metadata == nil {
+		if a.metadata, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID + "-metadata"}); err != nil {
+			return nil, fmt.Errorf("kafka client: %w", err)
+		}
+		a.ownsMetadata = true
+	}
+	deps.Health.Add("producer-kafka", a.kafkaReady)
 
 	if cfg.Webhook.Listen != "" {
 		if err := a.buildWebhook(); err != nil {
@@ -143,6 +161,11 @@ func (a *App) buildWebhook() error {
 		if a.tlsCfg, cas, err = cfg.Webhook.TLS.ServerConfig(); err != nil {
 			return err
 		}
+		// The certificate comes from a.cert, so that Reload can swap it
+		// for a renewed one without a restart.
+		a.cert.Store(&a.tlsCfg.Certificates[0])
+		a.tlsCfg.Certificates = nil
+		a.tlsCfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return a.cert.Load(), nil }
 	}
 	mode := auth.ModePath
 	opts := auth.Options{Logger: a.logger.With("component", "auth"), Registerer: a.deps.Registry}
@@ -162,6 +185,7 @@ func (a *App) buildWebhook() error {
 	if err != nil {
 		return err
 	}
+	a.authn = authn
 	mux := http.NewServeMux()
 	mux.Handle(webhook.Pattern, authn.Wrap(rc))
 	a.handler = mux
@@ -197,19 +221,11 @@ func (a *App) Start(ctx context.Context) error {
 		a.webhookAddr = addr
 		a.durable.Start()
 	}
-	if a.cfg.Admin.Listen != "" {
-		srv := &http.Server{Handler: telemetry.Mux(a.deps.Registry, a.deps.Health), ReadHeaderTimeout: 10 * time.Second}
-		addr, err := a.serve(srv, a.cfg.Admin.Listen, false)
-		if err != nil {
-			return fmt.Errorf("admin listener: %w", err)
-		}
-		a.adminAddr = addr
-	}
 	if a.tailer != nil {
 		a.tailDone = make(chan error, 1)
 		go func() { a.tailDone <- a.tailer.Run(runCtx) }()
 	}
-	a.logger.Info("producer started", "webhook", a.webhookURLLocked(), "admin", a.adminAddr, "tail", a.cfg.Tail.Path, "kafka", a.cfg.Kafka.Brokers)
+	a.logger.Info("producer started", "webhook", a.webhookURLLocked(), "tail", a.cfg.Tail.Path, "kafka", a.cfg.Kafka.Brokers)
 	return nil
 }
 
@@ -256,13 +272,6 @@ func (a *App) webhookURLLocked() string {
 	return "http://" + a.webhookAddr
 }
 
-// AdminAddr is the bound address of /metrics, /healthz, /readyz.
-func (a *App) AdminAddr() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.adminAddr
-}
-
 // Shutdown stops accepting requests and lets the ones in flight finish
 // (bounded by ctx), stops the tailer at its last checkpoint and the spool
 // drainer (spooled batches wait for the next start), and closes the Kafka
@@ -306,11 +315,17 @@ func (a *App) closeComponents() error {
 			errs = append(errs, fmt.Errorf("close kafka producer: %w", err))
 		}
 	}
+	if a.ownsMetadata {
+		if err := a.metadata.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close kafka client: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
-// Run starts the app, waits for ctx and shuts down within grace.
-func (a *App) Run(ctx context.Context, grace time.Duration) error {
+// Run starts the app, waits for ctx and shuts down, giving the requests
+// in flight at most shutdownTimeout.
+func (a *App) Run(ctx context.Context) error {
 	if err := a.Start(ctx); err != nil {
 		_ = a.Shutdown(context.Background())
 		return err
@@ -328,7 +343,61 @@ func (a *App) Run(ctx context.Context, grace time.Duration) error {
 		_ = a.Shutdown(context.Background())
 		return fmt.Errorf("tailer stopped: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(a.cfg.ShutdownTimeout))
 	defer cancel()
 	return a.Shutdown(sctx)
+}
+
+// Close shuts the app down if Run did not (cli.App).
+func (a *App) Close() error { return a.Shutdown(context.Background()) }
+
+// kafkaReady is the readiness check "the Kafka producer has connected":
+// false until Kafka answered once. After that a Kafka outage does not make
+// the producer unready: the spool keeps acknowledging safely, and
+// producer-spool reports when it fills up.
+func (a *App) kafkaReady(ctx context.Context) error {
+	if a.connected.Load() {
+		return nil
+	}
+	if _, err := a.metadata.Partitions(ctx, a.cfg.Topics.Raw); err != nil {
+		return fmt.Errorf("kafka not reached yet (%v): %w", a.cfg.Kafka.Brokers, err)
+	}
+	a.connected.Store(true)
+	return nil
+}
+
+// Reload reads the webhook's tokens file, client CA and server certificate
+// again (SIGHUP), so that rotated credentials and a renewed certificate
+// apply without a restart. On error nothing changes.
+func (a *App) Reload() error {
+	w := a.cfg.Webhook
+	if a.authn == nil {
+		return nil // no webhook
+	}
+	var cas *x509.CertPool
+	var cert *tls.Certificate
+	if w.TLS.Enabled() {
+		cfg, pool, err := w.TLS.ServerConfig()
+		if err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+		cert, cas = &cfg.Certificates[0], pool
+	}
+	var tokens *auth.Tokens
+	if w.TokensFile != "" {
+		var err error
+		if tokens, err = auth.LoadTokens(w.TokensFile, webhook.ValidClusterID); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+	}
+	if w.hasCredentials() {
+		if err := a.authn.SetCredentials(tokens, cas); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
+	}
+	if cert != nil {
+		a.cert.Store(cert)
+	}
+	a.logger.Info("reloaded webhook credentials", "tokens_file", w.TokensFile, "client_ca", w.TLS.ClientCAFile, "cert", w.TLS.CertFile)
+	return nil
 }

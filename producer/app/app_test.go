@@ -1,8 +1,11 @@
 package app
 
 import (
+	"net/http/httptest"
+
 	"bufio"
 	"context"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"io"
 	"net"
 	"net/http"
@@ -31,6 +34,7 @@ func TestLoadExample(t *testing.T) {
 	require.Equal(t, Duration(15*time.Second), cfg.Webhook.PublishTimeout)
 	require.Equal(t, int64(64<<20), cfg.Webhook.MaxBodyBytes, "absent keys keep their defaults")
 	require.Equal(t, "prod-eu-1", cfg.Tail.Cluster)
+	require.Equal(t, "0.0.0.0:9463", cfg.Metrics.Listen)
 }
 
 func TestLoadNamesUnknownKeys(t *testing.T) {
@@ -97,7 +101,6 @@ func TestAppOverTLS(t *testing.T) {
 	cfg.Webhook.Listen = "127.0.0.1:0"
 	cfg.Webhook.TLS = auth.TLSFiles{CertFile: pki.ServerCertFile, KeyFile: pki.ServerKeyFile, ClientCAFile: pki.CAFile}
 	cfg.Webhook.TokensFile = tokens
-	cfg.Admin.Listen = "127.0.0.1:0"
 	a, err := New(cfg, Deps{})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(context.Background()))
@@ -118,8 +121,10 @@ func TestAppOverTLS(t *testing.T) {
 		require.Equal(t, "c1", string(r.HeaderValue(schemas.HeaderCluster)))
 	}
 
+	admin := httptest.NewServer(telemetry.Mux(a.Registry(), a.Health()))
+	defer admin.Close()
 	for path, want := range map[string]string{"/readyz": `"ready":true`, "/metrics": "auditpipe_producer_spool_bytes 0"} {
-		resp, err := http.Get("http://" + a.AdminAddr() + path)
+		resp, err := http.Get(admin.URL + path)
 		require.NoError(t, err)
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
@@ -166,7 +171,6 @@ func TestAppCutsSlowClients(t *testing.T) {
 	cfg.Webhook.Listen = "127.0.0.1:0"
 	cfg.Webhook.ReadHeaderTimeout = Duration(300 * time.Millisecond)
 	cfg.Webhook.BodyReadTimeout = Duration(500 * time.Millisecond)
-	cfg.Admin.Listen = ""
 	a, err := New(cfg, Deps{NewProducer: func(kafka.ProducerConfig) (kafka.Producer, error) { return nopProducer{}, nil }})
 	require.NoError(t, err)
 	require.NoError(t, a.Start(context.Background()))

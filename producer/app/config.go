@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/producer/auth"
 	"github.com/auditpipe/auditpipe/producer/webhook"
@@ -26,10 +27,10 @@ type Config struct {
 	Webhook WebhookConfig  `json:"webhook"`
 	Spool   SpoolConfig    `json:"spool"`
 	Tail    TailConfig     `json:"tail"`
-	// Admin serves /metrics, /healthz and /readyz; empty listen disables
-	// it (an embedding program serves them itself).
-	Admin AdminConfig `json:"admin"`
-	Log   LogConfig   `json:"log"`
+	// Common is log, metrics (metrics.listen serves /metrics, /healthz
+	// and /readyz; it was admin.listen) and shutdownTimeout, used by the
+	// command's scaffolding (internal/cli).
+	cli.Common `json:",inline"`
 }
 
 // KafkaConfig says where the raw topic lives.
@@ -97,16 +98,8 @@ type TailConfig struct {
 	MaxLineBytes   int      `json:"maxLineBytes"`
 }
 
-// AdminConfig configures the metrics and health server.
-type AdminConfig struct {
-	Listen string `json:"listen"`
-}
-
-// LogConfig configures structured logs.
-type LogConfig struct {
-	Level  string `json:"level"`
-	Format string `json:"format"`
-}
+// DefaultMetricsListen is the producer's default metrics.listen.
+const DefaultMetricsListen = ":9463"
 
 // DefaultConfig returns the defaults: a webhook on loopback (plain HTTP,
 // cluster from the path, for local use), a 1 GiB spool, no tailer.
@@ -130,19 +123,22 @@ func DefaultConfig() Config {
 			WriteTimeout:            Duration(60 * time.Second),
 			IdleTimeout:             Duration(120 * time.Second),
 		},
-		Spool: SpoolConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, KafkaTimeout: Duration(5 * time.Second)},
-		Tail:  TailConfig{PollInterval: Duration(250 * time.Millisecond), MaxLineBytes: 64 << 20},
-		Admin: AdminConfig{Listen: "127.0.0.1:9464"},
-		Log:   LogConfig{Level: "info", Format: "json"},
+		Spool:  SpoolConfig{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, KafkaTimeout: Duration(5 * time.Second)},
+		Tail:   TailConfig{PollInterval: Duration(250 * time.Millisecond), MaxLineBytes: 64 << 20},
+		Common: cli.DefaultCommon(DefaultMetricsListen),
 	}
 }
 
-// Load reads a YAML file over the defaults; unknown keys are errors that
-// name them.
+// Load reads a YAML file over the defaults as `producer run --config`
+// does (cli.LoadConfig: unknown keys are errors that name them, ${ENV} is
+// expanded) and validates it.
 func Load(path string) (Config, error) {
 	cfg := DefaultConfig()
-	if err := config.LoadFile(path, &cfg); err != nil {
+	if err := cli.LoadConfig(path, &cfg); err != nil {
 		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config %s: invalid: %w", path, err)
 	}
 	return cfg, nil
 }
@@ -198,12 +194,7 @@ func (c Config) Validate() error {
 			return errors.New("tail.maxLineBytes: must be at least webhook.maxEventBytes")
 		}
 	}
-	if c.Admin.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-			return fmt.Errorf("admin.listen: %w", err)
-		}
-	}
-	return nil
+	return c.Common.Validate()
 }
 
 func (w WebhookConfig) validate() error {
@@ -256,4 +247,28 @@ func (c Config) checkpointFile() string {
 		return c.Tail.CheckpointFile
 	}
 	return filepath.Join(c.DataDir, "tail.checkpoint")
+}
+
+// Check validates cfg and reads the files it names (the webhook's
+// certificate, client CA and tokens) without side effects: it creates no
+// directory and connects to nothing. `producer validate` runs it, and
+// `producer run` before it starts.
+func Check(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("producer config: %w", err)
+	}
+	if cfg.Webhook.Listen == "" {
+		return nil
+	}
+	if cfg.Webhook.TLS.Enabled() {
+		if _, _, err := cfg.Webhook.TLS.ServerConfig(); err != nil {
+			return fmt.Errorf("webhook.%w", err)
+		}
+	}
+	if cfg.Webhook.TokensFile != "" {
+		if _, err := auth.LoadTokens(cfg.Webhook.TokensFile, webhook.ValidClusterID); err != nil {
+			return fmt.Errorf("webhook.tokensFile: %w", err)
+		}
+	}
+	return nil
 }

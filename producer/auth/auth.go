@@ -28,6 +28,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -150,11 +151,28 @@ const (
 
 // Authenticator is the HTTP middleware that binds requests to clusters.
 type Authenticator struct {
-	mode     Mode
-	tokens   *Tokens
-	cas      *x509.CertPool
+	mode Mode
+	// creds are swapped whole by SetCredentials (SIGHUP) while requests
+	// read them.
+	creds    atomic.Pointer[credentials]
 	logger   *slog.Logger
 	failures *prometheus.CounterVec
+}
+
+type credentials struct {
+	tokens *Tokens
+	cas    *x509.CertPool
+}
+
+// SetCredentials replaces the tokens and client CAs (a reload); requests
+// in progress finish with the ones they started with. In credential mode
+// at least one of them must be set.
+func (a *Authenticator) SetCredentials(tokens *Tokens, cas *x509.CertPool) error {
+	if a.mode == ModeCredential && tokens == nil && cas == nil {
+		return errors.New("auth: no credential configured: set a tokens file or a client CA")
+	}
+	a.creds.Store(&credentials{tokens: tokens, cas: cas})
+	return nil
 }
 
 // Options configures an Authenticator.
@@ -179,11 +197,12 @@ func New(o Options) (*Authenticator, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	a := &Authenticator{mode: o.Mode, tokens: o.Tokens, cas: o.ClientCAs, logger: o.Logger,
+	a := &Authenticator{mode: o.Mode, logger: o.Logger,
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_producer_auth_failures_total",
 			Help: "Webhook requests refused by authentication (401) or authorization (403), by reason.",
 		}, []string{"reason"})}
+	a.creds.Store(&credentials{tokens: o.Tokens, cas: o.ClientCAs})
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(a.failures); err != nil {
 			return nil, fmt.Errorf("auth: register metrics: %w", err)
@@ -195,13 +214,14 @@ func New(o Options) (*Authenticator, error) {
 // Identify returns the cluster r's credential is bound to. ok is false
 // when r carries no valid credential; reason then says why.
 func (a *Authenticator) Identify(r *http.Request) (cluster, reason string, ok bool) {
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && a.cas != nil {
+	creds := a.creds.Load()
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && creds.cas != nil {
 		leaf := r.TLS.PeerCertificates[0]
 		inter := x509.NewCertPool()
 		for _, c := range r.TLS.PeerCertificates[1:] {
 			inter.AddCert(c)
 		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: a.cas, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: creds.cas, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 			return "", fmt.Sprintf("client certificate %q is not valid: %v", leaf.Subject.CommonName, err), false
 		}
 		if leaf.Subject.CommonName == "" {
@@ -211,10 +231,10 @@ func (a *Authenticator) Identify(r *http.Request) (cluster, reason string, ok bo
 	}
 	if authz := r.Header.Get("Authorization"); authz != "" {
 		scheme, token, found := strings.Cut(authz, " ")
-		if !found || !strings.EqualFold(scheme, "Bearer") || a.tokens == nil {
+		if !found || !strings.EqualFold(scheme, "Bearer") || creds.tokens == nil {
 			return "", "unsupported Authorization header", false
 		}
-		c, ok := a.tokens.Lookup(strings.TrimSpace(token))
+		c, ok := creds.tokens.Lookup(strings.TrimSpace(token))
 		if !ok {
 			return "", "unknown bearer token", false
 		}

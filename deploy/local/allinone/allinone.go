@@ -49,7 +49,7 @@ type Pipeline struct {
 	consumer    *consumerapp.App
 	clsLocalURL string
 	admin       kafka.Admin
-	offsets     kafka.GroupOffsets // the consumer's, to position new sink groups
+	offsets     *kafkago.Reader // group checks (readiness, positioning new sink groups) and producer readiness
 	brokers     []string
 	sasl        kafka.SASL // the embedded broker's user; zero with external brokers
 	store       *local.Store
@@ -105,6 +105,12 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	if err := admin.EnsureTopics(ctx, p.topicSpecs()...); err != nil {
 		return nil, fmt.Errorf("create topics: %w", err)
 	}
+	// One admin client for the stages' group checks: readiness (has the
+	// group joined?) and the consumer's positioning of new sink groups.
+	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: p.sasl}); err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
+	}
+
 	health.Add("kafka", func(ctx context.Context) error {
 		_, err := admin.CommittedOffsets(ctx, ConsumerGroup, cfg.Topics.Events)
 		return err
@@ -133,6 +139,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 			c.SASL = sasl
 			return kafkago.NewProducer(c)
 		},
+		Metadata: p.offsets,
 		Registry: reg, Health: health, Logger: logger.With("component", "producer"),
 	})
 	if err != nil {
@@ -142,12 +149,6 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, err
 	}
 	p.webhookURL = p.producer.WebhookURL()
-
-	// One admin client for the stages' group checks: readiness (has the
-	// group joined?) and the consumer's positioning of new sink groups.
-	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: sasl}); err != nil {
-		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
-	}
 
 	// processor: raw → events (+ dlq), on sarama, with the policy and
 	// fleet files watched for changes.

@@ -250,7 +250,7 @@ func (c Config) producerConfig(brokers []string) producerapp.Config {
 	pc.Webhook = c.Webhook
 	pc.Spool = c.Spool
 	pc.Tail = c.Tail
-	pc.Admin.Listen = ""
+	pc.Metrics.Listen = "" // the all-in-one serves /metrics itself
 	pc.Log.Level, pc.Log.Format = c.Log.Level, c.Log.Format
 	return pc
 }

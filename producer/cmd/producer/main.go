@@ -1,7 +1,8 @@
 // Command producer is auditpipe's edge producer: it receives audit events
 // from kube-apiserver's webhook backend and follows its audit log file,
 // and publishes one Kafka record per event to the raw topic. All wiring is
-// in package app; this file parses flags.
+// in package app, the command scaffolding in internal/cli; this file names
+// the commands and flags.
 package main
 
 import (
@@ -10,13 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"strings"
-	"syscall"
-	"time"
 
-	"github.com/auditpipe/auditpipe/internal/telemetry"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/producer/app"
 	"github.com/auditpipe/auditpipe/producer/auth"
 	"github.com/auditpipe/auditpipe/producer/webhook"
@@ -37,120 +33,68 @@ receive time and schema version in headers):
             credential only writes to its own cluster.
   tail      follows --audit-log-path files through rotation, with a durable
             checkpoint advanced after Kafka acknowledged.
-
-Usage:
-  producer [run] [flags]        run the producer (flags below)
-  producer kubeconfig [flags]   print the apiserver's webhook config for a cluster
-  producer dev-certs [flags]    write a self-signed CA, server and client certs (tests, local runs)
-  producer token-digest TOKEN   print the sha256: form of a token for the tokens file
-
-Run "producer <command> --help" for the flags of a command.
-
-Flags of run:
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "producer:", err)
-		os.Exit(2)
-	}
+var stage = cli.Stage[app.Config, *app.Config]{
+	Name:     "producer",
+	Usage:    usage + "\nUsage: producer run|validate [--config FILE] [flags]",
+	Defaults: app.DefaultConfig,
+	Flags:    flags,
+	Check:    func(c *app.Config) error { return app.Check(*c) },
+	New: func(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
+		return app.New(*cfg, app.Deps{Registry: env.Registry, Health: env.Health, Logger: env.Logger})
+	},
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "run":
-			args = args[1:]
-		case "kubeconfig":
-			return kubeconfig(args[1:], stdout, stderr)
-		case "dev-certs":
-			return devCerts(args[1:], stdout, stderr)
-		case "token-digest":
-			if len(args) != 2 {
-				return errors.New("token-digest: want exactly one token")
+func main() { program().Main() }
+
+func program() *cli.Program {
+	return &cli.Program{Name: "producer", Doc: usage, Default: "run", Commands: append(stage.Commands(),
+		cli.Command{Name: "kubeconfig", Summary: "print the apiserver's webhook config for a cluster", Run: kubeconfig},
+		cli.Command{Name: "dev-certs", Summary: "write a self-signed CA, server and client certs (tests, local runs)", Run: devCerts},
+		cli.Command{Name: "token-digest", Summary: "print the sha256: form of a token for the tokens file", Run: tokenDigest},
+	)}
+}
+
+func flags(fs *flag.FlagSet, cfg *app.Config) {
+	brokers := cli.NewListValue(&cfg.Kafka.Brokers)
+	fs.Var(brokers, "kafka-brokers", "comma-separated Kafka bootstrap `addresses` (kafka.brokers)")
+	fs.Var(brokers, "brokers", "alias of --kafka-brokers")
+	fs.StringVar(&cfg.Kafka.ClientID, "kafka-client-id", cfg.Kafka.ClientID, "Kafka client `id` (kafka.clientID)")
+	offable := func(dst *string) func(string) error {
+		return func(v string) error {
+			if v == "off" {
+				v = ""
 			}
-			fmt.Fprintln(stdout, auth.Digest(args[1]))
+			*dst = v
 			return nil
 		}
 	}
-	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
-	configFile := fs.String("config", "", "YAML config `file` (unknown keys are errors); flags override it")
-	brokers := fs.String("brokers", "", "comma-separated Kafka bootstrap `addresses` (default 127.0.0.1:9092)")
-	listen := fs.String("webhook-listen", "", "webhook `host:port`; \"off\" disables the receiver (default 127.0.0.1:8090)")
-	logPath := fs.String("audit-log-path", "", "apiserver audit log `file` to follow (its --audit-log-path)")
-	cluster := fs.String("cluster", "", "cluster `id` of the audit log's events (with --audit-log-path)")
-	dataDir := fs.String("data-dir", "", "`dir` for the spool and the tail checkpoint (default data/producer)")
-	adminListen := fs.String("admin-listen", "", "`host:port` for /metrics, /healthz, /readyz; \"off\" disables (default 127.0.0.1:9464)")
-	allowInsecure := fs.Bool("allow-insecure", false, "allow plain HTTP or unauthenticated requests on a non-loopback webhook address")
-	grace := fs.Duration("shutdown-grace", 25*time.Second, "how long in-flight requests may take on SIGTERM")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
-	}
-	cfg := app.DefaultConfig()
-	if *configFile != "" {
-		var err error
-		if cfg, err = app.Load(*configFile); err != nil {
-			return err
-		}
-	}
-	if *brokers != "" {
-		cfg.Kafka.Brokers = strings.Split(*brokers, ",")
-	}
-	set := func(dst *string, v string) {
-		switch v {
-		case "":
-		case "off":
-			*dst = ""
-		default:
-			*dst = v
-		}
-	}
-	set(&cfg.Webhook.Listen, *listen)
-	set(&cfg.Admin.Listen, *adminListen)
-	set(&cfg.Tail.Path, *logPath)
-	set(&cfg.Tail.Cluster, *cluster)
-	set(&cfg.DataDir, *dataDir)
-	cfg.Webhook.AllowInsecure = cfg.Webhook.AllowInsecure || *allowInsecure
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
-	logger, err := telemetry.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	if err != nil {
-		return err
-	}
-	a, err := app.New(cfg, app.Deps{Logger: logger})
-	if err != nil {
-		return err
-	}
-	return a.Run(ctx, *grace)
+	fs.Func("webhook-listen", "webhook `host:port`; \"off\" disables the receiver (webhook.listen, default "+cfg.Webhook.Listen+")", offable(&cfg.Webhook.Listen))
+	fs.StringVar(&cfg.Tail.Path, "audit-log-path", cfg.Tail.Path, "apiserver audit log `file` to follow, its --audit-log-path (tail.path)")
+	fs.StringVar(&cfg.Tail.Cluster, "cluster", cfg.Tail.Cluster, "cluster `id` of the audit log's events (tail.cluster)")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "`dir` for the spool and the tail checkpoint (dataDir)")
+	fs.BoolVar(&cfg.Webhook.AllowInsecure, "allow-insecure", cfg.Webhook.AllowInsecure, "allow plain HTTP or unauthenticated requests on a non-loopback webhook address (webhook.allowInsecure)")
 }
 
-func kubeconfig(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("producer kubeconfig", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: producer kubeconfig --server URL --cluster ID [--ca FILE] [--client-cert FILE --client-key FILE | --token TOKEN]
+func tokenDigest(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := cli.NewFlagSet("producer token-digest", "Usage: producer token-digest TOKEN\n\nPrints the sha256: form of TOKEN for the tokens file.", stdout)
+	if err := cli.Parse(fs, args, true); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("token-digest: want exactly one token")
+	}
+	_, err := fmt.Fprintln(stdout, auth.Digest(fs.Arg(0)))
+	return err
+}
+
+func kubeconfig(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := cli.NewFlagSet("producer kubeconfig", `Usage: producer kubeconfig --server URL --cluster ID [--ca FILE] [--client-cert FILE --client-key FILE | --token TOKEN]
 
 Prints the kubeconfig for kube-apiserver's --audit-webhook-config-file: the
 receiver's URL for the cluster, the CA that signed the receiver's
-certificate, and the cluster's credential (embedded as data).
-
-`)
-		fs.PrintDefaults()
-	}
+certificate, and the cluster's credential (embedded as data).`, stdout)
 	var o webhook.KubeconfigOptions
 	fs.StringVar(&o.Server, "server", "", "receiver base `URL`, e.g. https://audit.example.com:8443")
 	fs.StringVar(&o.Cluster, "cluster", "", "cluster `id`; the credential must be bound to it")
@@ -158,7 +102,7 @@ certificate, and the cluster's credential (embedded as data).
 	fs.StringVar(&o.ClientCertFile, "client-cert", "", "PEM client certificate `file` (CN = cluster id)")
 	fs.StringVar(&o.ClientKeyFile, "client-key", "", "PEM client key `file`")
 	fs.StringVar(&o.Token, "token", "", "bearer `token` bound to the cluster in the tokens file")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, false); err != nil {
 		return err
 	}
 	kc, err := webhook.WriteKubeconfig(o)
@@ -169,32 +113,25 @@ certificate, and the cluster's credential (embedded as data).
 	return err
 }
 
-func devCerts(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("producer dev-certs", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: producer dev-certs --dir DIR [--host H]... [--cluster ID]...
+func devCerts(_ context.Context, args []string, stdout, _ io.Writer) error {
+	fs := cli.NewFlagSet("producer dev-certs", `Usage: producer dev-certs --dir DIR [--host H]... [--cluster ID]...
 
 Writes a self-signed CA (ca.crt, ca.key), a server certificate for the hosts
 (server.crt, server.key) and a client certificate per cluster
 (client-<cluster>.crt/.key, CN = cluster id) into DIR. For tests and local
-runs only: the CA key sits next to the certificates.
-
-`)
-		fs.PrintDefaults()
-	}
+runs only: the CA key sits next to the certificates.`, stdout)
 	dir := fs.String("dir", "", "output `dir`")
-	var hosts, clusters listFlag
-	fs.Var(&hosts, "host", "server `name or IP` (repeatable; default 127.0.0.1 and localhost)")
-	fs.Var(&clusters, "cluster", "cluster `id` to issue a client certificate for (repeatable)")
-	if err := fs.Parse(args); err != nil {
+	var hosts, clusters []string
+	fs.Var(cli.NewListValue(&hosts), "host", "server `name or IP` (repeatable; default 127.0.0.1 and localhost)")
+	fs.Var(cli.NewListValue(&clusters), "cluster", "cluster `id` to issue a client certificate for (repeatable)")
+	if err := cli.Parse(fs, args, false); err != nil {
 		return err
 	}
 	if *dir == "" {
 		return errors.New("dev-certs: --dir is required")
 	}
 	if len(hosts) == 0 {
-		hosts = listFlag{"127.0.0.1", "localhost"}
+		hosts = []string{"127.0.0.1", "localhost"}
 	}
 	for _, c := range clusters {
 		if !webhook.ValidClusterID(c) {
@@ -211,8 +148,3 @@ runs only: the CA key sits next to the certificates.
 	}
 	return nil
 }
-
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }

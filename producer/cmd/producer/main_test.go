@@ -29,9 +29,14 @@ import (
 func TestHelpExplains(t *testing.T) {
 	var out, errb bytes.Buffer
 	require.ErrorIs(t, run(context.Background(), []string{"--help"}, &out, &errb), errHelp())
-	for _, want := range []string{"webhook", "spool", "client certificate", "--audit-log-path", "producer kubeconfig", "-allow-insecure"} {
-		require.Contains(t, errb.String(), want)
+	require.Contains(t, out.String(), "kubeconfig")
+	require.Contains(t, out.String(), "validate")
+	out.Reset()
+	require.ErrorIs(t, run(context.Background(), []string{"run", "--help"}, &out, &errb), errHelp())
+	for _, want := range []string{"webhook", "spool", "client certificate", "-audit-log-path", "-allow-insecure", "-metrics-listen", "-kafka-brokers"} {
+		require.Contains(t, out.String(), want)
 	}
+	require.Empty(t, errb.String(), "help goes to stdout")
 }
 
 func TestRefusesPlainHTTPOnTheNetwork(t *testing.T) {
@@ -62,6 +67,10 @@ func TestKubeconfigAndDevCerts(t *testing.T) {
 }
 
 func errHelp() error { return flagErrHelp }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return program().Run(ctx, args, stdout, stderr)
+}
 
 var (
 	buildOnce sync.Once
@@ -236,7 +245,7 @@ func TestKillDuringStreamWithSpool(t *testing.T) {
 	config := writeConfig(t, dir, fmt.Sprintf(`dataDir: %s
 kafka: {brokers: [%q]}
 %swebhook: {listen: %q}
-admin: {listen: %q}
+metrics: {listen: %q}
 spool: {kafkaTimeout: 1s, segmentBytes: 65536}
 `, filepath.Join(dir, "data"), brokers[0], topicsYAML(topics), webhookAddr, admin))
 	p := startProducer(t, config, admin)
@@ -313,7 +322,7 @@ func TestKillDuringTail(t *testing.T) {
 	config := writeConfig(t, dir, fmt.Sprintf(`dataDir: %s
 kafka: {brokers: [%q]}
 %swebhook: {listen: ""}
-admin: {listen: %q}
+metrics: {listen: %q}
 tail: {path: %q, cluster: c1, pollInterval: 20ms}
 `, filepath.Join(dir, "data"), brokers[0], topicsYAML(topics), admin, logPath))
 	p := startProducer(t, config, admin)

@@ -191,7 +191,7 @@ func (c Command) Run(ctx context.Context, args []string, stdout, stderr io.Write
 		var producer kafka.Producer
 		newProducer := func() (kafka.Producer, error) {
 			if producer == nil {
-				if producer, err = kafkago.NewProducer(kafka.ProducerConfig{Brokers: rc.Brokers, ClientID: rc.ClientID, SASL: rc.SASL}); err != nil {
+				if producer, err = kafkago.NewProducer(producerConfig(rc)); err != nil {
 					return nil, err
 				}
 			}
@@ -380,6 +380,12 @@ func parseOffsets(s string) (map[int32]kafka.OffsetRange, error) {
 		out[int32(p)] = kafka.OffsetRange{Start: start, End: end}
 	}
 	return out, nil
+}
+
+// producerConfig connects the replay's producer the way its reader
+// connects (every security setting of the reader's config).
+func producerConfig(rc kafka.ReaderConfig) kafka.ProducerConfig {
+	return kafka.ProducerConfig{Brokers: rc.Brokers, ClientID: rc.ClientID, SASL: rc.SASL}
 }
 
 // clsFlags are the --target cls settings.

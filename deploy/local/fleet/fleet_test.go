@@ -222,7 +222,7 @@ func (f *fleet) yamlTopics() string {
 func (f *fleet) producer(t *testing.T, i int) *stageProc {
 	t.Helper()
 	name := fmt.Sprintf("producer-%d", i)
-	webhook, admin := freeAddr(t), freeAddr(t)
+	webhook, metrics := freeAddr(t), freeAddr(t)
 	cfg := fmt.Sprintf(`dataDir: %s
 %stopics: %s
 webhook:
@@ -231,15 +231,14 @@ webhook:
     certFile: %s
     keyFile: %s
     clientCAFile: %s
-admin:
-  listen: %s
+metrics: {listen: "%s"}
 log: {level: info, format: text}
 `, filepath.Join(f.dir, name), kafkaYAML(f.stageKafka["producer"], "fleet-"+name), f.yamlTopics(), webhook,
-		filepath.Join(f.pki, "server.crt"), filepath.Join(f.pki, "server.key"), filepath.Join(f.pki, "ca.crt"), admin)
+		filepath.Join(f.pki, "server.crt"), filepath.Join(f.pki, "server.key"), filepath.Join(f.pki, "ca.crt"), metrics)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
 		name: name, bin: f.bins["producer"], args: []string{"run", "--config", path},
-		logPath: filepath.Join(f.dir, name+".log"), readyURL: "http://" + admin + "/readyz",
+		logPath: filepath.Join(f.dir, name+".log"), readyURL: "http://" + metrics + "/readyz",
 		webhookURL: "https://" + webhook,
 	}
 }

@@ -123,7 +123,8 @@ type fleet struct {
 	storePath    string
 	api          searchAPI
 
-	cls *clsRecorder
+	cls   *clsRecorder
+	ports ports
 }
 
 func newFleet(t *testing.T, conn kafka.Connection) *fleet {
@@ -137,6 +138,7 @@ func newFleet(t *testing.T, conn kafka.Connection) *fleet {
 		group: "fleet-" + suffix,
 		bins:  buildStages(t, filepath.Join(dir, "bin")),
 		pki:   filepath.Join(dir, "pki"),
+		ports: ports{},
 	}
 	f.stageKafka = stageConnections(t, conn, f.bins)
 	f.createTopics(t)
@@ -166,7 +168,7 @@ func newFleet(t *testing.T, conn kafka.Connection) *fleet {
 		f.clsConsumers = append(f.clsConsumers, f.consumer(t, fmt.Sprintf("consumer-cls-%d", i+1), fleetFile, false))
 	}
 	f.storePath = filepath.Join(dir, "store", "events.db")
-	f.api = searchAPI{addr: freeAddr(t), token: "fleet-api-token-" + suffix}
+	f.api = searchAPI{addr: f.ports.free(t), token: "fleet-api-token-" + suffix}
 	require.NoError(t, os.MkdirAll(filepath.Dir(f.storePath), 0o700))
 	f.store = f.consumer(t, "consumer-store", fleetFile, true)
 
@@ -222,7 +224,7 @@ func (f *fleet) yamlTopics() string {
 func (f *fleet) producer(t *testing.T, i int) *stageProc {
 	t.Helper()
 	name := fmt.Sprintf("producer-%d", i)
-	webhook, metrics := freeAddr(t), freeAddr(t)
+	webhook, metrics := f.ports.free(t), f.ports.free(t)
 	cfg := fmt.Sprintf(`dataDir: %s
 %stopics: %s
 webhook:
@@ -248,7 +250,7 @@ log: {level: info, format: text}
 func (f *fleet) processor(t *testing.T, i int, fleetFile string) *stageProc {
 	t.Helper()
 	name := fmt.Sprintf("processor-%d", i)
-	metrics := freeAddr(t)
+	metrics := f.ports.free(t)
 	cfg := fmt.Sprintf(`%sgroup: %s
 topics: %s
 fleet: %s
@@ -269,7 +271,7 @@ log: {level: info, format: text}
 // Secrets (the CLS key, the API token) come from files.
 func (f *fleet) consumer(t *testing.T, name, fleetFile string, store bool) *stageProc {
 	t.Helper()
-	metrics := freeAddr(t)
+	metrics := f.ports.free(t)
 	sinks := fmt.Sprintf(`local: {enabled: false}
 cls:
   mode: cls

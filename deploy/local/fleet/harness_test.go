@@ -3,12 +3,14 @@ package fleet
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,14 +47,31 @@ func buildStages(t *testing.T, dir string) map[string]string {
 	return bins
 }
 
-// freeAddr returns a loopback address nothing listens on. A process keeps
-// its address over restarts, as a pod behind a Service would.
-func freeAddr(t *testing.T) string {
+// ports hands out loopback addresses that nothing listens on, each once. A
+// process keeps its address over restarts, as a pod behind a Service
+// would, so the ports are below Linux's ephemeral range (32768-60999):
+// there, a client socket of the test could take one while its process is
+// down.
+type ports map[int]bool
+
+func (p ports) free(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+	for range 200 {
+		port := 20000 + rand.IntN(12000)
+		if p[port] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		p[port] = true
+		return addr
+	}
+	t.Fatal("no free loopback port between 20000 and 32000")
+	return ""
 }
 
 // stageProc is one stage process: how to start it, and the running one.

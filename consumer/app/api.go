@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/console"
@@ -120,6 +121,37 @@ type APIServer struct {
 	// URL is the base URL clients use (http or https, the bound address).
 	URL string
 	srv *http.Server
+	cfg APIConfig
+	// routes are the API's handlers, wrapped by the token check of the
+	// moment (api), which Reload swaps.
+	routes http.Handler
+	api    atomic.Pointer[http.Handler]
+	cert   atomic.Pointer[tls.Certificate]
+}
+
+// Reload re-reads the token file and the certificate (SIGHUP): rotated
+// secrets take effect without a restart. On error the previous ones stay.
+func (s *APIServer) Reload() error {
+	if s == nil {
+		return nil
+	}
+	token, err := s.cfg.token()
+	if err != nil {
+		return err
+	}
+	api, err := search.ProtectAPI(s.cfg.Listen, token, s.routes)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	if s.cfg.TLS.enabled() {
+		tlsCfg, err := s.cfg.TLS.load()
+		if err != nil {
+			return err
+		}
+		s.cert.Store(&tlsCfg.Certificates[0])
+	}
+	s.api.Store(&api)
+	return nil
 }
 
 // Shutdown stops accepting requests and waits for those in flight until
@@ -140,20 +172,17 @@ func (a *App) StartAPI() (*APIServer, error) {
 		return nil, nil
 	}
 	c := a.cfg.API
-	token, err := c.token()
-	if err != nil {
-		return nil, err
-	}
 	logger := a.log.With("component", "api")
 	routes := http.NewServeMux()
 	routes.Handle("/api/", search.NewHandler(a.store, logger))
 	routes.Handle(search.ClustersPath, search.NewClustersHandler(a.store, a.cfg.FleetFile, logger))
-	api, err := search.ProtectAPI(c.Listen, token, routes)
-	if err != nil {
-		return nil, fmt.Errorf("api: %w", err)
+	s := &APIServer{cfg: c, routes: routes}
+	// Reload loads the token and the certificate the first time too.
+	if err := s.Reload(); err != nil {
+		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/", api)
+	mux.Handle("/api/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*s.api.Load()).ServeHTTP(w, r) }))
 	// The web console: public static files; its data comes from /api/,
 	// with the API's token.
 	page, err := console.Handler()
@@ -162,26 +191,23 @@ func (a *App) StartAPI() (*APIServer, error) {
 	}
 	mux.Handle("/", page)
 
-	tlsCfg, err := c.TLS.load()
-	if err != nil {
-		return nil, err
-	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("api: listen on %s: %w", c.Listen, err)
 	}
 	scheme := "http"
-	if tlsCfg != nil {
+	if c.TLS.enabled() {
+		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.cert.Load(), nil }}
 		ln, scheme = tls.NewListener(ln, tlsCfg), "https"
 	}
-	s := &APIServer{URL: scheme + "://" + ln.Addr().String(), srv: &http.Server{
-		Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}}
+	s.URL = scheme + "://" + ln.Addr().String()
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("search API stopped", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	logger.Info("search API listening", "url", s.URL, "tls", tlsCfg != nil)
+	logger.Info("search API listening", "url", s.URL, "tls", c.TLS.enabled())
 	return s, nil
 }

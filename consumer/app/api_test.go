@@ -183,3 +183,51 @@ func selfSigned(t *testing.T, dir string) (string, string, *x509.CertPool) {
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+// TestAPIReloadsTokenAndCertificate: Reload (SIGHUP) makes a rotated token
+// file and certificate take effect; a broken token file keeps the previous
+// token.
+func TestAPIReloadsTokenAndCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	tokenFile := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("old\n"), 0o600))
+	cfg := app.DefaultConfig()
+	cfg.Kafka.Brokers = []string{"unused:9092"}
+	cfg.Local.Path = filepath.Join(dir, "events.db")
+	cfg.API = app.APIConfig{Listen: "127.0.0.1:0", TokenFile: tokenFile, TLS: app.APITLSConfig{CertFile: certFile, KeyFile: keyFile}}
+	a, err := app.New(cfg, app.Deps{})
+	require.NoError(t, err)
+	defer a.Close()
+	api, err := a.StartAPI()
+	require.NoError(t, err)
+	defer api.Shutdown(context.Background())
+
+	status := func(token string, roots *x509.CertPool) int {
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+		req, err := http.NewRequest(http.MethodGet, api.URL+search.EventsPath, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return -1 // TLS refused
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusOK, status("old", pool))
+
+	require.NoError(t, os.WriteFile(tokenFile, []byte("new\n"), 0o600))
+	newCert, newKey, newPool := selfSigned(t, t.TempDir())
+	require.NoError(t, os.Rename(newCert, certFile))
+	require.NoError(t, os.Rename(newKey, keyFile))
+	require.Equal(t, http.StatusOK, status("old", pool), "nothing changes before the reload")
+	require.NoError(t, api.Reload())
+	require.Equal(t, http.StatusUnauthorized, status("old", newPool))
+	require.Equal(t, http.StatusOK, status("new", newPool))
+	require.Equal(t, -1, status("new", pool), "the old certificate is no longer served")
+
+	require.NoError(t, os.WriteFile(tokenFile, nil, 0o600))
+	require.ErrorContains(t, api.Reload(), "api.tokenFile")
+	require.Equal(t, http.StatusOK, status("new", newPool), "a failed reload keeps the previous token")
+}

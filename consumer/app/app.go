@@ -44,6 +44,10 @@ type Deps struct {
 	// same (Config.Local); of several Apps sharing one store, configure
 	// retention on one.
 	Store *local.Store
+	// OnReused, when set, is the store's hook for events stored marked
+	// auditpipe.auditIDReused (local.Options.OnReused), e.g. to raise
+	// the alerts of rules on that marker. Only for a store New opens.
+	OnReused func(ctx context.Context, events [][]byte)
 	// Offsets, when set, lets Run start a sink group that has never
 	// committed (CLS's, at the first start after 0018) where the group all
 	// sinks used to share (Config.Group) stopped, instead of at the oldest
@@ -80,6 +84,9 @@ type App struct {
 // New opens the store, starts the CLS sink (and the cls-local server) and
 // creates the group member. Nothing consumes before Run.
 func New(cfg Config, d Deps) (_ *App, err error) {
+	if err := cfg.ResolveSecrets(); err != nil {
+		return nil, fmt.Errorf("consumer config: %w", err)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
@@ -115,7 +122,7 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	if cfg.Local.Enabled {
 		a.store = d.Store
 		if a.store == nil {
-			a.store, err = local.Open(cfg.Local.Path, local.Options{Logger: logger, Registerer: reg})
+			a.store, err = local.Open(cfg.Local.Path, local.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: d.OnReused})
 			if err != nil {
 				return nil, err
 			}

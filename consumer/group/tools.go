@@ -21,20 +21,48 @@ import (
 )
 
 // KafkaFlags adds a command's Kafka connection flags to fs and returns the
-// function that reads them once fs is parsed. The stage binaries and the
-// all-in-one each pass their own (the all-in-one defaults to its embedded
-// broker's credentials file); nil means DefaultKafkaFlags.
-type KafkaFlags func(fs *flag.FlagSet) func() (kafka.ReaderConfig, error)
+// function that reads them once fs is parsed. args are the command's
+// arguments, for a --config file to be read before the flags that
+// override it are bound. The stage binaries and the all-in-one each pass
+// their own (the all-in-one adds its embedded broker's credentials file);
+// nil means DefaultKafkaFlags.
+type KafkaFlags func(fs *flag.FlagSet, args []string) (func() (kafka.ReaderConfig, error), error)
 
 // DefaultKafkaFlags registers the stages' Kafka connection flags
 // (cli.Kafka: --kafka-brokers, alias --brokers, and --kafka-client-id),
 // with the brokers defaulting to 127.0.0.1:9092.
-func DefaultKafkaFlags(fs *flag.FlagSet) func() (kafka.ReaderConfig, error) {
+func DefaultKafkaFlags(fs *flag.FlagSet, _ []string) (func() (kafka.ReaderConfig, error), error) {
 	k := cli.Kafka{Brokers: []string{"127.0.0.1:9092"}}
 	k.RegisterFlags(fs)
-	return func() (kafka.ReaderConfig, error) {
-		return kafka.ReaderConfig{Brokers: k.Brokers, ClientID: k.ClientID}, nil
+	return func() (kafka.ReaderConfig, error) { return readerConfig(k), nil }, nil
+}
+
+// StageKafkaFlags returns KafkaFlags that also take --config, a stage's
+// YAML file (read with the stage's defaults, strict and ${ENV}-expanded as
+// the stage reads it): the tool connects to Kafka as the stage does, from
+// its kafka: section, and the --kafka-* flags override it.
+func StageKafkaFlags[C any](stage string, defaults func() C, kafkaOf func(*C) *cli.Kafka) KafkaFlags {
+	return func(fs *flag.FlagSet, args []string) (func() (kafka.ReaderConfig, error), error) {
+		path, err := cli.ConfigArg(args)
+		if err != nil {
+			return nil, err
+		}
+		cfg := defaults()
+		if path != "" {
+			if err := cli.LoadConfig(path, &cfg); err != nil {
+				return nil, err
+			}
+		}
+		fs.String("config", path, "the "+stage+"'s YAML config `file`: connect to Kafka as the "+stage+" does (kafka:); flags override it")
+		k := kafkaOf(&cfg)
+		k.RegisterFlags(fs)
+		return func() (kafka.ReaderConfig, error) { return readerConfig(*k), nil }, nil
 	}
+}
+
+// readerConfig connects as k says.
+func readerConfig(k cli.Kafka) kafka.ReaderConfig {
+	return kafka.ReaderConfig{Brokers: k.Brokers, ClientID: k.ClientID}
 }
 
 // ParseWhen reads a command line time: RFC 3339, or a duration before now
@@ -123,7 +151,10 @@ func (c GroupsCommand) Run(ctx context.Context, args []string, stdout, stderr io
 	if kafkaFlags == nil {
 		kafkaFlags = DefaultKafkaFlags
 	}
-	conn := kafkaFlags(fs)
+	conn, err := kafkaFlags(fs, args[1:])
+	if err != nil {
+		return err
+	}
 	var group, topic, output, toTime *string
 	var yes *bool
 	if sub != "list" {
@@ -160,7 +191,6 @@ func (c GroupsCommand) Run(ctx context.Context, args []string, stdout, stderr io
 		if *toTime == "" {
 			return fmt.Errorf("reset: --to-time is required (see %s --help)", name)
 		}
-		var err error
 		if at, err = ParseWhen(*toTime, time.Now()); err != nil {
 			return fmt.Errorf("--to-time: %w", err)
 		}

@@ -76,8 +76,15 @@ type CLSTarget struct {
 	TopicName string `json:"topicName"`
 }
 
-// clusterID is the same rule the producer enforces on its path.
+// clusterID is the one cluster id rule of auditpipe: ids are Kafka keys,
+// URL path elements, CLS topic names and file names.
 var clusterID = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
+
+// ValidClusterID reports whether id is an acceptable cluster id: 1 to 63
+// lower-case letters, digits, '.', '_' or '-', starting and ending with a
+// letter or digit. The producer's webhook and tailer, the fleet registry
+// and the tools all use it.
+func ValidClusterID(id string) bool { return clusterID.MatchString(id) }
 
 // Validate checks cluster ids and CLS targets.
 func (r Registry) Validate() error {
@@ -87,7 +94,7 @@ func (r Registry) Validate() error {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		if !clusterID.MatchString(id) {
+		if !ValidClusterID(id) {
 			return fmt.Errorf("clusters.%s: cluster id must be 1-63 characters of a-z 0-9 . _ -, starting and ending with a letter or digit", id)
 		}
 		c := r.Clusters[id]

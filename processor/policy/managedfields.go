@@ -137,17 +137,8 @@ func decodeObject(raw json.RawMessage) (map[string]json.RawMessage, bool) {
 	return obj, true
 }
 
-// marshal encodes without HTML escaping so that bodies keep their bytes
-// ("<", ">" and "&" are common in annotations and scripts).
-func marshal(v any) (json.RawMessage, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
+// marshal is jsonbytes.Marshal as a json.RawMessage.
+func marshal(v any) (json.RawMessage, error) { return jsonbytes.Marshal(v) }
 
 // withoutManagedFieldsBytes removes metadata.managedFields of a single
 // object at byte level, leaving every other byte as it is: no decode and

@@ -15,6 +15,7 @@ package redact
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/auditpipe/auditpipe/processor/internal/jsonbytes"
 	"maps"
 	"slices"
 	"strconv"
@@ -420,14 +421,5 @@ func escape(k string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
 }
 
-// marshal encodes without HTML escaping so that kept values keep their
-// bytes.
-func marshal(v any) (json.RawMessage, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
+// marshal is jsonbytes.Marshal as a json.RawMessage.
+func marshal(v any) (json.RawMessage, error) { return jsonbytes.Marshal(v) }

@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/durablefile"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
 )
@@ -69,47 +69,15 @@ func loadCheckpoint(path string) (*checkpoint, error) {
 	return &c, nil
 }
 
-// save writes the checkpoint atomically: a temporary file in the same
-// directory, fsynced, renamed over path, and the directory fsynced, so a
-// crash leaves either the old or the new checkpoint, never a torn one.
+// save writes the checkpoint durably (durablefile), so a crash leaves
+// either the old or the new checkpoint, never a torn one.
 func (c *checkpoint) save(path string) error {
 	data, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode checkpoint: %w", err)
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write checkpoint %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if tmp != "" {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write checkpoint %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write checkpoint %s: fsync: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write checkpoint %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write checkpoint %s: %w", path, err)
-	}
-	tmp = ""
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write checkpoint %s: open directory: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write checkpoint %s: fsync directory: %w", path, err)
+	if err := durablefile.Write(path, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }

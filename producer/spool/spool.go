@@ -15,6 +15,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/durablefile"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -245,15 +246,12 @@ func (s *Spool) readHead() (int64, int64, error) {
 	return seg, off, nil
 }
 
-// writeHead records the first unacknowledged position. It is written with
-// rename, so a crash leaves the old or the new head, and an old head only
+// writeHead records the first unacknowledged position. It is replaced
+// durably (durablefile: fsync, rename, fsync the directory), so a crash
+// leaves the old or the new head, never an empty one, and an old head only
 // means some batches are sent to Kafka again (at-least-once).
 func (s *Spool) writeHead(seg, off int64) error {
-	tmp := filepath.Join(s.cfg.Dir, headFile+".tmp")
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", seg, off)), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(s.cfg.Dir, headFile))
+	return durablefile.Write(filepath.Join(s.cfg.Dir, headFile), []byte(fmt.Sprintf("%d %d\n", seg, off)), 0o600)
 }
 
 // roll closes the active segment and starts segment s.seg+1 (or s.seg if

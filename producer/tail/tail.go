@@ -25,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/durablefile"
 	"io"
 	"log/slog"
 	"os"
@@ -550,33 +551,7 @@ func (t *Tailer) checkpoint(off int64) error {
 	return nil
 }
 
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
+func writeFileSync(path string, data []byte) error { return durablefile.Write(path, data, 0o600) }
 
 // ReadCheckpoint reads a checkpoint file; a missing file is (nil, nil).
 func ReadCheckpoint(path string) (*Checkpoint, error) {

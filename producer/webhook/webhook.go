@@ -19,11 +19,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/producer/event"
 	"github.com/auditpipe/auditpipe/producer/spool"
@@ -33,14 +33,10 @@ import (
 // PathPrefix is where the receiver listens; the cluster id follows it.
 const PathPrefix = "/v1/audit/"
 
-// clusterIDPattern keeps cluster ids usable as Kafka keys, CLS topic names
-// and file names.
-var clusterIDPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
-
-// ValidClusterID reports whether id is an acceptable cluster id: 1 to 63
-// lower-case letters, digits, '.', '_' or '-', starting and ending with a
-// letter or digit.
-func ValidClusterID(id string) bool { return clusterIDPattern.MatchString(id) }
+// ValidClusterID reports whether id is an acceptable cluster id: the one
+// rule, fleet.ValidClusterID (1 to 63 lower-case letters, digits, '.', '_'
+// or '-', starting and ending with a letter or digit).
+func ValidClusterID(id string) bool { return fleet.ValidClusterID(id) }
 
 // Config configures the receiver.
 type Config struct {

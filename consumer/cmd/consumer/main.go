@@ -95,6 +95,9 @@ type consumer struct {
 	api     *app.APIServer
 }
 
+// Reload re-reads the search API's token file and certificate (SIGHUP).
+func (c consumer) Reload() error { return c.api.Reload() }
+
 // Close stops the search API before the app closes the store under it.
 func (c consumer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -4,6 +4,7 @@ import (
 	"os"
 
 	"github.com/auditpipe/auditpipe/consumer/alerts"
+	"github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/internal/cli"
@@ -16,7 +17,8 @@ import (
 func tools() []cli.Command {
 	return []cli.Command{
 		{Name: "groups", Summary: "list consumer groups, show or reset one's offsets (list|describe|reset)",
-			Run: group.GroupsCommand{Name: "consumer groups", Stdin: os.Stdin}.Run},
+			Run: group.GroupsCommand{Name: "consumer groups", Stdin: os.Stdin, Kafka: group.StageKafkaFlags("consumer", defaults,
+				func(c *app.Config) *cli.Kafka { return &c.Kafka })}.Run},
 		{Name: "search", Summary: "search the stored events with the CLS query language, through the search API", Run: search.RunSearchCommand},
 		{Name: "events", Summary: "list stored events with simple filters, through the search API", Run: search.RunEventsCommand},
 		{Name: "alerts", Summary: "list the detection alerts delivered last", Run: alerts.RunCommand},

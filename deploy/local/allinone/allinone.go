@@ -69,8 +69,8 @@ type Pipeline struct {
 // Start starts every part and returns when the pipeline accepts events.
 // On error, whatever was started is stopped again.
 func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, err error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	if err := Check(cfg); err != nil {
+		return nil, err
 	}
 	var policyName string
 	p := &Pipeline{cfg: cfg, logger: logger}
@@ -124,10 +124,6 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		if p.reusedAlerts, err = saramakafka.NewProducer(kafka.ProducerConfig{Brokers: p.brokers, ClientID: "auditpipe-allinone-alerts", SASL: p.sasl}); err != nil {
 			return nil, fmt.Errorf("alerts producer: %w", err)
 		}
-	}
-	p.store, err = local.Open(storePath, local.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: p.raiseReusedAlerts})
-	if err != nil {
-		return nil, fmt.Errorf("open local store %s: %w", storePath, err)
 	}
 
 	// producer: webhook (and tailer) → raw topic, with the spool behind
@@ -192,19 +188,24 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	policyName = pcfg.PolicyFile
 
 	// consumer: events → local store and CLS, on sarama, one consumer
-	// group per sink (consumer/app), with the store's retention.
+	// group per sink (consumer/app), which opens the store and runs its
+	// retention.
 	clog := logger.With("component", "consumer")
 	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.brokers), consumerapp.Deps{
 		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
 			c.SASL = sasl
 			return saramakafka.NewGroup(c)
 		},
-		Offsets: p.offsets,
-		Store:   p.store, Health: health, Registerer: reg, Logger: clog,
+		Offsets:  p.offsets,
+		OnReused: p.raiseReusedAlerts,
+		Health:   health, Registerer: reg, Logger: clog,
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The consumer owns the store (and its retention); the all-in-one
+	// only serves queries from it.
+	p.store = p.consumer.Store()
 	if srv, url := p.consumer.CLSLocal(); srv != nil {
 		logger.Info("local CLS server: what would be sent to CLS", "url", url+"/logs")
 		p.clsLocalURL = url
@@ -454,11 +455,6 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 		}
 		if p.offsets != nil {
 			_ = p.offsets.Close()
-		}
-		if p.store != nil {
-			if err := p.store.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("close store: %w", err))
-			}
 		}
 		p.broker.Close()
 		// Files the store and the broker created while running, in case

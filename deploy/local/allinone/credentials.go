@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/durablefile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -63,11 +64,7 @@ func kafkaCredentials(dataDir string) (kafka.SASL, error) {
 	if err != nil {
 		return kafka.SASL{}, err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), privatefs.FileMode); err != nil {
-		return kafka.SASL{}, fmt.Errorf("write kafka credentials: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := durablefile.Write(path, append(data, '\n'), privatefs.FileMode); err != nil {
 		return kafka.SASL{}, fmt.Errorf("write kafka credentials: %w", err)
 	}
 	return s, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"io"
 	"os"
 	"path/filepath"
@@ -84,8 +85,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.Mix, err = ParseMix(*mix); err != nil {
 		return err
 	}
-	o.Stages = splitList(*stages)
-	o.KafkaBrokers = splitList(*kafkaBrokers)
+	o.Stages = cli.SplitList(*stages)
+	o.KafkaBrokers = cli.SplitList(*kafkaBrokers)
 	if o.Fixtures == "" {
 		if o.Fixtures, err = FindFixtures("."); err != nil {
 			return err
@@ -165,14 +166,4 @@ func writeReport(path string, rep *Report) error {
 		return fmt.Errorf("write report %s: %w", path, err)
 	}
 	return f.Close()
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

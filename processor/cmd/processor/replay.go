@@ -4,11 +4,15 @@ import (
 	"context"
 	"io"
 
+	"github.com/auditpipe/auditpipe/consumer/group"
+	"github.com/auditpipe/auditpipe/internal/cli"
+	"github.com/auditpipe/auditpipe/processor/app"
 	"github.com/auditpipe/auditpipe/processor/replay/replaycmd"
 )
 
 // runReplay is "processor replay": the all-in-one's "auditpipe replay"
 // runs the same command.
 func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return replaycmd.Command{Name: "processor replay"}.Run(ctx, args, stdout, stderr)
+	return replaycmd.Command{Name: "processor replay", Kafka: group.StageKafkaFlags("processor", defaults,
+		func(c *app.Config) *cli.Kafka { return &c.Kafka })}.Run(ctx, args, stdout, stderr)
 }

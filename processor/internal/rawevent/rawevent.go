@@ -277,7 +277,7 @@ func decodeTyped(value []byte) (schemas.Event, string) {
 // pe.Pipeline.Truncated, and pe.Pipeline under "auditpipe" last. Other
 // fields of pe.Event are not read: they were only a view.
 func (e *Event) Encode(pe *schemas.ProcessedEvent) ([]byte, error) {
-	pl, err := marshal(pe.Pipeline)
+	pl, err := jsonbytes.Marshal(pe.Pipeline)
 	if err != nil {
 		return nil, fmt.Errorf("auditpipe member: %w", err)
 	}
@@ -359,15 +359,4 @@ func withTruncated(v []byte) ([]byte, error) {
 	}
 	out = append(out, truncatedMember...)
 	return append(out, '}'), nil
-}
-
-// marshal encodes without HTML escaping.
-func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -178,4 +179,58 @@ func keys(m map[string]int) map[string]bool {
 		out[k] = true
 	}
 	return out
+}
+
+// TestReplayToCLSSurvivesKill kills the processor binary (SIGKILL) part-way
+// through a replay into CLS and resumes it: CLS then holds every event, and
+// what the killed run's last batch sent again is the same (cluster,
+// auditID, stage, contentHash), at most one batch.
+func TestReplayToCLSSurvivesKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	brokers, topic, _ := rawTopic(t, 1)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "processor")
+	build := exec.Command("go", "build", "-o", bin, "../../cmd/processor")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run())
+
+	const batch = 25
+	base := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic, "--parallelism", "1", "--batch-size", strconv.Itoa(batch)}
+	store := filepath.Join(dir, "ref.db")
+	require.NoError(t, run(context.Background(), append(base, "--target", "local", "--store", store, "--checkpoint", filepath.Join(dir, "ref.json")), &bytes.Buffer{}, &bytes.Buffer{}))
+	want := map[string]bool{}
+	for _, pe := range storedRows(t, store) {
+		want[pe.Pipeline.Cluster+"/"+pe.AuditID+"/"+pe.Stage+"/"+pe.Pipeline.ContentHash] = true
+	}
+
+	e := newCLSEnv(t, fleetBoth)
+	cp := filepath.Join(dir, "cls.json")
+	args := append(append(base, e.args()...), "--checkpoint", cp)
+	cmd := exec.Command(bin, args...)
+	require.NoError(t, cmd.Start())
+	deadline := time.Now().Add(time.Minute)
+	for {
+		data, err := os.ReadFile(cp)
+		if err == nil && progressed(data) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no progress in the checkpoint")
+		time.Sleep(time.Millisecond)
+	}
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	data, err := os.ReadFile(cp)
+	require.NoError(t, err)
+	require.False(t, complete(data), "killed before the end:\n%s", data)
+	_, before := e.received(t)
+
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), args, &out, &bytes.Buffer{}))
+	require.Contains(t, out.String(), "complete")
+	got, n := e.received(t)
+	t.Logf("events %d, sent before the kill %d, in all %d", len(want), before, n)
+	require.Equal(t, want, keys(got), "every event in CLS, none different")
+	require.LessOrEqual(t, n-len(want), batch, "more repeats than the batch in flight")
 }

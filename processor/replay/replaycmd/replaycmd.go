@@ -103,7 +103,10 @@ func (c Command) Run(ctx context.Context, args []string, stdout, stderr io.Write
 	if kafkaFlags == nil {
 		kafkaFlags = group.DefaultKafkaFlags
 	}
-	conn := kafkaFlags(fs)
+	conn, err := kafkaFlags(fs, args)
+	if err != nil {
+		return err
+	}
 	topic := fs.String("topic", schemas.DefaultRawTopic, "raw `topic` to read")
 	from := fs.String("from", "", "start of the window: RFC 3339 `time`, or a duration ago such as 24h (default: the oldest retained record)")
 	to := fs.String("to", "", "end of the window, exclusive: RFC 3339 `time` or a duration ago (default: now, fixed at start)")

@@ -64,8 +64,8 @@ func verify(r *http.Request, creds map[string]Credential, now time.Time) error {
 		return fmt.Errorf("authorization header: q-key-time: %w", err)
 	}
 
-	headerNames := splitList(kv["q-header-list"])
-	paramNames := splitList(kv["q-url-param-list"])
+	headerNames := splitSignedHeaders(kv["q-header-list"])
+	paramNames := splitSignedHeaders(kv["q-url-param-list"])
 	// A signature that does not cover the topic or the host could be
 	// replayed against another one.
 	if !slices.Contains(paramNames, "topic_id") {
@@ -138,7 +138,9 @@ func lowerKeys(v url.Values) url.Values {
 	return out
 }
 
-func splitList(s string) []string {
+// splitSignedHeaders splits the signature's semicolon-separated header
+// and parameter name lists (not a list flag: see cli.SplitList for those).
+func splitSignedHeaders(s string) []string {
 	if s == "" {
 		return nil
 	}

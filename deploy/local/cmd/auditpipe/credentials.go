@@ -14,8 +14,11 @@ import (
 // kafkaFlags are the Kafka connection flags of the tools the all-in-one
 // shares with the stage binaries (replay, groups): the stages' flags, and
 // --kafka-credentials for the embedded broker's SASL user.
-func kafkaFlags(fs *flag.FlagSet) func() (kafka.ReaderConfig, error) {
-	conn := group.DefaultKafkaFlags(fs)
+func kafkaFlags(fs *flag.FlagSet, args []string) (func() (kafka.ReaderConfig, error), error) {
+	conn, err := group.DefaultKafkaFlags(fs, args)
+	if err != nil {
+		return nil, err
+	}
 	credentials := kafkaCredentialsFlag(fs)
 	return func() (kafka.ReaderConfig, error) {
 		rc, err := conn()
@@ -24,7 +27,7 @@ func kafkaFlags(fs *flag.FlagSet) func() (kafka.ReaderConfig, error) {
 		}
 		rc.SASL, err = credentials()
 		return rc, err
-	}
+	}, nil
 }
 
 // kafkaCredentialsFlag registers --kafka-credentials on flags and returns

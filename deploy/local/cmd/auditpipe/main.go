@@ -20,7 +20,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/deploy/local/allinone"
-	"github.com/auditpipe/auditpipe/internal/config"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/processor/replay/replaycmd"
 	"github.com/auditpipe/auditpipe/producer/webhook"
@@ -31,6 +31,7 @@ into a searchable store.
 
 Usage:
   auditpipe run [flags]         run the whole pipeline in one process (make run)
+  auditpipe validate [flags]    check the config, policy, fleet registry and files, then exit
   auditpipe events [flags]      list stored events with simple filters
   auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
   auditpipe alerts [flags]      list the detection alerts delivered last
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "run":
 		return runPipeline(ctx, args[1:], stdout, stderr)
+	case "validate":
+		return runValidate(ctx, args[1:], stdout, stderr)
 	case "events":
 		return search.RunEventsCommand(ctx, args[1:], stdout, stderr)
 	case "search":
@@ -82,12 +85,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q (see auditpipe help)", args[0])
 }
 
-func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := allinone.DefaultConfig()
-	fs := flag.NewFlagSet("auditpipe run", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // help and errors: see parseFlags
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: auditpipe run [flags]
+// runConfig parses the flags of run (and validate): the defaults, then
+// the --config file, then the flags given.
+func runConfig(command string, args []string, stdout io.Writer) (cfg allinone.Config, demoDir string, err error) {
+	cfg = allinone.DefaultConfig()
+	fs := cli.NewFlagSet("auditpipe "+command, `Usage: auditpipe run|validate [flags]
 
 Runs the whole pipeline in one process: an embedded Kafka broker, the webhook
 receiver (producer), the processor with an audit policy, the consumer with the
@@ -97,10 +99,11 @@ under --data-dir and survives restarts. Ctrl-C stops it cleanly.
 Point a kube-apiserver at it with the kubeconfig printed at start:
   kube-apiserver --audit-webhook-config-file=auditpipe.kubeconfig --audit-policy-file=...
 
-Flags (a --config file is read first; flags given on the command line win):
-`)
-		fs.PrintDefaults()
-	}
+auditpipe validate checks the config and the files it names (policy,
+fleet registry, rules, certificates, secrets) and exits: it creates no
+directory and starts nothing.
+
+A --config file is read first; flags given on the command line win.`, stdout)
 	configPath := fs.String("config", "", "YAML config `file` (keys: dataDir, policy, cluster, kafka, webhook, api, topics, alerts, log); unknown keys are errors")
 	dataDir := fs.String("data-dir", cfg.DataDir, "`directory` for the embedded broker's log and the local store")
 	policyPath := fs.String("policy", "", "audit.k8s.io/v1 Policy `file` the processor applies (default: the TKE default policy)")
@@ -116,15 +119,12 @@ Flags (a --config file is read first; flags given on the command line win):
 	alertmanager := fs.String("alertmanager", "", "deliver detection alerts to the Alertmanager at `URL` (its v2 API)")
 	alertWebhook := fs.String("alert-webhook", "", "deliver detection alerts to a Slack-compatible incoming webhook `URL`")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
-	if err := parseFlags(fs, args, stdout); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	if err := cli.Parse(fs, args, false); err != nil {
+		return cfg, "", err
 	}
 	if *configPath != "" {
-		if err := config.LoadFile(*configPath, &cfg); err != nil {
-			return err
+		if err := cli.LoadConfig(*configPath, &cfg); err != nil {
+			return cfg, "", err
 		}
 	}
 	// Flags given explicitly override the file.
@@ -139,7 +139,7 @@ Flags (a --config file is read first; flags given on the command line win):
 		case "kafka-listen":
 			cfg.Kafka.Listen = *kafkaListen
 		case "brokers":
-			cfg.Kafka.Brokers = strings.Split(*brokers, ",")
+			cfg.Kafka.Brokers = cli.SplitList(*brokers)
 		case "webhook-listen":
 			cfg.Webhook.Listen = *webhookListen
 		case "api-listen":
@@ -162,6 +162,28 @@ Flags (a --config file is read first; flags given on the command line win):
 			}
 		}
 	})
+	return cfg, *demo, nil
+}
+
+// runValidate is `auditpipe validate`.
+func runValidate(_ context.Context, args []string, stdout, _ io.Writer) error {
+	cfg, _, err := runConfig("validate", args, stdout)
+	if err != nil {
+		return err
+	}
+	if err := allinone.Check(cfg); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, "auditpipe: config is valid")
+	return err
+}
+
+func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, demoDir, err := runConfig("run", args, stdout)
+	if err != nil {
+		return err
+	}
+	demo := &demoDir
 	logger, err := telemetry.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
@@ -211,32 +233,11 @@ Flags (a --config file is read first; flags given on the command line win):
 	return nil
 }
 
-// parseFlags parses args the way every command does: --help prints the
-// usage to stdout and ends the command successfully (flag.ErrHelp, which
-// main treats as success); a bad flag is returned, for main to print once.
-func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fs.SetOutput(stdout)
-		fs.Usage()
-		return err
-	}
-	if err != nil {
-		return fmt.Errorf("%w (see %s --help)", err, fs.Name())
-	}
-	return nil
-}
-
-func printKubeconfig(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("auditpipe kubeconfig", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // help and errors: see parseFlags
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: auditpipe kubeconfig --cluster ID [--server URL]\n\nPrints the file kube-apiserver reads with --audit-webhook-config-file.\n\n")
-		fs.PrintDefaults()
-	}
+func printKubeconfig(args []string, stdout, _ io.Writer) error {
+	fs := cli.NewFlagSet("auditpipe kubeconfig", "Usage: auditpipe kubeconfig --cluster ID [--server URL]\n\nPrints the file kube-apiserver reads with --audit-webhook-config-file.", stdout)
 	cluster := fs.String("cluster", "", "cluster `id` the apiserver's events belong to (required)")
 	server := fs.String("server", "http://127.0.0.1:8090", "base `URL` of the webhook receiver")
-	if err := parseFlags(fs, args, stdout); err != nil {
+	if err := cli.Parse(fs, args, false); err != nil {
 		return err
 	}
 	if *cluster == "" {

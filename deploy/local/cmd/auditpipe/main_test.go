@@ -54,3 +54,26 @@ func TestKubeconfigCommand(t *testing.T) {
 	require.Contains(t, out.String(), "server: https://audit.example:8443/v1/audit/prod-1")
 	require.ErrorContains(t, run(context.Background(), []string{"kubeconfig"}, &out, &bytes.Buffer{}), "--cluster is required")
 }
+
+// TestValidate: validate reads the policy and says what is wrong, and
+// neither validate nor a run with a bad policy creates the data directory
+// (the broker never starts).
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	bad := filepath.Join(dir, "bad-policy.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Loud\n"), 0o600))
+	var out, errOut bytes.Buffer
+	require.ErrorContains(t, run(context.Background(), []string{"validate", "--data-dir", dataDir, "--policy", bad}, &out, &errOut), "bad-policy.yaml")
+	require.ErrorContains(t, run(context.Background(), []string{"run", "--data-dir", dataDir, "--policy", bad}, &out, &errOut), "bad-policy.yaml")
+	_, err := os.Stat(dataDir)
+	require.True(t, os.IsNotExist(err), "the data directory was created: %v", err)
+
+	require.ErrorContains(t, run(context.Background(), []string{"validate", "--data-dir", dataDir, "--rules", filepath.Join(dir, "missing-rules.yaml")}, &out, &errOut), "missing-rules.yaml")
+
+	out.Reset()
+	require.NoError(t, run(context.Background(), []string{"validate", "--data-dir", dataDir, "--policy", "../../../../processor/policies/tke-default.yaml"}, &out, &errOut))
+	require.Equal(t, "auditpipe: config is valid\n", out.String())
+	_, err = os.Stat(dataDir)
+	require.True(t, os.IsNotExist(err), "validate created the data directory: %v", err)
+}

@@ -334,7 +334,7 @@ func Check(cfg Config) error {
 		return err
 	}
 	if _, err := loadFleet(cfg); err != nil {
-		return fmt.Errorf("processor: %w", err)
+		return fmt.Errorf("policies: %w", err)
 	}
 	return nil
 }

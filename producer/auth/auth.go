@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"log/slog"
 	"net/http"
 	"os"
@@ -204,8 +205,8 @@ func New(o Options) (*Authenticator, error) {
 		}, []string{"reason"})}
 	a.creds.Store(&credentials{tokens: o.Tokens, cas: o.ClientCAs})
 	if o.Registerer != nil {
-		if err := o.Registerer.Register(a.failures); err != nil {
-			return nil, fmt.Errorf("auth: register metrics: %w", err)
+		if err := telemetry.RegisterAll(o.Registerer, a.failures); err != nil {
+			return nil, fmt.Errorf("auth: %w", err)
 		}
 	}
 	return a, nil

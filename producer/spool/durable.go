@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"log/slog"
 	"sync"
 	"time"
@@ -116,10 +117,8 @@ func NewDurable(cfg DurableConfig, k kafka.Producer, sp *Spool, reg prometheus.R
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "auditpipe_producer_spool_torn_tails_total", Help: "Torn or corrupt segment tails cut off when the spool was opened."}, stat(func(s Stats) float64 { return float64(s.Truncated) })),
 	}
 	if reg != nil {
-		for _, c := range collectors {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("spool: register metrics: %w", err)
-			}
+		if err := telemetry.RegisterAll(reg, collectors...); err != nil {
+			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
 	return d, nil

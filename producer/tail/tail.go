@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/auditpipe/auditpipe/internal/durablefile"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"io"
 	"log/slog"
 	"os"
@@ -158,10 +159,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.lines, m.bytes, m.rotations, m.errors, m.offset} {
-			if err := reg.Register(c); err != nil {
-				return nil, fmt.Errorf("tail: register metrics: %w", err)
-			}
+		if err := telemetry.RegisterAll(reg, m.lines, m.bytes, m.rotations, m.errors, m.offset); err != nil {
+			return nil, fmt.Errorf("tail: %w", err)
 		}
 	}
 	return m, nil

@@ -19,6 +19,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/console"
 	"github.com/auditpipe/auditpipe/consumer/search"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
@@ -92,6 +93,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, err
 	}
 	reg := telemetry.NewRegistry()
+	if err := cli.RegisterBuildInfo(reg, "auditpipe"); err != nil {
+		return nil, err
+	}
 	health := telemetry.NewHealth()
 
 	if err := p.startKafka(ctx); err != nil {

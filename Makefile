@@ -43,7 +43,7 @@ test: helm-tools ## Unit and end-to-end tests of every module on the in-process 
 test-short: ## The tests without -race, for a quick loop.
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
 
-test-kafka: ## E2E suites on Apache Kafka (1 broker) and fault tests (3 brokers); needs java+mvn.
+test-kafka: ## E2E suites on Apache Kafka (1 broker), fault tests and the fleet test (3 brokers); needs java+mvn.
 	./deploy/kafka/test-kafka.sh
 
 lint: ## gofmt, go vet, and staticcheck when it installs from the module proxy.

@@ -130,6 +130,8 @@ func (c Config) Validate() error {
 	var errs []error
 	if len(c.Kafka.Brokers) == 0 {
 		errs = append(errs, errors.New("kafka.brokers: none given"))
+	} else if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
@@ -193,8 +195,9 @@ func (c Config) SinkGroupID(sink string) string {
 
 // GroupConfig is the configuration of the group member of sink.
 func (c Config) GroupConfig(sink string) kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Kafka.Brokers, Group: c.SinkGroupID(sink), Topics: []string{c.Topic}, ClientID: c.Kafka.ClientID + "-" + sink, MaxBatch: c.MaxBatch,
-		SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
+	g := c.Kafka.GroupConfig(c.SinkGroupID(sink), c.Topic)
+	g.ClientID, g.MaxBatch, g.SessionTimeout = c.Kafka.ClientID+"-"+sink, c.MaxBatch, time.Duration(c.SessionTimeout)
+	return g.WithDefaults()
 }
 
 // Retention is the local store's retention policy.

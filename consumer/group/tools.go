@@ -62,7 +62,7 @@ func StageKafkaFlags[C any](stage string, defaults func() C, kafkaOf func(*C) *c
 
 // readerConfig connects as k says.
 func readerConfig(k cli.Kafka) kafka.ReaderConfig {
-	return kafka.ReaderConfig{Brokers: k.Brokers, ClientID: k.ClientID}
+	return k.ReaderConfig()
 }
 
 // ParseWhen reads a command line time: RFC 3339, or a duration before now

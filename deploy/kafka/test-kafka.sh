@@ -18,11 +18,17 @@
 #      processor's reload tests and its kill -9 exactly-once test; stops
 #      the broker;
 #   3. starts a 3-node cluster (3 combined nodes, a quorum of 3) and runs the
-#      fault tests of deploy/local/faults against it; stops it.
+#      fault tests of deploy/local/faults against it; stops it;
+#   4. starts a fresh 3-node cluster with SASL_SSL listeners and runs the
+#      fleet test of deploy/local/fleet: every stage as its own processes on
+#      SASL_SSL (2 producers, 2 processors, 2 CLS consumers, 1 store
+#      consumer), one kill -9 per stage under load; it prints one
+#      "fleet: ..." summary line; stops it.
 # Everything it started is stopped on exit, on failure and on Ctrl-C too.
 #
 # Environment:
-#   KAFKA_SUITES      which parts to run: "single faults" (default), or one;
+#   KAFKA_SUITES      which parts to run: "single faults fleet" (default), or
+#                     any of them;
 #                     "smoke" only starts and stops both clusters; "up"
 #                     starts both and waits for Ctrl-C (tests by hand);
 #                     "up1" the same with the single broker only.
@@ -39,7 +45,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-suites=${KAFKA_SUITES:-single faults}
+suites=${KAFKA_SUITES:-single faults fleet}
 heap=${KAFKA_HEAP:-512m}
 go_test_flags=${GO_TEST_FLAGS:--race}
 # Known failures: fault tests that fail because of a bug they found on
@@ -168,18 +174,14 @@ free_port() {
 
 # --- security (SASL_SSL, mutual TLS) -----------------------------------------
 #
-# Reusable for any cluster of this script. To run a suite on a 3-node
-# SASL_SSL cluster (the "fleet" suite, for example), add a block like the
-# "single" one below:
+# Reusable for any cluster of this script: the "single" and "fleet" suites
+# below run on such clusters, as
 #
-#     if [[ " $suites " == *" fleet "* ]]; then
-#         make_pki                          # once per run; sets $pki
-#         start_cluster fleet 3 sasl_ssl    # sets $brokers, $sasl_ssl_brokers, $mtls_brokers
-#         export_security_env               # the AUDITPIPE_TEST_KAFKA_* variables below
-#         gotest deploy/local -timeout 20m ./fleet/...
-#         unset_security_env
-#         stop_nodes "$work/fleet"
-#     fi
+#     make_pki                          # once per run; sets $pki
+#     start_cluster fleet 3 sasl_ssl    # sets $brokers, $sasl_ssl_brokers, $mtls_brokers
+#     export_security_env               # the AUDITPIPE_TEST_KAFKA_* variables below
+#     gotest ...
+#     unset_security_env
 #
 # Each node of a sasl_ssl cluster then has, next to its PLAINTEXT listener
 # (inter-broker traffic, topic creation by this script, the other suites):
@@ -429,6 +431,22 @@ if [[ " $suites " == *" faults "* ]]; then
 	unset AUDITPIPE_TEST_KAFKA_BROKERS AUDITPIPE_FAULT_CLUSTER_DIR
 	stop_nodes "$work/cluster"
 	log "3-node fault suite done in $((SECONDS - t0)) s"
+fi
+if [[ " $suites " == *" fleet "* ]]; then
+	# A cluster of its own: the fault tests leave killed-and-restarted
+	# nodes and their topics behind.
+	# Every stage connects through the SASL_SSL listener (SCRAM-SHA-512,
+	# the test CA); the PLAINTEXT one is the brokers' own.
+	t0=$SECONDS
+	make_pki
+	start_cluster fleet 3 sasl_ssl
+	export AUDITPIPE_TEST_KAFKA_BROKERS=$brokers AUDITPIPE_FLEET=1
+	export_security_env
+	gotest deploy/local -v -timeout 10m ./fleet/
+	unset AUDITPIPE_TEST_KAFKA_BROKERS AUDITPIPE_FLEET
+	unset_security_env
+	stop_nodes "$work/fleet"
+	log "fleet suite done in $((SECONDS - t0)) s"
 fi
 if [[ ${#failed[@]} -gt 0 ]]; then
 	printf 'test-kafka: FAILED after %d s:\n' "$((SECONDS - started))" >&2

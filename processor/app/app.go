@@ -100,6 +100,8 @@ func (c Config) Validate() error {
 	var errs []error
 	if len(c.Kafka.Brokers) == 0 {
 		errs = append(errs, errors.New("kafka.brokers: none given"))
+	} else if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
@@ -127,8 +129,9 @@ func (c Config) Validate() error {
 
 // GroupConfig is the consumer group configuration for the raw topic.
 func (c Config) GroupConfig() kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Kafka.Brokers, Group: c.Group, Topics: []string{c.Topics.Raw}, ClientID: c.Kafka.ClientID,
-		MaxBatch: c.MaxBatch, SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
+	g := c.Kafka.GroupConfig(c.Group, c.Topics.Raw)
+	g.MaxBatch, g.SessionTimeout = c.MaxBatch, time.Duration(c.SessionTimeout)
+	return g.WithDefaults()
 }
 
 // ProducerConfig is the configuration of the producer for the events and
@@ -138,7 +141,7 @@ func (c Config) GroupConfig() kafka.GroupConfig {
 // under backlog (kfake does not check, Apache Kafka does). MaxEventBytes
 // (900 KiB by default) keeps every processed event below it.
 func (c Config) ProducerConfig() kafka.ProducerConfig {
-	return kafka.ProducerConfig{Brokers: c.Kafka.Brokers, ClientID: c.Kafka.ClientID}.WithDefaults()
+	return c.Kafka.ProducerConfig().WithDefaults()
 }
 
 // TransactorConfig is the configuration of the transactions in

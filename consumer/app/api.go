@@ -18,8 +18,10 @@ import (
 )
 
 // DefaultAPIListen is where the consumer serves the search API when the
-// local sink is on.
-const DefaultAPIListen = ":8080"
+// local sink is on. Loopback, so that a default config starts without a
+// token; a deployment that serves other hosts sets api.listen (":8080")
+// with a token and TLS, as the Helm chart does.
+const DefaultAPIListen = "127.0.0.1:8080"
 
 // APIConfig configures the search API (/api/v1/events, /api/v1/search,
 // /api/v1/clusters) and the web console that the consumer serves over its

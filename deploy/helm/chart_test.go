@@ -597,6 +597,7 @@ func TestValuesRejected(t *testing.T) {
 		{"replicas over partitions", "minimal", []string{"processor.replicas=13"}, "processor.replicas (13) must not exceed kafka.partitions.raw (12)"},
 		{"keda over partitions", "local-keda", []string{"consumer.keda.maxReplicaCount=20"}, "consumer.keda.maxReplicaCount (20)"},
 		{"webhook without auth", "minimal", []string{"producer.webhook.clientCASecret="}, "producer.webhook: set clientCASecret or tokensSecret"},
+		{"CLS without endpoint", "cls-only", []string{"consumer.cls.endpoint="}, "consumer.cls.endpoint"},
 		{"no sink", "cls-only", []string{"consumer.cls.mode=off"}, "consumer: no sink"},
 		{"API without token", "minimal", []string{"consumer.api.tokenSecret="}, "consumer.api.tokenSecret"},
 		{"unknown policy", "cls-only", []string{"fleet.clusters.dev-1.policy=lax.yaml"}, `fleet.clusters.dev-1.policy: "lax.yaml" is not a key of processor.policies`},

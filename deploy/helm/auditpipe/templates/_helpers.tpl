@@ -178,7 +178,8 @@ sasl:
 {{- define "auditpipe.fleet" -}}
 {{- $f := deepCopy .Values.fleet -}}
 {{- $d := default dict $f.defaults -}}
-{{- if $d.policy }}{{ $_ := set $d "policy" (printf "/etc/auditpipe/policies/%s" $d.policy) }}{{ end -}}
+{{- /* No default policy: the processor's built-in tke-default (files/tke-default.yaml, a copy the tests keep equal). */ -}}
+{{- $_ := set $d "policy" (printf "/etc/auditpipe/policies/%s" (default "tke-default.yaml" $d.policy)) -}}
 {{- $_ := set $f "defaults" $d -}}
 {{- range $id, $c := (default dict $f.clusters) }}
 {{- if $c.policy }}{{ $_ := set $c "policy" (printf "/etc/auditpipe/policies/%s" $c.policy) }}{{ end -}}
@@ -205,6 +206,9 @@ sasl:
 {{- if and (not .Values.consumer.local.enabled) (eq .Values.consumer.cls.mode "off") -}}
 {{- fail "consumer: no sink: enable consumer.local or set consumer.cls.mode: cls" -}}
 {{- end -}}
+{{- if and (eq .Values.consumer.cls.mode "cls") (not .Values.consumer.cls.endpoint) -}}
+{{- fail "consumer.cls.endpoint: the CLS sink needs the region's upload endpoint, e.g. ap-guangzhou.cls.tencentcs.com" -}}
+{{- end -}}
 {{- if and (eq .Values.consumer.cls.mode "cls") (not .Values.consumer.cls.credentialsSecret) -}}
 {{- fail "consumer.cls.credentialsSecret: the CLS sink needs a Secret with secretID and secretKey" -}}
 {{- end -}}
@@ -228,7 +232,7 @@ sasl:
 {{- fail (printf "processor.policies: %q is not a file name like strict.yaml (rules.yaml is taken by processor.rules)" $name) }}
 {{- end }}
 {{- end -}}
-{{- $pols := .Values.processor.policies -}}
+{{- $pols := merge (dict "tke-default.yaml" "built in") .Values.processor.policies -}}
 {{- $d := default dict .Values.fleet.defaults -}}
 {{- if and $d.policy (not (hasKey $pols $d.policy)) -}}
 {{- fail (printf "fleet.defaults.policy: %q is not a key of processor.policies" $d.policy) -}}

@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -220,28 +222,45 @@ func layerFiles(t *testing.T, img v1.Image) []layerFile {
 	}
 }
 
-// TestEntrypointRuns builds the real entrypoint static, puts it in an
-// image layout, opens the layout again, extracts the binary and runs it.
-//
-// It runs `auditpipe help`: the `version` subcommand of CONTRACT.md comes
-// with the stage binaries' shared CLI (issue #15); switch to it once it is
-// on main.
+// makeVar returns the value of the Makefile's variable name, with
+// $(VERSION) and $(REVISION) replaced by version and revision.
+func makeVar(t *testing.T, name, version, revision string) string {
+	t.Helper()
+	mk, err := os.ReadFile(filepath.Join(repoRoot(t), "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^` + name + ` :?= (.*)$`).FindSubmatch(mk)
+	if m == nil {
+		t.Fatalf("Makefile: no %s", name)
+	}
+	return strings.NewReplacer("$(VERSION)", version, "$(REVISION)", revision).Replace(string(m[1]))
+}
+
+// TestEntrypointRuns builds the four binaries as `make image` does (static,
+// with the Makefile's IMAGE_LDFLAGS), puts them in an image layout, opens
+// the layout again, extracts each binary and runs its `version`, which
+// must print the version and revision the ldflags stamped in: a renamed
+// variable in internal/cli or a typo in the Makefile leaves "devel".
 func TestEntrypointRuns(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds the auditpipe binary")
+		t.Skip("builds the binaries")
+	}
+	const version, revision = "v9.8.7-test", "0123456789abcdef0123456789abcdef01234567"
+	ldflags := makeVar(t, "IMAGE_LDFLAGS", version, revision)
+	for _, v := range []string{"version", "revision"} {
+		x := "-X github.com/auditpipe/auditpipe/internal/cli." + v + "="
+		if !strings.Contains(ldflags, x) || !strings.Contains(makeVar(t, "LDFLAGS", version, revision), x) {
+			t.Fatalf("Makefile: LDFLAGS and IMAGE_LDFLAGS must both set %s", x)
+		}
 	}
 	bin := t.TempDir()
-	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=",
-		"-o", filepath.Join(bin, "auditpipe"), "./deploy/local/cmd/auditpipe")
+	build := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", bin+string(filepath.Separator),
+		"./producer/cmd/producer", "./processor/cmd/processor", "./consumer/cmd/consumer", "./deploy/local/cmd/auditpipe")
 	build.Dir = repoRoot(t)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	for _, b := range Binaries[1:] {
-		if err := os.WriteFile(filepath.Join(bin, b), []byte("not under test"), 0o755); err != nil {
-			t.Fatal(err)
-		}
 	}
 	img, err := Build(testConfig(bin))
 	if err != nil {
@@ -275,25 +294,31 @@ func TestEntrypointRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	entry := strings.TrimPrefix(cf.Config.Cmd[0], "/")
-	var exe []byte
+	if cf.Config.Cmd[0] != "/usr/local/bin/auditpipe" {
+		t.Errorf("image command %q, want /usr/local/bin/auditpipe", cf.Config.Cmd)
+	}
+	files := map[string][]byte{}
 	for _, f := range layerFiles(t, opened) {
-		if f.hdr.Name == entry {
-			exe = f.data
+		files[f.hdr.Name] = f.data
+	}
+	for _, b := range Binaries {
+		exe, ok := files["usr/local/bin/"+b]
+		if !ok {
+			t.Errorf("/usr/local/bin/%s is not in the layer", b)
+			continue
 		}
-	}
-	if exe == nil {
-		t.Fatalf("entrypoint %s not in the layer", entry)
-	}
-	path := filepath.Join(t.TempDir(), "auditpipe")
-	if err := os.WriteFile(path, exe, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(path, "help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s help: %v\n%s", entry, err, out)
-	}
-	if !strings.Contains(string(out), "auditpipe") || !strings.Contains(string(out), "run") {
-		t.Fatalf("%s help printed:\n%s", entry, out)
+		path := filepath.Join(t.TempDir(), b)
+		if err := os.WriteFile(path, exe, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(path, "version").CombinedOutput()
+		if err != nil {
+			t.Errorf("%s version: %v\n%s", b, err, out)
+			continue
+		}
+		want := fmt.Sprintf("%s %s (%s, %s)\n", b, version, revision, runtime.Version())
+		if string(out) != want {
+			t.Errorf("%s version printed %q, want %q", b, out, want)
+		}
 	}
 }

@@ -20,6 +20,11 @@ type Metrics struct {
 	Bytes *prometheus.CounterVec
 	// BatchDuration is how long handling one batch took, Produce included.
 	BatchDuration prometheus.Histogram
+	// RedactionFailures counts bodies that redaction replaced whole
+	// because it could not read them (it fails closed; see
+	// redact.FailedClosed). The events are kept, so this is not a DLQ
+	// outcome.
+	RedactionFailures prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg, like the
@@ -41,6 +46,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to process one batch of raw records, including producing the output.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14), // 1ms .. ~8s
 		}),
+		RedactionFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditpipe_processor_redaction_failures_total",
+			Help: "Request or response bodies of sensitive kinds (Secrets, tokens, credential ConfigMaps) that redaction could not read and replaced whole (fail closed): the event is kept without the body.",
+		}),
 	}
 	// Create every series up front so that rates start from zero rather
 	// than appearing with the first event of an outcome.
@@ -51,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Bytes.WithLabelValues(d)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Bytes, m.BatchDuration)
+		reg.MustRegister(m.Records, m.Bytes, m.BatchDuration, m.RedactionFailures)
 	}
 	return m
 }

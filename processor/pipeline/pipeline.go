@@ -211,10 +211,10 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	fl := p.fleet.Load()
 	out := make([]kafka.Record, 0, len(b.Records))
 	var counts [3]int // accepted, dropped, dlq
-	var bytesIn, bytesOut int
+	var bytesIn, bytesOut, redactionFailures int
 	for _, rec := range b.Records {
 		bytesIn += len(rec.Value)
-		r, outcome := p.process(fl, b, rec, &out)
+		r, outcome := p.process(fl, b, rec, &out, &redactionFailures)
 		switch outcome {
 		case OutcomeAccepted:
 			counts[0]++
@@ -245,13 +245,15 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	p.metrics.Records.WithLabelValues(OutcomeDLQ).Add(float64(counts[2]))
 	p.metrics.Bytes.WithLabelValues("in").Add(float64(bytesIn))
 	p.metrics.Bytes.WithLabelValues("out").Add(float64(bytesOut))
+	p.metrics.RedactionFailures.Add(float64(redactionFailures))
 	return nil
 }
 
 // process turns one raw record into its output record, or none when the
 // policy drops it; alert records of the event's detections are appended
-// to alerts, whatever the policy does with the event.
-func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record, alerts *[]kafka.Record) (kafka.Record, string) {
+// to alerts, whatever the policy does with the event. Bodies redaction
+// had to replace whole are added to redactionFailures.
+func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record, alerts *[]kafka.Record, redactionFailures *int) (kafka.Record, string) {
 	origin := schemas.Origin{Topic: b.Topic, Partition: b.Partition, Offset: rec.Offset}
 	cluster := string(rec.HeaderValue(schemas.HeaderCluster))
 	if cluster == "" {
@@ -300,6 +302,7 @@ func (p *Pipeline) process(fl *Fleet, b kafka.Batch, rec kafka.Record, alerts *[
 	// Redaction runs after the policy (which may already have dropped
 	// the bodies) and before anything is encoded, whatever the level.
 	pe.Pipeline.Redacted = redact.Event(&pe.Event)
+	*redactionFailures += redact.FailedClosed(pe.Pipeline.Redacted)
 	enrich.Fill(&pe.Pipeline, &pe.Event)
 	if c, ok := fl.Registry.Cluster(cluster); ok {
 		pe.Pipeline.ClusterInfo = enrich.Cluster(c, true)

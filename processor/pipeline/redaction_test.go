@@ -9,6 +9,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/schemas"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 )
 
@@ -87,6 +88,7 @@ func TestRedaction(t *testing.T) {
 		secrets  []string
 		redacted []string
 		kept     []string
+		failures float64 // bodies replaced whole
 	}{{
 		name:    "falco create_secret with request and response bodies",
 		event:   withBodies(t, fixture(t, "create_secret.json"), nil, secretBody("example-secret", s1, s2), secretBody("example-secret", s1, s2)),
@@ -165,6 +167,7 @@ func TestRedaction(t *testing.T) {
 		event:    withBodies(t, fixture(t, "create_secret.json"), setObjectRef("secrets", "", "", "patch"), strconv.Quote("stringData:\n  p: "+s2), ""),
 		secrets:  []string{s2},
 		redacted: []string{"/requestObject"},
+		failures: 1,
 	}}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -181,6 +184,7 @@ func TestRedaction(t *testing.T) {
 			for _, k := range tc.kept {
 				require.Contains(t, string(out[0].Value), k)
 			}
+			require.Equal(t, tc.failures, testutil.ToFloat64(h.metrics.RedactionFailures), "auditpipe_processor_redaction_failures_total")
 		})
 	}
 }

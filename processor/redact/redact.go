@@ -59,6 +59,22 @@ func Event(ev *schemas.Event) []string {
 	return paths
 }
 
+// FailedClosed returns how many of paths, as Event returns them, are
+// whole bodies: bodies that had to be redacted but could not be read (not
+// a JSON object or patch, or not re-encodable) and were replaced by the
+// marker. The event stays in the trail without that body, so nothing
+// leaks, but an auditor loses what the request said; the processor counts
+// these (auditpipe_processor_redaction_failures_total).
+func FailedClosed(paths []string) int {
+	n := 0
+	for _, p := range paths {
+		if p == "/requestObject" || p == "/responseObject" {
+			n++
+		}
+	}
+	return n
+}
+
 // hintFor is the kind a body of a request on ref holds when it does not
 // say (patches, items of lists).
 func hintFor(ref *schemas.ObjectReference) string {

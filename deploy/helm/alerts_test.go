@@ -130,6 +130,13 @@ var alertCases = map[string][]alertCase{
 			15 * time.Minute, []map[string]string{{"rule": "exec-into-pod"}}},
 		{"none", `auditpipe_processor_detection_errors_total{namespace="audit",pod="p-1",rule="exec-into-pod"} 2x20`, 15 * time.Minute, nil},
 	},
+	"AuditpipeRedactionFailures": {
+		{"bodies replaced whole", `
+			auditpipe_processor_redaction_failures_total{namespace="audit",pod="p-1"} 0x10 1+1x10
+			auditpipe_processor_redaction_failures_total{namespace="audit",pod="p-2"} 0x20`,
+			15 * time.Minute, []map[string]string{{"namespace": "audit"}}},
+		{"an old failure", `auditpipe_processor_redaction_failures_total{namespace="audit",pod="p-1"} 0x2 3x40`, 30 * time.Minute, nil},
+	},
 	"AuditpipeTargetDown": {
 		{"down", `
 			up{namespace="audit",service="t-auditpipe-processor-metrics",pod="p-1"} 1x5 0x20

@@ -35,9 +35,9 @@ type Config struct {
 	// Common is log, metrics and shutdownTimeout, used by the command's
 	// scaffolding (internal/cli).
 	cli.Common `json:",inline"`
-	Kafka      cli.Kafka `json:"kafka"`
-	Group      string    `json:"group"`
-	Topic      string    `json:"topic"`
+	Kafka      kafka.Connection `json:"kafka"`
+	Group      string           `json:"group"`
+	Topic      string           `json:"topic"`
 	// MaxBatch is the most records a partition hands the sinks at once.
 	MaxBatch int `json:"maxBatch"`
 	// SessionTimeout is how long the group waits for a silent member (a
@@ -104,7 +104,7 @@ const DefaultMetricsListen = ":9465"
 func DefaultConfig() Config {
 	return Config{
 		Common:   cli.DefaultCommon(DefaultMetricsListen),
-		Kafka:    cli.Kafka{ClientID: "auditpipe-consumer"},
+		Kafka:    kafka.Connection{ClientID: "auditpipe-consumer"},
 		Group:    DefaultGroup,
 		Topic:    schemas.DefaultTopics().Events,
 		MaxBatch: 500,
@@ -128,8 +128,8 @@ func Load(path string) (Config, error) {
 // Validate reports every unusable setting, naming it.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("kafka.brokers: none given"))
+	if err := cli.ValidateKafka(c.Kafka); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
@@ -193,8 +193,10 @@ func (c Config) SinkGroupID(sink string) string {
 
 // GroupConfig is the configuration of the group member of sink.
 func (c Config) GroupConfig(sink string) kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Kafka.Brokers, Group: c.SinkGroupID(sink), Topics: []string{c.Topic}, ClientID: c.Kafka.ClientID + "-" + sink, MaxBatch: c.MaxBatch,
-		SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
+	g := c.Kafka.GroupConfig(c.SinkGroupID(sink), c.Topic)
+	g.ClientID += "-" + sink
+	g.MaxBatch, g.SessionTimeout = c.MaxBatch, time.Duration(c.SessionTimeout)
+	return g.WithDefaults()
 }
 
 // Retention is the local store's retention policy.

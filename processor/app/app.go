@@ -38,7 +38,7 @@ type Config struct {
 	// Common is log, metrics and shutdownTimeout, used by the command's
 	// scaffolding (internal/cli).
 	cli.Common `json:",inline"`
-	Kafka      cli.Kafka `json:"kafka"`
+	Kafka      kafka.Connection `json:"kafka"`
 	// Group is the consumer group on the raw topic.
 	Group  string         `json:"group"`
 	Topics schemas.Topics `json:"topics"`
@@ -85,7 +85,7 @@ const DefaultMetricsListen = ":9464"
 func DefaultConfig() Config {
 	return Config{
 		Common:          cli.DefaultCommon(DefaultMetricsListen),
-		Kafka:           cli.Kafka{ClientID: "auditpipe-processor"},
+		Kafka:           kafka.Connection{ClientID: "auditpipe-processor"},
 		Group:           DefaultGroup,
 		Topics:          schemas.DefaultTopics(),
 		MaxEventBytes:   pipeline.DefaultMaxEventBytes,
@@ -98,8 +98,8 @@ func DefaultConfig() Config {
 // Validate reports missing or unusable settings.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("kafka.brokers: none given"))
+	if err := cli.ValidateKafka(c.Kafka); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Group == "" {
 		errs = append(errs, errors.New("group: must not be empty"))
@@ -127,8 +127,9 @@ func (c Config) Validate() error {
 
 // GroupConfig is the consumer group configuration for the raw topic.
 func (c Config) GroupConfig() kafka.GroupConfig {
-	return kafka.GroupConfig{Brokers: c.Kafka.Brokers, Group: c.Group, Topics: []string{c.Topics.Raw}, ClientID: c.Kafka.ClientID,
-		MaxBatch: c.MaxBatch, SessionTimeout: time.Duration(c.SessionTimeout)}.WithDefaults()
+	g := c.Kafka.GroupConfig(c.Group, c.Topics.Raw)
+	g.MaxBatch, g.SessionTimeout = c.MaxBatch, time.Duration(c.SessionTimeout)
+	return g.WithDefaults()
 }
 
 // ProducerConfig is the configuration of the producer for the events and
@@ -138,13 +139,15 @@ func (c Config) GroupConfig() kafka.GroupConfig {
 // under backlog (kfake does not check, Apache Kafka does). MaxEventBytes
 // (900 KiB by default) keeps every processed event below it.
 func (c Config) ProducerConfig() kafka.ProducerConfig {
-	return kafka.ProducerConfig{Brokers: c.Kafka.Brokers, ClientID: c.Kafka.ClientID}.WithDefaults()
+	return c.Kafka.ProducerConfig().WithDefaults()
 }
 
 // TransactorConfig is the configuration of the transactions in
 // exactly-once mode.
 func (c Config) TransactorConfig() kafka.TransactorConfig {
-	return kafka.TransactorConfig{ProducerConfig: c.ProducerConfig(), Group: c.Group, TransactionalID: c.TransactionalID}
+	t := c.Kafka.TransactorConfig(c.Group, c.TransactionalID)
+	t.ProducerConfig = c.ProducerConfig()
+	return t
 }
 
 func (c Config) pipelineConfig() pipeline.Config {

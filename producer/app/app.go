@@ -99,13 +99,17 @@ func New(cfg Config, deps Deps) (*App, error) {
 	}()
 
 	var err error
-	a.kafka, err = deps.NewProducer(kafka.ProducerConfig{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID, MaxMessageBytes: cfg.Kafka.MaxMessageBytes})
+	pc := cfg.Kafka.ProducerConfig()
+	pc.MaxMessageBytes = cfg.Kafka.MaxMessageBytes
+	a.kafka, err = deps.NewProducer(pc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
 	a.metadata = deps.Metadata
 	if a.metadata == nil {
-		if a.metadata, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID + "-metadata"}); err != nil {
+		rc := cfg.Kafka.ReaderConfig()
+		rc.ClientID += "-metadata"
+		if a.metadata, err = kafkago.NewReader(rc); err != nil {
 			return nil, fmt.Errorf("kafka client: %w", err)
 		}
 		a.ownsMetadata = true

@@ -9,6 +9,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/config"
+	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/producer/auth"
 	"github.com/auditpipe/auditpipe/producer/webhook"
 	"github.com/auditpipe/auditpipe/schemas"
@@ -33,10 +34,11 @@ type Config struct {
 	cli.Common `json:",inline"`
 }
 
-// KafkaConfig says where the raw topic lives.
+// KafkaConfig says where the raw topic lives: the kafka: block every
+// stage has (brokers, clientID, tls, sasl) and the producer's message
+// size limit.
 type KafkaConfig struct {
-	Brokers  []string `json:"brokers"`
-	ClientID string   `json:"clientID"`
+	kafka.Connection `json:",inline"`
 	// MaxMessageBytes is the broker's message.max.bytes (1 MiB by
 	// default); keep webhook.maxEventBytes below it.
 	MaxMessageBytes int `json:"maxMessageBytes"`
@@ -106,7 +108,7 @@ const DefaultMetricsListen = ":9463"
 func DefaultConfig() Config {
 	return Config{
 		DataDir: "data/producer",
-		Kafka:   KafkaConfig{Brokers: []string{"127.0.0.1:9092"}, ClientID: "auditpipe-producer", MaxMessageBytes: 1 << 20},
+		Kafka:   KafkaConfig{Connection: kafka.Connection{Brokers: []string{"127.0.0.1:9092"}, ClientID: "auditpipe-producer"}, MaxMessageBytes: 1 << 20},
 		Topics:  schemas.DefaultTopics(),
 		Webhook: WebhookConfig{
 			Listen:         "127.0.0.1:8090",
@@ -153,8 +155,8 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("dataDir: must not be empty")
 	}
-	if len(c.Kafka.Brokers) == 0 {
-		return errors.New("kafka.brokers: at least one address is needed")
+	if err := cli.ValidateKafka(c.Kafka.Connection); err != nil {
+		return err
 	}
 	if c.Kafka.MaxMessageBytes <= 0 {
 		return errors.New("kafka.maxMessageBytes: must be positive")

@@ -108,7 +108,9 @@ func (c consumer) Close() error {
 func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
 	// Offsets positions a sink's new group at the first start (0018) and
 	// tells readiness whether the groups have joined.
-	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID + "-offsets"})
+	rc := cfg.Kafka.ReaderConfig()
+	rc.ClientID += "-offsets"
+	offsets, err := kafkago.NewReader(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client for %v: %w", cfg.Kafka.Brokers, err)
 	}

@@ -75,7 +75,9 @@ type processor struct {
 func (p processor) Close() error { return errors.Join(p.App.Close(), p.offsets.Close()) }
 
 func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
-	offsets, err := kafkago.NewReader(kafka.ReaderConfig{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID + "-admin"})
+	rc := cfg.Kafka.ReaderConfig()
+	rc.ClientID += "-admin"
+	offsets, err := kafkago.NewReader(rc)
 	if err != nil {
 		return nil, err
 	}

@@ -57,10 +57,7 @@ func program() *cli.Program {
 }
 
 func flags(fs *flag.FlagSet, cfg *app.Config) {
-	brokers := cli.NewListValue(&cfg.Kafka.Brokers)
-	fs.Var(brokers, "kafka-brokers", "comma-separated Kafka bootstrap `addresses` (kafka.brokers)")
-	fs.Var(brokers, "brokers", "alias of --kafka-brokers")
-	fs.StringVar(&cfg.Kafka.ClientID, "kafka-client-id", cfg.Kafka.ClientID, "Kafka client `id` (kafka.clientID)")
+	cfg.Kafka.RegisterFlags(fs)
 	offable := func(dst *string) func(string) error {
 		return func(v string) error {
 			if v == "off" {

@@ -159,3 +159,25 @@ func TestRunWrongPassword(t *testing.T) {
 	}
 	r.stop(t)
 }
+
+// TestValidateKafkaFiles: validate reads the kafka: block's files and
+// names the key and the file that fails.
+func TestValidateKafkaFiles(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing-ca.crt")
+	config := filepath.Join(dir, "processor.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(kafkatest.KafkaYAML(kafka.Connection{Brokers: []string{"k:9093"},
+		TLS: kafka.TLS{Enabled: true, CAFile: missing}})+"policy: ../../policies/tke-default.yaml\n"), 0o600))
+	err := program().Run(t.Context(), []string{"validate", "--config", config}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "kafka.tls.caFile "+missing)
+
+	password := filepath.Join(dir, "password")
+	require.NoError(t, os.WriteFile(password, []byte("p\n"), 0o600))
+	err = program().Run(t.Context(), []string{"validate", "--config", config, "--kafka-tls-ca-file", "", "--kafka-sasl-mechanism", "SCRAM-SHA-1",
+		"--kafka-sasl-username", "u", "--kafka-sasl-password-file", password}, io.Discard, io.Discard)
+	require.ErrorContains(t, err, "kafka.sasl")
+	require.ErrorContains(t, err, "SCRAM-SHA-1")
+	require.NoError(t, program().Run(t.Context(), []string{"validate", "--config", config, "--kafka-tls-ca-file", "",
+		"--kafka-sasl-mechanism", "SCRAM-SHA-512", "--kafka-sasl-username", "u", "--kafka-sasl-password-file", password}, io.Discard, io.Discard),
+		"the flags override the file's caFile")
+}

@@ -28,6 +28,7 @@ type secureRun struct {
 	done    chan error
 	cancel  context.CancelFunc
 	metrics string
+	config  string
 }
 
 func startSecure(t *testing.T, conn kafka.Connection, topic, group, store string) *secureRun {
@@ -36,7 +37,7 @@ func startSecure(t *testing.T, conn kafka.Connection, topic, group, store string
 	require.NoError(t, os.WriteFile(config, []byte(kafkatest.KafkaYAML(conn)+"group: "+group+"\ntopic: "+topic+"\n"+
 		"metrics:\n  listen: 127.0.0.1:0\nlog:\n  format: text\n"), 0o600))
 	ctx, cancel := context.WithCancel(t.Context())
-	r := &secureRun{stderr: &syncBuffer{}, done: make(chan error, 1), cancel: cancel}
+	r := &secureRun{stderr: &syncBuffer{}, done: make(chan error, 1), cancel: cancel, config: config}
 	go func() {
 		r.done <- program().Run(ctx, []string{"run", "--config", config, "--sink", "local", "--store", store,
 			"--api-listen", "127.0.0.1:0", "--session-timeout", "6s"}, io.Discard, r.stderr)
@@ -102,6 +103,11 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 		var n int
 		return db.QueryRow("SELECT count(*) FROM events WHERE audit_id = 'tls-event-1'").Scan(&n) == nil && n == 1
 	}, 30*time.Second, 50*time.Millisecond, "event not stored: %s", r.stderr.String())
+
+	// The group tools read the same config file and connect the same way.
+	var out strings.Builder
+	require.NoError(t, program().Run(ctx, []string{"groups", "list", "--config", r.config}, &out, io.Discard))
+	require.Contains(t, out.String(), "tls-"+suffix)
 	r.stop(t)
 }
 

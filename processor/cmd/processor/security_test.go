@@ -27,6 +27,7 @@ type secureRun struct {
 	done    chan error
 	cancel  context.CancelFunc
 	metrics string
+	config  string
 }
 
 func startSecure(t *testing.T, conn kafka.Connection, topics schemas.Topics, group string) *secureRun {
@@ -40,7 +41,7 @@ func startSecure(t *testing.T, conn kafka.Connection, topics schemas.Topics, gro
 		"topics:\n  raw: "+topics.Raw+"\n  events: "+topics.Events+"\n  dlq: "+topics.DLQ+"\n  alerts: \"\"\n"+
 		"metrics:\n  listen: 127.0.0.1:0\nlog:\n  format: text\n"), 0o600))
 	ctx, cancel := context.WithCancel(t.Context())
-	r := &secureRun{stderr: &lockedBuffer{}, done: make(chan error, 1), cancel: cancel}
+	r := &secureRun{stderr: &lockedBuffer{}, done: make(chan error, 1), cancel: cancel, config: config}
 	go func() { r.done <- program().Run(ctx, []string{"run", "--config", config}, io.Discard, r.stderr) }()
 	addrRE := regexp.MustCompile(`serving metrics and health.* addr=(\S+)`)
 	require.Eventually(t, func() bool {
@@ -125,6 +126,11 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 	}
 	gstop()
 	require.NoError(t, <-gdone)
+
+	// replay reads the same config file and connects the same way.
+	var out strings.Builder
+	require.NoError(t, program().Run(ctx, []string{"replay", "--config", r.config, "--topic", topics.Raw, "--dry-run"}, &out, io.Discard))
+	require.Contains(t, out.String(), "read 1 records", out.String())
 	r.stop(t)
 }
 

@@ -7,6 +7,11 @@ ARGS ?=
 BENCH_ARGS ?=
 BIN := $(CURDIR)/bin
 STATICCHECK_VERSION := v0.8.2
+# Version and revision of the binaries (internal/cli): Go does not stamp
+# VCS information in workspace (go.work) builds.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/auditpipe/auditpipe/internal/cli.version=$(VERSION) -X github.com/auditpipe/auditpipe/internal/cli.revision=$(REVISION)
 
 .PHONY: help build run demo test test-short test-kafka lint bench bench-micro clean
 
@@ -14,7 +19,7 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
 build: ## Build the all-in-one program into bin/auditpipe.
-	$(GO) build -o $(BIN)/auditpipe ./deploy/local/cmd/auditpipe
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/auditpipe ./deploy/local/cmd/auditpipe
 
 run: build ## Run the whole pipeline on an embedded broker and store (ARGS='--help' for flags).
 	$(BIN)/auditpipe run --data-dir $(DATA_DIR) $(ARGS)

@@ -19,10 +19,11 @@
 #      the broker;
 #   3. starts a 3-node cluster (3 combined nodes, a quorum of 3) and runs the
 #      fault tests of deploy/local/faults against it; stops it;
-#   4. starts a fresh 3-node cluster and runs the fleet test of
-#      deploy/local/fleet: every stage as its own processes (2 producers,
-#      2 processors, 2 CLS consumers, 1 store consumer), one kill -9 per
-#      stage under load; it prints one "fleet: ..." summary line; stops it.
+#   4. starts a fresh 3-node cluster with SASL_SSL listeners and runs the
+#      fleet test of deploy/local/fleet: every stage as its own processes on
+#      SASL_SSL (2 producers, 2 processors, 2 CLS consumers, 1 store
+#      consumer), one kill -9 per stage under load; it prints one
+#      "fleet: ..." summary line; stops it.
 # Everything it started is stopped on exit, on failure and on Ctrl-C too.
 #
 # Environment:
@@ -173,18 +174,14 @@ free_port() {
 
 # --- security (SASL_SSL, mutual TLS) -----------------------------------------
 #
-# Reusable for any cluster of this script. To run a suite on a 3-node
-# SASL_SSL cluster (the "fleet" suite, for example), add a block like the
-# "single" one below:
+# Reusable for any cluster of this script: the "single" and "fleet" suites
+# below run on such clusters, as
 #
-#     if [[ " $suites " == *" fleet "* ]]; then
-#         make_pki                          # once per run; sets $pki
-#         start_cluster fleet 3 sasl_ssl    # sets $brokers, $sasl_ssl_brokers, $mtls_brokers
-#         export_security_env               # the AUDITPIPE_TEST_KAFKA_* variables below
-#         gotest deploy/local -timeout 20m ./fleet/...
-#         unset_security_env
-#         stop_nodes "$work/fleet"
-#     fi
+#     make_pki                          # once per run; sets $pki
+#     start_cluster fleet 3 sasl_ssl    # sets $brokers, $sasl_ssl_brokers, $mtls_brokers
+#     export_security_env               # the AUDITPIPE_TEST_KAFKA_* variables below
+#     gotest ...
+#     unset_security_env
 #
 # Each node of a sasl_ssl cluster then has, next to its PLAINTEXT listener
 # (inter-broker traffic, topic creation by this script, the other suites):

@@ -9,13 +9,12 @@
 // two consumers in one group writing the protocol-faithful local CLS server
 // (consumer/sink/cls/clslocal, run by the test), and one consumer writing
 // the local store and serving its search API. Every stage connects to Kafka
-// through the SASL_SSL listener when its binary takes kafka.tls/kafka.sasl
-// (else through PLAINTEXT, said in the log and the summary line). Under load
-// it kills -9 one process of each stage in turn and restarts it, then checks
-// that every acknowledged event is stored once by (cluster, auditID, stage),
-// that each cluster's events reached its own CLS topic, and that the local
-// store's search API answers for the whole fleet. It ends with one summary
-// line:
+// through the SASL_SSL listener (SCRAM-SHA-512, the test CA) that
+// test-kafka.sh starts. Under load it kills -9 one process of each stage in
+// turn and restarts it, then checks that every acknowledged event is stored
+// once by (cluster, auditID, stage), that each cluster's events reached its
+// own CLS topic, and that the local store's search API answers for the
+// whole fleet. It ends with one summary line:
 //
 //	fleet: clusters=2 acked=N stored=N lost=0 duplicates_removed=M ...
 //

@@ -105,16 +105,13 @@ func TestFleet(t *testing.T) {
 // server.
 type fleet struct {
 	dir string
-	// kafka is how the test's own clients connect (SASL_SSL when
-	// test-kafka.sh started the cluster with it).
-	kafka kafka.Connection
-	// stageKafka is how each stage (producer, processor, consumer)
-	// connects.
-	stageKafka map[string]kafka.Connection
-	topics     schemas.Topics
-	group      string
-	bins       map[string]string
-	pki        string
+	// kafka is how the stages and the test's own clients connect:
+	// SASL_SSL when test-kafka.sh started the cluster with it.
+	kafka  kafka.Connection
+	topics schemas.Topics
+	group  string
+	bins   map[string]string
+	pki    string
 
 	producers    []*stageProc
 	processors   []*stageProc
@@ -140,7 +137,6 @@ func newFleet(t *testing.T, conn kafka.Connection) *fleet {
 		pki:   filepath.Join(dir, "pki"),
 		ports: ports{},
 	}
-	f.stageKafka = stageConnections(t, conn, f.bins)
 	f.createTopics(t)
 
 	// The producers' server certificate and one client certificate per
@@ -235,7 +231,7 @@ webhook:
     clientCAFile: %s
 metrics: {listen: "%s"}
 log: {level: info, format: text}
-`, filepath.Join(f.dir, name), kafkaYAML(f.stageKafka["producer"], "fleet-"+name), f.yamlTopics(), webhook,
+`, filepath.Join(f.dir, name), kafkaYAML(f.kafka, "fleet-"+name), f.yamlTopics(), webhook,
 		filepath.Join(f.pki, "server.crt"), filepath.Join(f.pki, "server.key"), filepath.Join(f.pki, "ca.crt"), metrics)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
@@ -257,7 +253,7 @@ fleet: %s
 sessionTimeout: 6s
 metrics: {listen: "%s"}
 log: {level: info, format: text}
-`, kafkaYAML(f.stageKafka["processor"], "fleet-"+name), f.group+"-processor", f.yamlTopics(), fleetFile, metrics)
+`, kafkaYAML(f.kafka, "fleet-"+name), f.group+"-processor", f.yamlTopics(), fleetFile, metrics)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
 		name: name, bin: f.bins["processor"], args: []string{"run", "--config", path},
@@ -294,7 +290,7 @@ sessionTimeout: 6s
 fleet: %s
 metrics: {listen: "%s"}
 log: {level: info, format: text}
-%s`, kafkaYAML(f.stageKafka["consumer"], "fleet-"+name), f.group, f.topics.Events, fleetFile, metrics, sinks)
+%s`, kafkaYAML(f.kafka, "fleet-"+name), f.group, f.topics.Events, fleetFile, metrics, sinks)
 	path := writeFile(t, filepath.Join(f.dir, name+".yaml"), cfg)
 	return &stageProc{
 		name: name, bin: f.bins["consumer"], args: []string{"run", "--config", path},
@@ -499,7 +495,7 @@ func (f *fleet) verify(t *testing.T, loads []*apiserver, kills int) {
 	// The one summary line (test-kafka.sh runs the test with -v).
 	fmt.Printf("fleet: clusters=%d acked=%d stored=%d lost=%d duplicates_removed=%d sent=%d events_topic_records=%d cls_logs=%d cls_duplicates=%d kills=%d failed_batches=%d failover_batches=%d drain=%s kafka=%s\n",
 		len(clusters), len(acked), storedTotal, len(lost), records-len(copies), len(sent), records, clsLogs, clsDup, kills,
-		failed, failover, drain.Round(time.Millisecond), security(f.stageKafka))
+		failed, failover, drain.Round(time.Millisecond), security(f.kafka))
 
 	slices.SortFunc(lost, cmpIdentity)
 	require.Empty(t, lost, "acknowledged events not in the store (first 10): %v", lost[:min(10, len(lost))])

@@ -203,19 +203,6 @@ func (p *stageProc) kill() {
 	}
 }
 
-// running reports whether the process runs now.
-func (p *stageProc) running() bool {
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
-
 func tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {

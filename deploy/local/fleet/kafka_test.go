@@ -3,7 +3,6 @@ package fleet
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -43,50 +42,12 @@ func connectionFromEnv(t *testing.T) kafka.Connection {
 	return c
 }
 
-// stageConnections is how each stage's processes connect: like the test's
-// own clients when the stage's binary takes TLS and SASL settings (it has
-// a --kafka-tls flag), else through the cluster's PLAINTEXT listener, said
-// in the log and in the summary line.
-func stageConnections(t *testing.T, c kafka.Connection, bins map[string]string) map[string]kafka.Connection {
-	t.Helper()
-	plain := kafka.Connection{Brokers: strings.Split(os.Getenv(kafkatest.BrokersEnv), ",")}
-	out := map[string]kafka.Connection{}
-	for _, stage := range []string{"producer", "processor", "consumer"} {
-		out[stage] = c
-		if (c.TLS.Enabled || c.SASL.Enabled()) && !takesKafkaSecurity(t, bins[stage]) {
-			t.Logf("%s: PLAINTEXT at %s: this %s binary takes no kafka.tls/kafka.sasl (no --kafka-tls flag)", stage, strings.Join(plain.Brokers, ","), stage)
-			out[stage] = plain
-		}
-	}
-	return out
-}
-
-// takesKafkaSecurity reports whether a stage binary has the --kafka-tls
-// flag of the contract's kafka: block.
-func takesKafkaSecurity(t *testing.T, bin string) bool {
-	t.Helper()
-	// Help exits 0 on stdout, or 2 on stderr in older binaries: either
-	// way the flags are listed.
-	out, _ := exec.Command(bin, "run", "--help").CombinedOutput()
-	return strings.Contains(string(out), "-kafka-tls")
-}
-
-// security names how the stages connect, for the summary line.
-func security(conns map[string]kafka.Connection) string {
-	secure := 0
-	for _, c := range conns {
-		if c.TLS.Enabled && c.SASL.Enabled() {
-			secure++
-		}
-	}
-	switch secure {
-	case len(conns):
+// security names how the fleet connects, for the summary line.
+func security(c kafka.Connection) string {
+	if c.TLS.Enabled && c.SASL.Enabled() {
 		return "sasl_ssl"
-	case 0:
-		return "plaintext"
-	default:
-		return fmt.Sprintf("sasl_ssl(%d/%d stages)", secure, len(conns))
 	}
+	return "plaintext"
 }
 
 // kafkaYAML is the `kafka:` block of a stage's config file (CONTRACT.md),

@@ -32,6 +32,7 @@ into a searchable store.
 Usage:
   auditpipe run [flags]         run the whole pipeline in one process (make run)
   auditpipe validate [flags]    check the config, policy, fleet registry and files, then exit
+  auditpipe version             print the version
   auditpipe events [flags]      list stored events with simple filters
   auditpipe search [flags] Q    search with the CLS query language (key:value AND ... | SQL)
   auditpipe alerts [flags]      list the detection alerts delivered last
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runPipeline(ctx, args[1:], stdout, stderr)
 	case "validate":
 		return runValidate(ctx, args[1:], stdout, stderr)
+	case "version":
+		return cli.VersionCommand("auditpipe").Run(ctx, args[1:], stdout, stderr)
 	case "events":
 		return search.RunEventsCommand(ctx, args[1:], stdout, stderr)
 	case "search":

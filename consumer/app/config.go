@@ -35,9 +35,9 @@ type Config struct {
 	// Common is log, metrics and shutdownTimeout, used by the command's
 	// scaffolding (internal/cli).
 	cli.Common `json:",inline"`
-	Kafka      cli.Kafka `json:"kafka"`
-	Group      string    `json:"group"`
-	Topic      string    `json:"topic"`
+	Kafka      kafka.Connection `json:"kafka"`
+	Group      string           `json:"group"`
+	Topic      string           `json:"topic"`
 	// MaxBatch is the most records a partition hands the sinks at once.
 	MaxBatch int `json:"maxBatch"`
 	// SessionTimeout is how long the group waits for a silent member (a
@@ -104,7 +104,7 @@ const DefaultMetricsListen = ":9465"
 func DefaultConfig() Config {
 	return Config{
 		Common:   cli.DefaultCommon(DefaultMetricsListen),
-		Kafka:    cli.Kafka{ClientID: "auditpipe-consumer"},
+		Kafka:    kafka.Connection{ClientID: "auditpipe-consumer"},
 		Group:    DefaultGroup,
 		Topic:    schemas.DefaultTopics().Events,
 		MaxBatch: 500,
@@ -128,9 +128,7 @@ func Load(path string) (Config, error) {
 // Validate reports every unusable setting, naming it.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("kafka.brokers: none given"))
-	} else if err := c.Kafka.Validate(); err != nil {
+	if err := cli.ValidateKafka(c.Kafka); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Group == "" {
@@ -196,7 +194,8 @@ func (c Config) SinkGroupID(sink string) string {
 // GroupConfig is the configuration of the group member of sink.
 func (c Config) GroupConfig(sink string) kafka.GroupConfig {
 	g := c.Kafka.GroupConfig(c.SinkGroupID(sink), c.Topic)
-	g.ClientID, g.MaxBatch, g.SessionTimeout = c.Kafka.ClientID+"-"+sink, c.MaxBatch, time.Duration(c.SessionTimeout)
+	g.ClientID += "-" + sink
+	g.MaxBatch, g.SessionTimeout = c.MaxBatch, time.Duration(c.SessionTimeout)
 	return g.WithDefaults()
 }
 

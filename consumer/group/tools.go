@@ -29,19 +29,20 @@ import (
 type KafkaFlags func(fs *flag.FlagSet, args []string) (func() (kafka.ReaderConfig, error), error)
 
 // DefaultKafkaFlags registers the stages' Kafka connection flags
-// (cli.Kafka: --kafka-brokers, alias --brokers, and --kafka-client-id),
+// (kafka.Connection: --kafka-brokers, alias --brokers, --kafka-client-id,
+// --kafka-tls* and --kafka-sasl-*),
 // with the brokers defaulting to 127.0.0.1:9092.
 func DefaultKafkaFlags(fs *flag.FlagSet, _ []string) (func() (kafka.ReaderConfig, error), error) {
-	k := cli.Kafka{Brokers: []string{"127.0.0.1:9092"}}
+	k := kafka.Connection{Brokers: []string{"127.0.0.1:9092"}}
 	k.RegisterFlags(fs)
-	return func() (kafka.ReaderConfig, error) { return readerConfig(k), nil }, nil
+	return func() (kafka.ReaderConfig, error) { return readerConfig(k) }, nil
 }
 
 // StageKafkaFlags returns KafkaFlags that also take --config, a stage's
 // YAML file (read with the stage's defaults, strict and ${ENV}-expanded as
 // the stage reads it): the tool connects to Kafka as the stage does, from
 // its kafka: section, and the --kafka-* flags override it.
-func StageKafkaFlags[C any](stage string, defaults func() C, kafkaOf func(*C) *cli.Kafka) KafkaFlags {
+func StageKafkaFlags[C any](stage string, defaults func() C, kafkaOf func(*C) *kafka.Connection) KafkaFlags {
 	return func(fs *flag.FlagSet, args []string) (func() (kafka.ReaderConfig, error), error) {
 		path, err := cli.ConfigArg(args)
 		if err != nil {
@@ -56,13 +57,17 @@ func StageKafkaFlags[C any](stage string, defaults func() C, kafkaOf func(*C) *c
 		fs.String("config", path, "the "+stage+"'s YAML config `file`: connect to Kafka as the "+stage+" does (kafka:); flags override it")
 		k := kafkaOf(&cfg)
 		k.RegisterFlags(fs)
-		return func() (kafka.ReaderConfig, error) { return readerConfig(*k), nil }, nil
+		return func() (kafka.ReaderConfig, error) { return readerConfig(*k) }, nil
 	}
 }
 
-// readerConfig connects as k says.
-func readerConfig(k cli.Kafka) kafka.ReaderConfig {
-	return k.ReaderConfig()
+// readerConfig connects as k says, TLS and SASL included, once k's files
+// are checked.
+func readerConfig(k kafka.Connection) (kafka.ReaderConfig, error) {
+	if err := cli.ValidateKafka(k); err != nil {
+		return kafka.ReaderConfig{}, err
+	}
+	return k.ReaderConfig(), nil
 }
 
 // ParseWhen reads a command line time: RFC 3339, or a duration before now

@@ -13,16 +13,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/stretchr/testify/require"
 )
 
 type testConfig struct {
 	Common   `json:",inline"`
-	Kafka    Kafka  `json:"kafka"`
-	Group    string `json:"group"`
-	Secret   string `json:"secret"`
-	SecretF  string `json:"secretFile"`
-	MaxBytes int64  `json:"maxBytes"`
+	Kafka    kafka.Connection `json:"kafka"`
+	Group    string           `json:"group"`
+	Secret   string           `json:"secret"`
+	SecretF  string           `json:"secretFile"`
+	MaxBytes int64            `json:"maxBytes"`
 }
 
 func testStage(newApp func(*testConfig, Env) App) Stage[testConfig, *testConfig] {
@@ -30,7 +31,7 @@ func testStage(newApp func(*testConfig, Env) App) Stage[testConfig, *testConfig]
 		Name:  "teststage",
 		Usage: "Usage: teststage run [flags]",
 		Defaults: func() testConfig {
-			return testConfig{Common: DefaultCommon(""), Group: "g", Kafka: Kafka{Brokers: []string{"default:9092"}}}
+			return testConfig{Common: DefaultCommon(""), Group: "g", Kafka: kafka.Connection{Brokers: []string{"default:9092"}}}
 		},
 		Flags: func(fs *flag.FlagSet, c *testConfig) {
 			c.Kafka.RegisterFlags(fs)

@@ -162,6 +162,9 @@ func (s Stage[C, P]) Run(ctx context.Context, args []string, stdout, stderr io.W
 	}
 	app, err := s.New(ctx, cfg, env)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil // stopped while waiting, e.g. for Kafka
+		}
 		return err
 	}
 	logger.Info(s.Name+" starting", "version", BuildInfo().String())

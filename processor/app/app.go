@@ -38,7 +38,7 @@ type Config struct {
 	// Common is log, metrics and shutdownTimeout, used by the command's
 	// scaffolding (internal/cli).
 	cli.Common `json:",inline"`
-	Kafka      cli.Kafka `json:"kafka"`
+	Kafka      kafka.Connection `json:"kafka"`
 	// Group is the consumer group on the raw topic.
 	Group  string         `json:"group"`
 	Topics schemas.Topics `json:"topics"`
@@ -85,7 +85,7 @@ const DefaultMetricsListen = ":9464"
 func DefaultConfig() Config {
 	return Config{
 		Common:          cli.DefaultCommon(DefaultMetricsListen),
-		Kafka:           cli.Kafka{ClientID: "auditpipe-processor"},
+		Kafka:           kafka.Connection{ClientID: "auditpipe-processor"},
 		Group:           DefaultGroup,
 		Topics:          schemas.DefaultTopics(),
 		MaxEventBytes:   pipeline.DefaultMaxEventBytes,
@@ -98,9 +98,7 @@ func DefaultConfig() Config {
 // Validate reports missing or unusable settings.
 func (c Config) Validate() error {
 	var errs []error
-	if len(c.Kafka.Brokers) == 0 {
-		errs = append(errs, errors.New("kafka.brokers: none given"))
-	} else if err := c.Kafka.Validate(); err != nil {
+	if err := cli.ValidateKafka(c.Kafka); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Group == "" {
@@ -147,7 +145,9 @@ func (c Config) ProducerConfig() kafka.ProducerConfig {
 // TransactorConfig is the configuration of the transactions in
 // exactly-once mode.
 func (c Config) TransactorConfig() kafka.TransactorConfig {
-	return kafka.TransactorConfig{ProducerConfig: c.ProducerConfig(), Group: c.Group, TransactionalID: c.TransactionalID}
+	t := c.Kafka.TransactorConfig(c.Group, c.TransactionalID)
+	t.ProducerConfig = c.ProducerConfig()
+	return t
 }
 
 func (c Config) pipelineConfig() pipeline.Config {

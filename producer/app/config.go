@@ -34,8 +34,9 @@ type Config struct {
 	cli.Common `json:",inline"`
 }
 
-// KafkaConfig says where the raw topic lives: the kafka: section every
-// stage has (brokers, clientID, tls, sasl) and the producer's record limit.
+// KafkaConfig says where the raw topic lives: the kafka: block every
+// stage has (brokers, clientID, tls, sasl) and the producer's message
+// size limit.
 type KafkaConfig struct {
 	kafka.Connection `json:",inline"`
 	// MaxMessageBytes is the broker's message.max.bytes (1 MiB by
@@ -154,10 +155,7 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("dataDir: must not be empty")
 	}
-	if len(c.Kafka.Brokers) == 0 {
-		return errors.New("kafka.brokers: at least one address is needed")
-	}
-	if err := c.Kafka.Validate(); err != nil {
+	if err := cli.ValidateKafka(c.Kafka.Connection); err != nil {
 		return err
 	}
 	if c.Kafka.MaxMessageBytes <= 0 {

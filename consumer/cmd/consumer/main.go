@@ -105,7 +105,7 @@ func (c consumer) Close() error {
 	return errors.Join(c.api.Shutdown(ctx), c.App.Close(), c.offsets.Close())
 }
 
-func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
+func newApp(ctx context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
 	// Offsets positions a sink's new group at the first start (0018) and
 	// tells readiness whether the groups have joined.
 	rc := cfg.Kafka.ReaderConfig()
@@ -113,6 +113,14 @@ func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
 	offsets, err := kafkago.NewReader(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client for %v: %w", cfg.Kafka.Brokers, err)
+	}
+	// The sinks' groups connect when created: wait for Kafka (unready,
+	// logging why) instead of exiting into a crash loop.
+	if err := cli.AwaitKafka(ctx, env, cfg.Kafka.Brokers, func(ctx context.Context) error {
+		_, err := offsets.DescribeGroup(ctx, cfg.Group)
+		return err
+	}); err != nil {
+		return nil, errors.Join(err, offsets.Close())
 	}
 	a, err := app.New(*cfg, app.Deps{
 		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },

@@ -51,9 +51,12 @@ type Pipeline struct {
 	clsLocalURL string
 	admin       kafka.Admin
 	offsets     *kafkago.Reader // group checks (readiness, positioning new sink groups) and producer readiness
-	brokers     []string
-	sasl        kafka.SASL // the embedded broker's user; zero with external brokers
-	store       *local.Store
+	// conn is how every Kafka client of the pipeline connects: the
+	// embedded broker's address and user, or the external cluster's
+	// kafka.brokers, kafka.tls and kafka.sasl.
+	conn  kafka.Connection
+	sasl  kafka.SASL // the embedded broker's user; zero with external brokers
+	store *local.Store
 	// reusedAlerts writes the alerts of rules on the store's reuse
 	// marker (reused.go); nil without an alerts topic.
 	reusedAlerts kafka.Producer
@@ -101,9 +104,9 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	if err := p.startKafka(ctx); err != nil {
 		return nil, err
 	}
-	admin, err := saramakafka.NewAdminWithSASL(p.brokers, "auditpipe-allinone", p.sasl)
+	admin, err := saramakafka.NewAdminWithConfig(withClientID(p.conn, "auditpipe-allinone").AdminConfig())
 	if err != nil {
-		return nil, fmt.Errorf("kafka admin for %v: %w", p.brokers, err)
+		return nil, fmt.Errorf("kafka admin for %v: %w", p.conn.Brokers, err)
 	}
 	p.admin = admin
 	if err := admin.EnsureTopics(ctx, p.topicSpecs()...); err != nil {
@@ -111,8 +114,8 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 	// One admin client for the stages' group checks: readiness (has the
 	// group joined?) and the consumer's positioning of new sink groups.
-	if p.offsets, err = kafkago.NewReader(kafka.ReaderConfig{Brokers: p.brokers, ClientID: ConsumerGroup + "-offsets", SASL: p.sasl}); err != nil {
-		return nil, fmt.Errorf("kafka client for %v: %w", p.brokers, err)
+	if p.offsets, err = kafkago.NewReader(withClientID(p.conn, ConsumerGroup+"-offsets").ReaderConfig()); err != nil {
+		return nil, fmt.Errorf("kafka client for %v: %w", p.conn.Brokers, err)
 	}
 
 	health.Add("kafka", func(ctx context.Context) error {
@@ -125,22 +128,19 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return nil, err
 	}
 	if cfg.Topics.Alerts != "" {
-		if p.reusedAlerts, err = saramakafka.NewProducer(kafka.ProducerConfig{Brokers: p.brokers, ClientID: "auditpipe-allinone-alerts", SASL: p.sasl}); err != nil {
+		if p.reusedAlerts, err = saramakafka.NewProducer(withClientID(p.conn, "auditpipe-allinone-alerts").ProducerConfig()); err != nil {
 			return nil, fmt.Errorf("alerts producer: %w", err)
 		}
 	}
 
 	// producer: webhook (and tailer) → raw topic, with the spool behind
 	// it, exactly as the producer binary wires it.
-	// Every Kafka client authenticates as the embedded broker's user.
-	sasl := p.sasl
-	p.producer, err = producerapp.New(cfg.producerConfig(p.brokers), producerapp.Deps{
-		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) {
-			c.SASL = sasl
-			return kafkago.NewProducer(c)
-		},
-		Metadata: p.offsets,
-		Registry: reg, Health: health, Logger: logger.With("component", "producer"),
+	// Every Kafka client connects as p.conn says: the stages' configs
+	// carry it.
+	p.producer, err = producerapp.New(cfg.producerConfig(p.conn), producerapp.Deps{
+		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) { return kafkago.NewProducer(c) },
+		Metadata:    p.offsets,
+		Registry:    reg, Health: health, Logger: logger.With("component", "producer"),
 	})
 	if err != nil {
 		return nil, err
@@ -152,7 +152,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 
 	// processor: raw → events (+ dlq), on sarama, with the policy and
 	// fleet files watched for changes.
-	pcfg := cfg.processorConfig(p.brokers)
+	pcfg := cfg.processorConfig(p.conn)
 	if pcfg.PolicyFile == "" {
 		// No policy given: the shipped TKE default, written into the data
 		// directory so that it can be read, edited and reloaded.
@@ -162,22 +162,13 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 	plog := logger.With("component", "processor")
 	p.processor, err = processorapp.New(pcfg, processorapp.Deps{
-		NewProducer: func(c kafka.ProducerConfig) (kafka.Producer, error) {
-			c.SASL = sasl
-			return saramakafka.NewProducer(c)
-		},
-		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) {
-			c.SASL = sasl
-			return saramakafka.NewTransactor(c)
-		},
-		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
-			c.SASL = sasl
-			return saramakafka.NewGroup(c)
-		},
-		Offsets:    p.offsets,
-		Health:     health,
-		Registerer: reg,
-		Logger:     plog,
+		NewProducer:   func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },
+		NewTransactor: func(c kafka.TransactorConfig) (kafka.Transactor, error) { return saramakafka.NewTransactor(c) },
+		NewGroup:      func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
+		Offsets:       p.offsets,
+		Health:        health,
+		Registerer:    reg,
+		Logger:        plog,
 	})
 	if err != nil {
 		return nil, err
@@ -195,11 +186,8 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	// group per sink (consumer/app), which opens the store and runs its
 	// retention.
 	clog := logger.With("component", "consumer")
-	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.brokers), consumerapp.Deps{
-		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) {
-			c.SASL = sasl
-			return saramakafka.NewGroup(c)
-		},
+	p.consumer, err = consumerapp.New(cfg.consumerConfig(p.conn), consumerapp.Deps{
+		NewGroup: func(c kafka.GroupConfig) (kafka.GroupConsumer, error) { return saramakafka.NewGroup(c) },
 		Offsets:  p.offsets,
 		OnReused: p.raiseReusedAlerts,
 		Health:   health, Registerer: reg, Logger: clog,
@@ -280,7 +268,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 	}
 	logger.Info("auditpipe is ready",
 		"webhook", p.webhookURL+webhook.PathPrefix+"{cluster}",
-		"api", p.apiURL, "kafka", p.brokers, "data_dir", cfg.DataDir, "policy", policyName)
+		"api", p.apiURL, "kafka", p.conn.Brokers, "data_dir", cfg.DataDir, "policy", policyName)
 	return p, nil
 }
 
@@ -304,7 +292,7 @@ func writeDefaultPolicy(dataDir string) (string, error) {
 
 func (p *Pipeline) startKafka(ctx context.Context) error {
 	if len(p.cfg.Kafka.Brokers) > 0 {
-		p.brokers = p.cfg.Kafka.Brokers
+		p.conn = p.cfg.Kafka.Connection()
 		return nil
 	}
 	_, portStr, _ := net.SplitHostPort(p.cfg.Kafka.Listen)
@@ -333,7 +321,7 @@ func (p *Pipeline) startKafka(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.brokers = p.broker.Addrs()
+	p.conn = kafka.Connection{Brokers: p.broker.Addrs(), SASL: p.sasl}
 	return nil
 }
 
@@ -349,7 +337,7 @@ func (p *Pipeline) topicSpecs() []kafka.TopicSpec {
 }
 
 func (p *Pipeline) startGroup(ctx context.Context, id, topic string, h kafka.Handler, logger *slog.Logger) error {
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: p.brokers, Group: id, Topics: []string{topic}, ClientID: id, SASL: p.sasl})
+	g, err := saramakafka.NewGroup(withClientID(p.conn, id).GroupConfig(id, topic))
 	if err != nil {
 		return fmt.Errorf("consumer group %s: %w", id, err)
 	}
@@ -396,7 +384,7 @@ func (p *Pipeline) APIURL() string { return p.apiURL }
 func (p *Pipeline) CLSLocalURL() string { return p.clsLocalURL }
 
 // Brokers are the Kafka bootstrap addresses in use.
-func (p *Pipeline) Brokers() []string { return p.brokers }
+func (p *Pipeline) Brokers() []string { return p.conn.Brokers }
 
 // KafkaSASL is what a Kafka client of the embedded broker authenticates
 // with (also in <dataDir>/kafka-credentials.json); zero with external

@@ -18,10 +18,12 @@ func Check(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if err := producerapp.Check(cfg.producerConfig(nil)); err != nil {
+	// The stages' checks read the external cluster's TLS and SASL files.
+	conn := cfg.checkConnection()
+	if err := producerapp.Check(cfg.producerConfig(conn)); err != nil {
 		return err
 	}
-	pc := cfg.processorConfig([]string{"validate:9092"})
+	pc := cfg.processorConfig(conn)
 	if pc.PolicyFile != "" {
 		if err := processorapp.Check(pc); err != nil {
 			return err
@@ -44,7 +46,7 @@ func Check(cfg Config) error {
 			}
 		}
 	}
-	cc := cfg.consumerConfig([]string{"validate:9092"})
+	cc := cfg.consumerConfig(conn)
 	if err := cc.ResolveSecrets(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

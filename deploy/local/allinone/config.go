@@ -10,7 +10,9 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/alerts"
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
+	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/config"
+	"github.com/auditpipe/auditpipe/internal/kafka"
 	processorapp "github.com/auditpipe/auditpipe/processor/app"
 	producerapp "github.com/auditpipe/auditpipe/producer/app"
 	"github.com/auditpipe/auditpipe/producer/auth"
@@ -88,6 +90,11 @@ type KafkaConfig struct {
 	// Brokers are the bootstrap addresses of an external Kafka cluster;
 	// when set, no embedded broker is started.
 	Brokers []string `json:"brokers"`
+	// TLS and SASL are how every stage connects to the external cluster,
+	// as the stage binaries' kafka.tls and kafka.sasl. Only with Brokers:
+	// the embedded broker has its own user (CredentialsFile).
+	TLS  kafka.TLS  `json:"tls"`
+	SASL kafka.SASL `json:"sasl"`
 	// Partitions of the topics the program creates.
 	Partitions int32 `json:"partitions"`
 	// ReplicationFactor of the topics the program creates.
@@ -174,6 +181,11 @@ func (c Config) Validate() error {
 		if err := checkAddr("kafka.listen", c.Kafka.Listen); err != nil {
 			return err
 		}
+		if c.Kafka.TLS != (kafka.TLS{}) || c.Kafka.SASL != (kafka.SASL{}) {
+			return errors.New("kafka.tls, kafka.sasl: only with kafka.brokers (an external cluster); the embedded broker has its own user")
+		}
+	} else if err := cli.ValidateKafka(c.Kafka.Connection()); err != nil {
+		return err
 	}
 	if c.Kafka.Partitions < 1 {
 		return errors.New("kafka.partitions: must be at least 1")
@@ -184,16 +196,16 @@ func (c Config) Validate() error {
 	if err := checkAddr("webhook.listen", c.Webhook.Listen); err != nil {
 		return err
 	}
-	if err := c.producerConfig(nil).Validate(); err != nil {
+	if err := c.producerConfig(c.checkConnection()).Validate(); err != nil {
 		return err
 	}
-	if err := c.consumerConfig([]string{"validate:9092"}).Retention().Validate(); err != nil {
+	if err := c.consumerConfig(c.checkConnection()).Retention().Validate(); err != nil {
 		return err // named as this file's retention.* keys
 	}
-	if err := c.consumerConfig([]string{"validate:9092"}).Validate(); err != nil {
+	if err := c.consumerConfig(c.checkConnection()).Validate(); err != nil {
 		return err
 	}
-	pc := c.processorConfig([]string{"validate:9092"})
+	pc := c.processorConfig(c.checkConnection())
 	if pc.PolicyFile == "" {
 		pc.PolicyFile = "built-in"
 	}
@@ -237,15 +249,37 @@ func checkAddr(key, addr string) error {
 	return nil
 }
 
+// Connection is how the stages connect to the external cluster of
+// kafka.brokers; Start uses the embedded broker's address and user when
+// there is none.
+func (k KafkaConfig) Connection() kafka.Connection {
+	return kafka.Connection{Brokers: k.Brokers, TLS: k.TLS, SASL: k.SASL}
+}
+
+// checkConnection is the Connection the stages' configs are checked
+// with: the external cluster's, or a stand-in address for the embedded
+// broker, whose address is known only once it runs.
+func (c Config) checkConnection() kafka.Connection {
+	conn := c.Kafka.Connection()
+	if len(conn.Brokers) == 0 {
+		conn.Brokers = []string{"validate:9092"}
+	}
+	return conn
+}
+
+// withClientID is conn with the client id id.
+func withClientID(conn kafka.Connection, id string) kafka.Connection {
+	conn.ClientID = id
+	return conn
+}
+
 // producerConfig is the producer part of the all-in-one: its own data
 // directory, the pipeline's brokers and topics, and no admin server (the
 // all-in-one serves /metrics and /readyz for every stage).
-func (c Config) producerConfig(brokers []string) producerapp.Config {
+func (c Config) producerConfig(conn kafka.Connection) producerapp.Config {
 	pc := producerapp.DefaultConfig()
 	pc.DataDir = filepath.Join(c.DataDir, "producer")
-	if len(brokers) > 0 {
-		pc.Kafka.Brokers = brokers
-	}
+	pc.Kafka.Connection = withClientID(conn, pc.Kafka.ClientID)
 	pc.Topics = c.Topics
 	pc.Webhook = c.Webhook
 	pc.Spool = c.Spool
@@ -258,11 +292,10 @@ func (c Config) producerConfig(brokers []string) producerapp.Config {
 // consumerConfig is the consumer part of the all-in-one: the local store
 // (opened by the all-in-one, which also serves queries from it) and the
 // optional CLS sink.
-func (c Config) consumerConfig(brokers []string) consumerapp.Config {
+func (c Config) consumerConfig(conn kafka.Connection) consumerapp.Config {
 	cc := consumerapp.DefaultConfig()
-	cc.Kafka.Brokers = brokers
+	cc.Kafka = withClientID(conn, ConsumerGroup)
 	cc.Group = ConsumerGroup
-	cc.Kafka.ClientID = ConsumerGroup
 	cc.Topic = c.Topics.Events
 	cc.FleetFile = c.Fleet
 	cc.Local.Path = filepath.Join(c.DataDir, "store", "events.db")
@@ -278,11 +311,10 @@ func (c Config) consumerConfig(brokers []string) consumerapp.Config {
 
 // processorConfig is the processor part of the all-in-one. PolicyFile is
 // the configured policy; Start substitutes the shipped default.
-func (c Config) processorConfig(brokers []string) processorapp.Config {
+func (c Config) processorConfig(conn kafka.Connection) processorapp.Config {
 	pc := processorapp.DefaultConfig()
-	pc.Kafka.Brokers = brokers
+	pc.Kafka = withClientID(conn, ProcessorGroup)
 	pc.Group = ProcessorGroup
-	pc.Kafka.ClientID = ProcessorGroup
 	pc.TransactionalID = ProcessorGroup
 	pc.Topics = c.Topics
 	pc.PolicyFile = c.Policy

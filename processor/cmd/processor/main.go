@@ -74,12 +74,20 @@ type processor struct {
 
 func (p processor) Close() error { return errors.Join(p.App.Close(), p.offsets.Close()) }
 
-func newApp(_ context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
+func newApp(ctx context.Context, cfg *app.Config, env cli.Env) (cli.App, error) {
 	rc := cfg.Kafka.ReaderConfig()
 	rc.ClientID += "-admin"
 	offsets, err := kafkago.NewReader(rc)
 	if err != nil {
 		return nil, err
+	}
+	// The producer and the group connect when created: wait for Kafka
+	// (unready, logging why) instead of exiting into a crash loop.
+	if err := cli.AwaitKafka(ctx, env, cfg.Kafka.Brokers, func(ctx context.Context) error {
+		_, err := offsets.DescribeGroup(ctx, cfg.Group)
+		return err
+	}); err != nil {
+		return nil, errors.Join(err, offsets.Close())
 	}
 	a, err := app.New(*cfg, app.Deps{
 		NewProducer:   func(c kafka.ProducerConfig) (kafka.Producer, error) { return saramakafka.NewProducer(c) },

@@ -388,7 +388,7 @@ func parseOffsets(s string) (map[int32]kafka.OffsetRange, error) {
 // producerConfig connects the replay's producer the way its reader
 // connects (every security setting of the reader's config).
 func producerConfig(rc kafka.ReaderConfig) kafka.ProducerConfig {
-	return kafka.ProducerConfig{Brokers: rc.Brokers, ClientID: rc.ClientID, SASL: rc.SASL}
+	return kafka.Connection{Brokers: rc.Brokers, ClientID: rc.ClientID, TLS: rc.TLS, SASL: rc.SASL}.ProducerConfig()
 }
 
 // clsFlags are the --target cls settings.

@@ -25,8 +25,17 @@ func kafkaFlags(fs *flag.FlagSet, args []string) (func() (kafka.ReaderConfig, er
 		if err != nil {
 			return rc, err
 		}
-		rc.SASL, err = credentials()
-		return rc, err
+		s, err := credentials()
+		if err != nil {
+			return rc, err
+		}
+		// --kafka-sasl-* (an external cluster) win over the embedded
+		// broker's credentials file, which is read only when they are
+		// absent.
+		if !rc.SASL.Enabled() {
+			rc.SASL = s
+		}
+		return rc, nil
 	}, nil
 }
 

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -288,63 +290,148 @@ type eventRow struct {
 	event, text, kv string
 }
 
-// decodeRow validates one value and extracts the columns. buf is scratch
-// space reused across values.
+// decodeRow validates one value and extracts the columns and the words of
+// its compacted JSON in one walk over it (flatten.WalkCompact): the walk
+// the full-text rows need anyway also yields every column, so the event is
+// not decoded a second time into a schemas.ProcessedEvent (that decode
+// was a third of the store's Go-side CPU). json.Compact validates the
+// whole document first. The columns are read from the flattened keys the
+// search language names them by (verb, user.username, objectRef.resource,
+// auditpipe.cluster, ...); a column's value of the wrong JSON type makes
+// the value invalid, as decoding it into the schema type did. buf is
+// scratch space reused across values.
 func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
-	// JSON is UTF-8 by definition; encoding/json would silently replace bad
+	// JSON is UTF-8 by definition; a decoder would silently replace bad
 	// bytes in decoded strings but keep them in the stored text.
 	if !utf8.Valid(value) {
 		return eventRow{}, errors.New("not valid UTF-8")
 	}
-	var ev schemas.ProcessedEvent
-	if err := json.Unmarshal(value, &ev); err != nil {
-		return eventRow{}, fmt.Errorf("not a ProcessedEvent: %w", err)
-	}
-	switch {
-	case ev.Pipeline.Cluster == "":
-		return eventRow{}, fmt.Errorf("missing %s.cluster", schemas.PipelineKey)
-	case ev.AuditID == "":
-		return eventRow{}, errors.New("missing auditID")
-	case ev.Stage == "":
-		return eventRow{}, errors.New("missing stage")
-	}
 	buf.Reset()
 	if err := json.Compact(buf, value); err != nil {
-		return eventRow{}, fmt.Errorf("compact: %w", err)
+		return eventRow{}, fmt.Errorf("not a ProcessedEvent: %w", err)
 	}
 	compact := buf.String()
-	r := eventRow{
-		cluster: ev.Pipeline.Cluster,
-		auditID: ev.AuditID,
-		stage:   ev.Stage,
-		compared: compared{
-			contentHash:     ev.Pipeline.ContentHash,
-			level:           ev.Level,
-			verb:            ev.Verb,
-			username:        ev.User.Username,
-			groups:          strings.Join(ev.User.Groups, "\n"),
-			userAgent:       ev.UserAgent,
-			requestReceived: unixMilli(ev.RequestReceivedTimestamp),
-			stageTS:         unixMilli(ev.StageTimestamp),
-		},
-		receivedAt: unixMilli(ev.Pipeline.ReceivedAt),
-		event:      compact,
-	}
-	if o := ev.ObjectRef; o != nil {
-		r.resource, r.subresource, r.namespace, r.name, r.apiGroup = o.Resource, o.Subresource, o.Namespace, o.Name, o.APIGroup
-	}
-	if st := ev.ResponseStatus; st != nil && st.Code != 0 {
-		r.code = sql.NullInt64{Int64: int64(st.Code), Valid: true}
-	}
-	if len(ev.SourceIPs) > 0 {
-		r.sourceIP = ev.SourceIPs[0]
-	}
-	text, kv, err := indexWords([]byte(compact), nil, nil)
+	r := eventRow{event: compact}
+	var w words
+	err := flatten.WalkCompact(buf.Bytes(), func(key, value string, kind flatten.Kind) error {
+		if err := r.setColumn(key, value, kind); err != nil {
+			return fmt.Errorf("not a ProcessedEvent: %s: %w", key, err)
+		}
+		w.add(key, value)
+		return nil
+	})
 	if err != nil {
-		return eventRow{}, fmt.Errorf("index words: %w", err)
+		return eventRow{}, err
 	}
-	r.text, r.kv = string(text), string(kv)
+	switch {
+	case r.cluster == "":
+		return eventRow{}, fmt.Errorf("missing %s.cluster", schemas.PipelineKey)
+	case r.auditID == "":
+		return eventRow{}, errors.New("missing auditID")
+	case r.stage == "":
+		return eventRow{}, errors.New("missing stage")
+	}
+	r.text, r.kv = string(w.text), string(w.kv)
 	return r, nil
+}
+
+// setColumn stores the flattened key/value in its column, if it has one.
+// Keys are the JSON member names of schemas.ProcessedEvent, so the columns
+// are what decoding into that type gave (a response code of 0 is NULL, as
+// omitempty wrote it; absent or null timestamps are NULL).
+func (r *eventRow) setColumn(key, value string, kind flatten.Kind) error {
+	var dst *string
+	switch key {
+	case "auditID":
+		dst = &r.auditID
+	case "stage":
+		dst = &r.stage
+	case "level":
+		dst = &r.level
+	case "verb":
+		dst = &r.verb
+	case "user.username":
+		dst = &r.username
+	case "userAgent":
+		dst = &r.userAgent
+	case "objectRef.resource":
+		dst = &r.resource
+	case "objectRef.subresource":
+		dst = &r.subresource
+	case "objectRef.namespace":
+		dst = &r.namespace
+	case "objectRef.name":
+		dst = &r.name
+	case "objectRef.apiGroup":
+		dst = &r.apiGroup
+	case schemas.PipelineKey + ".cluster":
+		dst = &r.cluster
+	case schemas.PipelineKey + ".contentHash":
+		dst = &r.contentHash
+	case "user.groups", "sourceIPs":
+		list, err := stringList(value, kind)
+		if err != nil {
+			return err
+		}
+		if key == "sourceIPs" {
+			r.sourceIP = ""
+			if len(list) > 0 {
+				r.sourceIP = list[0]
+			}
+			return nil
+		}
+		r.groups = strings.Join(list, "\n")
+		return nil
+	case "responseStatus.code":
+		if kind != flatten.Number {
+			return errors.New("not a number")
+		}
+		code, err := strconv.ParseInt(value, 10, 32)
+		if err != nil {
+			return err
+		}
+		r.code = sql.NullInt64{Int64: code, Valid: code != 0}
+		return nil
+	case "requestReceivedTimestamp":
+		return parseMilli(&r.requestReceived, value, kind)
+	case "stageTimestamp":
+		return parseMilli(&r.stageTS, value, kind)
+	case schemas.PipelineKey + ".receivedAt":
+		return parseMilli(&r.receivedAt, value, kind)
+	default:
+		return nil
+	}
+	if kind != flatten.String {
+		return errors.New("not a string")
+	}
+	*dst = value
+	return nil
+}
+
+// stringList decodes a JSON array of strings (compact JSON text).
+func stringList(value string, kind flatten.Kind) ([]string, error) {
+	if kind != flatten.JSON || !strings.HasPrefix(value, "[") {
+		return nil, errors.New("not an array")
+	}
+	var list []string
+	if err := json.Unmarshal([]byte(value), &list); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+// parseMilli parses an RFC 3339 time into unix milliseconds, as decoding
+// into a time.Time did; the zero time (year 1) is NULL like an absent one.
+func parseMilli(dst *sql.NullInt64, value string, kind flatten.Kind) error {
+	if kind != flatten.String {
+		return errors.New("not a string")
+	}
+	t, err := time.Parse(time.RFC3339, value)
+	if err != nil {
+		return err
+	}
+	*dst = unixMilli(t)
+	return nil
 }
 
 // nullIfEmpty stores an unknown content hash as NULL, which the UNIQUE

@@ -134,6 +134,12 @@ func TestSoak(t *testing.T) {
 	var firstRetry atomic.Value // the first error that made a POST retry
 	var lateMu sync.Mutex
 	var latencies []time.Duration
+	// At most maxInFlight POSTs wait at once, as an apiserver's webhook
+	// buffer is bounded too: a pipeline that cannot keep up slows the
+	// offered rate down (reported as the achieved rate) rather than
+	// growing the test's memory without bound.
+	const maxInFlight = 256
+	inFlight := make(chan struct{}, maxInFlight)
 	start := time.Now()
 	for i := range posts {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
@@ -142,21 +148,28 @@ func TestSoak(t *testing.T) {
 		if failed.Load() != nil {
 			break
 		}
+		inFlight <- struct{}{}
 		w := int(time.Duration(i) * interval / window)
 		body := eventList(gen.Next(batchSize))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { <-inFlight }()
 			cluster := fmt.Sprintf("soak-%s-w%03d", nonce, w)
 			t0 := time.Now()
 			var err error
-			for attempt := range 10 {
+			// Retried until acknowledged, like an apiserver's webhook
+			// backend (with its backoff), until the test's deadline.
+			for attempt := 0; ; attempt++ {
 				if attempt > 0 {
 					retries.Add(1)
 					firstRetry.CompareAndSwap(nil, err.Error())
-					time.Sleep(time.Duration(attempt) * time.Second)
+					select {
+					case <-time.After(time.Duration(min(attempt, 5)) * time.Second):
+					case <-ctx.Done():
+					}
 				}
-				if err = post(ctx, client, hookURL+cluster, body, batchSize); err == nil {
+				if err = post(ctx, client, hookURL+cluster, body, batchSize); err == nil || ctx.Err() != nil {
 					break
 				}
 			}

@@ -341,7 +341,9 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 	compact := buf.String()
 	r := eventRow{event: compact}
 	var w words
-	err := flatten.WalkCompact(buf.Bytes(), func(key, value string, kind flatten.Kind) error {
+	// The columns and words borrow from compact (no copy per value): the
+	// row keeps compact as its stored text.
+	err := flatten.WalkCompactString(compact, func(key, value string, kind flatten.Kind) error {
 		if err := r.setColumn(key, value, kind); err != nil {
 			return fmt.Errorf("not a ProcessedEvent: %s: %w", key, err)
 		}

@@ -36,8 +36,8 @@ import (
 //
 //	AUDITPIPE_LONG=1 go test -run TestSoak -timeout 40m -v ./bench/
 //
-// No event is lost: every POST carries the events of one 10-second window
-// under a cluster id of its own window, with auditIDs unique to the run,
+// No event is lost: every POST carries its events under the cluster id of
+// its 10-second window and sender (one of 8), with auditIDs unique to the run,
 // and is retried (like an apiserver) until the receiver acknowledged all
 // of it. The store keeps one copy per identity (cluster, auditID, stage,
 // content hash), and nothing else writes those clusters, so the stored
@@ -61,6 +61,9 @@ func TestSoak(t *testing.T) {
 	}
 	const batchSize = 100
 	const window = 10 * time.Second
+	// senders clusters post at once, as several apiservers do (the webhook
+	// limits the requests in progress per cluster).
+	const senders = 8
 
 	fixtures, err := FindFixtures(".")
 	require.NoError(t, err)
@@ -127,7 +130,7 @@ func TestSoak(t *testing.T) {
 	defer cancel()
 	interval := time.Duration(float64(time.Second) * batchSize / float64(rate))
 	posts := int(duration / interval)
-	acked := make([]atomic.Int64, int(duration/window)+1)
+	acked := make([]atomic.Int64, (int(duration/window)+1)*senders)
 	var wg sync.WaitGroup
 	var failed atomic.Value
 	var retries atomic.Int64
@@ -145,17 +148,19 @@ func TestSoak(t *testing.T) {
 		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
 			time.Sleep(d)
 		}
-		if failed.Load() != nil {
+		// The load lasts duration, however many POSTs a slow machine
+		// managed to start in it.
+		if failed.Load() != nil || time.Since(start) > duration {
 			break
 		}
 		inFlight <- struct{}{}
-		w := int(time.Duration(i) * interval / window)
+		w := int(time.Duration(i)*interval/window)*senders + i%senders
 		body := eventList(gen.Next(batchSize))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { <-inFlight }()
-			cluster := fmt.Sprintf("soak-%s-w%03d", nonce, w)
+			cluster := soakCluster(nonce, w, senders)
 			t0 := time.Now()
 			var err error
 			// Retried until acknowledged, like an apiserver's webhook
@@ -204,7 +209,7 @@ func TestSoak(t *testing.T) {
 			if want == 0 {
 				continue
 			}
-			cluster := fmt.Sprintf("soak-%s-w%03d", nonce, w)
+			cluster := soakCluster(nonce, w, senders)
 			n := countStored(t, client, apiURL, cluster)
 			stored += n
 			if n != want {
@@ -245,6 +250,12 @@ func TestSoak(t *testing.T) {
 	first, last := slices.Max(rss[:third]), slices.Max(rss[len(rss)-third:])
 	require.Less(t, float64(last), 1.5*float64(first),
 		"RSS grew: the last third's max %d MiB against the first third's %d MiB", last/1024, first/1024)
+}
+
+// soakCluster names the cluster of slot w: its 10-second window and its
+// sender.
+func soakCluster(nonce string, w, senders int) string {
+	return fmt.Sprintf("soak-%s-w%03d-s%d", nonce, w/senders, w%senders)
 }
 
 func envInt(t *testing.T, name string, def int) int {

@@ -13,6 +13,8 @@
 // SQLite: those belong to the sink and the store.
 package flatten
 
+import "unsafe"
+
 // MaxDepth keeps dotted keys well inside CLS's 10 nesting levels: an object
 // this deep is sent as one JSON value.
 const MaxDepth = 6
@@ -89,6 +91,16 @@ func Walk(doc []byte, emit func(key, value string, kind Kind) error) error {
 // cost.
 func WalkCompact(doc []byte, emit func(key, value string, kind Kind) error) error {
 	w := walker{data: doc, emit: emit, compact: true}
+	return w.document()
+}
+
+// WalkCompactString is WalkCompact for a document held in a string. The
+// keys and values it emits that appear verbatim in doc (unescaped strings,
+// numbers, arrays and bodies) are substrings of doc rather than copies: no
+// allocation per value, and they stay valid as long as doc is referenced
+// (the local store keeps doc as the stored event anyway).
+func WalkCompactString(doc string, emit func(key, value string, kind Kind) error) error {
+	w := walker{data: unsafe.Slice(unsafe.StringData(doc), len(doc)), emit: emit, compact: true, borrow: true}
 	return w.document()
 }
 

@@ -135,6 +135,12 @@ func TestWalkerMatchesReference(t *testing.T) {
 			return nil
 		}))
 		require.Equal(t, walkAll(t, d), compact, "doc %d compacted", i)
+		var borrowed []KV
+		require.NoError(t, WalkCompactString(c.String(), func(k, v string, _ Kind) error {
+			borrowed = append(borrowed, KV{k, v})
+			return nil
+		}))
+		require.Equal(t, compact, borrowed, "doc %d compacted, walked as a string", i)
 	}
 	require.Greater(t, len(docs), 10)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unsafe"
 )
 
 // errFound stops a Lookup walk at its key.
@@ -25,6 +26,17 @@ type walker struct {
 	target string
 	// compact: data is valid compact JSON already (WalkCompact).
 	compact bool
+	// borrow: data is the bytes of an immutable string
+	// (WalkCompactString), so emitted text can point into it.
+	borrow bool
+}
+
+// text returns b as a string: a copy, or when borrowing, b itself.
+func (w *walker) text(b []byte) string {
+	if w.borrow {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	return string(b)
 }
 
 func (w *walker) errorf(format string, args ...any) error {
@@ -121,7 +133,7 @@ func (w *walker) value(key string, depth int) error {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		if w.compact {
-			return w.emit(key, string(raw), JSON)
+			return w.emit(key, w.text(raw), JSON)
 		}
 		var buf bytes.Buffer
 		buf.Grow(len(raw))
@@ -144,9 +156,9 @@ func (w *walker) value(key string, depth int) error {
 		case 'n':
 			return nil // CLS has no null; an absent key says the same
 		case 't', 'f':
-			return w.emit(key, string(lit), Bool)
+			return w.emit(key, w.text(lit), Bool)
 		}
-		return w.emit(key, string(lit), Number) // canonical text already
+		return w.emit(key, w.text(lit), Number) // canonical text already
 	}
 }
 
@@ -211,7 +223,7 @@ func (w *walker) str() (string, error) {
 		case c == '"':
 			w.pos = i + 1
 			if !escaped {
-				return string(w.data[start+1 : i]), nil
+				return w.text(w.data[start+1 : i]), nil
 			}
 			var s string
 			if err := json.Unmarshal(w.data[start:i+1], &s); err != nil {

@@ -18,73 +18,88 @@ import (
 // them whole (appendFTSWord). It runs for every stored event, so it writes
 // straight into the buffers.
 func indexWords(js []byte, text, kv []byte) ([]byte, []byte, error) {
-	var word []byte
-	var tag [keyTagLen]byte
+	w := words{text: text, kv: kv}
 	err := flatten.WalkCompact(js, func(key, value string, _ flatten.Kind) error {
-		inText := !ownField(key)
-		inKV := lookupField(key).inKV()
-		if !inText && !inKV {
-			return nil
-		}
-		if inKV {
-			putKeyTag(&tag, key)
-			kv = append(kv, tag[:]...)
-			kv = append(kv, ' ')
-		}
-		emit := func() {
-			if len(word) == 0 {
-				return
-			}
-			if inText {
-				text = append(text, word...)
-				text = append(text, ' ')
-			}
-			if inKV {
-				kv = append(kv, tag[:]...)
-				kv = append(kv, word...)
-				kv = append(kv, ' ')
-			}
-			word = word[:0]
-		}
-		for i := 0; i < len(value); {
-			c := value[i]
-			if plainByte(c) {
-				// A run of bytes that encode as themselves: one append.
-				j := i + 1
-				for j < len(value) && plainByte(value[j]) {
-					j++
-				}
-				word = append(word, value[i:j]...)
-				i = j
-				continue
-			}
-			if c < utf8.RuneSelf {
-				i++
-				if cql.IsDelimiter(rune(c)) {
-					emit()
-					continue
-				}
-				if 'A' <= c && c <= 'Z' {
-					c += 'a' - 'A'
-				}
-				word = appendFTSByte(word, c)
-				continue
-			}
-			r, n := utf8.DecodeRuneInString(value[i:])
-			i += n
-			var enc [utf8.UTFMax]byte
-			m := utf8.EncodeRune(enc[:], unicode.ToLower(r))
-			for _, b := range enc[:m] {
-				word = appendFTSByte(word, b)
-			}
-		}
-		emit()
-		if inText {
-			text = append(text, valueBreak+" "...)
-		}
+		w.add(key, value)
 		return nil
 	})
-	return text, kv, err
+	return w.text, w.kv, err
+}
+
+// words accumulates the events_words rows of one event, key by key, so
+// that the store's single walk over an event (decodeRow) can compute its
+// columns and its words together.
+type words struct {
+	text, kv []byte
+	word     []byte // scratch: the word being built
+}
+
+// add appends the words of one flattened key/value (see indexWords).
+func (w *words) add(key, value string) {
+	inText := !ownField(key)
+	inKV := lookupField(key).inKV()
+	if !inText && !inKV {
+		return
+	}
+	var tag [keyTagLen]byte
+	if inKV {
+		putKeyTag(&tag, key)
+		w.kv = append(w.kv, tag[:]...)
+		w.kv = append(w.kv, ' ')
+	}
+	word := w.word[:0]
+	emit := func() {
+		if len(word) == 0 {
+			return
+		}
+		if inText {
+			w.text = append(w.text, word...)
+			w.text = append(w.text, ' ')
+		}
+		if inKV {
+			w.kv = append(w.kv, tag[:]...)
+			w.kv = append(w.kv, word...)
+			w.kv = append(w.kv, ' ')
+		}
+		word = word[:0]
+	}
+	for i := 0; i < len(value); {
+		c := value[i]
+		if plainByte(c) {
+			// A run of bytes that encode as themselves: one append.
+			j := i + 1
+			for j < len(value) && plainByte(value[j]) {
+				j++
+			}
+			word = append(word, value[i:j]...)
+			i = j
+			continue
+		}
+		if c < utf8.RuneSelf {
+			i++
+			if cql.IsDelimiter(rune(c)) {
+				emit()
+				continue
+			}
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			word = appendFTSByte(word, c)
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(value[i:])
+		i += n
+		var enc [utf8.UTFMax]byte
+		m := utf8.EncodeRune(enc[:], unicode.ToLower(r))
+		for _, b := range enc[:m] {
+			word = appendFTSByte(word, b)
+		}
+	}
+	emit()
+	if inText {
+		w.text = append(w.text, valueBreak+" "...)
+	}
+	w.word = word
 }
 
 // The full-text index (events_words) holds CLS's words, so that FTS5 never

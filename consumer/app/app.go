@@ -76,6 +76,10 @@ type App struct {
 	offsets   kafka.GroupOffsets
 	members   []kafka.GroupConsumer // one per sink, in the order of sinks
 	running   []atomic.Bool         // per member: inside its group's Run
+	// routes is the CLS sink's cluster -> topic routing, replaced as a
+	// whole by Reload; reloadMu orders reloads.
+	routes   atomic.Pointer[cls.Topics]
+	reloadMu sync.Mutex
 
 	closeOnce sync.Once
 	closeErr  error
@@ -107,7 +111,7 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	}()
 	var reg2 *fleet.Registry
 	if cfg.FleetFile != "" {
-		if reg2, err = fleet.LoadFile(cfg.FleetFile); err != nil {
+		if reg2, err = loadRegistry(cfg.FleetFile); err != nil {
 			return nil, err
 		}
 	}
@@ -131,28 +135,21 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 		addSink(group.NewLocalSink(a.store, logger))
 	}
 	if cfg.CLS.Mode != CLSOff {
-		topics := cls.FleetTopics(reg2)
-		if cfg.CLS.Mode == CLSCloud && cfg.CLS.Region != "" && reg2 != nil {
-			if topics, err = a.provision(reg2, topics); err != nil {
-				return nil, err
-			}
+		var topics cls.Topics
+		if topics, err = a.clsTopics(reg2); err != nil {
+			return nil, err
 		}
+		a.routes.Store(&topics)
 		endpoint := cfg.CLS.Endpoint
 		if cfg.CLS.Mode == CLSLocal {
 			if endpoint, err = a.startLocalCLS(); err != nil {
 				return nil, err
 			}
-			// Without a fleet entry a cluster still shows up locally, under
-			// a topic named after it.
-			fleetTopics := topics
-			topics = func(c string) (string, bool) {
-				if t, ok := fleetTopics(c); ok {
-					return t, true
-				}
-				return "local-" + c, true
-			}
 		}
-		a.clsSink, err = cls.New(cfg.CLSSinkConfig(endpoint), topics, reg, logger)
+		// The sink asks for the routing current at each batch: Reload
+		// swaps it under the running sink.
+		route := func(c string) (string, bool) { return (*a.routes.Load())(c) }
+		a.clsSink, err = cls.New(cfg.CLSSinkConfig(endpoint), route, reg, logger)
 		if err != nil {
 			return nil, err
 		}
@@ -181,6 +178,67 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 		}
 	}
 	return a, nil
+}
+
+// loadRegistry reads and validates the fleet registry file.
+func loadRegistry(path string) (*fleet.Registry, error) {
+	reg, err := fleet.LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.Validate(); err != nil {
+		return nil, fmt.Errorf("fleet registry %s: %w", path, err)
+	}
+	return reg, nil
+}
+
+// clsTopics is the CLS sink's routing by reg (nil: no registry): the
+// registry's topic ids, in cls mode with a region also the topics it names
+// by logset and topicName (created when missing), in cls-local mode a
+// topic named after any cluster it does not route.
+func (a *App) clsTopics(reg *fleet.Registry) (cls.Topics, error) {
+	topics := cls.FleetTopics(reg)
+	switch {
+	case a.cfg.CLS.Mode == CLSCloud && a.cfg.CLS.Region != "" && reg != nil:
+		return a.provision(reg, topics)
+	case a.cfg.CLS.Mode == CLSLocal:
+		// Without a fleet entry a cluster still shows up locally, under
+		// a topic named after it.
+		return func(c string) (string, bool) {
+			if t, ok := topics(c); ok {
+				return t, true
+			}
+			return "local-" + c, true
+		}, nil
+	}
+	return topics, nil
+}
+
+// Reload re-reads the fleet registry (SIGHUP) and routes the CLS sink's
+// next batches by it; a batch already being sent keeps its topics. A
+// registry that does not load or validate (or, in cls mode with a region,
+// names a topic that cannot be provisioned) is refused: the error is
+// logged and returned and the previous routing stays in force. Without a
+// CLS sink or a registry file there is nothing to reload.
+func (a *App) Reload() error {
+	if a.clsSink == nil || a.cfg.FleetFile == "" {
+		return nil
+	}
+	// Two reloads at once apply in the order they read the file.
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	reg, err := loadRegistry(a.cfg.FleetFile)
+	var topics cls.Topics
+	if err == nil {
+		topics, err = a.clsTopics(reg)
+	}
+	if err != nil {
+		a.log.Error("fleet registry reload refused; the previous CLS routing stays in force", "fleet", a.cfg.FleetFile, "err", err)
+		return fmt.Errorf("reload fleet registry: %w", err)
+	}
+	a.routes.Store(&topics)
+	a.log.Info("fleet registry reloaded", "fleet", a.cfg.FleetFile, "clusters", len(reg.Clusters))
+	return nil
 }
 
 // joined is the readiness of sink i's group: its member runs and the

@@ -95,8 +95,10 @@ type consumer struct {
 	api     *app.APIServer
 }
 
-// Reload re-reads the search API's token file and certificate (SIGHUP).
-func (c consumer) Reload() error { return c.api.Reload() }
+// Reload re-reads the fleet registry (the CLS sink's routing) and the
+// search API's token file and certificate (SIGHUP); each part that fails
+// keeps its previous state.
+func (c consumer) Reload() error { return errors.Join(c.App.Reload(), c.api.Reload()) }
 
 // Close stops the search API before the app closes the store under it.
 func (c consumer) Close() error {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/schemas"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -99,7 +100,7 @@ type Metrics struct {
 
 // NewMetrics creates the metrics and registers them with reg (nil
 // registers nothing).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		Alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_alerts_total",
@@ -111,9 +112,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"receiver", "result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Alerts, m.Attempts)
+		if err := telemetry.RegisterAll(reg, m.Alerts, m.Attempts); err != nil {
+			return nil, fmt.Errorf("alerts metrics: %w", err)
+		}
 	}
-	return m
+	return m, nil
 }
 
 // Handler is the kafka.Handler of the alerts topic.
@@ -144,7 +147,7 @@ func New(cfg Config, receivers []Receiver, metrics *Metrics, logger *slog.Logger
 		return nil, errors.New("alerts: no receivers")
 	}
 	if metrics == nil {
-		metrics = NewMetrics(nil)
+		metrics, _ = NewMetrics(nil) // registers nothing: cannot fail
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

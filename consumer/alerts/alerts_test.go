@@ -95,7 +95,8 @@ func (c *clock) now() time.Time { return c.t }
 
 func newHandler(t *testing.T, cfg Config, rs ...Receiver) (*Handler, *Metrics, *clock) {
 	t.Helper()
-	m := NewMetrics(prometheus.NewPedanticRegistry())
+	m, err := NewMetrics(prometheus.NewPedanticRegistry())
+	require.NoError(t, err)
 	c := &clock{t: time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)}
 	h, err := New(cfg, rs, m, nil, c.now)
 	require.NoError(t, err)
@@ -215,7 +216,8 @@ func TestConfigValidate(t *testing.T) {
 
 func TestMetricsLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	m := NewMetrics(reg)
+	m, err := NewMetrics(reg)
+	require.NoError(t, err)
 	m.Alerts.WithLabelValues("r", "c", OutcomeDelivered).Inc()
 	m.Attempts.WithLabelValues("webhook", "ok").Inc()
 	problems, err := testutil.GatherAndLint(reg)

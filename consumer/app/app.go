@@ -116,7 +116,10 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 		}
 	}
 
-	metrics := group.NewMetrics(reg)
+	metrics, err := group.NewMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
 	var handlers []*group.Handler
 	addSink := func(s group.Sink) {
 		h := group.NewSinkHandler(s, metrics, logger.With("sink", s.Name()), group.Retry{})

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -191,7 +192,7 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics and registers them on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_consumer_records_total",
@@ -207,6 +208,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Records of a partition not yet durable in a sink: the high watermark seen with the latest batch minus the sink's next offset to commit. Updated per batch; labels are bounded by the sinks and the topic's partition count.",
 		}, []string{"sink", "topic", "partition"}),
 	}
-	reg.MustRegister(m.records, m.duration, m.lag)
-	return m
+	if err := telemetry.RegisterAll(reg, m.records, m.duration, m.lag); err != nil {
+		return nil, fmt.Errorf("consumer group metrics: %w", err)
+	}
+	return m, nil
 }

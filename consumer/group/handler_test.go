@@ -79,7 +79,7 @@ func TestTransientErrorRetried(t *testing.T) {
 	store, recs := handlerEnv(t)
 	reg := prometheus.NewRegistry()
 	f := &faulty{Sink: group.NewLocalSink(store.Store, slog.New(slog.DiscardHandler)), failures: 3}
-	h := group.NewSinkHandler(f, group.NewMetrics(reg), slog.New(slog.DiscardHandler), group.Retry{Base: time.Millisecond, Max: 5 * time.Millisecond})
+	h := group.NewSinkHandler(f, newMetrics(t, reg), slog.New(slog.DiscardHandler), group.Retry{Base: time.Millisecond, Max: 5 * time.Millisecond})
 	require.NoError(t, h.Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs}))
 	require.Equal(t, int32(4), f.calls.Load())
 	require.Equal(t, int64(len(recs)), count(t, store))
@@ -97,7 +97,7 @@ func TestPermanentErrorSkipped(t *testing.T) {
 	store, recs := handlerEnv(t)
 	reg := prometheus.NewRegistry()
 	f := &faulty{Sink: group.NewLocalSink(store.Store, slog.New(slog.DiscardHandler)), failures: 1, permanent: true}
-	h := group.NewSinkHandler(f, group.NewMetrics(reg), slog.New(slog.DiscardHandler), group.Retry{Base: time.Hour})
+	h := group.NewSinkHandler(f, newMetrics(t, reg), slog.New(slog.DiscardHandler), group.Retry{Base: time.Hour})
 	require.NoError(t, h.Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs[:4]}))
 	require.NoError(t, h.Handle(context.Background(), kafka.Batch{Topic: "audit.events", Records: recs[4:]}))
 	require.Equal(t, int64(len(recs)-4), count(t, store), "only the second batch is stored")
@@ -111,7 +111,7 @@ func TestRetryStopsOnRevoke(t *testing.T) {
 	store, recs := handlerEnv(t)
 	reg := prometheus.NewRegistry()
 	f := &faulty{Sink: group.NewLocalSink(store.Store, slog.New(slog.DiscardHandler)), failures: 1 << 30}
-	h := group.NewSinkHandler(f, group.NewMetrics(reg), slog.New(slog.DiscardHandler), group.Retry{Base: 10 * time.Millisecond, Max: 20 * time.Millisecond})
+	h := group.NewSinkHandler(f, newMetrics(t, reg), slog.New(slog.DiscardHandler), group.Retry{Base: 10 * time.Millisecond, Max: 20 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	require.NoError(t, h.Handle(ctx, kafka.Batch{Topic: "audit.events", Records: recs}))
@@ -138,4 +138,11 @@ func counter(t *testing.T, reg *prometheus.Registry, outcome string) prometheus.
 		}
 	}
 	return c
+}
+
+func newMetrics(t *testing.T, reg prometheus.Registerer) *group.Metrics {
+	t.Helper()
+	m, err := group.NewMetrics(reg)
+	require.NoError(t, err)
+	return m
 }

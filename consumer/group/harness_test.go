@@ -174,7 +174,8 @@ func (e *env) start(name string) *replica {
 		RetryBase: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, BlockedRetry: 300 * time.Millisecond,
 	}, func(c string) (string, bool) { t, ok := e.topics[c]; return t, ok }, reg, logger)
 	require.NoError(e.t, err)
-	metrics := group.NewMetrics(reg)
+	metrics, err := group.NewMetrics(reg)
+	require.NoError(e.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &replica{name: name, cancel: cancel, done: make(chan struct{}), sink: sink, reg: reg}
 	var wg sync.WaitGroup

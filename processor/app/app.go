@@ -216,12 +216,23 @@ func New(cfg Config, d Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("processor: %w", err)
 	}
-	metrics := pipeline.NewMetrics(d.Registerer)
-	a := &App{cfg: cfg, log: d.Logger, reloads: newReloadMetrics(d.Registerer), watched: l.files, offsets: d.Offsets}
+	metrics, err := pipeline.NewMetrics(d.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("processor: %w", err)
+	}
+	reloads, err := newReloadMetrics(d.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("processor: %w", err)
+	}
+	detections, err := pipeline.NewDetectionMetrics(d.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("processor: %w", err)
+	}
+	a := &App{cfg: cfg, log: d.Logger, reloads: reloads, watched: l.files, offsets: d.Offsets}
 	if d.Health != nil {
 		d.Health.Add("processor-group", a.ready)
 	}
-	opts := []pipeline.Option{pipeline.WithClock(d.Now), pipeline.WithDetectionMetrics(pipeline.NewDetectionMetrics(d.Registerer))}
+	opts := []pipeline.Option{pipeline.WithClock(d.Now), pipeline.WithDetectionMetrics(detections)}
 	if exactlyOnce {
 		if a.txn, err = d.NewTransactor(cfg.TransactorConfig()); err != nil {
 			return nil, fmt.Errorf("processor: create transactor: %w", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/fleet"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/processor/detect"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/processor/policy"
@@ -183,7 +184,7 @@ func fingerprint(files []string) [sha256.Size]byte {
 	return sum
 }
 
-func newReloadMetrics(reg prometheus.Registerer) *prometheus.CounterVec {
+func newReloadMetrics(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "auditpipe_processor_policy_reloads_total",
 		Help: "Changes of the policy or fleet registry files seen by the processor, by result (applied, or refused because the new files are broken; the previous policies then stay in force).",
@@ -191,9 +192,11 @@ func newReloadMetrics(reg prometheus.Registerer) *prometheus.CounterVec {
 	c.WithLabelValues(ReloadApplied)
 	c.WithLabelValues(ReloadRefused)
 	if reg != nil {
-		reg.MustRegister(c)
+		if err := telemetry.RegisterAll(reg, c); err != nil {
+			return nil, fmt.Errorf("policy reload metrics: %w", err)
+		}
 	}
-	return c
+	return c, nil
 }
 
 // reload reads the configuration and applies it, or logs why not and

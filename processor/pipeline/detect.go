@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
+	"github.com/auditpipe/auditpipe/internal/telemetry"
 	"github.com/auditpipe/auditpipe/processor/detect"
 	"github.com/auditpipe/auditpipe/processor/enrich"
 	"github.com/auditpipe/auditpipe/schemas"
@@ -29,7 +30,7 @@ type DetectionMetrics struct {
 
 // NewDetectionMetrics creates the metrics and registers them with reg
 // (nil registers nothing).
-func NewDetectionMetrics(reg prometheus.Registerer) *DetectionMetrics {
+func NewDetectionMetrics(reg prometheus.Registerer) (*DetectionMetrics, error) {
 	m := &DetectionMetrics{
 		Matches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_processor_detections_total",
@@ -41,9 +42,11 @@ func NewDetectionMetrics(reg prometheus.Registerer) *DetectionMetrics {
 		}, []string{"rule"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Matches, m.Errors)
+		if err := telemetry.RegisterAll(reg, m.Matches, m.Errors); err != nil {
+			return nil, fmt.Errorf("detection metrics: %w", err)
+		}
 	}
-	return m
+	return m, nil
 }
 
 // matched and failed count; a pipeline without metrics (nil) skips them.

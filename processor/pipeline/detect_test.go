@@ -22,7 +22,8 @@ func detectingPipeline(t *testing.T, policyYAML string, topics schemas.Topics) (
 	rules, err := detect.LoadDefault("")
 	require.NoError(t, err)
 	rec := &recorder{}
-	m := pipeline.NewDetectionMetrics(prometheus.NewPedanticRegistry())
+	m, err := pipeline.NewDetectionMetrics(prometheus.NewPedanticRegistry())
+	require.NoError(t, err)
 	p, err := pipeline.New(pipeline.Config{Topics: topics}, pol, rec, nil, nil,
 		pipeline.WithClock(func() time.Time { return clock }), pipeline.WithDetectionMetrics(m))
 	require.NoError(t, err)
@@ -143,13 +144,16 @@ func str(v any) string {
 
 func TestDetectionMetricsLint(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	m := pipeline.NewDetectionMetrics(reg)
+	m, err := pipeline.NewDetectionMetrics(reg)
+	require.NoError(t, err)
 	m.Matches.WithLabelValues("privileged-pod").Inc()
 	m.Errors.WithLabelValues("privileged-pod").Inc()
 	problems, err := testutil.GatherAndLint(reg)
 	require.NoError(t, err)
 	require.Empty(t, problems)
-	require.Panics(t, func() { pipeline.NewDetectionMetrics(reg) }, "registering twice is a wiring bug")
+	_, err = pipeline.NewDetectionMetrics(reg)
+	var already prometheus.AlreadyRegisteredError
+	require.ErrorAs(t, err, &already, "registering twice is a wiring bug")
 }
 
 func TestMalformedBodyCountsARuleError(t *testing.T) {

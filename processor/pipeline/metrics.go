@@ -1,6 +1,12 @@
 package pipeline
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditpipe/auditpipe/internal/telemetry"
+)
 
 // Outcomes of a raw record, the values of the outcome label.
 const (
@@ -28,10 +34,10 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics and registers them with reg, like the
-// other stages' metrics (registering twice is a wiring bug and panics); a
+// other stages' metrics (registering twice is a wiring bug and an error); a
 // nil reg registers nothing, which suits tests and tools that don't
 // export.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_processor_records_total",
@@ -60,7 +66,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.Bytes.WithLabelValues(d)
 	}
 	if reg != nil {
-		reg.MustRegister(m.Records, m.Bytes, m.BatchDuration, m.RedactionFailures)
+		if err := telemetry.RegisterAll(reg, m.Records, m.Bytes, m.BatchDuration, m.RedactionFailures); err != nil {
+			return nil, fmt.Errorf("processor metrics: %w", err)
+		}
 	}
-	return m
+	return m, nil
 }

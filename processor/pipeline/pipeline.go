@@ -152,7 +152,7 @@ func New(cfg Config, pol Policy, prod kafka.Producer, metrics *Metrics, logger *
 		return nil, errors.New("pipeline: no policy")
 	}
 	if metrics == nil {
-		metrics = NewMetrics(nil)
+		metrics, _ = NewMetrics(nil) // registers nothing: cannot fail
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -67,7 +67,8 @@ func newHarness(tb testing.TB, policyFile string, cfg pipeline.Config) *harness 
 	pol, err := policy.LoadFile(filepath.Join("..", "policies", policyFile))
 	require.NoError(tb, err)
 	reg := prometheus.NewPedanticRegistry()
-	m := pipeline.NewMetrics(reg)
+	m, err := pipeline.NewMetrics(reg)
+	require.NoError(tb, err)
 	h := &harness{prod: &recorder{}, reg: reg, metrics: m, logs: &bytes.Buffer{}}
 	if cfg.Topics == (schemas.Topics{}) {
 		cfg.Topics = schemas.DefaultTopics()
@@ -349,7 +350,9 @@ func TestMetricsLint(t *testing.T) {
 	n, err := testutil.GatherAndCount(h.reg, "auditpipe_processor_records_total", "auditpipe_processor_bytes_total", "auditpipe_processor_batch_duration_seconds")
 	require.NoError(t, err)
 	require.Equal(t, 6, n) // 3 outcomes, 2 directions, 1 histogram
-	require.Panics(t, func() { pipeline.NewMetrics(h.reg) }, "registering twice is a wiring bug")
+	_, err = pipeline.NewMetrics(h.reg)
+	var already prometheus.AlreadyRegisteredError
+	require.ErrorAs(t, err, &already, "registering twice is a wiring bug")
 }
 
 // withoutEnrichment clears the fields enrich.Fill sets; they have their

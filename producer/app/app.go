@@ -155,7 +155,11 @@ func (a *App) buildWebhook() error {
 	wcfg.PublishTimeout = time.Duration(cfg.Webhook.PublishTimeout)
 	wcfg.MaxConcurrentPerCluster, wcfg.MaxInflightBytes = cfg.Webhook.MaxConcurrentPerCluster, cfg.Webhook.MaxInflightBytes
 	wcfg.BodyReadTimeout = time.Duration(cfg.Webhook.BodyReadTimeout)
-	rc, err := webhook.New(wcfg, a.durable, webhook.NewMetrics(a.deps.Registry), a.logger.With("component", "webhook"))
+	metrics, err := webhook.NewMetrics(a.deps.Registry)
+	if err != nil {
+		return fmt.Errorf("producer: %w", err)
+	}
+	rc, err := webhook.New(wcfg, a.durable, metrics, a.logger.With("component", "webhook"))
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,9 @@ func newTLSHarness(t *testing.T) *tlsHarness {
 	cfg := webhook.DefaultConfig()
 	cfg.Topics = topics
 	reg := prometheus.NewRegistry()
-	rc, err := webhook.New(cfg, prod, webhook.NewMetrics(reg), slog.New(slog.DiscardHandler))
+	metrics, err := webhook.NewMetrics(reg)
+	require.NoError(t, err)
+	rc, err := webhook.New(cfg, prod, metrics, slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	authn, err := auth.New(auth.Options{Tokens: tokens, ClientCAs: cas, Registerer: reg})
 	require.NoError(t, err)

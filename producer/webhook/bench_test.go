@@ -55,7 +55,7 @@ func benchServer(b *testing.B, client string) *httptest.Server {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = prod.Close() })
-	rc, err := New(cfg, prod, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	rc, err := New(cfg, prod, mustMetrics(b, prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func BenchmarkOverloadMemory(b *testing.B) {
 		b.Run(fmt.Sprintf("maxConcurrent=%d", maxConc), func(b *testing.B) {
 			cfg := DefaultConfig()
 			cfg.MaxConcurrent = maxConc
-			rc, err := New(cfg, slowKafka{}, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+			rc, err := New(cfg, slowKafka{}, mustMetrics(b, prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 			if err != nil {
 				b.Fatal(err)
 			}

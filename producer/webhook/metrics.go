@@ -1,6 +1,12 @@
 package webhook
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditpipe/auditpipe/internal/telemetry"
+)
 
 // Metrics are the receiver's Prometheus metrics. The cluster label is
 // bounded by the fleet size (every cluster id is bound to a credential).
@@ -20,7 +26,7 @@ type Metrics struct {
 }
 
 // NewMetrics creates the metrics and registers them on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditpipe_producer_webhook_requests_total",
@@ -56,6 +62,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Unix time at which the latest accepted event of a cluster was acknowledged by Kafka (or spooled), by cluster.",
 		}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.requests, m.rejected, m.events, m.bytes, m.truncated, m.latency, m.inflight, m.lastEvent)
-	return m
+	if err := telemetry.RegisterAll(reg, m.requests, m.rejected, m.events, m.bytes, m.truncated, m.latency, m.inflight, m.lastEvent); err != nil {
+		return nil, fmt.Errorf("webhook metrics: %w", err)
+	}
+	return m, nil
 }

@@ -45,7 +45,7 @@ func newHarness(t *testing.T, brokers []string, cfg Config) *harness {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = prod.Close() })
 	reg := prometheus.NewRegistry()
-	rc, err := New(cfg, prod, NewMetrics(reg), slog.New(slog.DiscardHandler))
+	rc, err := New(cfg, prod, mustMetrics(t, reg), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	rc.Routes(mux)
@@ -316,7 +316,7 @@ func TestConcurrencyCap(t *testing.T) {
 	cfg.MaxConcurrent = 2
 	cfg.Topics = uniqueTopics(t)
 	ensureTopics(t, brokers, cfg.Topics)
-	rc, err := New(cfg, g, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	rc, err := New(cfg, g, mustMetrics(t, prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	rc.Routes(mux)
@@ -379,7 +379,7 @@ func FuzzRecords(f *testing.F) {
 	f.Add([]byte(`{"items":[{"auditID":"a","stage":"s","requestObject":{"x":"` + strings.Repeat("y", 1100) + `"}}]}`))
 	cfg := DefaultConfig()
 	cfg.MaxEventBytes = 1024
-	rc, err := New(cfg, nil, NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	rc, err := New(cfg, nil, mustMetrics(f, prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	require.NoError(f, err)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var list eventList
@@ -428,7 +428,7 @@ func TestFullSpoolGets503(t *testing.T) {
 	t.Cleanup(func() { _ = d.Close() })
 	cfg := DefaultConfig()
 	reg := prometheus.NewRegistry()
-	rc, err := New(cfg, d, NewMetrics(reg), slog.New(slog.DiscardHandler))
+	rc, err := New(cfg, d, mustMetrics(t, reg), slog.New(slog.DiscardHandler))
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	rc.Routes(mux)
@@ -448,4 +448,12 @@ func TestFullSpoolGets503(t *testing.T) {
 	require.Equal(t, "5", resp.Header.Get("Retry-After"))
 	require.Contains(t, string(out), "spool is full")
 	require.Equal(t, 1.0, testutil.ToFloat64(rc.metrics.rejected.WithLabelValues("spool_full")))
+}
+
+// mustMetrics is NewMetrics for a test: registering fails it.
+func mustMetrics(tb testing.TB, reg prometheus.Registerer) *Metrics {
+	tb.Helper()
+	m, err := NewMetrics(reg)
+	require.NoError(tb, err)
+	return m
 }

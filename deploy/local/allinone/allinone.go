@@ -221,7 +221,11 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 			receivers = append(receivers, &alerts.Webhook{URL: cfg.Alerts.Webhook})
 		}
 		alog := logger.With("component", "alerts")
-		h, err := alerts.New(cfg.alertsConfig(), receivers, alerts.NewMetrics(reg), alog, nil)
+		metrics, err := alerts.NewMetrics(reg)
+		if err != nil {
+			return nil, err
+		}
+		h, err := alerts.New(cfg.alertsConfig(), receivers, metrics, alog, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -61,7 +61,11 @@ func (l *clsLeg) round(ctx context.Context, r int) (Round, error) {
 		return Round{}, fmt.Errorf("cls sink: %w", err)
 	}
 	defer func() { _ = sink.Close(10 * time.Second) }()
-	h := group.NewHandler([]group.Sink{sink}, group.NewMetrics(reg), l.k.logger)
+	metrics, err := group.NewMetrics(reg)
+	if err != nil {
+		return Round{}, err
+	}
+	h := group.NewHandler([]group.Sink{sink}, metrics, l.k.logger)
 	rd, err := l.k.drain(ctx, l.k.name(r, "events"), l.k.name(r, "group"), h, n)
 	if err != nil {
 		return rd, err

@@ -89,7 +89,7 @@ func (l *consumerLeg) loadEvents(ctx context.Context, r int) (int, error) {
 		return 0, err
 	}
 	cp := &countingProducer{Producer: l.loader, topic: topics.Events}
-	p, err := pipeline.New(pipeline.Config{Topics: topics}, l.pol, cp, pipeline.NewMetrics(nil), l.k.logger)
+	p, err := pipeline.New(pipeline.Config{Topics: topics}, l.pol, cp, nil, l.k.logger)
 	if err != nil {
 		return 0, err
 	}
@@ -124,7 +124,11 @@ func (l *consumerLeg) round(ctx context.Context, r int) (Round, error) {
 		return Round{}, fmt.Errorf("open local store: %w", err)
 	}
 	defer store.Close()
-	h := group.NewHandler([]group.Sink{group.NewLocalSink(store, l.k.logger)}, group.NewMetrics(reg), l.k.logger)
+	metrics, err := group.NewMetrics(reg)
+	if err != nil {
+		return Round{}, err
+	}
+	h := group.NewHandler([]group.Sink{group.NewLocalSink(store, l.k.logger)}, metrics, l.k.logger)
 	rd, err := l.k.drain(ctx, topic, l.k.name(r, "group"), h, n)
 	if err != nil {
 		return rd, err

@@ -67,7 +67,11 @@ func (l *processorLeg) round(ctx context.Context, r int) (Round, error) {
 	}
 	var h kafka.Handler = passThrough(l.prod, pass)
 	if l.k.unit.Variant == VariantStage {
-		p, err := pipeline.New(pipeline.Config{Topics: topics}, l.pol, l.prod, pipeline.NewMetrics(prometheus.NewRegistry()), l.k.logger)
+		metrics, err := pipeline.NewMetrics(prometheus.NewRegistry())
+		if err != nil {
+			return Round{}, err
+		}
+		p, err := pipeline.New(pipeline.Config{Topics: topics}, l.pol, l.prod, metrics, l.k.logger)
 		if err != nil {
 			return Round{}, fmt.Errorf("pipeline: %w", err)
 		}

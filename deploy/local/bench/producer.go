@@ -97,7 +97,11 @@ func (l *producerLeg) round(ctx context.Context, r int) (Round, error) {
 
 	cfg := webhook.DefaultConfig()
 	cfg.Topics = topics
-	rc, err := webhook.New(cfg, l.prod, webhook.NewMetrics(prometheus.NewRegistry()), l.k.logger)
+	metrics, err := webhook.NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		return Round{}, err
+	}
+	rc, err := webhook.New(cfg, l.prod, metrics, l.k.logger)
 	if err != nil {
 		return Round{}, err
 	}

@@ -166,27 +166,6 @@ func (p *stageProc) kill9(t *testing.T) {
 	<-done
 }
 
-// stop asks the process to drain and exit (SIGTERM) and waits for it.
-func (p *stageProc) stop(t *testing.T) {
-	t.Helper()
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	select {
-	case <-done:
-		return
-	default:
-	}
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Errorf("%s did not stop within a minute of SIGTERM", p.name)
-	}
-}
-
 // kill is the cleanup: SIGKILL whatever still runs.
 func (p *stageProc) kill() {
 	p.mu.Lock()

@@ -80,7 +80,7 @@ func TestGroupsTools(t *testing.T) {
 
 	// The stages' kind of member: sarama, cooperative-sticky.
 	id := "auditpipe-processor." + topic // unique on a shared external cluster too
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: brokers, Group: id, Topics: []string{topic}, SessionTimeout: 2 * time.Second, MaxWait: 20 * time.Millisecond})
+	g, err := saramakafka.NewGroup(kafka.GroupConfig{Brokers: brokers, Group: id, Topics: []string{topic}, SessionTimeout: 6 * time.Second, MaxWait: 20 * time.Millisecond})
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

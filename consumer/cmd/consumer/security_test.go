@@ -136,7 +136,7 @@ func TestRunWrongPassword(t *testing.T) {
 		}
 	}
 	if c.ReportsAuthFailures {
-		require.Contains(t, r.stderr.String(), "authentication failed")
+		require.Contains(t, strings.ToLower(r.stderr.String()), "authentication failed")
 	}
 	r.stop(t)
 }

@@ -160,7 +160,7 @@ func TestRunWrongPassword(t *testing.T) {
 	_, body := r.ready()
 	t.Logf("readyz: %s", body)
 	if c.ReportsAuthFailures {
-		require.Contains(t, body, "authentication failed")
+		require.Contains(t, strings.ToLower(body), "authentication failed")
 	}
 	r.stop(t)
 }

@@ -65,33 +65,14 @@ func identifyValid(item []byte) (Identity, string) {
 // b; false when b is not an object, a key is escaped or not ASCII, or fn
 // returns false.
 func walkObject(b []byte, fn func(key, value []byte) bool) bool {
-	i := ws(b, 0)
-	if i >= len(b) || b[i] != '{' {
-		return false
-	}
-	i = ws(b, i+1)
-	if b[i] == '}' {
-		return true
-	}
-	for {
-		end := stringEnd(b, i)
-		key := b[i+1 : end-1]
+	return jsonbytes.Fields(b, func(key, value []byte) bool {
 		for _, c := range key {
-			if c == '\\' || c >= 0x80 {
+			if c >= 0x80 {
 				return false
 			}
 		}
-		i = ws(b, ws(b, end)+1) // past the colon
-		vend := skipValue(b, i)
-		if !fn(key, b[i:vend]) {
-			return false
-		}
-		i = ws(b, vend)
-		if b[i] == '}' {
-			return true
-		}
-		i = ws(b, i+1) // past the comma
-	}
+		return fn(key, value)
+	})
 }
 
 // stringValue sets s from a string without escapes; null leaves it as
@@ -118,81 +99,18 @@ func splitArray(v []byte, items *[]json.RawMessage) bool {
 		return false
 	}
 	out := []json.RawMessage{}
-	i := ws(v, 1)
+	i := jsonbytes.SkipWS(v, 1)
 	if v[i] != ']' {
 		for {
-			end := skipValue(v, i)
+			end := jsonbytes.SkipValue(v, i)
 			out = append(out, json.RawMessage(v[i:end:end]))
-			i = ws(v, end)
+			i = jsonbytes.SkipWS(v, end)
 			if v[i] == ']' {
 				break
 			}
-			i = ws(v, i+1)
+			i = jsonbytes.SkipWS(v, i+1)
 		}
 	}
 	*items = out
 	return true
-}
-
-func ws(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// stringEnd is the offset after the closing quote of the string at b[i].
-func stringEnd(b []byte, i int) int {
-	// In a valid string, a quote ends it unless an odd number of
-	// backslashes precede it.
-	for j := i + 1; j < len(b); {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
-			return len(b)
-		}
-		j += k
-		n := 0
-		for b[j-1-n] == '\\' {
-			n++
-		}
-		if n%2 == 0 {
-			return j + 1
-		}
-		j++
-	}
-	return len(b)
-}
-
-// skipValue is the offset after the valid JSON value at b[i].
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return stringEnd(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = stringEnd(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(b)
-	default: // number, true, false, null
-		j := i
-		for j < len(b) {
-			switch b[j] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return j
-			}
-			j++
-		}
-		return j
-	}
 }

@@ -146,7 +146,7 @@ func strs(v []byte, out *[]string) bool {
 		return false
 	}
 	list := []string{}
-	i := skipWS(v, 1)
+	i := jsonbytes.SkipWS(v, 1)
 	if v[i] == ']' {
 		*out = list
 		return true
@@ -155,16 +155,16 @@ func strs(v []byte, out *[]string) bool {
 		if v[i] != '"' {
 			return false // null elements and other values: encoding/json
 		}
-		end := stringEnd(v, i)
+		end := jsonbytes.StringEnd(v, i)
 		var s string
 		if !str(v[i:end], &s) {
 			return false
 		}
 		list = append(list, s)
-		i = skipWS(v, end)
+		i = jsonbytes.SkipWS(v, end)
 		switch v[i] {
 		case ',':
-			i = skipWS(v, i+1)
+			i = jsonbytes.SkipWS(v, i+1)
 		case ']':
 			*out = list
 			return true
@@ -174,100 +174,13 @@ func strs(v []byte, out *[]string) bool {
 	}
 }
 
-// stringEnd is the offset after the closing quote of the valid string
-// starting at v[i].
-func stringEnd(v []byte, i int) int {
-	// In a valid string, a quote ends it unless an odd number of
-	// backslashes precede it.
-	for j := i + 1; j < len(v); {
-		k := bytes.IndexByte(v[j:], '"')
-		if k < 0 {
-			return len(v)
-		}
-		j += k
-		n := 0
-		for v[j-1-n] == '\\' {
-			n++
-		}
-		if n%2 == 0 {
-			return j + 1
-		}
-		j++
-	}
-	return len(v)
-}
-
-func skipWS(v []byte, i int) int {
-	for i < len(v) && (v[i] == ' ' || v[i] == '\t' || v[i] == '\n' || v[i] == '\r') {
-		i++
-	}
-	return i
-}
-
 // fields calls fn with the unescaped key and the value of every member of
 // the object v; false when v is not an object, a key holds escapes or fn
 // says so.
 // v is valid JSON (Parse normalized it), so this only finds where
 // members start and end.
 func fields(v []byte, fn func(key string, val []byte) bool) bool {
-	if len(v) == 0 || v[0] != '{' {
-		return false
-	}
-	i := skipWS(v, 1)
-	if v[i] == '}' {
-		return true
-	}
-	for {
-		end := stringEnd(v, i)
-		key := v[i+1 : end-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			return false
-		}
-		i = skipWS(v, skipWS(v, end)+1) // past the colon
-		vend := skipValue(v, i)
-		if !fn(string(key), v[i:vend]) {
-			return false
-		}
-		i = skipWS(v, vend)
-		if v[i] == '}' {
-			return true
-		}
-		i = skipWS(v, i+1) // past the comma
-	}
-}
-
-// skipValue is the offset after the valid JSON value at v[i].
-func skipValue(v []byte, i int) int {
-	switch v[i] {
-	case '"':
-		return stringEnd(v, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(v); j++ {
-			switch v[j] {
-			case '"':
-				j = stringEnd(v, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(v)
-	default: // number, true, false, null
-		j := i
-		for j < len(v) {
-			switch v[j] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return j
-			}
-			j++
-		}
-		return j
-	}
+	return jsonbytes.Fields(v, func(k, val []byte) bool { return fn(string(k), val) })
 }
 
 func userInfo(v []byte, u *schemas.UserInfo) bool {

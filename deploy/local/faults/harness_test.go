@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/auditpipe/auditpipe/deploy/local/internal/eventstopic"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -26,7 +27,6 @@ import (
 
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
-	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -553,7 +553,9 @@ func verify(t *testing.T, s *pipelineSetup, l *load, faults int, recover time.Du
 	// processor re-delivers a batch it produced but could not commit).
 	// Over the whole run, duplicates must stay a minority: the faults hit
 	// the batches in flight only.
-	copies := readEvents(t, s, got.Total)
+	copies := eventstopic.ReadAll(t, kafka.GroupConfig{
+		Brokers: s.brokers, Group: "faults-reader", Topics: []string{s.topics.Events}, ClientID: "faults-reader",
+	}, got.Total)
 	for _, c := range copies {
 		f.topicRecords += len(c)
 		f.duplicates += len(c) - 1
@@ -571,63 +573,7 @@ func verify(t *testing.T, s *pipelineSetup, l *load, faults int, recover time.Du
 }
 
 // identity is the de-duplication key of a processed event.
-type identity struct{ cluster, auditID, stage string }
-
-// readEvents reads the events topic from the start with a group of its
-// own until it has at least want identities and nothing new came for 3
-// seconds; it returns the copies of each identity with the pipeline's own
-// fields (which differ by processing time) removed.
-func readEvents(t *testing.T, s *pipelineSetup, want int) map[identity][]schemas.Event {
-	t.Helper()
-	g, err := saramakafka.NewGroup(kafka.GroupConfig{
-		Brokers: s.brokers, Group: "faults-reader-" + strconv.FormatInt(time.Now().UnixNano(), 36),
-		Topics: []string{s.topics.Events}, ClientID: "faults-reader", SessionTimeout: 6 * time.Second,
-	})
-	require.NoError(t, err)
-	defer g.Close()
-	var mu sync.Mutex
-	copies := map[identity][]schemas.Event{}
-	last := time.Now()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- g.Run(ctx, kafka.HandlerFunc(func(_ context.Context, b kafka.Batch) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, r := range b.Records {
-				var e schemas.ProcessedEvent
-				if err := json.Unmarshal(r.Value, &e); err != nil {
-					return fmt.Errorf("events topic %s/%d/%d: %w", r.Topic, r.Partition, r.Offset, err)
-				}
-				id := identity{e.Pipeline.Cluster, e.AuditID, e.Stage}
-				copies[id] = append(copies[id], e.Event)
-			}
-			last = time.Now()
-			return nil
-		}))
-	}()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		select {
-		case err := <-done:
-			t.Fatalf("reading the events topic: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-		mu.Lock()
-		n, quiet := len(copies), time.Since(last) > 3*time.Second
-		mu.Unlock()
-		if n >= want && quiet {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "read %d of %d identities from %s in 2 minutes", n, want, s.topics.Events)
-	}
-	cancel()
-	require.NoError(t, <-done)
-	mu.Lock()
-	defer mu.Unlock()
-	return copies
-}
+type identity = eventstopic.Identity
 
 // report prints a test's figures; test-kafka.sh runs the tests with -v, so
 // they are in the CI log.

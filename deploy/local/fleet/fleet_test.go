@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/auditpipe/auditpipe/deploy/local/internal/eventstopic"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -53,7 +54,7 @@ var clusters = []string{"fleet-a", "fleet-b"}
 func clsTopic(cluster string) string { return "cls-topic-" + cluster }
 
 // identity is the de-duplication key of an audit event.
-type identity struct{ cluster, auditID, stage string }
+type identity = eventstopic.Identity
 
 // TestFleet runs every stage as its own processes on the 3-node cluster,
 // kills -9 one process of each stage in turn under load and restarts it,
@@ -333,7 +334,7 @@ func (r *clsRecorder) onLog(l clslocal.Received) {
 	id, _ := l.Get("auditID")
 	st, _ := l.Get("stage")
 	h, _ := l.Get("auditpipe.contentHash")
-	k := identity{c, id, st}
+	k := identity{Cluster: c, AuditID: id, Stage: st}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.copies[k] == nil {
@@ -472,7 +473,9 @@ func (f *fleet) verify(t *testing.T, loads []*apiserver, kills int) {
 
 	// The copies the pipeline made under the kills, on the events topic:
 	// the store keeps one of each (cluster, auditID, stage).
-	copies := readEvents(t, f, len(stored))
+	reader := f.kafka
+	reader.ClientID = "fleet-reader"
+	copies := eventstopic.ReadAll(t, reader.GroupConfig("fleet-reader", f.topics.Events), len(stored))
 	records := 0
 	for _, c := range copies {
 		records += len(c)
@@ -514,7 +517,7 @@ func (f *fleet) verify(t *testing.T, loads []*apiserver, kills int) {
 	for k, byTopic := range f.cls.copies {
 		require.True(t, sent[k], "CLS received %v, which was never sent", k)
 		for topic := range byTopic {
-			require.Equal(t, clsTopic(k.cluster), topic, "%v went to the CLS topic of another cluster", k)
+			require.Equal(t, clsTopic(k.Cluster), topic, "%v went to the CLS topic of another cluster", k)
 		}
 		require.Len(t, f.cls.hashes[k], 1, "copies of %v at CLS differ in content hash", k)
 	}
@@ -524,7 +527,7 @@ func (f *fleet) verify(t *testing.T, loads []*apiserver, kills int) {
 	// cluster, the same counts as the per-cluster answers.
 	perCluster := map[string]int{}
 	for k := range stored {
-		perCluster[k.cluster]++
+		perCluster[k.Cluster]++
 	}
 	fleetWide := searchByCluster(t, api)
 	require.Equal(t, perCluster, fleetWide, "events per cluster: per-cluster queries vs one fleet-wide search")
@@ -542,7 +545,7 @@ func (f *fleet) verify(t *testing.T, loads []*apiserver, kills int) {
 }
 
 func cmpIdentity(a, b identity) int {
-	return strings.Compare(a.cluster+"/"+a.auditID+"/"+a.stage, b.cluster+"/"+b.auditID+"/"+b.stage)
+	return strings.Compare(a.Cluster+"/"+a.AuditID+"/"+a.Stage, b.Cluster+"/"+b.AuditID+"/"+b.Stage)
 }
 
 // searchAPI is the store consumer's search API: where it listens and the
@@ -594,7 +597,7 @@ func storedIdentities(api searchAPI) (map[identity]int, error) {
 			if e.Pipeline.Cluster != c {
 				return nil, fmt.Errorf("query for cluster %s returned an event of %q", c, e.Pipeline.Cluster)
 			}
-			out[identity{e.Pipeline.Cluster, e.AuditID, e.Stage}]++
+			out[identity{Cluster: e.Pipeline.Cluster, AuditID: e.AuditID, Stage: e.Stage}]++
 		}
 	}
 	return out, nil
@@ -616,61 +619,4 @@ func searchByCluster(t *testing.T, api searchAPI) map[string]int {
 		out[c] = int(n)
 	}
 	return out
-}
-
-// readEvents reads the events topic from the start with a group of its
-// own until it holds at least want identities and nothing new came for 3
-// seconds; it returns the copies of each identity without the pipeline's
-// own fields (which differ by processing time).
-func readEvents(t *testing.T, f *fleet, want int) map[identity][]schemas.Event {
-	t.Helper()
-	c := f.kafka
-	c.ClientID = "fleet-reader"
-	gc := c.GroupConfig("fleet-reader-"+strconv.FormatInt(time.Now().UnixNano(), 36), f.topics.Events)
-	gc.SessionTimeout = 6 * time.Second
-	g, err := saramakafka.NewGroup(gc)
-	require.NoError(t, err)
-	defer g.Close()
-	var mu sync.Mutex
-	copies := map[identity][]schemas.Event{}
-	last := time.Now()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- g.Run(ctx, kafka.HandlerFunc(func(_ context.Context, b kafka.Batch) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, r := range b.Records {
-				var e schemas.ProcessedEvent
-				if err := json.Unmarshal(r.Value, &e); err != nil {
-					return fmt.Errorf("events topic %s/%d/%d: %w", r.Topic, r.Partition, r.Offset, err)
-				}
-				id := identity{e.Pipeline.Cluster, e.AuditID, e.Stage}
-				copies[id] = append(copies[id], e.Event)
-			}
-			last = time.Now()
-			return nil
-		}))
-	}()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		select {
-		case err := <-done:
-			t.Fatalf("reading the events topic: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-		mu.Lock()
-		n, quiet := len(copies), time.Since(last) > 3*time.Second
-		mu.Unlock()
-		if n >= want && quiet {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "read %d of %d identities from %s in 2 minutes", n, want, f.topics.Events)
-	}
-	cancel()
-	require.NoError(t, <-done)
-	mu.Lock()
-	defer mu.Unlock()
-	return copies
 }

@@ -76,7 +76,7 @@ func events(cluster string, seq, n int) ([]*auditinternal.Event, []identity) {
 				e.ResponseStatus = &metav1.Status{Code: 201}
 			}
 			evs = append(evs, e)
-			ids = append(ids, identity{cluster, id, string(st)})
+			ids = append(ids, identity{Cluster: cluster, AuditID: id, Stage: string(st)})
 		}
 	}
 	return evs, ids

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
+	"github.com/auditpipe/auditpipe/internal/cli/clitest"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
@@ -24,11 +24,8 @@ import (
 // secureRun is `consumer run --config` into a local store, its kafka:
 // block (tls.caFile, sasl.passwordFile) from the YAML file.
 type secureRun struct {
-	stderr  *syncBuffer
-	done    chan error
-	cancel  context.CancelFunc
-	metrics string
-	config  string
+	*clitest.Run
+	config string
 }
 
 func startSecure(t *testing.T, conn kafka.Connection, topic, group, store string) *secureRun {
@@ -36,41 +33,8 @@ func startSecure(t *testing.T, conn kafka.Connection, topic, group, store string
 	config := filepath.Join(t.TempDir(), "consumer.yaml")
 	require.NoError(t, os.WriteFile(config, []byte(kafkatest.KafkaYAML(conn)+"group: "+group+"\ntopic: "+topic+"\n"+
 		"metrics:\n  listen: 127.0.0.1:0\nlog:\n  format: text\n"), 0o600))
-	ctx, cancel := context.WithCancel(t.Context())
-	r := &secureRun{stderr: &syncBuffer{}, done: make(chan error, 1), cancel: cancel, config: config}
-	go func() {
-		r.done <- program().Run(ctx, []string{"run", "--config", config, "--sink", "local", "--store", store,
-			"--api-listen", "127.0.0.1:0", "--session-timeout", "6s"}, io.Discard, r.stderr)
-	}()
-	addrRE := regexp.MustCompile(`serving metrics and health.* addr=(\S+)`)
-	require.Eventually(t, func() bool {
-		m := addrRE.FindStringSubmatch(r.stderr.String())
-		if m != nil {
-			r.metrics = m[1]
-		}
-		return m != nil
-	}, 20*time.Second, 10*time.Millisecond, r.stderr.String())
-	return r
-}
-
-func (r *secureRun) ready() int {
-	resp, err := http.Get("http://" + r.metrics + "/readyz")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode
-}
-
-func (r *secureRun) stop(t *testing.T) {
-	t.Helper()
-	r.cancel()
-	select {
-	case err := <-r.done:
-		require.NoError(t, err, r.stderr.String())
-	case <-time.After(40 * time.Second):
-		t.Fatal("consumer did not stop")
-	}
+	return &secureRun{config: config, Run: clitest.Start(t, program(), "run", "--config", config, "--sink", "local", "--store", store,
+		"--api-listen", "127.0.0.1:0", "--session-timeout", "6s")}
 }
 
 // TestRunOverTLSAndSCRAM: the consumer, configured by a YAML file with
@@ -94,21 +58,21 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 
 	store := filepath.Join(t.TempDir(), "events.db")
 	r := startSecure(t, conn, topic, "tls-"+suffix, store)
-	require.Eventually(t, func() bool { return r.ready() == http.StatusOK }, 30*time.Second, 50*time.Millisecond,
-		"ready once the group joined over TLS+SCRAM: %s", r.stderr.String())
+	require.Eventually(t, func() bool { return r.Ready() == http.StatusOK }, 30*time.Second, 50*time.Millisecond,
+		"ready once the group joined over TLS+SCRAM: %s", r.Stderr.String())
 	db, err := sql.Open("sqlite", "file:"+store+"?mode=ro")
 	require.NoError(t, err)
 	defer db.Close()
 	require.Eventually(t, func() bool {
 		var n int
 		return db.QueryRow("SELECT count(*) FROM events WHERE audit_id = 'tls-event-1'").Scan(&n) == nil && n == 1
-	}, 30*time.Second, 50*time.Millisecond, "event not stored: %s", r.stderr.String())
+	}, 30*time.Second, 50*time.Millisecond, "event not stored: %s", r.Stderr.String())
 
 	// The group tools read the same config file and connect the same way.
 	var out strings.Builder
 	require.NoError(t, program().Run(ctx, []string{"groups", "list", "--config", r.config}, &out, io.Discard))
 	require.Contains(t, out.String(), "tls-"+suffix)
-	r.stop(t)
+	r.Stop(t)
 }
 
 // TestRunWrongPassword: with a wrong password in kafka.sasl.passwordFile
@@ -123,20 +87,20 @@ func TestRunWrongPassword(t *testing.T) {
 	suffix := strconv.FormatInt(time.Now().UnixNano(), 36)
 
 	r := startSecure(t, conn, "events-"+suffix, "wrong-"+suffix, filepath.Join(t.TempDir(), "events.db"))
-	require.Eventually(t, func() bool { return strings.Contains(r.stderr.String(), c.SASLSSL[0]) }, 20*time.Second, 50*time.Millisecond,
-		"no error names the broker: %s", r.stderr.String())
-	require.Contains(t, r.stderr.String(), "kafka not reachable; retrying")
+	require.Eventually(t, func() bool { return strings.Contains(r.Stderr.String(), c.SASLSSL[0]) }, 20*time.Second, 50*time.Millisecond,
+		"no error names the broker: %s", r.Stderr.String())
+	require.Contains(t, r.Stderr.String(), "kafka not reachable; retrying")
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		require.NotEqual(t, http.StatusOK, r.ready(), "ready with a wrong password")
+		require.NotEqual(t, http.StatusOK, r.Ready(), "ready with a wrong password")
 		select {
-		case err := <-r.done:
-			t.Fatalf("consumer stopped: %v\n%s", err, r.stderr.String())
+		case err := <-r.Done():
+			t.Fatalf("consumer stopped: %v\n%s", err, r.Stderr.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	if c.ReportsAuthFailures {
-		require.Contains(t, strings.ToLower(r.stderr.String()), "authentication failed")
+		require.Contains(t, strings.ToLower(r.Stderr.String()), "authentication failed")
 	}
-	r.stop(t)
+	r.Stop(t)
 }

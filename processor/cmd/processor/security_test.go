@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/auditpipe/auditpipe/internal/cli/clitest"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
@@ -23,11 +23,8 @@ import (
 // secureRun is `processor run --config` over TLS and SCRAM, its kafka:
 // block (caFile, passwordFile) from the YAML file.
 type secureRun struct {
-	stderr  *lockedBuffer
-	done    chan error
-	cancel  context.CancelFunc
-	metrics string
-	config  string
+	*clitest.Run
+	config string
 }
 
 func startSecure(t *testing.T, conn kafka.Connection, topics schemas.Topics, group string) *secureRun {
@@ -40,39 +37,7 @@ func startSecure(t *testing.T, conn kafka.Connection, topics schemas.Topics, gro
 		"group: "+group+"\npolicy: "+policy+"\nnoDetections: true\nreloadInterval: -1s\n"+
 		"topics:\n  raw: "+topics.Raw+"\n  events: "+topics.Events+"\n  dlq: "+topics.DLQ+"\n  alerts: \"\"\n"+
 		"metrics:\n  listen: 127.0.0.1:0\nlog:\n  format: text\n"), 0o600))
-	ctx, cancel := context.WithCancel(t.Context())
-	r := &secureRun{stderr: &lockedBuffer{}, done: make(chan error, 1), cancel: cancel, config: config}
-	go func() { r.done <- program().Run(ctx, []string{"run", "--config", config}, io.Discard, r.stderr) }()
-	addrRE := regexp.MustCompile(`serving metrics and health.* addr=(\S+)`)
-	require.Eventually(t, func() bool {
-		m := addrRE.FindStringSubmatch(r.stderr.String())
-		if m != nil {
-			r.metrics = m[1]
-		}
-		return m != nil
-	}, 20*time.Second, 10*time.Millisecond, r.stderr.String())
-	return r
-}
-
-// ready is the /readyz status code (0 when unreachable).
-func (r *secureRun) ready() int {
-	resp, err := http.Get("http://" + r.metrics + "/readyz")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	return resp.StatusCode
-}
-
-func (r *secureRun) stop(t *testing.T) {
-	t.Helper()
-	r.cancel()
-	select {
-	case err := <-r.done:
-		require.NoError(t, err, r.stderr.String())
-	case <-time.After(40 * time.Second):
-		t.Fatal("processor did not stop")
-	}
+	return &secureRun{config: config, Run: clitest.Start(t, program(), "run", "--config", config)}
 }
 
 // TestRunOverTLSAndSCRAM: the processor, configured by a YAML file with
@@ -93,8 +58,8 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 	}
 
 	r := startSecure(t, conn, topics, "tls-"+suffix)
-	require.Eventually(t, func() bool { return r.ready() == http.StatusOK }, 30*time.Second, 50*time.Millisecond,
-		"ready once the group joined over TLS+SCRAM: %s", r.stderr.String())
+	require.Eventually(t, func() bool { return r.Ready() == http.StatusOK }, 30*time.Second, 50*time.Millisecond,
+		"ready once the group joined over TLS+SCRAM: %s", r.Stderr.String())
 
 	in, err := saramakafka.NewProducer(conn.ProducerConfig())
 	require.NoError(t, err)
@@ -122,7 +87,7 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 	case rec := <-got:
 		require.Contains(t, string(rec.Value), "clusterroles", "the processed event")
 	case <-ctx.Done():
-		t.Fatalf("no event on %s: %s", topics.Events, r.stderr.String())
+		t.Fatalf("no event on %s: %s", topics.Events, r.Stderr.String())
 	}
 	gstop()
 	require.NoError(t, <-gdone)
@@ -131,7 +96,7 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 	var out strings.Builder
 	require.NoError(t, program().Run(ctx, []string{"replay", "--config", r.config, "--topic", topics.Raw, "--dry-run"}, &out, io.Discard))
 	require.Contains(t, out.String(), "read 1 records", out.String())
-	r.stop(t)
+	r.Stop(t)
 }
 
 // TestRunWrongPassword: with a wrong password in kafka.sasl.passwordFile
@@ -147,25 +112,25 @@ func TestRunWrongPassword(t *testing.T) {
 	topics := schemas.Topics{Raw: "raw-" + suffix, Events: "events-" + suffix, DLQ: "dlq-" + suffix}
 
 	r := startSecure(t, conn, topics, "wrong-"+suffix)
-	require.Eventually(t, func() bool { return strings.Contains(r.stderr.String(), c.SASLSSL[0]) }, 20*time.Second, 50*time.Millisecond,
-		"no error names the broker: %s", r.stderr.String())
-	require.Contains(t, r.stderr.String(), "kafka not reachable; retrying")
+	require.Eventually(t, func() bool { return strings.Contains(r.Stderr.String(), c.SASLSSL[0]) }, 20*time.Second, 50*time.Millisecond,
+		"no error names the broker: %s", r.Stderr.String())
+	require.Contains(t, r.Stderr.String(), "kafka not reachable; retrying")
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		require.NotEqual(t, http.StatusOK, r.ready(), "ready with a wrong password")
+		require.NotEqual(t, http.StatusOK, r.Ready(), "ready with a wrong password")
 		select {
-		case err := <-r.done:
-			t.Fatalf("processor stopped: %v\n%s", err, r.stderr.String())
+		case err := <-r.Done():
+			t.Fatalf("processor stopped: %v\n%s", err, r.Stderr.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	t.Logf("log:\n%s", r.stderr.String())
+	t.Logf("log:\n%s", r.Stderr.String())
 	if c.ReportsAuthFailures {
 		// Kafka words it "Authentication failed"; our own wrapping
 		// says "authentication failed".
-		require.Contains(t, strings.ToLower(r.stderr.String()), "authentication failed")
+		require.Contains(t, strings.ToLower(r.Stderr.String()), "authentication failed")
 	}
-	r.stop(t)
+	r.Stop(t)
 }
 
 // TestValidateKafkaFiles: validate reads the kafka: block's files and

@@ -9,32 +9,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/auditpipe/auditpipe/internal/cli/clitest"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestSIGHUPReloadsPolicy runs `processor run` in-process with file
 // watching off, changes the policy and sends SIGHUP: a broken policy is
@@ -51,7 +34,7 @@ func TestSIGHUPReloadsPolicy(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stderr lockedBuffer
+	var stderr clitest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- program().Run(ctx, []string{"run", "--kafka-brokers", strings.Join(brokers, ","), "--policy", policy,

@@ -3,83 +3,37 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/auditpipe/auditpipe/internal/cli/clitest"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // secureRun is `producer run --config` in-process, its kafka: block
 // (tls.caFile, sasl.passwordFile) from the YAML file.
 type secureRun struct {
-	stderr           *lockedBuffer
-	done             chan error
-	cancel           context.CancelFunc
-	webhook, metrics string
+	*clitest.Run
+	webhook string
 }
 
 func startSecure(t *testing.T, conn kafka.Connection, topics schemas.Topics) *secureRun {
 	t.Helper()
 	dir := t.TempDir()
-	r := &secureRun{stderr: &lockedBuffer{}, done: make(chan error, 1), webhook: addr(t), metrics: addr(t)}
+	webhook := addr(t)
 	config := writeConfig(t, dir, fmt.Sprintf("dataDir: %s\n%s%swebhook: {listen: %q}\nmetrics: {listen: %q}\nlog: {format: text}\n",
-		filepath.Join(dir, "data"), kafkatest.KafkaYAML(conn), topicsYAML(topics), r.webhook, r.metrics))
-	ctx, cancel := context.WithCancel(t.Context())
-	r.cancel = cancel
-	go func() { r.done <- program().Run(ctx, []string{"run", "--config", config}, io.Discard, r.stderr) }()
-	require.Eventually(t, func() bool { code, _ := r.ready(); return code != 0 }, 20*time.Second, 20*time.Millisecond, r.stderr.String())
-	return r
-}
-
-// ready is /readyz: status code (0 when unreachable) and body.
-func (r *secureRun) ready() (int, string) {
-	resp, err := http.Get("http://" + r.metrics + "/readyz")
-	if err != nil {
-		return 0, ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func (r *secureRun) stop(t *testing.T) {
-	t.Helper()
-	r.cancel()
-	select {
-	case err := <-r.done:
-		require.NoError(t, err, r.stderr.String())
-	case <-time.After(40 * time.Second):
-		t.Fatal("producer did not stop")
-	}
+		filepath.Join(dir, "data"), kafkatest.KafkaYAML(conn), topicsYAML(topics), webhook, "127.0.0.1:0"))
+	return &secureRun{webhook: webhook, Run: clitest.Start(t, program(), "run", "--config", config)}
 }
 
 func secureTopics() schemas.Topics {
@@ -102,8 +56,8 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 	require.NoError(t, admin.EnsureTopics(ctx, kafka.TopicSpec{Name: topics.Raw, Partitions: 1, ReplicationFactor: 1}))
 
 	r := startSecure(t, conn, topics)
-	require.Eventually(t, func() bool { code, _ := r.ready(); return code == http.StatusOK }, 30*time.Second, 50*time.Millisecond,
-		"ready once Kafka answered over TLS+SCRAM: %s", r.stderr.String())
+	require.Eventually(t, func() bool { return r.Ready() == http.StatusOK }, 30*time.Second, 50*time.Millisecond,
+		"ready once Kafka answered over TLS+SCRAM: %s", r.Stderr.String())
 	body := `{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"tls-event-1","stage":"ResponseComplete","verb":"get"}]}`
 	resp, err := http.Post("http://"+r.webhook+"/v1/audit/c1", "application/json", strings.NewReader(body))
 	require.NoError(t, err)
@@ -128,11 +82,11 @@ func TestRunOverTLSAndSCRAM(t *testing.T) {
 	case rec := <-got:
 		require.Contains(t, string(rec.Value), "tls-event-1")
 	case <-ctx.Done():
-		t.Fatalf("no record on %s: %s", topics.Raw, r.stderr.String())
+		t.Fatalf("no record on %s: %s", topics.Raw, r.Stderr.String())
 	}
 	gstop()
 	require.NoError(t, <-gdone)
-	r.stop(t)
+	r.Stop(t)
 }
 
 // TestRunWrongPassword: with a wrong password in kafka.sasl.passwordFile
@@ -148,19 +102,19 @@ func TestRunWrongPassword(t *testing.T) {
 	r := startSecure(t, conn, secureTopics())
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		code, body := r.ready()
+		code, body := r.Readyz()
 		require.NotEqual(t, http.StatusOK, code, "ready with a wrong password")
 		require.Contains(t, body, c.SASLSSL[0], "readiness names the broker")
 		select {
-		case err := <-r.done:
-			t.Fatalf("producer stopped: %v\n%s", err, r.stderr.String())
+		case err := <-r.Done():
+			t.Fatalf("producer stopped: %v\n%s", err, r.Stderr.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	_, body := r.ready()
+	_, body := r.Readyz()
 	t.Logf("readyz: %s", body)
 	if c.ReportsAuthFailures {
 		require.Contains(t, strings.ToLower(body), "authentication failed")
 	}
-	r.stop(t)
+	r.Stop(t)
 }

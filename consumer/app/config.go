@@ -128,7 +128,7 @@ func Load(path string) (Config, error) {
 // Validate reports every unusable setting, naming it.
 func (c Config) Validate() error {
 	var errs []error
-	if err := cli.ValidateKafka(c.Kafka); err != nil {
+	if err := c.Kafka.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Group == "" {

@@ -64,7 +64,7 @@ func StageKafkaFlags[C any](stage string, defaults func() C, kafkaOf func(*C) *k
 // readerConfig connects as k says, TLS and SASL included, once k's files
 // are checked.
 func readerConfig(k kafka.Connection) (kafka.ReaderConfig, error) {
-	if err := cli.ValidateKafka(k); err != nil {
+	if err := k.Validate(); err != nil {
 		return kafka.ReaderConfig{}, err
 	}
 	return k.ReaderConfig(), nil

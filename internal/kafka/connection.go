@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -18,25 +19,49 @@ type Connection struct {
 	SASL     SASL     `json:"sasl"`
 }
 
-// Validate checks the connection settings and loads the files they name
-// (CA, client certificate and key, password file), so that a missing or
-// unreadable file fails at start, naming it.
+// Validate checks the connection settings and reads the files they name
+// (CA, client certificate and key, password file), so that `validate`
+// and the start of `run` report a missing or unreadable file, or an
+// unknown SASL mechanism, naming the config key (kafka.tls.caFile …) and
+// the file. Every problem is reported, not only the first.
 func (c Connection) Validate() error {
+	var errs []error
 	if len(c.Brokers) == 0 {
-		return errors.New("kafka: no brokers")
+		errs = append(errs, errors.New("kafka.brokers: no brokers given"))
 	}
 	for _, b := range c.Brokers {
 		if strings.TrimSpace(b) == "" {
-			return fmt.Errorf("kafka: empty broker address in %q", c.Brokers)
+			errs = append(errs, fmt.Errorf("kafka.brokers: empty address in %q", c.Brokers))
+			break
 		}
 	}
-	if err := c.TLS.Validate(); err != nil {
-		return fmt.Errorf("kafka: %w", err)
+	t := c.TLS
+	files := []struct{ key, path string }{
+		{"kafka.tls.caFile", t.CAFile}, {"kafka.tls.certFile", t.CertFile}, {"kafka.tls.keyFile", t.KeyFile},
+		{"kafka.sasl.passwordFile", c.SASL.PasswordFile},
 	}
-	if err := c.SASL.Validate(); err != nil {
-		return fmt.Errorf("kafka: %w", err)
+	unreadable := false
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", f.key, f.path, err))
+			unreadable = true
+		}
 	}
-	return nil
+	if !unreadable {
+		// The files read; now their contents and the combinations.
+		if err := t.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("kafka.%w", err))
+		}
+		if err := c.SASL.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("kafka.%w", err))
+		}
+	} else if err := (SASL{Mechanism: c.SASL.Mechanism, Username: "x", Password: "x"}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("kafka.sasl.mechanism: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // RegisterFlags binds the --kafka-* flags (and --brokers, the older name of

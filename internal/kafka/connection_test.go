@@ -151,3 +151,48 @@ func TestRefused(t *testing.T) {
 	alert := &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}
 	require.True(t, kafka.Refused(fmt.Errorf("kafka broker a:1: %w: %w", kafka.ErrTLSHandshake, alert)))
 }
+
+// TestValidateKafka: every unusable file or setting of the kafka: block is
+// reported with its key and file.
+func TestValidateKafka(t *testing.T) {
+	pki, err := testpki.Write(filepath.Join(t.TempDir(), "pki"), []string{"127.0.0.1"})
+	require.NoError(t, err)
+	password := writeFile(t, "password", "secret\n")
+	good := kafka.Connection{Brokers: []string{"k:9093"},
+		TLS:  kafka.TLS{Enabled: true, CAFile: pki.Path(testpki.CACert), CertFile: pki.Path(testpki.ClientCert), KeyFile: pki.Path(testpki.ClientKey)},
+		SASL: kafka.SASL{Mechanism: kafka.SASLScramSHA256, Username: "u", PasswordFile: password}}
+	require.NoError(t, good.Validate())
+
+	missing := filepath.Join(t.TempDir(), "missing")
+	notPEM := writeFile(t, "not.pem", "hello\n")
+	empty := writeFile(t, "empty", "")
+	for name, tc := range map[string]struct {
+		change func(*kafka.Connection)
+		want   []string
+	}{
+		"no brokers":       {func(c *kafka.Connection) { c.Brokers = nil }, []string{"kafka.brokers"}},
+		"ca missing":       {func(c *kafka.Connection) { c.TLS.CAFile = missing }, []string{"kafka.tls.caFile", missing}},
+		"ca not PEM":       {func(c *kafka.Connection) { c.TLS.CAFile = notPEM }, []string{"kafka.tls", notPEM}},
+		"cert missing":     {func(c *kafka.Connection) { c.TLS.CertFile = missing }, []string{"kafka.tls.certFile", missing}},
+		"key missing":      {func(c *kafka.Connection) { c.TLS.KeyFile = missing }, []string{"kafka.tls.keyFile", missing}},
+		"key not a key":    {func(c *kafka.Connection) { c.TLS.KeyFile = notPEM }, []string{"kafka.tls", notPEM}},
+		"cert without key": {func(c *kafka.Connection) { c.TLS.KeyFile = "" }, []string{"kafka.tls", "keyFile"}},
+		"files, no tls":    {func(c *kafka.Connection) { c.TLS.Enabled = false }, []string{"kafka.tls", "enabled"}},
+		"password missing": {func(c *kafka.Connection) { c.SASL.PasswordFile = missing }, []string{"kafka.sasl.passwordFile", missing}},
+		"password empty":   {func(c *kafka.Connection) { c.SASL.PasswordFile = empty }, []string{"kafka.sasl", empty}},
+		"bad mechanism":    {func(c *kafka.Connection) { c.SASL.Mechanism = "SCRAM-SHA-1" }, []string{"kafka.sasl", "SCRAM-SHA-1"}},
+		"bad mechanism and missing file": {func(c *kafka.Connection) { c.SASL.Mechanism = "GSSAPI"; c.TLS.CAFile = missing },
+			[]string{"kafka.sasl.mechanism", "GSSAPI", "kafka.tls.caFile", missing}},
+		"no username": {func(c *kafka.Connection) { c.SASL.Username = "" }, []string{"kafka.sasl", "username"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := good
+			tc.change(&c)
+			err := c.Validate()
+			require.Error(t, err)
+			for _, w := range tc.want {
+				require.ErrorContains(t, err, w)
+			}
+		})
+	}
+}

@@ -98,7 +98,7 @@ func DefaultConfig() Config {
 // Validate reports missing or unusable settings.
 func (c Config) Validate() error {
 	var errs []error
-	if err := cli.ValidateKafka(c.Kafka); err != nil {
+	if err := c.Kafka.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Group == "" {

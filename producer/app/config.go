@@ -155,7 +155,7 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("dataDir: must not be empty")
 	}
-	if err := cli.ValidateKafka(c.Kafka.Connection); err != nil {
+	if err := c.Kafka.Connection.Validate(); err != nil {
 		return err
 	}
 	if c.Kafka.MaxMessageBytes <= 0 {

@@ -10,7 +10,6 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/alerts"
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
-	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	processorapp "github.com/auditpipe/auditpipe/processor/app"
@@ -184,7 +183,7 @@ func (c Config) Validate() error {
 		if c.Kafka.TLS != (kafka.TLS{}) || c.Kafka.SASL != (kafka.SASL{}) {
 			return errors.New("kafka.tls, kafka.sasl: only with kafka.brokers (an external cluster); the embedded broker has its own user")
 		}
-	} else if err := cli.ValidateKafka(c.Kafka.Connection()); err != nil {
+	} else if err := c.Kafka.Connection().Validate(); err != nil {
 		return err
 	}
 	if c.Kafka.Partitions < 1 {

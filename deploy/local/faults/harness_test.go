@@ -572,9 +572,6 @@ func verify(t *testing.T, s *pipelineSetup, l *load, faults int, recover time.Du
 	require.LessOrEqual(t, f.duplicates, f.sent/2, "duplicates are not a minority of the events sent")
 }
 
-// identity is the de-duplication key of a processed event.
-type identity = eventstopic.Identity
-
 // report prints a test's figures; test-kafka.sh runs the tests with -v, so
 // they are in the CI log.
 func report(t *testing.T, f figures) {

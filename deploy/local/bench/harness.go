@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -83,6 +85,10 @@ type Options struct {
 	RoundTimeout time.Duration `json:"roundTimeout"`
 	// TempDir holds broker logs and stores; empty means the system's.
 	TempDir string `json:"-"`
+	// CPUProfileDir, when set, receives a CPU profile of each unit's
+	// measured rounds (<broker>-<stage>-<variant>.prof): where a stage's
+	// own work goes is the question every figure here raises next.
+	CPUProfileDir string `json:"-"`
 }
 
 // DefaultOptions are sized so that `make bench` on the embedded broker
@@ -261,7 +267,14 @@ func runUnit(ctx context.Context, o Options, u Unit, tpl *Templates, logger *slo
 			e.logger.Warn("close leg", "err", cerr)
 		}
 	}()
+	stopProfile := func() {}
+	defer func() { stopProfile() }()
 	for r := range o.Warmup + o.Rounds {
+		if r == o.Warmup && o.CPUProfileDir != "" {
+			if stopProfile, err = startCPUProfile(o.CPUProfileDir, u); err != nil {
+				return res, err
+			}
+		}
 		rctx, cancel := context.WithTimeout(ctx, o.RoundTimeout)
 		rd, err := l.round(rctx, r)
 		cancel()
@@ -378,4 +391,23 @@ func SelfMaxRSS() int64 {
 		return 0
 	}
 	return maxRSSBytes(&ru)
+}
+
+// startCPUProfile profiles this process until the returned stop is called.
+func startCPUProfile(dir string, u Unit) (stop func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cpu profile dir: %w", err)
+	}
+	f, err := os.Create(filepath.Join(dir, u.Broker+"-"+u.Stage+"-"+u.Variant+".prof"))
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile %s: %w", f.Name(), err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }

@@ -13,6 +13,8 @@ type metrics struct {
 	events        *prometheus.CounterVec
 	writeErrors   prometheus.Counter
 	writeDuration prometheus.Histogram
+	txEvents      prometheus.Histogram
+	txCalls       prometheus.Histogram
 	queryDuration prometheus.Histogram
 	reused        prometheus.Counter
 	pruned        *prometheus.CounterVec
@@ -43,8 +45,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		writeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "auditpipe_localstore_write_duration_seconds",
-			Help:    "Duration of a Write call (one transaction, fsync included).",
+			Help:    "Duration of a Write call: waiting for and running the transaction that holds its batch (shared with concurrent calls), fsync included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		txEvents: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_transaction_events",
+			Help:    "Valid events per write transaction (the batches of the Write calls it holds).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		txCalls: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_transaction_writes",
+			Help:    "Write calls per write transaction: concurrent calls share one (group commit).",
+			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 32},
 		}),
 		queryDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "auditpipe_localstore_query_duration_seconds",
@@ -76,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.queryDuration, m.pruned, m.usedBytes}
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.txEvents, m.txCalls, m.queryDuration, m.pruned, m.usedBytes}
 }
 
 // unregister lets a store be reopened on the same registry (tests, restarts

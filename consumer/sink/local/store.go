@@ -56,6 +56,13 @@ type Store struct {
 	// onReused is Options.OnReused.
 	onReused func(ctx context.Context, events [][]byte)
 
+	// Group commit (write.go): writing holds one token while a Write call
+	// owns the writer connection; queue holds the rows of the calls
+	// waiting for a transaction.
+	writing chan struct{}
+	queueMu sync.Mutex
+	queue   []*writeRequest
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -121,7 +128,7 @@ func Open(path string, opts Options) (*Store, error) {
 	writer.SetConnMaxIdleTime(0)
 	writer.SetConnMaxLifetime(0)
 
-	s := &Store{logger: logger, path: abs, writer: writer, metrics: m, onReused: opts.OnReused}
+	s := &Store{logger: logger, path: abs, writer: writer, metrics: m, onReused: opts.OnReused, writing: make(chan struct{}, 1)}
 	ctx, cancel := context.WithTimeout(context.Background(), busy+30*time.Second)
 	defer cancel()
 	version, err := migrate(ctx, writer)

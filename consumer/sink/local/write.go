@@ -54,6 +54,14 @@ type InvalidValue struct {
 // skipped; a database error rolls everything back and is returned, so the
 // caller can retry the whole batch (already stored values then count as
 // duplicates). When Write returns nil, the transaction is durable.
+//
+// Concurrent Write calls share transactions (group commit, decision
+// 0025): a call that finds the writer busy queues its rows, and the next
+// call to get the writer stores every queued batch in one transaction,
+// so N partitions cost one commit (FTS5 flush, WAL frames, fsync) instead
+// of N. Each call still returns only after the transaction holding its
+// rows committed, with the counts of its own values; a database error
+// fails every batch of that transaction, and each caller retries its own.
 func (s *Store) Write(ctx context.Context, values [][]byte) (WriteResult, error) {
 	start := time.Now()
 	var res WriteResult
@@ -75,7 +83,7 @@ func (s *Store) Write(ctx context.Context, values [][]byte) (WriteResult, error)
 		return res, nil
 	}
 
-	ins, err := s.insert(ctx, rows)
+	ins, err := s.commit(ctx, rows)
 	s.metrics.writeDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.metrics.writeErrors.Inc()
@@ -128,16 +136,114 @@ const lookupChunk = 250
 
 const insertTextSQL = `INSERT INTO events_words (rowid, text, kv) VALUES (?, ?, ?)`
 
-// insertResult is what insert did.
+// insertResult is what insert did with one caller's rows.
 type insertResult struct {
 	inserted, duplicates int
 	reused               []*eventRow // inserted and marked
 }
 
-func (s *Store) insert(ctx context.Context, rows []eventRow) (res insertResult, err error) {
+// writeRequest is one Write call's rows waiting for a transaction.
+type writeRequest struct {
+	rows []eventRow
+	// done receives the outcome once the transaction holding rows
+	// committed or failed (buffered: the committer never blocks).
+	done chan writeOutcome
+}
+
+type writeOutcome struct {
+	res insertResult
+	err error
+}
+
+// commit stores rows in a transaction shared with the other Write calls
+// queued meanwhile, and returns once it committed (or failed). The caller
+// that gets the writer takes every queued request, its own included;
+// callers whose request another caller took wait for their outcome. ctx
+// bounds the wait: a request not yet taken is withdrawn when ctx ends.
+func (s *Store) commit(ctx context.Context, rows []eventRow) (insertResult, error) {
+	if err := ctx.Err(); err != nil {
+		return insertResult{}, fmt.Errorf("before the transaction: %w", err)
+	}
+	req := &writeRequest{rows: rows, done: make(chan writeOutcome, 1)}
+	s.queueMu.Lock()
+	s.queue = append(s.queue, req)
+	s.queueMu.Unlock()
+	select {
+	case out := <-req.done:
+		return out.res, out.err
+	case s.writing <- struct{}{}:
+	case <-ctx.Done():
+		if s.withdraw(req) {
+			return insertResult{}, fmt.Errorf("waiting for the writer: %w", ctx.Err())
+		}
+		// Taken by a committer already: its outcome follows shortly,
+		// and a batch must not be reported failed when it is durable.
+		out := <-req.done
+		return out.res, out.err
+	}
+	// This call holds the writer. A committer that held it before may
+	// have taken this request already.
+	defer func() { <-s.writing }()
+	if ctx.Err() != nil && s.withdraw(req) {
+		// Ended while waiting (select chose the writer at random among
+		// the ready cases): this call's batch is not written.
+		return insertResult{}, fmt.Errorf("waiting for the writer: %w", ctx.Err())
+	}
+	s.queueMu.Lock()
+	group := s.queue
+	s.queue = nil
+	s.queueMu.Unlock()
+	if len(group) > 0 {
+		// One caller's cancellation (a revoked partition) must not fail
+		// the other callers' batches: the transaction runs to its end,
+		// which takes as long as any single batch's used to.
+		s.insertGroup(context.WithoutCancel(ctx), group)
+	}
+	out := <-req.done
+	return out.res, out.err
+}
+
+// withdraw removes req from the queue and reports whether it was still
+// there (no committer took it).
+func (s *Store) withdraw(req *writeRequest) bool {
+	s.queueMu.Lock()
+	defer s.queueMu.Unlock()
+	i := slices.Index(s.queue, req)
+	if i < 0 {
+		return false
+	}
+	s.queue = slices.Delete(s.queue, i, i+1)
+	return true
+}
+
+// insertGroup stores the rows of every request in one transaction and
+// delivers each request's outcome: its own counts after the commit, or
+// the transaction's error to all of them.
+func (s *Store) insertGroup(ctx context.Context, group []*writeRequest) {
+	batches := make([][]eventRow, len(group))
+	n := 0
+	for i, req := range group {
+		batches[i] = req.rows
+		n += len(req.rows)
+	}
+	s.metrics.txEvents.Observe(float64(n))
+	s.metrics.txCalls.Observe(float64(len(group)))
+	results, err := s.insert(ctx, batches)
+	for i, req := range group {
+		if err != nil {
+			req.done <- writeOutcome{err: err}
+			continue
+		}
+		req.done <- writeOutcome{res: results[i]}
+	}
+}
+
+// insert stores batches in one transaction, in order, and returns what it
+// did with each.
+func (s *Store) insert(ctx context.Context, batches [][]eventRow) (res []insertResult, err error) {
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return res, fmt.Errorf("begin: %w", err)
+		return nil, fmt.Errorf("begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -148,75 +254,81 @@ func (s *Store) insert(ctx context.Context, rows []eventRow) (res insertResult, 
 	// statement compilations per batch, which is noise next to the inserts.
 	insEvent, err := tx.PrepareContext(ctx, insertEventSQL)
 	if err != nil {
-		return res, fmt.Errorf("prepare insert: %w", err)
+		return nil, fmt.Errorf("prepare insert: %w", err)
 	}
 	defer insEvent.Close()
 	insText, err := tx.PrepareContext(ctx, insertTextSQL)
 	if err != nil {
-		return res, fmt.Errorf("prepare full-text insert: %w", err)
+		return nil, fmt.Errorf("prepare full-text insert: %w", err)
 	}
 	defer insText.Close()
-	// One query per chunk of the batch rather than one per event (that
+	// One query per chunk of the batches rather than one per event (that
 	// was a tenth of the store's CPU), inside the transaction. Rows
-	// inserted earlier in this batch are added to the map as they are
-	// inserted, so they count as stored, as they did when each event
-	// looked itself up.
-	stored, err := storedWithIdentities(ctx, tx, rows)
+	// inserted earlier in this transaction are added to the map as they
+	// are inserted, so they count as stored, as they did when each event
+	// looked itself up: a row in two concurrent batches is inserted by
+	// the first and a duplicate of the second.
+	stored, err := storedWithIdentities(ctx, tx, batches)
 	if err != nil {
-		return res, fmt.Errorf("look up stored events: %w", err)
+		return nil, fmt.Errorf("look up stored events: %w", err)
 	}
 
-	for i := range rows {
-		r := &rows[i]
-		key := identity{r.cluster, r.auditID, r.stage}
-		same := stored[key]
-		if slices.ContainsFunc(same, func(c compared) bool { return sameEvent(c, r.compared) }) {
-			res.duplicates++
-			continue
-		}
-		reused := len(same) > 0
-		result, err := insEvent.ExecContext(ctx,
-			r.cluster, r.auditID, r.stage, r.level, r.verb, r.username, r.groups, r.resource,
-			r.subresource, r.namespace, r.name, r.apiGroup, r.code, r.sourceIP, r.userAgent,
-			r.requestReceived, r.stageTS, r.receivedAt, nullIfEmpty(r.contentHash), r.event, reused)
-		if err != nil {
-			return res, fmt.Errorf("insert %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
-		}
-		n, err := result.RowsAffected()
-		if err != nil {
-			return res, fmt.Errorf("insert %s/%s/%s: rows affected: %w", r.cluster, r.auditID, r.stage, err)
-		}
-		if n == 0 {
-			// A stored row with the same hash: sameEvent found it above,
-			// so this cannot happen; the constraint is the backstop.
-			res.duplicates++
-			continue
-		}
-		id, err := result.LastInsertId()
-		if err != nil {
-			return res, fmt.Errorf("insert %s/%s/%s: last insert id: %w", r.cluster, r.auditID, r.stage, err)
-		}
-		text, kv := r.text, r.kv
-		if reused {
-			// The marker was added by the INSERT (json_set), after the
-			// words were computed: index the stored event, so that
-			// auditpipe.auditIDReused:true finds it. Rare, so the
-			// read-back costs nothing on the common path.
-			if text, kv, err = storedWords(ctx, tx, id); err != nil {
-				return res, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+	res = make([]insertResult, len(batches))
+	for b, rows := range batches {
+		out := &res[b]
+		for i := range rows {
+			r := &rows[i]
+			key := identity{r.cluster, r.auditID, r.stage}
+			same := stored[key]
+			if slices.ContainsFunc(same, func(c compared) bool { return sameEvent(c, r.compared) }) {
+				out.duplicates++
+				continue
 			}
-		}
-		if _, err := insText.ExecContext(ctx, id, text, kv); err != nil {
-			return res, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
-		}
-		res.inserted++
-		stored[key] = append(same, r.compared)
-		if reused {
-			res.reused = append(res.reused, r)
+			reused := len(same) > 0
+			result, err := insEvent.ExecContext(ctx,
+				r.cluster, r.auditID, r.stage, r.level, r.verb, r.username, r.groups, r.resource,
+				r.subresource, r.namespace, r.name, r.apiGroup, r.code, r.sourceIP, r.userAgent,
+				r.requestReceived, r.stageTS, r.receivedAt, nullIfEmpty(r.contentHash), r.event, reused)
+			if err != nil {
+				return nil, fmt.Errorf("insert %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+			}
+			n, err := result.RowsAffected()
+			if err != nil {
+				return nil, fmt.Errorf("insert %s/%s/%s: rows affected: %w", r.cluster, r.auditID, r.stage, err)
+			}
+			if n == 0 {
+				// A stored row with the same hash: sameEvent found it
+				// above, so this cannot happen; the constraint is the
+				// backstop.
+				out.duplicates++
+				continue
+			}
+			id, err := result.LastInsertId()
+			if err != nil {
+				return nil, fmt.Errorf("insert %s/%s/%s: last insert id: %w", r.cluster, r.auditID, r.stage, err)
+			}
+			text, kv := r.text, r.kv
+			if reused {
+				// The marker was added by the INSERT (json_set), after the
+				// words were computed: index the stored event, so that
+				// auditpipe.auditIDReused:true finds it. Rare, so the
+				// read-back costs nothing on the common path.
+				if text, kv, err = storedWords(ctx, tx, id); err != nil {
+					return nil, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+				}
+			}
+			if _, err := insText.ExecContext(ctx, id, text, kv); err != nil {
+				return nil, fmt.Errorf("index %s/%s/%s: %w", r.cluster, r.auditID, r.stage, err)
+			}
+			out.inserted++
+			stored[key] = append(same, r.compared)
+			if reused {
+				out.reused = append(out.reused, r)
+			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return insertResult{}, fmt.Errorf("commit: %w", err)
+		return nil, fmt.Errorf("commit: %w", err)
 	}
 	return res, nil
 }
@@ -269,17 +381,18 @@ func sameEvent(a, b compared) bool {
 type identity struct{ cluster, auditID, stage string }
 
 // storedWithIdentities returns the stored events that share an identity
-// with one of rows, by identity.
-func storedWithIdentities(ctx context.Context, tx *sql.Tx, rows []eventRow) (map[identity][]compared, error) {
-	out := make(map[identity][]compared)
-	args := make([]any, 0, min(len(rows), lookupChunk))
-	for start := 0; start < len(rows); start += lookupChunk {
-		chunk := rows[start:min(start+lookupChunk, len(rows))]
-		args = args[:0]
-		for i := range chunk {
-			args = append(args, chunk[i].auditID)
+// with one of the rows of batches, by identity.
+func storedWithIdentities(ctx context.Context, tx *sql.Tx, batches [][]eventRow) (map[identity][]compared, error) {
+	var ids []any
+	for _, rows := range batches {
+		for i := range rows {
+			ids = append(ids, rows[i].auditID)
 		}
-		query := fmt.Sprintf(sameAuditIDsSQL, strings.TrimSuffix(strings.Repeat("?,", len(chunk)), ","))
+	}
+	out := make(map[identity][]compared)
+	for start := 0; start < len(ids); start += lookupChunk {
+		args := ids[start:min(start+lookupChunk, len(ids))]
+		query := fmt.Sprintf(sameAuditIDsSQL, strings.TrimSuffix(strings.Repeat("?,", len(args)), ","))
 		rs, err := tx.QueryContext(ctx, query, args...)
 		if err != nil {
 			return nil, err

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -447,11 +448,22 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 	if !utf8.Valid(value) {
 		return eventRow{}, errors.New("not valid UTF-8")
 	}
-	buf.Reset()
-	if err := json.Compact(buf, value); err != nil {
-		return eventRow{}, fmt.Errorf("not a ProcessedEvent: %w", err)
+	var compact string
+	if jsonbytes.Valid(value) && !spaceOutsideStrings(value) {
+		// The processor writes compact JSON, so this is the common case:
+		// validated by the fast scanner and stored as it is (json.Compact
+		// would validate with encoding/json's slower scanner and copy it
+		// into buf unchanged).
+		compact = string(value)
+	} else {
+		// Not compact, or invalid: json.Compact rejects it with the
+		// reason the caller reports.
+		buf.Reset()
+		if err := json.Compact(buf, value); err != nil {
+			return eventRow{}, fmt.Errorf("not a ProcessedEvent: %w", err)
+		}
+		compact = buf.String()
 	}
-	compact := buf.String()
 	r := eventRow{event: compact}
 	var w words
 	// The columns and words borrow from compact (no copy per value): the
@@ -476,6 +488,26 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 	}
 	r.text, r.kv = string(w.text), string(w.kv)
 	return r, nil
+}
+
+// spaceOutsideStrings reports whether the valid JSON b has whitespace
+// between its tokens, which json.Compact would remove.
+func spaceOutsideStrings(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			return true
+		case '"':
+			// Skip the string: b is valid, so it ends at the first
+			// unescaped quote.
+			for i++; b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return false
 }
 
 // setColumn stores the flattened key/value in its column, if it has one.

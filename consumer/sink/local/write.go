@@ -70,8 +70,9 @@ func (s *Store) Write(ctx context.Context, values [][]byte) (WriteResult, error)
 	// inserts themselves.
 	rows := make([]eventRow, 0, len(values))
 	var buf bytes.Buffer
+	var w words // scratch, reused across values
 	for i, v := range values {
-		row, err := decodeRow(v, &buf)
+		row, err := decodeRowWith(v, &buf, &w)
 		if err != nil {
 			res.Invalid++
 			res.InvalidValues = append(res.InvalidValues, InvalidValue{Index: i, Reason: err.Error()})
@@ -443,6 +444,14 @@ type eventRow struct {
 // the value invalid, as decoding it into the schema type did. buf is
 // scratch space reused across values.
 func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
+	return decodeRowWith(value, buf, &words{})
+}
+
+// decodeRowWith is decodeRow with the words' buffers reused across values:
+// they grow once to an event's size instead of by doubling from nothing
+// for every event, and the row gets exact-size copies.
+func decodeRowWith(value []byte, buf *bytes.Buffer, w *words) (eventRow, error) {
+	w.text, w.kv = w.text[:0], w.kv[:0]
 	// JSON is UTF-8 by definition; a decoder would silently replace bad
 	// bytes in decoded strings but keep them in the stored text.
 	if !utf8.Valid(value) {
@@ -465,7 +474,6 @@ func decodeRow(value []byte, buf *bytes.Buffer) (eventRow, error) {
 		compact = buf.String()
 	}
 	r := eventRow{event: compact}
-	var w words
 	// The columns and words borrow from compact (no copy per value): the
 	// row keeps compact as its stored text.
 	err := flatten.WalkCompactString(compact, func(key, value string, kind flatten.Kind) error {

@@ -36,7 +36,9 @@ const DefaultMaxEventBytes = 900 << 10
 const dlqStage = "processor"
 
 // Policy decides what happens to an event; *policy.Policy implements it.
-// Apply lowers the event in place when it is kept.
+// Apply lowers the event in place when it is kept. Handle calls it from
+// several goroutines at once for the records of a large batch (see
+// forEach), as it already did for batches of different partitions.
 type Policy interface {
 	Apply(ev *schemas.Event) (policy.Decision, error)
 }

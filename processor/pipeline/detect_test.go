@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/processor/detect"
 	"github.com/auditpipe/auditpipe/processor/pipeline"
 	"github.com/auditpipe/auditpipe/processor/policy"
@@ -170,4 +171,41 @@ func TestMalformedBodyCountsARuleError(t *testing.T) {
 	require.Len(t, out, 1, "the event goes on; no alert")
 	require.Nil(t, decodeOut(t, out[0]).Pipeline.Detections)
 	require.Equal(t, 0.0, testutil.ToFloat64(m.Errors.WithLabelValues("privileged-pod")), "a wrong shape is no match, not an error")
+}
+
+// TestLargeBatchKeepsRecordOrder: a batch large enough to be processed on
+// several goroutines writes the same records in the same order (each
+// record's alerts, then its event; DLQ records in place; dropped ones
+// absent) as the same records handled one batch each.
+func TestLargeBatchKeepsRecordOrder(t *testing.T) {
+	topics := schemas.DefaultTopics()
+	topics.Alerts = schemas.DefaultAlertsTopic
+	values := [][]byte{
+		fixture(t, "create_nginx_pod_privileged_2nd_container.json"), // alerts
+		fixture(t, "create_secret.json"),
+		[]byte(`{"not":"an event"}`), // DLQ
+		fixture(t, "create_nginx_pod_unprivileged.json"),
+	}
+	var records []kafka.Record
+	for i := range 300 {
+		records = append(records, raw(int64(i), values[i%len(values)]))
+	}
+	// Metadata keeps every event; None drops every event (alerts and
+	// DLQ records are still written).
+	for _, pol := range []string{metadataPolicy, dropAllPolicy} {
+		big, bigRec, _ := detectingPipeline(t, pol, topics)
+		require.NoError(t, big.Handle(t.Context(), batch(records...)))
+		one, oneRec, _ := detectingPipeline(t, pol, topics)
+		for _, r := range records {
+			require.NoError(t, one.Handle(t.Context(), batch(r)))
+		}
+		want, got := oneRec.records(), bigRec.records()
+		require.NotEmpty(t, want)
+		require.Len(t, got, len(want))
+		for i := range want {
+			require.Equal(t, want[i].Topic, got[i].Topic, "record %d", i)
+			require.Equal(t, string(want[i].Value), string(got[i].Value), "record %d", i)
+			require.Equal(t, want[i].Headers, got[i].Headers, "record %d", i)
+		}
+	}
 }

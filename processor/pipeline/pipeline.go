@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +36,9 @@ const DefaultMaxEventBytes = 900 << 10
 const dlqStage = "processor"
 
 // Policy decides what happens to an event; *policy.Policy implements it.
-// Apply lowers the event in place when it is kept.
+// Apply lowers the event in place when it is kept. Handle calls it from
+// several goroutines at once for the records of a large batch (see
+// forEach), as it already did for batches of different partitions.
 type Policy interface {
 	Apply(ev *schemas.Event) (policy.Decision, error)
 }
@@ -110,7 +114,8 @@ var _ kafka.Handler = (*Pipeline)(nil)
 type Option func(*Pipeline)
 
 // WithClock sets the clock that stamps Pipeline.ProcessedAt (default
-// time.Now), so tests get deterministic output.
+// time.Now), so tests get deterministic output. Handle calls it from
+// several goroutines at once.
 func WithClock(now func() time.Time) Option {
 	return func(p *Pipeline) { p.now = now }
 }
@@ -209,13 +214,20 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	defer func() { p.metrics.BatchDuration.Observe(time.Since(start).Seconds()) }()
 
 	fl := p.fleet.Load()
+	results := make([]result, len(b.Records))
+	forEach(len(b.Records), func(i int) {
+		r := &results[i]
+		r.rec, r.outcome = p.process(fl, b, b.Records[i], &r.alerts, &r.redactionFailures)
+	})
 	out := make([]kafka.Record, 0, len(b.Records))
 	var counts [3]int // accepted, dropped, dlq
 	var bytesIn, bytesOut, redactionFailures int
-	for _, rec := range b.Records {
-		bytesIn += len(rec.Value)
-		r, outcome := p.process(fl, b, rec, &out, &redactionFailures)
-		switch outcome {
+	for i, r := range results {
+		bytesIn += len(b.Records[i].Value)
+		redactionFailures += r.redactionFailures
+		// A record's alerts go before its event, as they were found.
+		out = append(out, r.alerts...)
+		switch r.outcome {
 		case OutcomeAccepted:
 			counts[0]++
 		case OutcomeDroppedPolicy:
@@ -224,8 +236,8 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 		case OutcomeDLQ:
 			counts[2]++
 		}
-		bytesOut += len(r.Value)
-		out = append(out, r)
+		bytesOut += len(r.rec.Value)
+		out = append(out, r.rec)
 	}
 	switch {
 	case p.txn != nil && len(b.Records) > 0:
@@ -247,6 +259,44 @@ func (p *Pipeline) Handle(ctx context.Context, b kafka.Batch) error {
 	p.metrics.Bytes.WithLabelValues("out").Add(float64(bytesOut))
 	p.metrics.RedactionFailures.Add(float64(redactionFailures))
 	return nil
+}
+
+// result is what process made of one record of a batch.
+type result struct {
+	rec               kafka.Record
+	outcome           string
+	alerts            []kafka.Record
+	redactionFailures int
+}
+
+// minParallel is the fewest records per goroutine worth starting one
+// for: below it, the handoff costs about as much as it saves.
+const minParallel = 32
+
+// forEach calls fn(i) for every i in [0, n), on up to GOMAXPROCS
+// goroutines, each taking one contiguous share, and returns when all
+// calls have returned. A batch's records are independent until they are
+// written, and Handle is otherwise one goroutine per partition: while
+// one partition's batch waits for the broker, its CPU work would leave
+// cores idle.
+func forEach(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n/minParallel)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		lo, hi := w*n/workers, (w+1)*n/workers
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // process turns one raw record into its output record, or none when the

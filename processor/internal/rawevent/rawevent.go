@@ -299,11 +299,7 @@ func checkTyped(ev schemas.Event) string {
 // pe.Pipeline.Truncated, and pe.Pipeline under "auditpipe" last. Other
 // fields of pe.Event are not read: they were only a view.
 func (e *Event) Encode(pe *schemas.ProcessedEvent) ([]byte, error) {
-	pl, err := jsonbytes.Marshal(pe.Pipeline)
-	if err != nil {
-		return nil, fmt.Errorf("auditpipe member: %w", err)
-	}
-	out := make([]byte, 0, len(e.value)+len(pl)+64)
+	out := make([]byte, 0, len(e.value)+1024)
 	out = append(out, '{')
 	n := 0
 	annotated := false
@@ -320,6 +316,7 @@ func (e *Event) Encode(pe *schemas.ProcessedEvent) ([]byte, error) {
 			v = pe.ResponseObject
 		case keyAnnotations:
 			if pe.Pipeline.Truncated {
+				var err error
 				if v, err = withTruncated(v); err != nil {
 					return nil, err
 				}
@@ -341,6 +338,13 @@ func (e *Event) Encode(pe *schemas.ProcessedEvent) ([]byte, error) {
 		out = append(out, `,"annotations":{`+truncatedMember+`}`...)
 	}
 	out = append(out, `,"`+schemas.PipelineKey+`":`...)
+	if pl, ok := appendPipeline(out, &pe.Pipeline); ok {
+		return append(pl, '}'), nil
+	}
+	pl, err := jsonbytes.Marshal(pe.Pipeline)
+	if err != nil {
+		return nil, fmt.Errorf("auditpipe member: %w", err)
+	}
 	out = append(out, pl...)
 	return append(out, '}'), nil
 }

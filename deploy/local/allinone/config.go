@@ -53,7 +53,30 @@ type Config struct {
 	// Slack-compatible webhook; off when neither URL is set.
 	Alerts AlertsConfig `json:"alerts"`
 	Log    LogConfig    `json:"log"`
+	// MemoryLimitBytes is the soft limit of the Go runtime's memory for
+	// the whole process (runtime/debug.SetMemoryLimit; see
+	// ApplyMemoryLimit): near it the garbage collector runs more often
+	// instead of letting the heap grow to twice what is live. It bounds
+	// the Go heap of every stage, the broker and the webhook's bodies, not
+	// SQLite's page cache or the kernel's. Default 384 MiB; 0 leaves the
+	// runtime's own setting (GOMEMLIMIT, else none). Decision 0027.
+	MemoryLimitBytes int64 `json:"memoryLimitBytes"`
 }
+
+// DefaultMemoryLimitBytes is memoryLimitBytes' default: with the
+// webhook's body budget (DefaultMaxInflightBytes) and the non-Go memory
+// (SQLite, stacks, the binary) the process stays under 512 MiB.
+const DefaultMemoryLimitBytes = 384 << 20
+
+// DefaultMaxInflightBytes is the all-in-one's webhook.maxInflightBytes:
+// two bodies of the largest size, or some hundred of an apiserver's usual
+// batches (more than webhook.maxConcurrent lets in at once). The producer
+// binary's 256 MiB would be two thirds of the memory limit by itself.
+const DefaultMaxInflightBytes = 128 << 20
+
+// minMemoryLimitBytes is the smallest memoryLimitBytes accepted: below it
+// the pipeline's working set alone keeps the collector running.
+const minMemoryLimitBytes = 128 << 20
 
 // RetentionConfig bounds the local store (see consumer/sink/local): zero
 // values keep everything.
@@ -141,6 +164,7 @@ type LogConfig struct {
 // ./data.
 func DefaultConfig() Config {
 	producer := producerapp.DefaultConfig()
+	producer.Webhook.MaxInflightBytes = DefaultMaxInflightBytes
 	return Config{
 		DataDir: "data",
 		Cluster: "local",
@@ -157,6 +181,8 @@ func DefaultConfig() Config {
 		Topics: schemas.DefaultTopics(),
 		Alerts: AlertsConfig{DedupWindow: config.Duration(alerts.DefaultConfig().DedupWindow), RatePerRule: alerts.DefaultConfig().RatePerRule},
 		Log:    LogConfig{Level: "info", Format: "text"},
+
+		MemoryLimitBytes: DefaultMemoryLimitBytes,
 	}
 }
 
@@ -185,6 +211,17 @@ func (c Config) Validate() error {
 		}
 	} else if err := c.Kafka.Connection().Validate(); err != nil {
 		return err
+	}
+	if c.MemoryLimitBytes != 0 {
+		if c.MemoryLimitBytes < minMemoryLimitBytes {
+			return fmt.Errorf("memoryLimitBytes: %d is below %d (128 MiB); 0 leaves the Go runtime's default", c.MemoryLimitBytes, minMemoryLimitBytes)
+		}
+		// The received bodies are copied on their way to Kafka: a limit
+		// they could fill on their own would keep the collector running
+		// without freeing anything.
+		if c.MemoryLimitBytes < 2*c.Webhook.MaxInflightBytes {
+			return fmt.Errorf("memoryLimitBytes (%d): must be at least twice webhook.maxInflightBytes (%d)", c.MemoryLimitBytes, c.Webhook.MaxInflightBytes)
+		}
 	}
 	if c.Kafka.Partitions < 1 {
 		return errors.New("kafka.partitions: must be at least 1")

@@ -73,6 +73,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.SyncWrites, "sync-writes", o.SyncWrites, "embedded broker fsyncs before acknowledging, as make run does")
 	fs.DurationVar(&o.RoundTimeout, "round-timeout", o.RoundTimeout, "give up on a round after this long")
 	fs.StringVar(&o.CPUProfileDir, "cpuprofile", "", "directory for a CPU profile of each unit's measured rounds (go tool pprof)")
+	fs.StringVar(&o.MemProfileDir, "memprofile", "", "directory for a heap profile of each unit, taken at the largest live heap of its measured rounds (go tool pprof)")
 	jsonOut := fs.Bool("json", false, "print the JSON report on stdout instead of the table")
 	out := fs.String("out", "bench/results", "directory for the JSON report (empty: do not write one)")
 	inProcess := fs.Bool("in-process", false, "run every unit in this process (peak RSS is then process-wide)")

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"sync"
@@ -89,6 +91,11 @@ type Options struct {
 	// measured rounds (<broker>-<stage>-<variant>.prof): where a stage's
 	// own work goes is the question every figure here raises next.
 	CPUProfileDir string `json:"-"`
+	// MemProfileDir, when set, receives a heap profile of each unit
+	// (<broker>-<stage>-<variant>.heap.prof) taken when the live heap
+	// was largest during the measured rounds: what holds the memory
+	// behind the peak RSS.
+	MemProfileDir string `json:"-"`
 }
 
 // DefaultOptions are sized so that `make bench` on the embedded broker
@@ -267,13 +274,21 @@ func runUnit(ctx context.Context, o Options, u Unit, tpl *Templates, logger *slo
 			e.logger.Warn("close leg", "err", cerr)
 		}
 	}()
-	stopProfile := func() {}
+	stopProfile, stopHeapProfile := func() {}, func() error { return nil }
 	defer func() { stopProfile() }()
+	defer func() {
+		if err := stopHeapProfile(); err != nil {
+			e.logger.Warn("heap profile", "err", err)
+		}
+	}()
 	for r := range o.Warmup + o.Rounds {
 		if r == o.Warmup && o.CPUProfileDir != "" {
 			if stopProfile, err = startCPUProfile(o.CPUProfileDir, u); err != nil {
 				return res, err
 			}
+		}
+		if r == o.Warmup && o.MemProfileDir != "" {
+			stopHeapProfile = startHeapProfile(o.MemProfileDir, u)
 		}
 		rctx, cancel := context.WithTimeout(ctx, o.RoundTimeout)
 		rd, err := l.round(rctx, r)
@@ -391,6 +406,46 @@ func SelfMaxRSS() int64 {
 		return 0
 	}
 	return maxRSSBytes(&ru)
+}
+
+// startHeapProfile samples the live heap (as of the last GC) every
+// 100ms until the returned stop is called, keeps a heap profile of the
+// largest one, and writes it to dir on stop.
+func startHeapProfile(dir string, u Unit) (stop func() error) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	var best bytes.Buffer
+	go func() {
+		defer close(finished)
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var peak uint64
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			metrics.Read(sample)
+			if live := sample[0].Value.Uint64(); live > peak {
+				peak = live
+				best.Reset()
+				_ = pprof.Lookup("heap").WriteTo(&best, 0)
+			}
+			select {
+			case <-tick.C:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() error {
+		close(done)
+		<-finished
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("heap profile dir: %w", err)
+		}
+		path := filepath.Join(dir, u.Broker+"-"+u.Stage+"-"+u.Variant+".heap.prof")
+		if err := os.WriteFile(path, best.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("heap profile: %w", err)
+		}
+		return nil
+	}
 }
 
 // startCPUProfile profiles this process until the returned stop is called.

@@ -27,6 +27,30 @@ func TestRunRefusesInvalidConfigValues(t *testing.T) {
 	require.ErrorContains(t, err, "kafka.partitions")
 }
 
+// TestMemoryLimitKeyAndFlag: memoryLimitBytes is a config key and a flag
+// of run, listed in its help, and a bad value stops run before anything
+// starts.
+func TestMemoryLimitKeyAndFlag(t *testing.T) {
+	var out bytes.Buffer
+	require.ErrorIs(t, run(context.Background(), []string{"run", "--help"}, &out, &bytes.Buffer{}), flag.ErrHelp)
+	require.Contains(t, out.String(), "-memory-limit-bytes")
+	require.Contains(t, out.String(), "memoryLimitBytes")
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auditpipe.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("memoryLimitBytes: 1000\n"), 0o600))
+	dataDir := filepath.Join(dir, "data")
+	err := run(context.Background(), []string{"run", "--config", path, "--data-dir", dataDir}, &bytes.Buffer{}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "memoryLimitBytes: 1000 is below")
+	// The flag wins over the file.
+	err = run(context.Background(), []string{"validate", "--config", path, "--data-dir", dataDir, "--memory-limit-bytes", "0"}, &bytes.Buffer{}, &bytes.Buffer{})
+	require.NoError(t, err)
+	err = run(context.Background(), []string{"validate", "--data-dir", dataDir, "--memory-limit-bytes", "1000"}, &bytes.Buffer{}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "memoryLimitBytes: 1000 is below")
+	_, err = os.Stat(dataDir)
+	require.True(t, os.IsNotExist(err), "the data directory was created: %v", err)
+}
+
 func TestHelpAndUnknownCommands(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"help"}, &out, &errOut))

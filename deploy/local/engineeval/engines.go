@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ const (
 	engineVL       = "vlogs"      // VictoriaLogs: every flattened key a field + _msg = the event JSON
 	engineVLFields = "vlogs-lean" // VictoriaLogs: the flattened keys only, no _msg copy
 	engineVLMsg    = "vlogs-msg"  // VictoriaLogs: _msg = the event JSON + only the SQLite store's columns as fields
+	engineFacets   = "facets"     // a narrow SQLite side table for `| SQL` (facets.go)
 )
 
 // columnKeys are the keys the SQLite store has columns for (schema.go);
@@ -51,11 +53,9 @@ const (
 	// to ~1 s (rows buffer) plus the flush interval (in-memory parts)
 	// before they reach files. A crash loses them.
 	syncNone = "none"
-	// syncBatch makes every batch durable before write returns: the only
-	// public way to force in-memory data into fsynced files is a
-	// partition snapshot (DebugFlush + PartitionSnapshotMustCreate, which
-	// flushes in-memory parts to file parts and fsyncs them), deleted
-	// right after.
+	// syncBatch makes every batch durable before write returns (see
+	// vlEngine.sync); "every=N" does so every N batches, as a consumer
+	// committing its offsets after each checkpoint would.
 	syncBatch = "batch"
 )
 
@@ -109,16 +109,37 @@ func (e *sqliteEngine) close() error { return e.s.Close() }
 // the API can return the event as stored and `word` searches it.
 type vlEngine struct {
 	s       *logstorage.Storage
-	sync    string
 	keepMsg bool
 	// onlyColumns keeps only columnKeys as fields (with keepMsg).
 	onlyColumns bool
-	fields      []logstorage.Field
+	// syncEvery makes the data durable every syncEvery batches (0: never,
+	// VictoriaLogs' own flushing only).
+	syncEvery int
+	batches   int
+	days      map[string]bool // partitions written since the last sync
+	fields    []logstorage.Field
+}
+
+// parseSync reads -vl-sync: none, batch, or every=N (batches).
+func parseSync(mode string) (int, error) {
+	switch mode {
+	case syncNone:
+		return 0, nil
+	case syncBatch:
+		return 1, nil
+	}
+	if n, ok := strings.CutPrefix(mode, "every="); ok {
+		if v, err := strconv.Atoi(n); err == nil && v > 0 {
+			return v, nil
+		}
+	}
+	return 0, fmt.Errorf("vlogs: sync mode %q: want %s, %s or every=N (batches)", mode, syncNone, syncBatch)
 }
 
 func openVL(dir, sync string, keepMsg, onlyColumns bool) (*vlEngine, error) {
-	if sync != syncNone && sync != syncBatch {
-		return nil, fmt.Errorf("vlogs: sync mode %q: want %s or %s", sync, syncNone, syncBatch)
+	every, err := parseSync(sync)
+	if err != nil {
+		return nil, err
 	}
 	s := logstorage.MustOpenStorage(filepath.Join(dir, "vlogs"), &logstorage.StorageConfig{
 		Retention:     10 * 365 * 24 * time.Hour,
@@ -126,13 +147,12 @@ func openVL(dir, sync string, keepMsg, onlyColumns bool) (*vlEngine, error) {
 		// The corpus lies in the past: accept it.
 		MaxBackfillAge: 10 * 365 * 24 * time.Hour,
 	})
-	return &vlEngine{s: s, sync: sync, keepMsg: keepMsg, onlyColumns: onlyColumns}, nil
+	return &vlEngine{s: s, keepMsg: keepMsg, onlyColumns: onlyColumns, syncEvery: every, days: map[string]bool{}}, nil
 }
 
 func (e *vlEngine) write(_ context.Context, values [][]byte) error {
 	lr := logstorage.GetLogRows(nil, nil, nil, nil, "-")
 	defer logstorage.PutLogRows(lr)
-	days := map[string]bool{}
 	for _, v := range values {
 		f, err := cls.Flatten(v, time.Time{})
 		if err != nil {
@@ -151,22 +171,34 @@ func (e *vlEngine) write(_ context.Context, values [][]byte) error {
 		e.fields = fields
 		ts := f.TimeMs * int64(time.Millisecond)
 		lr.MustAdd(logstorage.TenantID{}, ts, fields, 1)
-		days[time.Unix(0, ts).UTC().Format("20060102")] = true
+		e.days[time.Unix(0, ts).UTC().Format("20060102")] = true
 	}
 	if lr.RowsCount() != len(values) {
 		return fmt.Errorf("vlogs: %d of %d rows accepted (see the storage's warnings)", lr.RowsCount(), len(values))
 	}
 	e.s.MustAddRows(lr)
-	if e.sync == syncBatch {
-		e.s.DebugFlush()
-		for day := range days {
-			for _, p := range e.s.PartitionSnapshotMustCreate(day) {
-				if err := e.s.PartitionSnapshotDelete(p); err != nil {
-					return fmt.Errorf("vlogs: delete sync snapshot: %w", err)
-				}
+	e.batches++
+	if e.syncEvery > 0 && e.batches%e.syncEvery == 0 {
+		return e.sync()
+	}
+	return nil
+}
+
+// sync makes everything added so far durable: DebugFlush turns the
+// buffered rows into in-memory parts, and a snapshot of each partition
+// written since the last sync flushes its in-memory parts to fsynced file
+// parts (lib/logstorage has no other public flush-to-disk call); the
+// snapshot itself (hard links) is deleted at once.
+func (e *vlEngine) sync() error {
+	e.s.DebugFlush()
+	for day := range e.days {
+		for _, p := range e.s.PartitionSnapshotMustCreate(day) {
+			if err := e.s.PartitionSnapshotDelete(p); err != nil {
+				return fmt.Errorf("vlogs: delete sync snapshot: %w", err)
 			}
 		}
 	}
+	clear(e.days)
 	return nil
 }
 
@@ -206,8 +238,10 @@ func openEngine(name, dir, vlSync string) (engine, error) {
 		return openVL(dir, vlSync, false, false)
 	case engineVLMsg:
 		return openVL(dir, vlSync, true, true)
+	case engineFacets:
+		return openFacets(dir)
 	}
 	return nil, errors.New("unknown engine " + name + "; want one of " + strings.Join(allEngines, ", "))
 }
 
-var allEngines = []string{engineNull, engineFlatten, engineSQLite, engineVL, engineVLFields, engineVLMsg}
+var allEngines = []string{engineNull, engineFlatten, engineSQLite, engineVL, engineVLFields, engineVLMsg, engineFacets}

@@ -46,7 +46,8 @@ Run "engineeval <command> -h" for the flags.`
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New(usage)
+		fmt.Fprintln(stdout, usage)
+		return errors.New("no command")
 	}
 	// VictoriaLogs logs through VictoriaMetrics' logger, configured by its
 	// own flags on the global flag set; only warnings and errors matter here.
@@ -67,7 +68,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, usage)
 		return nil
 	}
-	return fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	fmt.Fprintln(stdout, usage)
+	return fmt.Errorf("unknown command %q", args[0])
 }
 
 // common are the corpus flags of both commands.

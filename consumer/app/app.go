@@ -25,6 +25,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/sink/cls"
 	"github.com/auditpipe/auditpipe/consumer/sink/cls/clslocal"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
@@ -43,9 +44,9 @@ type Deps struct {
 	// store file. The caller closes it. Run runs its retention all the
 	// same (Config.Local); of several Apps sharing one store, configure
 	// retention on one.
-	Store *local.Store
+	Store eventstore.Store
 	// OnReused, when set, is the store's hook for events stored marked
-	// auditpipe.auditIDReused (local.Options.OnReused), e.g. to raise
+	// auditpipe.auditIDReused (eventstore.Options.OnReused), e.g. to raise
 	// the alerts of rules on that marker. Only for a store New opens.
 	OnReused func(ctx context.Context, events [][]byte)
 	// Offsets, when set, lets Run start a sink group that has never
@@ -66,7 +67,7 @@ type Deps struct {
 type App struct {
 	cfg       Config
 	log       *slog.Logger
-	store     *local.Store
+	store     eventstore.Store
 	ownsStore bool
 	clsSink   *cls.Sink
 	clsLocal  *clslocal.Server
@@ -129,7 +130,7 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	if cfg.Local.Enabled {
 		a.store = d.Store
 		if a.store == nil {
-			a.store, err = local.Open(cfg.Local.Path, local.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: d.OnReused})
+			a.store, err = openStore(cfg.Local, eventstore.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: d.OnReused})
 			if err != nil {
 				return nil, err
 			}
@@ -181,6 +182,19 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 		}
 	}
 	return a, nil
+}
+
+// openStore opens the store of local.engine at local.path.
+func openStore(cfg LocalConfig, opts eventstore.Options) (eventstore.Store, error) {
+	if err := validateEngine(cfg.Engine); err != nil {
+		return nil, err
+	}
+	// sqlite, the only engine validateEngine accepts.
+	s, err := local.Open(cfg.Path, local.Options{Logger: opts.Logger, Registerer: opts.Registerer, OnReused: opts.OnReused})
+	if err != nil {
+		return nil, err // not s: a nil *local.Store in the interface is not nil
+	}
+	return s, nil
 }
 
 // loadRegistry reads and validates the fleet registry file.
@@ -363,7 +377,7 @@ func (a *App) Handler(sink string) kafka.Handler {
 }
 
 // Store is the local store (nil when disabled).
-func (a *App) Store() *local.Store { return a.store }
+func (a *App) Store() eventstore.Store { return a.store }
 
 // CLSLocal is the cls-local server and its base URL (nil, "" unless
 // cls.mode is cls-local).

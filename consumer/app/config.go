@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/sink/cls"
-	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/internal/fleet"
@@ -54,8 +54,11 @@ type Config struct {
 
 // LocalConfig configures the local store sink.
 type LocalConfig struct {
-	Enabled bool   `json:"enabled"`
-	Path    string `json:"path"`
+	Enabled bool `json:"enabled"`
+	// Engine is the store's storage engine: sqlite (the default, and today
+	// the only one; decision 0026 plans vlogs).
+	Engine string `json:"engine"`
+	Path   string `json:"path"`
 	// Retention; zero values keep everything.
 	MaxAge   Duration `json:"maxAge"`
 	MaxBytes int64    `json:"maxBytes"`
@@ -108,7 +111,7 @@ func DefaultConfig() Config {
 		Group:    DefaultGroup,
 		Topic:    schemas.DefaultTopics().Events,
 		MaxBatch: 500,
-		Local:    LocalConfig{Enabled: true, Path: "auditpipe-events.db", RetentionInterval: Duration(time.Minute)},
+		Local:    LocalConfig{Enabled: true, Engine: eventstore.EngineSQLite, Path: "auditpipe-events.db", RetentionInterval: Duration(time.Minute)},
 		CLS:      CLSConfig{Mode: CLSOff, LocalAddr: "127.0.0.1:0"},
 		API:      APIConfig{Listen: DefaultAPIListen},
 	}
@@ -144,6 +147,9 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("local.enabled, cls.mode: no sink enabled"))
 	}
 	if c.Local.Enabled {
+		if err := validateEngine(c.Local.Engine); err != nil {
+			errs = append(errs, err)
+		}
 		if c.Local.Path == "" {
 			errs = append(errs, errors.New("local.path: required when local.enabled"))
 		}
@@ -173,6 +179,17 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// validateEngine accepts the engines New can open (openStore).
+func validateEngine(engine string) error {
+	switch engine {
+	case eventstore.EngineSQLite:
+		return nil
+	case eventstore.EngineVictoriaLogs:
+		return fmt.Errorf("local.engine %q is not available yet: see decision 0026", engine)
+	}
+	return fmt.Errorf("local.engine: %q, want %s", engine, eventstore.EngineSQLite)
+}
+
 // Sink names, as in metrics and logs.
 const (
 	SinkLocal = "local"
@@ -200,8 +217,8 @@ func (c Config) GroupConfig(sink string) kafka.GroupConfig {
 }
 
 // Retention is the local store's retention policy.
-func (c Config) Retention() local.Retention {
-	return local.Retention{MaxAge: time.Duration(c.Local.MaxAge), MaxBytes: c.Local.MaxBytes,
+func (c Config) Retention() eventstore.Retention {
+	return eventstore.Retention{MaxAge: time.Duration(c.Local.MaxAge), MaxBytes: c.Local.MaxBytes,
 		Interval: time.Duration(c.Local.RetentionInterval)}.WithDefaults()
 }
 

@@ -4,18 +4,18 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 )
 
-// LocalSink writes to the embedded local store.
+// LocalSink writes to the embedded local store, whatever its engine.
 type LocalSink struct {
-	store  *local.Store
+	store  eventstore.Writer
 	logger *slog.Logger
 }
 
 // NewLocalSink returns a Sink for store.
-func NewLocalSink(store *local.Store, logger *slog.Logger) *LocalSink {
+func NewLocalSink(store eventstore.Writer, logger *slog.Logger) *LocalSink {
 	return &LocalSink{store: store, logger: logger}
 }
 

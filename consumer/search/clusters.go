@@ -12,8 +12,8 @@ import (
 // ClustersPath is where NewClustersHandler lists the clusters.
 const ClustersPath = "/api/v1/clusters"
 
-// ClusterLister lists the clusters that have events. *local.Store satisfies
-// it.
+// ClusterLister lists the clusters that have events. Every
+// eventstore.Store satisfies it.
 type ClusterLister interface {
 	Clusters(ctx context.Context) ([]string, error)
 }

@@ -14,22 +14,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
 // EventsPath is where NewHandler serves the events API.
 const EventsPath = "/api/v1/events"
 
-// Querier runs a query. *local.Store satisfies it.
+// Querier runs a query. Every eventstore.Store satisfies it.
 type Querier interface {
-	Query(ctx context.Context, q local.Query) (local.QueryResult, error)
+	Query(ctx context.Context, q eventstore.Query) (eventstore.QueryResult, error)
 }
 
 // Store is what the API reads: the field filters of /api/v1/events and the
-// CLS queries of /api/v1/search. *local.Store satisfies it.
+// CLS queries of /api/v1/search. Every eventstore.Store satisfies it.
 type Store interface {
 	Querier
-	Search(ctx context.Context, req local.SearchRequest) (local.SearchResult, error)
+	Search(ctx context.Context, req eventstore.SearchRequest) (eventstore.SearchResult, error)
 }
 
 // EventsResponse is the body of a successful GET /api/v1/events.
@@ -115,8 +115,8 @@ func (h *handler) events(w http.ResponseWriter, r *http.Request) {
 }
 
 // parseQuery validates the query parameters of GET /api/v1/events.
-func parseQuery(v url.Values) (local.Query, error) {
-	var q local.Query
+func parseQuery(v url.Values) (eventstore.Query, error) {
+	var q eventstore.Query
 	// Sorted, so that of several bad parameters the same one is reported.
 	for _, name := range slices.Sorted(maps.Keys(v)) {
 		vals := v[name]
@@ -149,8 +149,8 @@ func parseQuery(v url.Values) (local.Query, error) {
 			}
 		case "limit":
 			n, err := strconv.Atoi(val)
-			if err != nil || n < 1 || n > local.MaxLimit {
-				return q, &paramError{name, fmt.Sprintf("want an integer from 1 to %d, got %q", local.MaxLimit, val)}
+			if err != nil || n < 1 || n > eventstore.MaxLimit {
+				return q, &paramError{name, fmt.Sprintf("want an integer from 1 to %d, got %q", eventstore.MaxLimit, val)}
 			}
 			q.Limit = n
 		default:

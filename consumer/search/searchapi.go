@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
-	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
 // SearchPath is where NewHandler serves CLS queries.
@@ -21,7 +21,7 @@ const SearchPath = "/api/v1/search"
 
 // SearchTimeout bounds one search on the server, so that an expensive
 // analysis sent over the network cannot hold the store's read connections
-// indefinitely. SQLite stops the statement when the context ends.
+// indefinitely. The store stops the search when the context ends.
 const SearchTimeout = 60 * time.Second
 
 // SearchEventsResponse is the body of GET /api/v1/search for a query without
@@ -58,7 +58,7 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 	res, err := h.store.Search(ctx, req)
 	if err != nil {
 		var qe *cql.Error
-		var ie *local.InvalidSearchError
+		var ie *eventstore.InvalidSearchError
 		if errors.As(err, &qe) || errors.As(err, &ie) {
 			writeSearchError(w, err)
 			return
@@ -94,7 +94,7 @@ func (h *handler) search(w http.ResponseWriter, r *http.Request) {
 func writeSearchError(w http.ResponseWriter, err error) {
 	var pe *paramError
 	var qe *cql.Error
-	var ie *local.InvalidSearchError
+	var ie *eventstore.InvalidSearchError
 	switch {
 	case errors.As(err, &pe):
 		writeJSON(w, http.StatusBadRequest, ErrorResponse{Error: pe.Error(), Parameter: pe.param})
@@ -109,8 +109,8 @@ func writeSearchError(w http.ResponseWriter, err error) {
 }
 
 // parseSearch validates the query parameters of GET /api/v1/search.
-func parseSearch(v url.Values) (local.SearchRequest, error) {
-	var req local.SearchRequest
+func parseSearch(v url.Values) (eventstore.SearchRequest, error) {
+	var req eventstore.SearchRequest
 	for _, name := range slices.Sorted(maps.Keys(v)) {
 		vals := v[name]
 		if len(vals) > 1 {
@@ -140,8 +140,8 @@ func parseSearch(v url.Values) (local.SearchRequest, error) {
 			}
 		case "limit":
 			n, err := strconv.Atoi(val)
-			if err != nil || n < 1 || n > local.MaxLimit {
-				return req, &paramError{name, fmt.Sprintf("want an integer from 1 to %d, got %q", local.MaxLimit, val)}
+			if err != nil || n < 1 || n > eventstore.MaxLimit {
+				return req, &paramError{name, fmt.Sprintf("want an integer from 1 to %d, got %q", eventstore.MaxLimit, val)}
 			}
 			req.Limit = n
 		default:

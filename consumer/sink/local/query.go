@@ -11,50 +11,13 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 )
 
-// Limits of Query.Limit, the same as CLS's LIMIT.
-const (
-	DefaultLimit = 100
-	MaxLimit     = 10000
-)
-
-// Query selects events. Empty fields do not filter; all set fields must match
-// (AND). String filters are exact, case-sensitive matches on the field.
-type Query struct {
-	Cluster   string // auditpipe.cluster
-	Verb      string // verb
-	User      string // user.username
-	Resource  string // objectRef.resource
-	Namespace string // objectRef.namespace
-	// From and To bound stageTimestamp, half-open: From <= t < To, so that
-	// consecutive windows neither overlap nor leave gaps. Zero = unbounded.
-	From, To time.Time
-	// Text is a full-text search over every value of the event (not the
-	// keys, not auditpipe's own fields): all words must occur, "quoted
-	// words" must occur as a phrase, and a trailing * matches a prefix
-	// (kube*). Matching is case-insensitive and on CLS's words (split at
-	// CLS's delimiters, cql.Delimiters), so "kube-system" finds
-	// system:serviceaccount:kube-system:default but "kube" does not.
-	Text string
-	// Limit is the page size: DefaultLimit when <= 0, at most MaxLimit.
-	Limit int
-}
-
-// QueryResult is one page of matching events.
-type QueryResult struct {
-	// Events are the stored ProcessedEvent JSON documents, newest first by
-	// stageTimestamp, then by cluster, auditID and stage for a stable order.
-	Events []json.RawMessage
-	// Total counts every matching event, not just this page.
-	Total int
-}
-
 // Query returns the newest events matching q and how many match in all. The
 // page and the total come from the same snapshot of the database.
 func (s *Store) Query(ctx context.Context, q Query) (QueryResult, error) {
 	start := time.Now()
 	defer func() { s.metrics.queryDuration.Observe(time.Since(start).Seconds()) }()
 
-	where, args := q.where()
+	where, args := queryWhere(q)
 	limit := q.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
@@ -95,9 +58,9 @@ func (s *Store) Query(ctx context.Context, q Query) (QueryResult, error) {
 	return res, nil
 }
 
-// where renders q's filters as a WHERE clause (empty when there is none)
+// queryWhere renders q's filters as a WHERE clause (empty when there is none)
 // with bound arguments; no user input is ever spliced into the SQL.
-func (q Query) where() (string, []any) {
+func queryWhere(q Query) (string, []any) {
 	var conds []string
 	var args []any
 	eq := func(col, v string) {

@@ -14,49 +14,6 @@ const (
 	pruneSize = "size"
 )
 
-// Retention bounds the store by age and by size. Zero MaxAge and MaxBytes
-// keep everything.
-type Retention struct {
-	// MaxAge deletes events whose stageTimestamp is older. Events without
-	// a stageTimestamp never expire by age (they do by size, first).
-	MaxAge time.Duration `json:"maxAge"`
-	// MaxBytes deletes the oldest events while the pages in use exceed it.
-	// The file does not shrink (freed pages are reused by new events), so
-	// the file settles at about MaxBytes plus the WAL.
-	MaxBytes int64 `json:"maxBytes"`
-	// Interval is the pause between rounds when there was nothing to do.
-	// Default 1m.
-	Interval time.Duration `json:"interval"`
-	// StepRows is the most events one step deletes, in one transaction: it
-	// bounds how long retention holds the write lock, so the consumer's
-	// writes wait at most one step. Default 2000.
-	StepRows int `json:"stepRows"`
-}
-
-// WithDefaults fills zero fields.
-func (r Retention) WithDefaults() Retention {
-	if r.Interval <= 0 {
-		r.Interval = time.Minute
-	}
-	if r.StepRows <= 0 {
-		r.StepRows = 2000
-	}
-	return r
-}
-
-// Validate reports impossible settings.
-func (r Retention) Validate() error {
-	switch {
-	case r.MaxAge < 0:
-		return fmt.Errorf("retention.maxAge: %s is negative", r.MaxAge)
-	case r.MaxBytes < 0:
-		return fmt.Errorf("retention.maxBytes: %d is negative", r.MaxBytes)
-	case r.MaxBytes > 0 && r.MaxBytes < 1<<20:
-		return fmt.Errorf("retention.maxBytes: %d is under 1 MiB; the schema alone takes a good part of that", r.MaxBytes)
-	}
-	return nil
-}
-
 // RunRetention prunes in steps until ctx ends: while a step finds work it
 // goes on (yielding the write lock between steps), otherwise it sleeps
 // Interval. Every round also measures the pages in use, so

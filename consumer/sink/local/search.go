@@ -15,52 +15,6 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 )
 
-// SearchRequest is a CLS query over the store, with the console's separate
-// time range and cluster.
-type SearchRequest struct {
-	// Query is the parsed query (cql.Parse). Nil matches every event.
-	Query *cql.Query
-	// Cluster, when set, keeps only this auditpipe.cluster.
-	Cluster string
-	// From and To bound stageTimestamp (__TIMESTAMP__), half-open:
-	// From <= t < To. Zero = unbounded.
-	From, To time.Time
-	// Limit is the page size of an event search: DefaultLimit when <= 0,
-	// at most MaxLimit. An analysis part has its own LIMIT and ignores
-	// this one, like CLS's API.
-	Limit int
-	// Cursor continues an event search where the page that returned it
-	// ended. Not allowed with an analysis part.
-	Cursor string
-}
-
-// SearchResult is either a page of events (no analysis part) or the rows of
-// the analysis part.
-type SearchResult struct {
-	// Events are ProcessedEvent JSON documents, newest first (by
-	// stageTimestamp, then cluster, auditID, stage, then the order in which
-	// they were stored).
-	Events []json.RawMessage
-	// Total counts every matching event, not only this page.
-	Total int
-	// Cursor fetches the next page; "" when this page is the last.
-	Cursor string
-
-	// Columns and Rows are the analysis part's result. Values are int64,
-	// float64, string or nil.
-	Columns []string
-	Rows    [][]any
-}
-
-// InvalidSearchError is a search the caller got wrong (bad cursor, an
-// analysis SQLite rejects); parse and compile errors are *cql.Error.
-type InvalidSearchError struct {
-	Param string // the request parameter at fault: "q" or "cursor"
-	Msg   string
-}
-
-func (e *InvalidSearchError) Error() string { return e.Param + ": " + e.Msg }
-
 // Search runs a CLS query on the store through the read-only connections.
 // The page and the total come from the same snapshot.
 func (s *Store) Search(ctx context.Context, req SearchRequest) (SearchResult, error) {

@@ -18,35 +18,6 @@ import (
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
-// WriteResult counts what one Write call did with its values.
-// Inserted+Duplicates+Invalid equals the number of values.
-type WriteResult struct {
-	// Inserted values were new and are now stored.
-	Inserted int
-	// Reused counts the inserted values that share cluster, auditID and
-	// stage with a different event stored before them (a client reused
-	// the Audit-ID header): they are stored with auditpipe.auditIDReused
-	// set. They are included in Inserted.
-	Reused int
-	// Duplicates were already stored, by an earlier call or earlier in
-	// the same call: an apiserver retry or a Kafka redelivery (same
-	// cluster, auditID, stage and content, see sameEvent). They changed
-	// nothing.
-	Duplicates int
-	// Invalid values are not storable ProcessedEvents and were skipped.
-	Invalid int
-	// InvalidValues says which values were invalid and why, in input order
-	// (len(InvalidValues) == Invalid), so that the caller can log them or
-	// send them to the DLQ: they will never become valid by retrying.
-	InvalidValues []InvalidValue
-}
-
-// InvalidValue is one value that Write skipped.
-type InvalidValue struct {
-	Index  int    // position in the values given to Write
-	Reason string // human-readable, e.g. "missing auditpipe.cluster"
-}
-
 // Write stores values, each a ProcessedEvent JSON, in one transaction. It is
 // idempotent on (cluster, auditID, stage, auditpipe.contentHash), decision
 // 0012: a retransmission of an event changes nothing, and a different event

@@ -18,7 +18,7 @@ import (
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/console"
 	"github.com/auditpipe/auditpipe/consumer/search"
-	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/embedded"
@@ -56,7 +56,7 @@ type Pipeline struct {
 	// kafka.brokers, kafka.tls and kafka.sasl.
 	conn  kafka.Connection
 	sasl  kafka.SASL // the embedded broker's user; zero with external brokers
-	store *local.Store
+	store eventstore.Store
 	// reusedAlerts writes the alerts of rules on the store's reuse
 	// marker (reused.go); nil without an alerts topic.
 	reusedAlerts kafka.Producer

@@ -24,6 +24,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/group"
 	"github.com/auditpipe/auditpipe/consumer/sink/cls"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/fleet"
@@ -296,12 +297,12 @@ func printSummary(w io.Writer, cfg replay.Config, sum replay.Summary) {
 }
 
 // StoreTarget writes replayed events to the local store. The store is
-// idempotent on (cluster, auditID, stage, content hash) and a Write is one
-// fsynced transaction, so a repeated batch changes nothing. The hash is of
+// idempotent on (cluster, auditID, stage, content hash) and a Write is
+// durable when it returns, so a repeated batch changes nothing. The hash is of
 // the raw event, so replaying history through another policy into a store
 // that holds it adds nothing (and marks nothing as a reused auditID);
 // decision 0012.
-type StoreTarget struct{ Store *local.Store }
+type StoreTarget struct{ Store eventstore.Writer }
 
 // Write stores the records' values.
 func (t StoreTarget) Write(ctx context.Context, records []kafka.Record) error {

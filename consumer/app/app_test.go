@@ -35,6 +35,7 @@ func TestLoadFull(t *testing.T) {
 	require.Equal(t, time.Minute, sc.BlockedRetry)
 	require.Equal(t, 20000, sc.RecentIdentities)
 	require.Equal(t, 1000, cfg.GroupConfig(app.SinkLocal).MaxBatch)
+	require.Equal(t, "sqlite", cfg.Local.Engine)
 	require.Equal(t, app.APIConfig{Listen: ":8443", TokenFile: "/etc/auditpipe/api/token",
 		TLS: app.APITLSConfig{CertFile: "/etc/auditpipe/api/tls.crt", KeyFile: "/etc/auditpipe/api/tls.key"}}, cfg.API)
 }
@@ -79,13 +80,47 @@ func TestLoadRejects(t *testing.T) {
 	require.ErrorContains(t, err, "duration")
 }
 
+// TestLocalEngine: local.engine defaults to sqlite, the only engine
+// there is; vlogs (decision 0026) and anything else are refused before
+// anything is opened, by run and validate alike.
+func TestLocalEngine(t *testing.T) {
+	cfg := app.DefaultConfig()
+	cfg.Kafka.Brokers = []string{"k:9092"}
+	require.Equal(t, "sqlite", cfg.Local.Engine)
+	cfg.Local.Path = filepath.Join(t.TempDir(), "events.db")
+	a, err := app.New(cfg, app.Deps{})
+	require.NoError(t, err)
+	require.NotNil(t, a.Store())
+	require.NoError(t, a.Close())
+
+	for engine, msg := range map[string]string{
+		"vlogs":  `local.engine "vlogs" is not available yet: see decision 0026`,
+		"SQLite": `local.engine: "SQLite", want sqlite`,
+		"":       `local.engine: "", want sqlite`,
+	} {
+		c := cfg
+		c.Local.Engine = engine
+		c.Local.Path = filepath.Join(t.TempDir(), "never", "events.db")
+		require.EqualError(t, c.Validate(), msg)
+		require.ErrorContains(t, app.Check(&c), msg)
+		_, err := app.New(c, app.Deps{})
+		require.ErrorContains(t, err, msg)
+		require.NoDirExists(t, filepath.Dir(c.Local.Path), "nothing opened")
+	}
+
+	c := cfg
+	c.Local.Enabled, c.Local.Engine, c.CLS.Mode = false, "vlogs", app.CLSLocal
+	require.NoError(t, c.Validate(), "the engine of a disabled store does not matter")
+}
+
 func TestValidateNamesTheField(t *testing.T) {
 	for field, mut := range map[string]func(*app.Config){
-		"brokers":    func(c *app.Config) { c.Kafka.Brokers = nil },
-		"maxBatch":   func(c *app.Config) { c.MaxBatch = 0 },
-		"no sink":    func(c *app.Config) { c.Local.Enabled = false },
-		"local.path": func(c *app.Config) { c.Local.Path = "" },
-		"cls.mode":   func(c *app.Config) { c.CLS.Mode = "kafka" },
+		"brokers":      func(c *app.Config) { c.Kafka.Brokers = nil },
+		"maxBatch":     func(c *app.Config) { c.MaxBatch = 0 },
+		"no sink":      func(c *app.Config) { c.Local.Enabled = false },
+		"local.path":   func(c *app.Config) { c.Local.Path = "" },
+		"local.engine": func(c *app.Config) { c.Local.Engine = "vlogs" },
+		"cls.mode":     func(c *app.Config) { c.CLS.Mode = "kafka" },
 		"cls.endpoint": func(c *app.Config) {
 			c.CLS.Mode = app.CLSCloud
 			c.FleetFile = "f"

@@ -8,7 +8,9 @@
 // key names the CLS sink sends). It is written by the consumer group (Write)
 // and read by the search API (Search), which compiles the CLS query language
 // (consumer/search/cql) to SQL that matches like CLS's default index; see
-// docs/decisions/0006-search-language.md.
+// docs/decisions/0006-search-language.md. *Store is the SQLite engine of
+// the consumer/sink/eventstore contract (decision 0026): the consumer, the
+// search API and the all-in-one use it through that interface.
 //
 // Concurrency model: one writer connection (SQLite allows one writer per file
 // anyway, and a single connection turns lock contention into a Go-side queue)

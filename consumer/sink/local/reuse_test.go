@@ -152,38 +152,6 @@ func counter(tb testing.TB, reg *prometheus.Registry, name string) prometheus.Co
 	return nil
 }
 
-// TestWriteReusedInOneBatch: the first of the batch is the first stored.
-func TestWriteReusedInOneBatch(t *testing.T) {
-	s, _ := openStore(t, local.Options{})
-	harmless, malicious := attack(t)
-	res, err := s.Write(context.Background(), [][]byte{harmless, malicious, harmless, malicious})
-	require.NoError(t, err)
-	require.Equal(t, local.WriteResult{Inserted: 2, Reused: 1, Duplicates: 2}, res)
-	found, err := search(t, s, local.SearchRequest{}, "auditpipe.auditIDReused:true")
-	require.NoError(t, err)
-	require.Equal(t, 1, found.Total)
-	require.Equal(t, "mallory", keyUser(t, found.Events[0]))
-}
-
-// TestWriteSameHashIsOneEvent: what the pipeline made of an event can
-// differ between deliveries (a replay through another policy lowers the
-// level and drops bodies; processedAt and receivedAt move), the raw event
-// and so the hash do not: one event.
-func TestWriteSameHashIsOneEvent(t *testing.T) {
-	s, _ := openStore(t, local.Options{})
-	base := localtest.GKE(t)[0]
-	h := strings.Repeat("d", 64)
-	first := withHash(t, base, h, nil)
-	replayed := withHash(t, base, h, func(pe *schemas.ProcessedEvent) {
-		pe.Level = "Metadata"
-		pe.RequestObject, pe.ResponseObject = nil, nil
-		pe.Pipeline.ProcessedAt = pe.Pipeline.ProcessedAt.Add(24 * 3600e9)
-	})
-	res, err := s.Write(context.Background(), [][]byte{first, replayed})
-	require.NoError(t, err)
-	require.Equal(t, local.WriteResult{Inserted: 1, Duplicates: 1}, res)
-}
-
 // TestWriteEventsWithoutHash: events stored before decision 0012, or from
 // a processor that predates it, have no hash. They are compared by the
 // fields the pipeline never changes: equal is one event (a retransmission
@@ -287,27 +255,4 @@ func TestOpenMigratesMainSchema(t *testing.T) {
 	require.NoError(t, json.Unmarshal(found.Events[0], &pe))
 	require.Equal(t, "some-user", pe.User.Username)
 	require.Equal(t, "841d3e6d-90d2-43df-8da4-684738bee3d5", pe.AuditID)
-}
-
-// TestOnReusedReportsMarkedEvents: the hook sees exactly the events Write
-// stored marked as reused, once: not the first event, not a
-// retransmission, not a redelivery of the reused event.
-func TestOnReusedReportsMarkedEvents(t *testing.T) {
-	ctx := context.Background()
-	var reported [][]byte
-	s, _ := openStore(t, local.Options{OnReused: func(_ context.Context, events [][]byte) {
-		reported = append(reported, events...)
-	}})
-	harmless, malicious := attack(t)
-
-	_, err := s.Write(ctx, [][]byte{harmless})
-	require.NoError(t, err)
-	require.Empty(t, reported, "a first event is no reuse")
-	_, err = s.Write(ctx, [][]byte{malicious, harmless})
-	require.NoError(t, err)
-	require.Len(t, reported, 1)
-	require.Equal(t, asMap(t, malicious), asMap(t, reported[0]))
-	_, err = s.Write(ctx, [][]byte{malicious, harmless})
-	require.NoError(t, err)
-	require.Len(t, reported, 1, "a redelivery of the reused event is a duplicate")
 }

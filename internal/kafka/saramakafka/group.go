@@ -138,6 +138,9 @@ func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	gh := &groupHandler{cfg: c.cfg, group: g, h: h, ctx: runCtx, stop: stop, beforeCommit: c.beforeCommit}
+	if o, ok := h.(kafka.OffsetOwner); ok && o.CommitsOffsets() {
+		gh.handlerCommits = true
+	}
 	c.runningMu.Lock()
 	c.running = gh
 	c.runningMu.Unlock()
@@ -276,6 +279,9 @@ type groupHandler struct {
 	stop  context.CancelFunc
 	// beforeCommit is GroupConsumer.beforeCommit (tests only).
 	beforeCommit func()
+	// handlerCommits: h is a kafka.OffsetOwner that commits its offsets
+	// in its transactions; the member marks and commits nothing.
+	handlerCommits bool
 
 	mu      sync.Mutex
 	err     error
@@ -413,6 +419,9 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 		// its work short on the canceled context.
 		if ctx.Err() != nil {
 			return nil
+		}
+		if g.handlerCommits {
+			continue
 		}
 		lastMark = commits.mark(topic, partition, msgs[len(msgs)-1].Offset+1)
 	}

@@ -45,7 +45,8 @@ var (
 // starts one goroutine per assigned partition, which reads with its own
 // partition Reader from the committed offset, hands batches to the
 // handler and commits after each handled batch with the generation's
-// CommitOffsets. A generation ends (and with it the handlers' ctx) when a
+// CommitOffsets (unless the handler is a kafka.OffsetOwner that commits
+// them itself). A generation ends (and with it the handlers' ctx) when a
 // heartbeat reports a rebalance. kafka-go's rebalances are eager: every
 // partition is revoked at every rebalance.
 //

@@ -86,3 +86,17 @@ type AssignmentPreparer interface {
 	// did not own in its previous assignment.
 	PrepareAssigned(ctx context.Context, topic string, partitions []int32) error
 }
+
+// OffsetOwner is implemented by a Handler that may commit its input
+// offsets itself, in the transaction that writes its output
+// (Transactor.Commit). When CommitsOffsets reports true, a group adapter
+// commits no offsets of its own for that handler: its commits go out
+// after the handler returned, so one could land after the next batch's
+// transaction and move the group's offset back, and a member starting
+// from there would write that transaction's output a second time.
+type OffsetOwner interface {
+	// CommitsOffsets reports whether every batch the handler finished
+	// has had its offsets committed by the handler. It is asked once per
+	// Run.
+	CommitsOffsets() bool
+}

@@ -139,6 +139,11 @@ func (p *Pipeline) PrepareAssigned(ctx context.Context, topic string, partitions
 	return p.txn.Fence(ctx, topic, partitions...)
 }
 
+// CommitsOffsets implements kafka.OffsetOwner: with transactions, every
+// batch's input offsets are committed in its transaction, and the group
+// must not commit them outside one.
+func (p *Pipeline) CommitsOffsets() bool { return p.txn != nil }
+
 // New returns a Pipeline that applies pol and writes with prod. metrics
 // may be nil (unregistered metrics), logger too (logs are discarded).
 func New(cfg Config, pol Policy, prod kafka.Producer, metrics *Metrics, logger *slog.Logger, opts ...Option) (*Pipeline, error) {

@@ -45,7 +45,8 @@ var (
 // starts one goroutine per assigned partition, which reads with its own
 // partition Reader from the committed offset, hands batches to the
 // handler and commits after each handled batch with the generation's
-// CommitOffsets. A generation ends (and with it the handlers' ctx) when a
+// CommitOffsets (unless the handler is a kafka.OffsetOwner that commits
+// them itself). A generation ends (and with it the handlers' ctx) when a
 // heartbeat reports a rebalance. kafka-go's rebalances are eager: every
 // partition is revoked at every rebalance.
 //
@@ -141,6 +142,9 @@ func (g *Group) Run(ctx context.Context, h kafka.Handler) error {
 	}
 
 	r := &run{group: g, h: h, runCtx: runCtx, valueCtx: ctx, stop: stop}
+	if o, ok := h.(kafka.OffsetOwner); ok && o.CommitsOffsets() {
+		r.handlerCommits = true
+	}
 	for {
 		gen, err := cg.Next(runCtx)
 		if runCtx.Err() != nil {
@@ -198,6 +202,9 @@ func (g *Group) Close() error {
 type run struct {
 	group *Group
 	h     kafka.Handler
+	// handlerCommits: h is a kafka.OffsetOwner that commits its offsets
+	// itself; the member commits none.
+	handlerCommits bool
 	// runCtx ends when Run must stop: its ctx was canceled, Close was
 	// called or a handler failed.
 	runCtx context.Context
@@ -325,6 +332,9 @@ func (p *partition) consume(genCtx context.Context) (endGeneration bool) {
 			p.fail(fmt.Errorf("kafka-go group %s: handle %s/%d offsets %d-%d: %w",
 				cfg.Group, p.topic, p.id, first, last, err))
 			return false
+		}
+		if p.handlerCommits {
+			continue
 		}
 		if err := p.commit(last + 1); err != nil {
 			if genCtx.Err() != nil {

@@ -45,6 +45,7 @@ func RunConformance(t *testing.T, f Factory) {
 	t.Run("RedeliveryAfterHandlerError", func(t *testing.T) { testRedelivery(t, f) })
 	t.Run("NoCommitAfterRevoke", func(t *testing.T) { testNoCommitAfterRevoke(t, f) })
 	t.Run("CleanShutdown", func(t *testing.T) { testCleanShutdown(t, f) })
+	t.Run("HandlerCommitsOffsets", func(t *testing.T) { testHandlerCommitsOffsets(t, f) })
 	t.Run("Admin", func(t *testing.T) { testAdmin(t, f) })
 	t.Run("ProducerErrors", func(t *testing.T) { testProducerErrors(t, f) })
 }
@@ -781,6 +782,42 @@ func testCleanShutdown(t *testing.T, f Factory) {
 
 	require.NoError(t, p.Close(), "producer Close")
 	require.NoError(t, p.Close(), "second producer Close")
+}
+
+// offsetOwner is a recorder's handler that is a kafka.OffsetOwner.
+type offsetOwner struct {
+	kafka.Handler
+	commits bool
+}
+
+func (o offsetOwner) CommitsOffsets() bool { return o.commits }
+
+// testHandlerCommitsOffsets: a handler that is a kafka.OffsetOwner
+// reporting true gets every record, and the member commits no offset of
+// its own, not even on a clean stop (a transactional handler commits
+// them; a late commit by the member could move them back). One reporting
+// false is committed for as any handler.
+func testHandlerCommitsOffsets(t *testing.T, f Factory) {
+	const partitions = 3
+	e := newEnv(t, f, partitions)
+	var recs []kafka.Record
+	for i := range 30 {
+		recs = append(recs, kafka.Record{Topic: e.topic, Key: []byte(fmt.Sprintf("k-%03d", i)), Value: []byte(fmt.Sprintf("r-%03d", i))})
+	}
+	e.produce(e.producer(), recs)
+
+	rec := newRecorder(t, e.topic, 4)
+	g := e.newGroup("owner", 4)
+	r := startRun(t, g, offsetOwner{Handler: rec.handler(), commits: true})
+	waitFor(t, fmt.Sprintf("%d records", len(recs)), func() bool { return rec.count() >= len(recs) })
+	r.stop("offset owner")
+	require.Empty(t, e.committed(), "offsets committed by the member although its handler commits them")
+
+	rec2 := newRecorder(t, e.topic, 4)
+	r2 := startRun(t, g, offsetOwner{Handler: rec2.handler(), commits: false})
+	waitFor(t, "the records again", func() bool { return rec2.count() >= len(recs) })
+	r2.stop("not an offset owner")
+	require.Equal(t, endOffsets(rec2.records()), e.committed(), "committed offsets after a clean stop")
 }
 
 // testAdmin: EnsureTopics is idempotent, alone and mixed with new topics;

@@ -30,6 +30,11 @@ type GroupConsumer struct {
 	// nil between runs.
 	runningMu sync.Mutex
 	running   *groupHandler
+
+	// beforeCommit, when set (tests only), runs before each offset commit
+	// the member sends, on the committing goroutine: a test holds it to
+	// keep a commit in flight while a claim is revoked.
+	beforeCommit func()
 }
 
 var _ kafka.GroupConsumer = (*GroupConsumer)(nil)
@@ -132,7 +137,10 @@ func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	gh := &groupHandler{cfg: c.cfg, group: g, h: h, ctx: runCtx, stop: stop}
+	gh := &groupHandler{cfg: c.cfg, group: g, h: h, ctx: runCtx, stop: stop, beforeCommit: c.beforeCommit}
+	if o, ok := h.(kafka.OffsetOwner); ok && o.CommitsOffsets() {
+		gh.handlerCommits = true
+	}
 	c.runningMu.Lock()
 	c.running = gh
 	c.runningMu.Unlock()
@@ -269,10 +277,16 @@ type groupHandler struct {
 	h     kafka.Handler
 	ctx   context.Context // the Run's, for PrepareAssigned
 	stop  context.CancelFunc
+	// beforeCommit is GroupConsumer.beforeCommit (tests only).
+	beforeCommit func()
+	// handlerCommits: h is a kafka.OffsetOwner that commits its offsets
+	// in its transactions; the member marks and commits nothing.
+	handlerCommits bool
 
-	mu    sync.Mutex
-	err   error
-	owned map[string][]int32 // the session's last assignment
+	mu      sync.Mutex
+	err     error
+	owned   map[string][]int32 // the session's last assignment
+	commits *committer         // the current session's
 }
 
 func (g *groupHandler) resetOwned() {
@@ -301,8 +315,37 @@ func (g *groupHandler) updateOwned(claims map[string][]int32) map[string][]int32
 	return added
 }
 
-func (*groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (*groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+// Setup starts the session's committer. sarama calls it once per session,
+// before the first claim; with the cooperative protocol a session outlives
+// rebalances, and so does its committer.
+func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
+	c := newCommitter(sess, g.beforeCommit)
+	g.mu.Lock()
+	g.commits = c
+	g.mu.Unlock()
+	go c.run()
+	return nil
+}
+
+// Cleanup stops the session's committer. sarama calls it after every
+// ConsumeClaim of the session returned, and each of them waited for its
+// marks to be committed, so nothing is left to commit.
+func (g *groupHandler) Cleanup(sarama.ConsumerGroupSession) error {
+	g.mu.Lock()
+	c := g.commits
+	g.commits = nil
+	g.mu.Unlock()
+	if c != nil {
+		c.close()
+	}
+	return nil
+}
+
+func (g *groupHandler) committer() *committer {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.commits
+}
 
 func (g *groupHandler) fail(err error) {
 	g.mu.Lock()
@@ -319,11 +362,21 @@ func (g *groupHandler) failure() error {
 	return g.err
 }
 
-// ConsumeClaim hands the claim's records to the handler in batches and
-// commits after each batch the handler finished while the partition was
-// still this member's.
+// ConsumeClaim hands the claim's records to the handler in batches. After
+// each batch the handler finished while the partition was still this
+// member's, it marks the batch's end for the session's committer and goes
+// on with the next batch at once; it returns only once a commit covering
+// its last mark has completed.
 func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
 	topic, partition := claim.Topic(), claim.Partition()
+	commits := g.committer()
+	// sarama drops a revoked partition's marked offsets as soon as
+	// ConsumeClaim returns (auto-commit is off), and the partition's next
+	// owner starts at the last committed offset. Waiting here, whatever
+	// ends the claim, keeps the next owner after the last handled batch.
+	// Runs last: after the handler's last batch returned.
+	var lastMark uint64
+	defer func() { commits.wait(lastMark) }()
 	// sarama tells a claim about its revocation only by closing Messages()
 	// and does not hand out the claim's context, so the claim gets its own:
 	// canceled when Messages() closes (revoked, or the session ended) or
@@ -356,22 +409,130 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 				msgs[0].Offset, msgs[len(msgs)-1].Offset, err)
 			g.fail(err)
 			// Returning ends the session: the other claims' contexts are
-			// canceled, so they commit nothing after their current batch,
+			// canceled, so they mark nothing after their current batch,
 			// and this batch comes again to the partition's next owner.
 			return err
 		}
 		// A batch that finished after its partition was revoked, or after
-		// the member began to stop, is not committed: the partition may
+		// the member began to stop, is not marked: the partition may
 		// already be read by another member, and the handler may have cut
 		// its work short on the canceled context.
 		if ctx.Err() != nil {
 			return nil
 		}
-		sess.MarkOffset(topic, partition, msgs[len(msgs)-1].Offset+1, "")
-		// Synchronous, so the commit lands before this claim can be
-		// revoked: the next owner starts after this batch.
-		sess.Commit()
+		if g.handlerCommits {
+			continue
+		}
+		lastMark = commits.mark(topic, partition, msgs[len(msgs)-1].Offset+1)
 	}
+}
+
+// committer commits the offsets a session's claims mark. sarama's
+// session.Commit sends one OffsetCommit carrying every marked offset of
+// the session and waits for the answer (the broker writes it to its log
+// first: tens of milliseconds). Claims used to commit after each of their
+// batches and wait for it: each claim's next batch waited a round trip,
+// and four claims meant four round trips carrying the same offsets, one
+// after the other. The committer instead runs one commit at a time for
+// all partitions, back to back while claims marked something new, and a
+// claim waits only when it ends.
+//
+// A failed commit is not reported by sarama (Return.Errors is off, as
+// before this type existed): its offsets stay marked and the next commit
+// carries them again. A claim that ends after a failed last commit leaves
+// its partition's next owner to handle again what came after the last
+// successful commit: at-least-once, as with the commit after every batch.
+type committer struct {
+	sess   sarama.ConsumerGroupSession
+	before func() // tests only
+
+	mu sync.Mutex
+	// marked counts the marks so far; a mark's count is its sequence
+	// number. committed is the highest mark a completed commit covered.
+	marked, committed uint64
+	// advanced is closed (and replaced) when committed grows.
+	advanced chan struct{}
+
+	wake   chan struct{} // room for one "something new was marked"
+	stop   chan struct{}
+	exited chan struct{}
+}
+
+func newCommitter(sess sarama.ConsumerGroupSession, before func()) *committer {
+	return &committer{
+		sess:     sess,
+		before:   before,
+		advanced: make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		exited:   make(chan struct{}),
+	}
+}
+
+// mark records next as the partition's offset to commit and returns the
+// mark's sequence number, for wait.
+func (c *committer) mark(topic string, partition int32, next int64) uint64 {
+	// Marking under mu orders the mark before the sequence number a commit
+	// reads: a commit that read seq started after the mark, so sarama's
+	// request carries it.
+	c.mu.Lock()
+	c.sess.MarkOffset(topic, partition, next, "")
+	c.marked++
+	seq := c.marked
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return seq
+}
+
+// wait returns once a commit that started after mark seq has completed
+// (at once for 0: nothing marked).
+func (c *committer) wait(seq uint64) {
+	for {
+		c.mu.Lock()
+		done, advanced := c.committed >= seq, c.advanced
+		c.mu.Unlock()
+		if done {
+			return
+		}
+		<-advanced
+	}
+}
+
+// run commits until close. It never stops on the session's context: claims
+// that end because the session ended still wait for their last commit.
+func (c *committer) run() {
+	defer close(c.exited)
+	for {
+		select {
+		case <-c.wake:
+		case <-c.stop:
+			return
+		}
+		c.mu.Lock()
+		target, committed := c.marked, c.committed
+		c.mu.Unlock()
+		if target == committed {
+			continue
+		}
+		if c.before != nil {
+			c.before()
+		}
+		c.sess.Commit()
+		c.mu.Lock()
+		c.committed = target
+		close(c.advanced)
+		c.advanced = make(chan struct{})
+		c.mu.Unlock()
+	}
+}
+
+// close stops run and waits for it to return.
+func (c *committer) close() {
+	close(c.stop)
+	<-c.exited
 }
 
 func toBatch(topic string, partition int32, msgs []*sarama.ConsumerMessage) kafka.Batch {

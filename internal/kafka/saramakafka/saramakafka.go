@@ -2,10 +2,12 @@
 // It is the adapter for the places where sarama is strongest: an idempotent
 // producer with acks=all, cooperative-sticky consumer groups that read only
 // committed transactional data, and topic administration. Offsets are
-// committed explicitly, one batch at a time, only after the handler
-// succeeded and only while the partition is still owned, so delivery is
-// at-least-once and a revoked partition is never committed by its old
-// owner.
+// marked explicitly, one batch at a time, only after the handler succeeded
+// and only while the partition is still owned, and one committer per
+// session commits every marked offset at once; a claim ends only once its
+// last mark is committed. Delivery is at-least-once, a revoked partition
+// is never committed by its old owner, and its next owner starts after the
+// last batch the old owner handled.
 package saramakafka
 
 import (

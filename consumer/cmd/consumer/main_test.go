@@ -175,10 +175,14 @@ func TestKill9(t *testing.T) {
 		stderr := &syncBuffer{}
 		cmd.Stderr = stderr
 		require.NoError(t, cmd.Start())
-		// Kill once this run has committed something: mid-stream, with
-		// writes and commits in flight.
-		require.Eventually(t, func() bool { _, s := committed(); return s > last }, time.Minute, 20*time.Millisecond, stderr.String())
-		time.Sleep(time.Duration(50+round*70) * time.Millisecond)
+		// Kill once this run has committed something and the group as a
+		// whole passed an eighth, three eighths, five eighths of the
+		// stream: mid-stream, with writes and commits in flight. Waiting
+		// on progress rather than on a fixed time keeps the last kill
+		// before the end however fast the consumer drains.
+		want := max(last+1, int64(total)*int64(2*round+1)/8)
+		require.Eventually(t, func() bool { _, s := committed(); return s >= want }, time.Minute, 5*time.Millisecond, stderr.String())
+		time.Sleep(time.Duration(10+round*10) * time.Millisecond)
 		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 		_ = cmd.Wait()
 		check(fmt.Sprintf("kill %d", round+1))

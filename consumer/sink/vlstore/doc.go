@@ -1,0 +1,37 @@
+// Package vlstore is the local event store on VictoriaLogs' storage
+// (github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage, embedded):
+// step 2 of decision 0026's migration plan. It implements
+// eventstore.Store; only the write path works so far.
+//
+// Layout (0026): one stream per auditpipe.cluster; every key that
+// consumer/internal/flatten makes (the CLS sink's and the search's key
+// names) is a field; _msg is the event's compact JSON as written (0010);
+// _time is stageTimestamp (receivedAt, else the write time, for events
+// without one).
+//
+// What works (see the NOTES section of decision 0026 for figures):
+//   - Write: validation as the SQLite store does it (UTF-8, JSON object,
+//     cluster/auditID/stage strings), one flatten walk per event,
+//     MustAddRows per call, and a checkpoint per call so that Write
+//     returning nil means durable (the contract); idempotency on
+//     (cluster, auditID, stage, contentHash) and the auditIDReused marker
+//     from an in-memory identity cache, loaded at Open for
+//     Config.IdentityWindow and looked up per batch (auditID:in(...)) for
+//     older events; OnReused.
+//   - Clusters, UsedBytes (compressed parts plus index, as the storage
+//     reports them), Close.
+//
+// What does not (returns ErrNotImplemented or is missing):
+//   - Query and Search (step 3: the CQL → LogsQL compiler);
+//   - RunRetention and PruneStep, the used-bytes, pruned and query
+//     metrics;
+//   - eviction from the identity cache (it grows with every event written
+//     since Open, ~100 B each);
+//   - group commit: concurrent Write calls serialize on one lock and each
+//     pays its own checkpoint.
+//
+// Process-wide effects (forced by the dependency, done once in Open):
+// the global flag set is parsed (empty) if nobody did, and VictoriaMetrics'
+// logger, which writes to stderr in its own format, is set to WARN.
+// Storage I/O errors end the process (VictoriaMetrics' logger.Panicf).
+package vlstore

@@ -1,0 +1,71 @@
+package vlstore
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditpipe/auditpipe/internal/telemetry"
+)
+
+// metrics are the write path's share of the metrics every engine exports
+// (eventstore.Options.Registerer names them), plus the checkpoint's own.
+// The query, retention and used-bytes metrics come with those parts.
+type metrics struct {
+	reg                prometheus.Registerer
+	events             *prometheus.CounterVec
+	reused             prometheus.Counter
+	writeErrors        prometheus.Counter
+	writeDuration      prometheus.Histogram
+	checkpointDuration prometheus.Histogram
+}
+
+// Values of the outcome label of auditpipe_localstore_events_total.
+const (
+	outcomeInserted  = "inserted"
+	outcomeDuplicate = "duplicate"
+	outcomeInvalid   = "invalid"
+)
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_events_total",
+			Help: "Events handed to the local store, by outcome (inserted, duplicate, invalid).",
+		}, []string{"outcome"}),
+		reused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_auditid_reused_total",
+			Help: "Events stored although an event with the same cluster, auditID and stage but different content was stored before (a client reused the Audit-ID header); each is marked auditpipe.auditIDReused. Included in events_total{outcome=\"inserted\"}.",
+		}),
+		writeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_write_errors_total",
+			Help: "Write calls that failed and stored nothing.",
+		}),
+		writeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_write_duration_seconds",
+			Help:    "Duration of a Write call, waiting for the writer and the checkpoint included.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		checkpointDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_checkpoint_duration_seconds",
+			Help:    "Duration of a VictoriaLogs checkpoint (in-memory parts flushed to fsynced files).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+	}
+	for _, o := range []string{outcomeInserted, outcomeDuplicate, outcomeInvalid} {
+		m.events.WithLabelValues(o)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	if err := telemetry.RegisterAll(reg, m.collectors()...); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration}
+}
+
+// unregister lets a store be reopened on the same registry.
+func (m *metrics) unregister() { telemetry.UnregisterAll(m.reg, m.collectors()...) }

@@ -1,0 +1,176 @@
+package vlstore
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage"
+
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+)
+
+// Config is the engine's own settings, besides eventstore.Options.
+type Config struct {
+	// FlushInterval is VictoriaLogs' -inmemoryDataFlushInterval: how often
+	// it writes in-memory parts to files on its own. Write does not rely
+	// on it (it checkpoints); it bounds the loss of a crash only for
+	// callers that checkpoint less often. Default 5s, minimum 1s.
+	FlushInterval time.Duration
+	// IdentityWindow is how far back (by event time) the identity cache
+	// is loaded when the store opens: redeliveries of events older than
+	// that are looked up in the storage per batch instead. Default 24h.
+	IdentityWindow time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 5 * time.Second
+	}
+	if c.IdentityWindow <= 0 {
+		c.IdentityWindow = 24 * time.Hour
+	}
+	return c
+}
+
+// Time range the storage accepts (MustAddRows drops other rows with only a
+// throttled warning, so Write refuses them first as invalid). The past
+// reaches the oldest fixtures and replays: retention by age is
+// eventstore.Retention's job (not done yet, see the package doc), not the
+// storage's.
+const (
+	storageRetention = 30 * 365 * 24 * time.Hour
+	futureRetention  = 7 * 24 * time.Hour
+)
+
+// Store is the VictoriaLogs-backed event store. See the package doc for
+// what works.
+type Store struct {
+	vl      *logstorage.Storage
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+	opts    eventstore.Options
+
+	// mu serializes writers: the identity check, MustAddRows and the
+	// checkpoint are one critical section, so that two concurrent batches
+	// holding the same event store it once.
+	mu  sync.Mutex
+	ids *identities
+	// days are the per-day partitions (YYYYMMDD) written since the last
+	// checkpoint.
+	days map[string]bool
+	// checkpointEvery is how many Write calls share a checkpoint; 1 keeps
+	// Write's contract (durable on return). Only the benchmarks change it.
+	checkpointEvery int
+	writes          int
+	// fields is scratch space reused across events (under mu).
+	fields []logstorage.Field
+
+	closeOnce sync.Once
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+// Open opens (creating it if needed) the store in the directory path.
+//
+// VictoriaLogs' libraries need process-wide setup (see setupProcess);
+// Open does it once per process. I/O errors inside the storage end the
+// process (logger.Panicf) instead of being returned: let the consumer
+// restart, Kafka redelivers what was not committed.
+func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("open vlstore: empty path")
+	}
+	if err := setupProcess(); err != nil {
+		return nil, fmt.Errorf("open vlstore %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("open vlstore %s: %w", path, err)
+	}
+	cfg = cfg.withDefaults()
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("open vlstore %s: metrics: %w", path, err)
+	}
+	vl := logstorage.MustOpenStorage(path, &logstorage.StorageConfig{
+		Retention:       storageRetention,
+		FutureRetention: futureRetention,
+		FlushInterval:   cfg.FlushInterval,
+	})
+	s := &Store{
+		vl:              vl,
+		cfg:             cfg,
+		logger:          logger,
+		metrics:         m,
+		opts:            opts,
+		days:            map[string]bool{},
+		checkpointEvery: 1,
+	}
+	ids, err := loadIdentities(s.vl, time.Now().Add(-cfg.IdentityWindow))
+	if err != nil {
+		vl.MustClose()
+		m.unregister()
+		return nil, fmt.Errorf("open vlstore %s: load identities: %w", path, err)
+	}
+	s.ids = ids
+	logger.Info("vlstore opened", "path", path, "identities", ids.len(), "identityWindow", cfg.IdentityWindow)
+	return s, nil
+}
+
+// Close checkpoints what was added since the last checkpoint and closes
+// the storage. Safe to call twice.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.checkpoint()
+		s.vl.MustClose()
+		s.metrics.unregister()
+	})
+	return nil
+}
+
+var (
+	setupMu   sync.Mutex
+	setupDone bool
+)
+
+// setupProcess does what VictoriaLogs' libraries expect of their own main
+// and would otherwise panic without: they register their settings on the
+// global flag set at init and read them through flag.CommandLine
+// (memory.Allowed panics unless flag.Parsed()). auditpipe's binaries parse
+// their own flag sets, so the global one is parsed here, empty, once per
+// process; and VictoriaMetrics' logger (stderr, its own format) is set to
+// warnings and errors only, since the store reports through slog. This is
+// the one piece of global state in the package, forced by the dependency:
+// kept here so that no other package has to know.
+func setupProcess() error {
+	setupMu.Lock()
+	defer setupMu.Unlock()
+	if setupDone {
+		return nil
+	}
+	if !flag.CommandLine.Parsed() {
+		if err := flag.CommandLine.Parse(nil); err != nil {
+			return fmt.Errorf("parse the global flag set for VictoriaLogs: %w", err)
+		}
+	}
+	if f := flag.CommandLine.Lookup("loggerLevel"); f != nil && f.Value.String() == f.DefValue {
+		if err := flag.CommandLine.Set("loggerLevel", "WARN"); err != nil {
+			return fmt.Errorf("set VictoriaLogs' log level: %w", err)
+		}
+	}
+	setupDone = true
+	return nil
+}

@@ -1,0 +1,353 @@
+package vlstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage"
+
+	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+	"github.com/auditpipe/auditpipe/internal/jsonbytes"
+	"github.com/auditpipe/auditpipe/schemas"
+)
+
+// Field names the store reads back (the flattened keys, decision 0026's
+// layout) and the message field holding the event as written (0010).
+const (
+	keyCluster     = schemas.PipelineKey + ".cluster"
+	keyContentHash = schemas.PipelineKey + ".contentHash"
+	keyReceivedAt  = schemas.PipelineKey + ".receivedAt"
+	keyReused      = schemas.PipelineKey + ".auditIDReused"
+	keyStageTS     = "stageTimestamp"
+	fieldMsg       = "_msg"
+)
+
+// row is one valid value of a Write call, decoded in one walk.
+type row struct {
+	index  int // in the caller's values
+	id     identity
+	cmp    compared
+	timeNs int64 // VictoriaLogs' _time
+	event  string
+	// fields[from:to] of the batch's arena: the stream field (cluster)
+	// first, then every flattened key but the cluster, then _msg.
+	from, to int
+}
+
+// Write stores values, each a ProcessedEvent JSON (eventstore.Writer):
+// invalid values are counted and skipped, events already stored (same
+// cluster, auditID, stage and content) are duplicates, a different event
+// under a stored identity is stored marked auditpipe.auditIDReused. The
+// batch goes to VictoriaLogs in one MustAddRows, then a checkpoint makes
+// it durable before Write returns (see checkpoint).
+func (s *Store) Write(ctx context.Context, values [][]byte) (eventstore.WriteResult, error) {
+	start := time.Now()
+	var res eventstore.WriteResult
+	// Decode outside the lock: the walk is most of the Go-side work.
+	rows := make([]row, 0, len(values))
+	var arena []logstorage.Field
+	var buf bytes.Buffer
+	now := time.Now()
+	for i, v := range values {
+		r, fields, err := decode(v, &buf, arena, now)
+		if err != nil {
+			res.Invalid++
+			res.InvalidValues = append(res.InvalidValues, eventstore.InvalidValue{Index: i, Reason: err.Error()})
+			continue
+		}
+		r.index = i
+		arena = fields
+		rows = append(rows, r)
+	}
+	s.metrics.events.WithLabelValues(outcomeInvalid).Add(float64(res.Invalid))
+	if len(rows) == 0 {
+		return res, nil
+	}
+	if err := ctx.Err(); err != nil {
+		s.metrics.writeErrors.Inc()
+		return eventstore.WriteResult{}, fmt.Errorf("write %d events to vlstore: %w", len(rows), err)
+	}
+
+	ins, err := s.insert(ctx, rows, arena)
+	s.metrics.writeDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.metrics.writeErrors.Inc()
+		return eventstore.WriteResult{}, fmt.Errorf("write %d events to vlstore: %w", len(rows), err)
+	}
+	res.Inserted, res.Duplicates, res.Reused = ins.inserted, ins.duplicates, len(ins.reused)
+	s.metrics.events.WithLabelValues(outcomeInserted).Add(float64(ins.inserted))
+	s.metrics.events.WithLabelValues(outcomeDuplicate).Add(float64(ins.duplicates))
+	s.metrics.reused.Add(float64(len(ins.reused)))
+	if len(ins.reused) > 0 {
+		events := make([][]byte, len(ins.reused))
+		for i, r := range ins.reused {
+			s.logger.Warn("auditID reused: stored a different event under an auditID already stored for this cluster and stage",
+				"cluster", r.id.cluster, "auditID", r.id.auditID, "stage", r.id.stage)
+			events[i] = values[r.index]
+		}
+		if s.opts.OnReused != nil {
+			s.opts.OnReused(ctx, events)
+		}
+	}
+	return res, nil
+}
+
+type insertResult struct {
+	inserted, duplicates int
+	reused               []*row
+}
+
+// insert decides per row (under the writer lock) whether it is new, a
+// duplicate or a reused identity, adds the new ones in one MustAddRows and
+// checkpoints.
+func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field) (insertResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out insertResult
+	// Stored events outside the cache's window: one query for the batch.
+	if err := s.ids.lookupOld(ctx, s.vl, rows); err != nil {
+		return out, fmt.Errorf("look up stored identities: %w", err)
+	}
+	lr := logstorage.GetLogRows(nil, nil, nil, nil, "")
+	defer logstorage.PutLogRows(lr)
+	added := 0
+	for i := range rows {
+		r := &rows[i]
+		dup, reused := s.ids.check(r.id, r.cmp)
+		if dup {
+			out.duplicates++
+			continue
+		}
+		fields := arena[r.from:r.to]
+		if reused {
+			marked, err := markReused(r.event)
+			if err != nil {
+				return insertResult{}, fmt.Errorf("mark %s/%s/%s reused: %w", r.id.cluster, r.id.auditID, r.id.stage, err)
+			}
+			// A copy: the arena's slots are exactly the event's.
+			fields = append(append(fields[:len(fields)-1:len(fields)-1],
+				logstorage.Field{Name: keyReused, Value: "true"}),
+				logstorage.Field{Name: fieldMsg, Value: marked})
+			out.reused = append(out.reused, r)
+		}
+		lr.MustAdd(logstorage.TenantID{}, r.timeNs, fields, 1)
+		added++
+		s.ids.add(r.id, r.cmp)
+		s.days[time.Unix(0, r.timeNs).UTC().Format("20060102")] = true
+		out.inserted++
+	}
+	if lr.RowsCount() != added {
+		// MustAdd drops a row only for limits Write does not check yet
+		// (too many fields, too long a name or row): the identities were
+		// recorded already, so this is not retryable in this process.
+		return insertResult{}, fmt.Errorf("VictoriaLogs accepted %d of %d rows (see its warnings on stderr)", lr.RowsCount(), added)
+	}
+	if added > 0 {
+		s.vl.MustAddRows(lr)
+	}
+	s.writes++
+	if s.writes%s.checkpointEvery == 0 {
+		s.checkpoint()
+	}
+	return out, nil
+}
+
+// checkpoint makes everything added so far durable. lib/logstorage has no
+// public flush-and-sync: DebugFlush turns the buffered rows into in-memory
+// parts, and a snapshot of each partition written since the last
+// checkpoint writes its in-memory parts to fsynced file parts (and
+// hard-links them); the snapshot is deleted at once. This is decision
+// 0026's `engineeval -vl-sync`. A failure to delete a snapshot is logged,
+// not returned: the data is durable by then, and the storage deletes stale
+// snapshots itself only with SnapshotsMaxAge (not set), so it is worth a
+// warning. Called with s.mu held.
+func (s *Store) checkpoint() {
+	if len(s.days) == 0 {
+		return
+	}
+	start := time.Now()
+	s.vl.DebugFlush()
+	for day := range s.days {
+		for _, p := range s.vl.PartitionSnapshotMustCreate(day) {
+			if err := s.vl.PartitionSnapshotDelete(p); err != nil {
+				s.logger.Warn("vlstore: delete checkpoint snapshot", "snapshot", p, "err", err)
+			}
+		}
+	}
+	clear(s.days)
+	s.metrics.checkpointDuration.Observe(time.Since(start).Seconds())
+}
+
+// decode validates value and flattens it into fields appended to arena:
+// one walk over the compact JSON (flatten.WalkCompactString), the fields
+// borrowing from the row's event string. On error arena is unchanged.
+func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.Time) (row, []logstorage.Field, error) {
+	if !utf8.Valid(value) {
+		return row{}, arena, errors.New("not valid UTF-8")
+	}
+	var event string
+	if jsonbytes.Valid(value) && !spaceOutsideStrings(value) {
+		event = string(value) // the processor's compact JSON: stored as it is
+	} else {
+		buf.Reset()
+		if err := json.Compact(buf, value); err != nil {
+			return row{}, arena, fmt.Errorf("not a ProcessedEvent: %w", err)
+		}
+		event = buf.String()
+	}
+	r := row{event: event, from: len(arena)}
+	fields := append(arena, logstorage.Field{Name: keyCluster}) // the stream field, filled below
+	var cols [len(comparedKeys)]string
+	var receivedAt string
+	err := flatten.WalkCompactString(event, func(key, v string, kind flatten.Kind) error {
+		switch key {
+		case keyCluster, "auditID", "stage", keyContentHash:
+			if kind != flatten.String {
+				return fmt.Errorf("not a ProcessedEvent: %s: not a string", key)
+			}
+			switch key {
+			case keyCluster:
+				r.id.cluster = v
+				return nil // the stream field, already first
+			case "auditID":
+				r.id.auditID = v
+			case "stage":
+				r.id.stage = v
+			case keyContentHash:
+				r.cmp.hash = v
+			}
+		case keyReceivedAt:
+			receivedAt = v
+		}
+		if i, ok := comparedIndex[key]; ok {
+			cols[i] = v
+		}
+		fields = append(fields, logstorage.Field{Name: key, Value: v})
+		return nil
+	})
+	switch {
+	case err != nil:
+		return row{}, arena, fmt.Errorf("not a ProcessedEvent: %w", err)
+	case r.id.cluster == "":
+		return row{}, arena, fmt.Errorf("missing %s", keyCluster)
+	case r.id.auditID == "":
+		return row{}, arena, errors.New("missing auditID")
+	case r.id.stage == "":
+		return row{}, arena, errors.New("missing stage")
+	}
+	fields[r.from].Value = r.id.cluster
+	fields = append(fields, logstorage.Field{Name: fieldMsg, Value: event})
+	r.to = len(fields)
+
+	ts, err := eventTime(cols[comparedIndex[keyStageTS]], receivedAt, now)
+	if err != nil {
+		return row{}, arena, err
+	}
+	r.timeNs = ts
+	r.cmp.cols = fingerprint(cols[:])
+	return r, fields, nil
+}
+
+// eventTime is VictoriaLogs' _time for an event: its stageTimestamp, or
+// for an event without one the producer's receivedAt, else now (the
+// storage needs a time; queries bound stageTimestamp, not _time, so the
+// query compiler must treat events without one apart: not done yet).
+// Times the storage would drop silently are refused.
+func eventTime(stageTS, receivedAt string, now time.Time) (int64, error) {
+	t := now
+	switch {
+	case stageTS != "":
+		st, err := time.Parse(time.RFC3339Nano, stageTS)
+		if err != nil {
+			return 0, fmt.Errorf("not a ProcessedEvent: %s: %w", keyStageTS, err)
+		}
+		t = st
+	case receivedAt != "":
+		if rt, err := time.Parse(time.RFC3339Nano, receivedAt); err == nil {
+			t = rt
+		}
+	}
+	if t.Before(now.Add(-storageRetention + 24*time.Hour)) {
+		return 0, fmt.Errorf("%s %s: older than the store keeps (%s)", keyStageTS, t.Format(time.RFC3339), storageRetention)
+	}
+	if t.After(now.Add(futureRetention - time.Hour)) {
+		return 0, fmt.Errorf("%s %s: more than %s in the future", keyStageTS, t.Format(time.RFC3339), futureRetention)
+	}
+	return t.UnixNano(), nil
+}
+
+// markReused returns the compact event with auditpipe.auditIDReused set to
+// true, the rest as it was (member order, escapes, numbers): the member is
+// appended to the auditpipe object, or replaced if present. Rare (a client
+// reusing Audit-IDs), so it may decode.
+func markReused(event string) (string, error) {
+	dec := json.NewDecoder(strings.NewReader(event))
+	if _, err := dec.Token(); err != nil { // '{'
+		return "", err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", err
+		}
+		startValue := int(dec.InputOffset())
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return "", err
+		}
+		if tok != schemas.PipelineKey {
+			continue
+		}
+		end := int(dec.InputOffset())
+		// The value is compact and ends at end; it starts after the ':'
+		// that follows startValue.
+		valueStart := end - len(raw)
+		if raw[0] != '{' || valueStart < startValue {
+			return "", fmt.Errorf("%s is not an object", schemas.PipelineKey)
+		}
+		var p map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return "", err
+		}
+		var marked []byte
+		if _, ok := p["auditIDReused"]; ok {
+			p["auditIDReused"] = json.RawMessage("true")
+			if marked, err = json.Marshal(p); err != nil {
+				return "", err
+			}
+		} else {
+			sep := ","
+			if len(p) == 0 {
+				sep = ""
+			}
+			marked = append(append([]byte(nil), raw[:len(raw)-1]...), sep+`"auditIDReused":true}`...)
+		}
+		return event[:valueStart] + string(marked) + event[end:], nil
+	}
+	return "", fmt.Errorf("no %s object", schemas.PipelineKey)
+}
+
+// spaceOutsideStrings reports whether the valid JSON b has whitespace
+// between its tokens, which json.Compact would remove.
+func spaceOutsideStrings(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			return true
+		case '"':
+			for i++; b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return false
+}

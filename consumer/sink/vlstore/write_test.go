@@ -202,8 +202,8 @@ func TestWriteReusedAuditID(t *testing.T) {
 
 func TestMarkReused(t *testing.T) {
 	for in, want := range map[string]string{
-		`{"a":1,"auditpipe":{"cluster":"c"},"z":{"x":"}"}}`:   `{"a":1,"auditpipe":{"cluster":"c","auditIDReused":true},"z":{"x":"}"}}`,
-		`{"auditpipe":{}}`:                                    `{"auditpipe":{"auditIDReused":true}}`,
+		`{"a":1,"auditpipe":{"cluster":"c"},"z":{"x":"}"}}`: `{"a":1,"auditpipe":{"cluster":"c","auditIDReused":true},"z":{"x":"}"}}`,
+		`{"auditpipe":{}}`: `{"auditpipe":{"auditIDReused":true}}`,
 		`{"auditpipe":{"auditIDReused":false,"cluster":"c"}}`: `{"auditpipe":{"auditIDReused":true,"cluster":"c"}}`,
 	} {
 		got, err := markReused(in)

@@ -17,7 +17,7 @@
 //     (cluster, auditID, stage, contentHash) and the auditIDReused marker
 //     from an in-memory identity cache, loaded at Open for
 //     Config.IdentityWindow and looked up per batch (auditID:in(...)) for
-//     older events; OnReused.
+//     older events; the cache forgets what leaves the window; OnReused.
 //   - Clusters, UsedBytes (compressed parts plus index, as the storage
 //     reports them), Close.
 //
@@ -25,8 +25,6 @@
 //   - Query and Search (step 3: the CQL → LogsQL compiler);
 //   - RunRetention and PruneStep, the used-bytes, pruned and query
 //     metrics;
-//   - eviction from the identity cache (it grows with every event written
-//     since Open, ~100 B each);
 //   - group commit: concurrent Write calls serialize on one lock and each
 //     pays its own checkpoint.
 //

@@ -23,6 +23,9 @@ type identity struct{ cluster, auditID, stage string }
 type compared struct {
 	hash string
 	cols uint64
+	// timeNs is the event's _time: what the cache evicts by (not
+	// compared).
+	timeNs int64
 }
 
 // sameEvent is the SQLite store's rule: both hashes known decide;
@@ -72,12 +75,15 @@ func fingerprint(cols []string) uint64 {
 // identities is the writer's memory of what is stored: every identity
 // stored with an event time at or after from (the window loaded at Open,
 // and everything written since). Events older than from are looked up in
-// the storage per batch (lookupOld). Not evicted yet: it grows with the
-// events written since Open (see the package doc).
+// the storage per batch (lookupOld). evict moves from forward and forgets
+// what falls behind it, so the cache holds about one window of events.
 type identities struct {
-	mu   sync.Mutex
-	from int64 // unix ns
-	m    map[identity][]compared
+	mu     sync.Mutex
+	window time.Duration
+	from   int64 // unix ns
+	// evicted is when evict last ran.
+	evicted time.Time
+	m       map[identity][]compared
 	// old holds what lookupOld found for the current batch.
 	old map[identity][]compared
 }
@@ -153,14 +159,41 @@ func (ids *identities) lookupOld(ctx context.Context, vl *logstorage.Storage, ro
 	return nil
 }
 
+// evict forgets the identities older than the window at now, at most
+// every tenth of a window (it scans the whole map). Everything it forgets
+// was checkpointed (Write checkpoints before returning), so lookupOld
+// finds it in the storage from then on.
+func (ids *identities) evict(now time.Time) {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if now.Sub(ids.evicted) < ids.window/10 {
+		return
+	}
+	ids.evicted = now
+	cutoff := now.Add(-ids.window).UnixNano()
+	if cutoff <= ids.from {
+		return
+	}
+	for id, cs := range ids.m {
+		cs = slices.DeleteFunc(cs, func(c compared) bool { return c.timeNs < cutoff })
+		if len(cs) == 0 {
+			delete(ids.m, id)
+		} else {
+			ids.m[id] = cs
+		}
+	}
+	ids.from = cutoff
+}
+
 func (r *row) auditIDQuoted() string { return strconv.Quote(r.id.auditID) }
 
 func timeLiteral(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }
 
 // loadIdentities reads the identities of the events stored with a time at
 // or after from.
-func loadIdentities(vl *logstorage.Storage, from time.Time) (*identities, error) {
-	ids := &identities{from: from.UnixNano(), m: map[identity][]compared{}}
+func loadIdentities(vl *logstorage.Storage, now time.Time, window time.Duration) (*identities, error) {
+	from := now.Add(-window)
+	ids := &identities{window: window, from: from.UnixNano(), evicted: now, m: map[identity][]compared{}}
 	q := fmt.Sprintf("_time:>=%s", timeLiteral(from.UnixNano()))
 	err := scanIdentities(context.Background(), vl, q, func(id identity, c compared) {
 		ids.m[id] = append(ids.m[id], c)
@@ -196,7 +229,7 @@ func scanIdentities(ctx context.Context, vl *logstorage.Storage, filter string, 
 			}
 			return strings.Clone(vals[i])
 		}
-		cluster, auditID, stage, hash := col(keyCluster), col("auditID"), col("stage"), col(keyContentHash)
+		cluster, auditID, stage, hash, times := col(keyCluster), col("auditID"), col("stage"), col(keyContentHash), col("_time")
 		colVals := make([][]string, len(comparedKeys))
 		for i, k := range comparedKeys {
 			colVals[i] = col(k)
@@ -208,8 +241,14 @@ func scanIdentities(ctx context.Context, vl *logstorage.Storage, filter string, 
 			for j := range cols {
 				cols[j] = value(colVals[j], i)
 			}
+			var ts int64
+			if times != nil {
+				if t, err := time.Parse(time.RFC3339Nano, times[i]); err == nil {
+					ts = t.UnixNano()
+				}
+			}
 			add(identity{value(cluster, i), value(auditID, i), value(stage, i)},
-				compared{hash: value(hash, i), cols: fingerprint(cols)})
+				compared{hash: value(hash, i), cols: fingerprint(cols), timeNs: ts})
 		}
 	})
 	if err != nil {

@@ -70,8 +70,6 @@ type Store struct {
 	// Write's contract (durable on return). Only the benchmarks change it.
 	checkpointEvery int
 	writes          int
-	// fields is scratch space reused across events (under mu).
-	fields []logstorage.Field
 
 	closeOnce sync.Once
 }
@@ -117,7 +115,7 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 		days:            map[string]bool{},
 		checkpointEvery: 1,
 	}
-	ids, err := loadIdentities(s.vl, time.Now().Add(-cfg.IdentityWindow))
+	ids, err := loadIdentities(s.vl, time.Now(), cfg.IdentityWindow)
 	if err != nil {
 		vl.MustClose()
 		m.unregister()

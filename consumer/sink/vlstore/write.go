@@ -155,6 +155,7 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 	s.writes++
 	if s.writes%s.checkpointEvery == 0 {
 		s.checkpoint()
+		s.ids.evict(time.Now())
 	}
 	return out, nil
 }
@@ -252,6 +253,7 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 	}
 	r.timeNs = ts
 	r.cmp.cols = fingerprint(cols[:])
+	r.cmp.timeNs = ts
 	return r, fields, nil
 }
 

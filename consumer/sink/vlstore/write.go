@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -28,6 +29,11 @@ const (
 	keyStageTS     = "stageTimestamp"
 	fieldMsg       = "_msg"
 )
+
+// maxFieldNameSize is lib/logstorage's limit on a field name (its
+// unexported maxFieldNameSize): longer keys (a long annotation name) are
+// not made fields.
+const maxFieldNameSize = 128
 
 // row is one valid value of a Write call, decoded in one walk.
 type row struct {
@@ -82,6 +88,12 @@ func (s *Store) Write(ctx context.Context, values [][]byte) (eventstore.WriteRes
 		return eventstore.WriteResult{}, fmt.Errorf("write %d events to vlstore: %w", len(rows), err)
 	}
 	res.Inserted, res.Duplicates, res.Reused = ins.inserted, ins.duplicates, len(ins.reused)
+	if len(ins.refused) > 0 {
+		res.Invalid += len(ins.refused)
+		res.InvalidValues = append(res.InvalidValues, ins.refused...)
+		slices.SortFunc(res.InvalidValues, func(a, b eventstore.InvalidValue) int { return a.Index - b.Index })
+		s.metrics.events.WithLabelValues(outcomeInvalid).Add(float64(len(ins.refused)))
+	}
 	s.metrics.events.WithLabelValues(outcomeInserted).Add(float64(ins.inserted))
 	s.metrics.events.WithLabelValues(outcomeDuplicate).Add(float64(ins.duplicates))
 	s.metrics.reused.Add(float64(len(ins.reused)))
@@ -102,6 +114,7 @@ func (s *Store) Write(ctx context.Context, values [][]byte) (eventstore.WriteRes
 type insertResult struct {
 	inserted, duplicates int
 	reused               []*row
+	refused              []eventstore.InvalidValue // by VictoriaLogs' limits
 }
 
 // insert decides per row (under the writer lock) whether it is new, a
@@ -117,7 +130,6 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 	}
 	lr := logstorage.GetLogRows(nil, nil, nil, nil, "")
 	defer logstorage.PutLogRows(lr)
-	added := 0
 	for i := range rows {
 		r := &rows[i]
 		dup, reused := s.ids.check(r.id, r.cmp)
@@ -137,19 +149,23 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 				logstorage.Field{Name: fieldMsg, Value: marked})
 			out.reused = append(out.reused, r)
 		}
+		before := lr.RowsCount()
 		lr.MustAdd(logstorage.TenantID{}, r.timeNs, fields, 1)
-		added++
+		if lr.RowsCount() == before {
+			// VictoriaLogs refused the row (too many fields, too long a
+			// field name or row; it logs why on stderr): never storable.
+			out.refused = append(out.refused, eventstore.InvalidValue{Index: r.index,
+				Reason: fmt.Sprintf("refused by VictoriaLogs (%d fields, %d bytes; too many or too long)", len(fields), len(r.event))})
+			if reused {
+				out.reused = out.reused[:len(out.reused)-1]
+			}
+			continue
+		}
 		s.ids.add(r.id, r.cmp)
 		s.days[time.Unix(0, r.timeNs).UTC().Format("20060102")] = true
 		out.inserted++
 	}
-	if lr.RowsCount() != added {
-		// MustAdd drops a row only for limits Write does not check yet
-		// (too many fields, too long a name or row): the identities were
-		// recorded already, so this is not retryable in this process.
-		return insertResult{}, fmt.Errorf("VictoriaLogs accepted %d of %d rows (see its warnings on stderr)", lr.RowsCount(), added)
-	}
-	if added > 0 {
+	if out.inserted > 0 {
 		s.vl.MustAddRows(lr)
 	}
 	s.writes++
@@ -229,6 +245,11 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 		}
 		if i, ok := comparedIndex[key]; ok {
 			cols[i] = v
+		}
+		if len(key) > maxFieldNameSize {
+			// VictoriaLogs drops a whole row with a longer field name;
+			// this key stays in _msg, searchable as text only.
+			return nil
 		}
 		fields = append(fields, logstorage.Field{Name: key, Value: v})
 		return nil

@@ -267,3 +267,29 @@ func TestIdentityEviction(t *testing.T) {
 	require.Equal(t, eventstore.WriteResult{Duplicates: 1}, res)
 	require.Len(t, stored(t, s, "*"), 1)
 }
+
+// TestWriteVictoriaLogsLimits: a key longer than VictoriaLogs' field-name
+// limit is left out of the fields (kept in _msg) instead of losing the
+// event; an event over its row-size limit is reported invalid, not lost
+// silently.
+func TestWriteVictoriaLogsLimits(t *testing.T) {
+	s := openTest(t, t.TempDir(), eventstore.Options{}, Config{})
+	defer s.Close()
+	long := localtest.GKE(t)[0].ProcessedEvent
+	long.AuditID = "long-key"
+	longKey := "example.com/" + strings.Repeat("k", 150)
+	long.Annotations = map[string]string{longKey: "v", "short": "s"}
+	longJSON, err := json.Marshal(long)
+	require.NoError(t, err)
+	huge := eventgen.Event("c1", "huge", 3<<20, time.Now())
+	res, err := s.Write(context.Background(), [][]byte{longJSON, huge})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Inserted)
+	require.Equal(t, 1, res.Invalid)
+	require.Equal(t, 1, res.InvalidValues[0].Index)
+	require.Contains(t, res.InvalidValues[0].Reason, "refused by VictoriaLogs")
+	got := stored(t, s, "*", "annotations.short")
+	require.Len(t, got, 1)
+	require.Equal(t, "s", got[0]["annotations.short"])
+	require.Contains(t, got[0][fieldMsg], longKey)
+}

@@ -115,6 +115,14 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 		days:            map[string]bool{},
 		checkpointEvery: 1,
 	}
+	// Only checkpoints make snapshots in this store, and each deletes its
+	// own at once: any left was left by a process that died in between,
+	// and holds hard links to parts merges have replaced (disk space).
+	for _, p := range vl.PartitionSnapshotList() {
+		if err := vl.PartitionSnapshotDelete(p); err != nil {
+			logger.Warn("vlstore: delete a checkpoint snapshot left by an earlier process", "snapshot", p, "err", err)
+		}
+	}
 	ids, err := loadIdentities(s.vl, time.Now(), cfg.IdentityWindow)
 	if err != nil {
 		vl.MustClose()

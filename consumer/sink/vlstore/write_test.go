@@ -239,9 +239,16 @@ func TestWriteDurableOnReturn(t *testing.T) {
 	// The child held the storage's lock file; it is released with the
 	// process.
 	s := openTest(t, dir, eventstore.Options{}, Config{})
-	defer s.Close()
+	t.Cleanup(func() { require.NoError(t, s.Close()) }) // the store open last
 	require.Len(t, stored(t, s, "*"), 300)
 	require.Equal(t, 300, s.ids.len())
+
+	// A snapshot left by a process that died inside a checkpoint is
+	// removed at the next Open.
+	require.Len(t, s.vl.PartitionSnapshotMustCreate(""), 1)
+	require.NoError(t, s.Close())
+	s = openTest(t, dir, eventstore.Options{}, Config{})
+	require.Empty(t, s.vl.PartitionSnapshotList())
 }
 
 // TestIdentityEviction: identities that fall out of the window leave the

@@ -17,16 +17,15 @@
 //     (cluster, auditID, stage, contentHash) and the auditIDReused marker
 //     from an in-memory identity cache, loaded at Open for
 //     Config.IdentityWindow and looked up per batch (auditID:in(...)) for
-//     older events; the cache forgets what leaves the window; OnReused.
+//     older events; the cache forgets what leaves the window; OnReused;
+//     group commit (concurrent Write calls share one checkpoint).
 //   - Clusters, UsedBytes (compressed parts plus index, as the storage
 //     reports them), Close.
 //
 // What does not (returns ErrNotImplemented or is missing):
 //   - Query and Search (step 3: the CQL → LogsQL compiler);
 //   - RunRetention and PruneStep, the used-bytes, pruned and query
-//     metrics;
-//   - group commit: concurrent Write calls serialize on one lock and each
-//     pays its own checkpoint.
+//     metrics.
 //
 // Process-wide effects (forced by the dependency, done once in Open):
 // the global flag set is parsed (empty) if nobody did, and VictoriaMetrics'

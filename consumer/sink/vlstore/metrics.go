@@ -16,6 +16,7 @@ type metrics struct {
 	writeErrors        prometheus.Counter
 	writeDuration      prometheus.Histogram
 	checkpointDuration prometheus.Histogram
+	groupWrites        prometheus.Histogram
 }
 
 // Values of the outcome label of auditpipe_localstore_events_total.
@@ -50,6 +51,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of a VictoriaLogs checkpoint (in-memory parts flushed to fsynced files).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		groupWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_transaction_writes",
+			Help:    "Write calls per checkpoint: concurrent calls share one (group commit).",
+			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 32},
+		}),
 	}
 	for _, o := range []string{outcomeInserted, outcomeDuplicate, outcomeInvalid} {
 		m.events.WithLabelValues(o)
@@ -64,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration}
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.groupWrites}
 }
 
 // unregister lets a store be reopened on the same registry.

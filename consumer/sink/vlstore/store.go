@@ -58,11 +58,17 @@ type Store struct {
 	metrics *metrics
 	opts    eventstore.Options
 
-	// mu serializes writers: the identity check, MustAddRows and the
-	// checkpoint are one critical section, so that two concurrent batches
-	// holding the same event store it once.
-	mu  sync.Mutex
-	ids *identities
+	// writing is held by the Write call that writes the queued requests
+	// (group commit, see commit); queue is guarded by queueMu.
+	writing chan struct{}
+	queueMu sync.Mutex
+	queue   []*writeRequest
+	// mu serializes writers with Close: the identity check, MustAddRows
+	// and the checkpoint are one critical section, so that two concurrent
+	// batches holding the same event store it once.
+	mu     sync.Mutex
+	closed bool // under mu
+	ids    *identities
 	// days are the per-day partitions (YYYYMMDD) written since the last
 	// checkpoint.
 	days map[string]bool
@@ -114,6 +120,7 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 		opts:            opts,
 		days:            map[string]bool{},
 		checkpointEvery: 1,
+		writing:         make(chan struct{}, 1),
 	}
 	// Only checkpoints make snapshots in this store, and each deletes its
 	// own at once: any left was left by a process that died in between,
@@ -141,6 +148,7 @@ func (s *Store) Close() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.checkpoint()
+		s.closed = true
 		s.vl.MustClose()
 		s.metrics.unregister()
 	})

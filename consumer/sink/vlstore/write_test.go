@@ -300,3 +300,53 @@ func TestWriteVictoriaLogsLimits(t *testing.T) {
 	require.Equal(t, "s", got[0]["annotations.short"])
 	require.Contains(t, got[0][fieldMsg], longKey)
 }
+
+// TestConcurrentWriters: Write calls from several goroutines (one per
+// partition), overlapping in content, share checkpoints: every event is
+// stored once, the counts add up, and a Write after Close fails instead
+// of touching the closed storage.
+func TestConcurrentWriters(t *testing.T) {
+	s := openTest(t, t.TempDir(), eventstore.Options{}, Config{})
+	ctx := context.Background()
+	const writers, batches, size = 4, 10, 20
+	now := time.Now()
+	batch := func(w, b int) [][]byte {
+		values := make([][]byte, size)
+		for i := range values {
+			// Writer w's batch b repeats the second half of writer w-1's.
+			owner, k := w, i
+			if i < size/2 && w > 0 {
+				owner, k = w-1, i+size/2
+			}
+			values[i] = eventgen.Event("c1", fmt.Sprintf("w%d-b%d-%02d", owner, b, k), 1000, now.Add(time.Duration(owner*1000+b*100+k)*time.Millisecond))
+		}
+		return values
+	}
+	results := make([]eventstore.WriteResult, writers*batches)
+	errs := make([]error, writers*batches)
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range batches {
+				results[w*batches+b], errs[w*batches+b] = s.Write(ctx, batch(w, b))
+			}
+		}()
+	}
+	wg.Wait()
+	var inserted, dups int
+	for i, r := range results {
+		require.NoError(t, errs[i])
+		inserted += r.Inserted
+		dups += r.Duplicates
+	}
+	unique := batches * (size + (writers-1)*size/2)
+	require.Equal(t, unique, inserted)
+	require.Equal(t, writers*batches*size-unique, dups)
+	require.Len(t, stored(t, s, "*"), unique)
+
+	require.NoError(t, s.Close())
+	_, err := s.Write(ctx, batch(0, 0))
+	require.ErrorContains(t, err, "store closed")
+}

@@ -87,3 +87,59 @@ func BenchmarkWriteSizes(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWriteReplay measures Write for events older than the identity
+// window (a replay, decision 0008): every batch costs one
+// auditID:in(...) lookup over its time range, in a store that already
+// holds as many events in that range (written before the timer starts).
+//
+//	go test -run '^$' -bench BenchmarkWriteReplay -benchtime 200x ./sink/vlstore/
+func BenchmarkWriteReplay(b *testing.B) {
+	for _, window := range []time.Duration{time.Hour, 7 * 24 * time.Hour} {
+		name := "old"
+		if window > 24*time.Hour {
+			name = "in-window"
+		}
+		b.Run(name, func(b *testing.B) {
+			const batch, size = 500, 1400
+			start := time.Now().Add(-48 * time.Hour)
+			gen := func(prefix string) [][][]byte {
+				out := make([][][]byte, b.N)
+				for i := range out {
+					out[i] = make([][]byte, batch)
+					for j := range out[i] {
+						// Spread over an hour, interleaved with the other set.
+						ts := start.Add(time.Duration(i*batch+j) * time.Hour / time.Duration(b.N*batch))
+						out[i][j] = eventgen.Event("c1", fmt.Sprintf("%s-%d-%d", prefix, i, j), size, ts)
+					}
+				}
+				return out
+			}
+			before, batches := gen("before"), gen("replay")
+			s, err := vlstore.Open(filepath.Join(b.TempDir(), "vlogs"), eventstore.Options{}, vlstore.Config{IdentityWindow: window})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, v := range before {
+				if _, err := s.Write(context.Background(), v); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			done := cpubench.Start(b)
+			for i := range b.N {
+				res, err := s.Write(context.Background(), batches[i])
+				if err != nil {
+					b.Fatal(err)
+				}
+				if res.Inserted != batch {
+					b.Fatalf("inserted %d of %d: %+v", res.Inserted, batch, res)
+				}
+			}
+			if err := s.Close(); err != nil {
+				b.Fatal(err)
+			}
+			done(b.N * batch)
+		})
+	}
+}

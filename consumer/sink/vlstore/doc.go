@@ -10,8 +10,9 @@
 // without one).
 //
 // What works (see the NOTES section of decision 0026 for figures):
-//   - Write: validation as the SQLite store does it (UTF-8, JSON object,
-//     cluster/auditID/stage strings), one flatten walk per event,
+//   - Write: validation (UTF-8, a JSON object, cluster/auditID/stage
+//     strings, a parsable stageTimestamp in the storage's time range:
+//     narrower than the SQLite store's), one flatten walk per event,
 //     MustAddRows per call, and a checkpoint per call so that Write
 //     returning nil means durable (the contract); idempotency on
 //     (cluster, auditID, stage, contentHash) and the auditIDReused marker

@@ -100,3 +100,10 @@ type OffsetOwner interface {
 	// Run.
 	CommitsOffsets() bool
 }
+
+// HandlerCommitsOffsets reports whether h commits its own offsets (an
+// OffsetOwner saying so): the group adapters then commit none.
+func HandlerCommitsOffsets(h Handler) bool {
+	o, ok := h.(OffsetOwner)
+	return ok && o.CommitsOffsets()
+}

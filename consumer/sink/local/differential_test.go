@@ -11,6 +11,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 	"github.com/auditpipe/auditpipe/consumer/sink/cls"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/local/localtest"
 	"github.com/auditpipe/auditpipe/schemas"
 )
 
@@ -31,9 +32,9 @@ func TestSearchAgreesWithCLSSinkFlattening(t *testing.T) {
 	// (cluster, auditID, stage) (decision 0012; the falco fixtures reuse
 	// one): so does the sink's copy here, as the processor-side marker
 	// would read in CLS.
-	seen := map[key]bool{}
+	seen := map[localtest.Key]bool{}
 	for i, e := range events {
-		k := key{e.Pipeline.Cluster, e.AuditID, e.Stage}
+		k := localtest.Key{Cluster: e.Pipeline.Cluster, AuditID: e.AuditID, Stage: e.Stage}
 		if seen[k] {
 			flat[i].Contents = append(flat[i].Contents, cls.KV{Key: "auditpipe.auditIDReused", Value: "true"})
 		}
@@ -64,21 +65,21 @@ func TestSearchAgreesWithCLSSinkFlattening(t *testing.T) {
 	for _, q := range queries {
 		pq, err := cql.Parse(q)
 		require.NoError(t, err, q)
-		var want []key
+		var want []localtest.Key
 		for i, f := range flat {
 			if clsEval(t, pq.Filter, f.Contents) {
-				want = append(want, key{events[i].Pipeline.Cluster, events[i].AuditID, events[i].Stage})
+				want = append(want, localtest.Key{Cluster: events[i].Pipeline.Cluster, AuditID: events[i].AuditID, Stage: events[i].Stage})
 			}
 		}
 		res, err := s.Search(t.Context(), local.SearchRequest{Query: pq, Limit: local.MaxLimit})
 		require.NoError(t, err, q)
-		got := map[key]bool{}
+		got := map[localtest.Key]bool{}
 		for _, e := range res.Events {
-			got[keyOf(t, e)] = true
+			got[localtest.KeyOf(t, e)] = true
 		}
 		// A set: the fixtures reuse an auditID (decision 0012), so two
 		// events can share a key.
-		wantSet := map[key]bool{}
+		wantSet := map[localtest.Key]bool{}
 		for _, k := range want {
 			wantSet[k] = true
 		}

@@ -24,28 +24,6 @@ import (
 // content hash). The store treats the hash as an opaque string; the
 // processor computes it (processor/pipeline/identity.go).
 
-// withHash returns e's JSON with auditpipe.contentHash set to h and
-// change applied to the event.
-func withHash(tb testing.TB, e localtest.Event, h string, change func(*schemas.ProcessedEvent)) []byte {
-	tb.Helper()
-	pe := e.ProcessedEvent
-	pe.Pipeline.ContentHash = h
-	if change != nil {
-		change(&pe)
-	}
-	b, err := json.Marshal(pe)
-	require.NoError(tb, err)
-	return b
-}
-
-// asMap decodes a stored or written event for comparison.
-func asMap(tb testing.TB, b []byte) map[string]any {
-	tb.Helper()
-	var m map[string]any
-	require.NoError(tb, json.Unmarshal(b, &m))
-	return m
-}
-
 func reusedOf(tb testing.TB, b []byte) bool {
 	tb.Helper()
 	var pe schemas.ProcessedEvent
@@ -58,8 +36,8 @@ func reusedOf(tb testing.TB, b []byte) bool {
 // produces them.
 func attack(tb testing.TB) (harmless, malicious []byte) {
 	base := localtest.GKE(tb)[0]
-	harmless = withHash(tb, base, strings.Repeat("a", 64), nil)
-	malicious = withHash(tb, base, strings.Repeat("b", 64), func(pe *schemas.ProcessedEvent) {
+	harmless = localtest.WithHash(tb, base, strings.Repeat("a", 64), nil)
+	malicious = localtest.WithHash(tb, base, strings.Repeat("b", 64), func(pe *schemas.ProcessedEvent) {
 		pe.Verb = "delete"
 		pe.ObjectRef = &schemas.ObjectReference{Resource: "secrets", Namespace: "kube-system", Name: "admin-token", APIVersion: "v1"}
 		pe.User.Username = "mallory"
@@ -100,10 +78,10 @@ func TestWriteKeepsAReusedAuditID(t *testing.T) {
 	}
 	require.NotNil(t, first, "the event stored first is not marked")
 	require.NotNil(t, second, "the later, different event is marked")
-	require.Equal(t, asMap(t, harmless), asMap(t, first), "the first event is stored as written")
-	want := asMap(t, malicious)
+	require.Equal(t, localtest.AsMap(t, harmless), localtest.AsMap(t, first), "the first event is stored as written")
+	want := localtest.AsMap(t, malicious)
 	want[schemas.PipelineKey].(map[string]any)["auditIDReused"] = true
-	require.Equal(t, want, asMap(t, second), "the second event is stored as written, plus the marker")
+	require.Equal(t, want, localtest.AsMap(t, second), "the second event is stored as written, plus the marker")
 
 	// Search finds the marked one by the field, and only it.
 	found, err := search(t, s, local.SearchRequest{}, "auditpipe.auditIDReused:true")
@@ -116,7 +94,7 @@ func TestWriteKeepsAReusedAuditID(t *testing.T) {
 	rows, err := search(t, s, local.SearchRequest{}, "* | SELECT auditID, count(*) AS n, count(DISTINCT \"auditpipe.contentHash\") AS contents GROUP BY auditID HAVING contents > 1")
 	require.NoError(t, err)
 	require.Len(t, rows.Rows, 1, "the reuse is found by grouping on the identity too")
-	require.Equal(t, []any{keyOf(t, harmless).auditID, int64(2), int64(2)}, rows.Rows[0])
+	require.Equal(t, []any{localtest.KeyOf(t, harmless).AuditID, int64(2), int64(2)}, rows.Rows[0])
 
 	require.Equal(t, 1.0, testutil.ToFloat64(counter(t, reg, "auditpipe_localstore_auditid_reused_total")))
 	problems, err := testutil.GatherAndLint(reg)
@@ -124,7 +102,7 @@ func TestWriteKeepsAReusedAuditID(t *testing.T) {
 	require.Empty(t, problems)
 
 	// A third request under the same id is kept and marked too.
-	third := withHash(t, localtest.GKE(t)[0], strings.Repeat("c", 64), func(pe *schemas.ProcessedEvent) { pe.Verb = "patch" })
+	third := localtest.WithHash(t, localtest.GKE(t)[0], strings.Repeat("c", 64), func(pe *schemas.ProcessedEvent) { pe.Verb = "patch" })
 	res, err = s.Write(ctx, [][]byte{third})
 	require.NoError(t, err)
 	require.Equal(t, local.WriteResult{Inserted: 1, Reused: 1}, res)
@@ -165,9 +143,9 @@ func TestWriteEventsWithoutHash(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, local.WriteResult{Inserted: 1}, res)
 
-	sameHashed := withHash(t, base, strings.Repeat("e", 64), nil)
-	otherUnhashed := withHash(t, base, "", func(pe *schemas.ProcessedEvent) { pe.User.Username = "mallory" })
-	otherHashed := withHash(t, base, strings.Repeat("f", 64), func(pe *schemas.ProcessedEvent) { pe.SourceIPs = []string{"203.0.113.9"} })
+	sameHashed := localtest.WithHash(t, base, strings.Repeat("e", 64), nil)
+	otherUnhashed := localtest.WithHash(t, base, "", func(pe *schemas.ProcessedEvent) { pe.User.Username = "mallory" })
+	otherHashed := localtest.WithHash(t, base, strings.Repeat("f", 64), func(pe *schemas.ProcessedEvent) { pe.SourceIPs = []string{"203.0.113.9"} })
 	res, err = s.Write(ctx, [][]byte{sameHashed, unhashed, otherUnhashed, otherHashed, otherUnhashed, otherHashed})
 	require.NoError(t, err)
 	require.Equal(t, local.WriteResult{Inserted: 2, Reused: 2, Duplicates: 4}, res)
@@ -213,10 +191,10 @@ func TestOpenMigratesMainSchema(t *testing.T) {
 
 	// The old store kept the first of each (cluster, auditID, stage).
 	falco := localtest.Falco(t)
-	firsts := map[key]localtest.Event{}
+	firsts := map[localtest.Key]localtest.Event{}
 	var later []localtest.Event
 	for _, e := range falco {
-		k := key{e.Pipeline.Cluster, e.AuditID, e.Stage}
+		k := localtest.Key{Cluster: e.Pipeline.Cluster, AuditID: e.AuditID, Stage: e.Stage}
 		if _, ok := firsts[k]; ok {
 			later = append(later, e)
 			continue
@@ -243,7 +221,7 @@ func TestOpenMigratesMainSchema(t *testing.T) {
 	// another user's request under the same auditID: kept and marked.
 	values := make([][]byte, 0, len(falco))
 	for i, e := range falco {
-		values = append(values, withHash(t, e, strings.Repeat("0", 60)+string(rune('a'+i%26))+"000", nil))
+		values = append(values, localtest.WithHash(t, e, strings.Repeat("0", 60)+string(rune('a'+i%26))+"000", nil))
 	}
 	res, err := s.Write(ctx, values)
 	require.NoError(t, err)

@@ -50,7 +50,7 @@ func searchStore(tb testing.TB) (*local.Store, []localtest.Event) {
 // pipeline never changes. The falco fixtures reuse an auditID for two
 // requests by different users; those are two events.
 type unhashedKey struct {
-	key
+	localtest.Key
 	verb, user, groups, resource, subresource, namespace, name, apiGroup string
 	code                                                                 int32
 	sourceIP, userAgent                                                  string
@@ -59,7 +59,7 @@ type unhashedKey struct {
 
 func unhashedKeyOf(e localtest.Event) unhashedKey {
 	k := unhashedKey{
-		key:  key{e.Pipeline.Cluster, e.AuditID, e.Stage},
+		Key:  localtest.Key{Cluster: e.Pipeline.Cluster, AuditID: e.AuditID, Stage: e.Stage},
 		verb: e.Verb, user: e.User.Username, groups: strings.Join(e.User.Groups, ","),
 		userAgent: e.UserAgent,
 		received:  e.RequestReceivedTimestamp.UnixMilli(), stage: e.StageTimestamp.UnixMilli(),
@@ -106,10 +106,10 @@ func search(tb testing.TB, s *local.Store, req local.SearchRequest, query string
 
 // searchAll fetches every page of an event search, pageSize at a time,
 // following the cursors, and checks that every page reports the same total.
-func searchAll(tb testing.TB, s *local.Store, req local.SearchRequest, query string, pageSize int) []key {
+func searchAll(tb testing.TB, s *local.Store, req local.SearchRequest, query string, pageSize int) []localtest.Key {
 	tb.Helper()
 	req.Limit = pageSize
-	keys := []key{}
+	keys := []localtest.Key{}
 	total := -1
 	for range 1000 {
 		res, err := search(tb, s, req, query)
@@ -120,7 +120,7 @@ func searchAll(tb testing.TB, s *local.Store, req local.SearchRequest, query str
 		total = res.Total
 		require.LessOrEqual(tb, len(res.Events), pageSize)
 		for _, e := range res.Events {
-			keys = append(keys, keyOf(tb, e))
+			keys = append(keys, localtest.KeyOf(tb, e))
 		}
 		if res.Cursor == "" {
 			require.Equal(tb, total, len(keys), "pages do not add up to the total: %s", query)
@@ -131,29 +131,6 @@ func searchAll(tb testing.TB, s *local.Store, req local.SearchRequest, query str
 	}
 	tb.Fatal("more than 1000 pages")
 	return nil
-}
-
-// wantKeys returns the keys of the events match accepts, in the result
-// order: newest first, then cluster, auditID, stage.
-func wantKeys(events []localtest.Event, match func(localtest.Event) bool) []key {
-	var sel []localtest.Event
-	for _, e := range events {
-		if match(e) {
-			sel = append(sel, e)
-		}
-	}
-	slices.SortFunc(sel, func(a, b localtest.Event) int {
-		if c := b.StageTimestamp.UnixMilli() - a.StageTimestamp.UnixMilli(); c != 0 {
-			return cmp.Compare(c, 0)
-		}
-		return cmp.Or(cmp.Compare(a.Pipeline.Cluster, b.Pipeline.Cluster),
-			cmp.Compare(a.AuditID, b.AuditID), cmp.Compare(a.Stage, b.Stage))
-	})
-	out := []key{}
-	for _, e := range sel {
-		out = append(out, key{e.Pipeline.Cluster, e.AuditID, e.Stage})
-	}
-	return out
 }
 
 func code(e localtest.Event) int {
@@ -309,14 +286,14 @@ func TestSearchGolden(t *testing.T) {
 	}
 }
 
-func owantKeys(events []oevent, match func(oevent) bool) []key {
+func owantKeys(events []oevent, match func(oevent) bool) []localtest.Key {
 	var sel []localtest.Event
 	for _, e := range events {
 		if match(e) {
 			sel = append(sel, e.Event)
 		}
 	}
-	return wantKeys(sel, func(localtest.Event) bool { return true })
+	return localtest.WantKeys(sel, func(localtest.Event) bool { return true })
 }
 
 func TestSearchPinnedResults(t *testing.T) {
@@ -325,7 +302,7 @@ func TestSearchPinnedResults(t *testing.T) {
 	res, err := search(t, s, local.SearchRequest{}, `objectRef.resource:nodes AND requestObject:unschedulable`)
 	require.NoError(t, err)
 	require.Equal(t, 1, res.Total)
-	require.Equal(t, key{"tke-synthetic", "00000000-cord-0000-0000-synthetic001", "ResponseComplete"}, keyOf(t, res.Events[0]))
+	require.Equal(t, localtest.Key{Cluster: "tke-synthetic", AuditID: "00000000-cord-0000-0000-synthetic001", Stage: "ResponseComplete"}, localtest.KeyOf(t, res.Events[0]))
 
 	// falco's delete_deployment.json: nginx-deployment in default.
 	res, err = search(t, s, local.SearchRequest{}, `objectRef.resource:deployments AND objectRef.name:"nginx" AND verb:"delete"`)
@@ -344,7 +321,7 @@ func TestSearchTimeRangeAndCluster(t *testing.T) {
 	s, events := searchStore(t)
 	from := time.Date(2017, 9, 11, 20, 0, 0, 0, time.UTC)
 	to := time.Date(2020, 1, 8, 0, 0, 0, 0, time.UTC)
-	want := wantKeys(events, func(e localtest.Event) bool {
+	want := localtest.WantKeys(events, func(e localtest.Event) bool {
 		return e.Pipeline.Cluster == localtest.ClusterKind && !e.StageTimestamp.Before(from) && e.StageTimestamp.Before(to)
 	})
 	require.NotEmpty(t, want)
@@ -356,9 +333,9 @@ func TestSearchTimeRangeAndCluster(t *testing.T) {
 	first := events[0]
 	at := first.StageTimestamp.Truncate(time.Millisecond)
 	got = searchAll(t, s, local.SearchRequest{Cluster: first.Pipeline.Cluster, From: at, To: at.Add(time.Millisecond)}, "auditID:"+first.AuditID, 10)
-	require.Contains(t, got, key{first.Pipeline.Cluster, first.AuditID, first.Stage})
+	require.Contains(t, got, localtest.Key{Cluster: first.Pipeline.Cluster, AuditID: first.AuditID, Stage: first.Stage})
 	got = searchAll(t, s, local.SearchRequest{Cluster: first.Pipeline.Cluster, To: at}, "auditID:"+first.AuditID, 10)
-	require.NotContains(t, got, key{first.Pipeline.Cluster, first.AuditID, first.Stage})
+	require.NotContains(t, got, localtest.Key{Cluster: first.Pipeline.Cluster, AuditID: first.AuditID, Stage: first.Stage})
 }
 
 // TestSearchCursorWithoutTimestamps pages through events that share a
@@ -368,7 +345,7 @@ func TestSearchCursorWithoutTimestamps(t *testing.T) {
 	s, _ := openStore(t, local.Options{})
 	base := localtest.GKE(t)[0].ProcessedEvent
 	var values [][]byte
-	var want []key
+	var want []localtest.Key
 	for i := range 9 {
 		ev := base
 		ev.AuditID = fmt.Sprintf("id-%02d", i)
@@ -378,7 +355,7 @@ func TestSearchCursorWithoutTimestamps(t *testing.T) {
 		b, err := json.Marshal(ev)
 		require.NoError(t, err)
 		values = append(values, b)
-		want = append(want, key{ev.Pipeline.Cluster, ev.AuditID, ev.Stage})
+		want = append(want, localtest.Key{Cluster: ev.Pipeline.Cluster, AuditID: ev.AuditID, Stage: ev.Stage})
 	}
 	_, err := s.Write(context.Background(), values)
 	require.NoError(t, err)
@@ -448,7 +425,7 @@ func TestSearchAnalysis(t *testing.T) {
 		for _, r := range res.Rows {
 			total += r[2].(int64)
 		}
-		want := len(wantKeys(events, func(e localtest.Event) bool {
+		want := len(localtest.WantKeys(events, func(e localtest.Event) bool {
 			return e.Pipeline.Cluster == localtest.ClusterKind && (code(e) == 401 || code(e) == 403)
 		}))
 		require.NotZero(t, want)

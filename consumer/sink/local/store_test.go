@@ -17,7 +17,6 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/consumer/sink/local/localtest"
-	"github.com/auditpipe/auditpipe/schemas"
 )
 
 // openStore opens a store in a fresh directory and closes it at the end of
@@ -29,15 +28,6 @@ func openStore(tb testing.TB, opts local.Options) (*local.Store, string) {
 	require.NoError(tb, err)
 	tb.Cleanup(func() { require.NoError(tb, s.Close()) })
 	return s, path
-}
-
-type key struct{ cluster, auditID, stage string }
-
-func keyOf(tb testing.TB, raw []byte) key {
-	tb.Helper()
-	var ev schemas.ProcessedEvent
-	require.NoError(tb, json.Unmarshal(raw, &ev))
-	return key{ev.Pipeline.Cluster, ev.AuditID, ev.Stage}
 }
 
 func TestWriteErrorCommitsNothing(t *testing.T) {

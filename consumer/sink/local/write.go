@@ -477,13 +477,7 @@ func spaceOutsideStrings(b []byte) bool {
 		case ' ', '\t', '\n', '\r':
 			return true
 		case '"':
-			// Skip the string: b is valid, so it ends at the first
-			// unescaped quote.
-			for i++; b[i] != '"'; i++ {
-				if b[i] == '\\' {
-					i++
-				}
-			}
+			i = jsonbytes.StringEnd(b, i) - 1
 		}
 	}
 	return false

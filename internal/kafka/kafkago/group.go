@@ -141,10 +141,7 @@ func (g *Group) Run(ctx context.Context, h kafka.Handler) error {
 		return fmt.Errorf("kafka-go group %s: %w", g.cfg.Group, err)
 	}
 
-	r := &run{group: g, h: h, runCtx: runCtx, valueCtx: ctx, stop: stop}
-	if o, ok := h.(kafka.OffsetOwner); ok && o.CommitsOffsets() {
-		r.handlerCommits = true
-	}
+	r := &run{group: g, h: h, runCtx: runCtx, valueCtx: ctx, stop: stop, handlerCommits: kafka.HandlerCommitsOffsets(h)}
 	for {
 		gen, err := cg.Next(runCtx)
 		if runCtx.Err() != nil {

@@ -137,10 +137,8 @@ func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	gh := &groupHandler{cfg: c.cfg, group: g, h: h, ctx: runCtx, stop: stop, beforeCommit: c.beforeCommit}
-	if o, ok := h.(kafka.OffsetOwner); ok && o.CommitsOffsets() {
-		gh.handlerCommits = true
-	}
+	gh := &groupHandler{cfg: c.cfg, group: g, h: h, ctx: runCtx, stop: stop, beforeCommit: c.beforeCommit,
+		handlerCommits: kafka.HandlerCommitsOffsets(h)}
 	c.runningMu.Lock()
 	c.running = gh
 	c.runningMu.Unlock()

@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -96,50 +95,6 @@ func (s suite) loaded(tb testing.TB) (eventstore.Store, []localtest.Event) {
 	return st, events
 }
 
-// key is an event's identity without the content hash.
-type key struct{ cluster, auditID, stage string }
-
-func keyOf(tb testing.TB, raw []byte) key {
-	tb.Helper()
-	var ev schemas.ProcessedEvent
-	require.NoError(tb, json.Unmarshal(raw, &ev))
-	return key{ev.Pipeline.Cluster, ev.AuditID, ev.Stage}
-}
-
-func keys(tb testing.TB, events []json.RawMessage) []key {
-	tb.Helper()
-	out := make([]key, 0, len(events))
-	for _, e := range events {
-		out = append(out, keyOf(tb, e))
-	}
-	return out
-}
-
-// want is the keys of the fixtures match accepts, in the documented result
-// order: stageTimestamp descending, then cluster, auditID, stage.
-func want(events []localtest.Event, match func(localtest.Event) bool) []key {
-	var sel []localtest.Event
-	for _, e := range events {
-		if match(e) {
-			sel = append(sel, e)
-		}
-	}
-	sort.SliceStable(sel, func(i, j int) bool {
-		a, b := sel[i], sel[j]
-		if ta, tb := a.StageTimestamp.UnixMilli(), b.StageTimestamp.UnixMilli(); ta != tb {
-			return ta > tb
-		}
-		ka := []string{a.Pipeline.Cluster, a.AuditID, a.Stage}
-		kb := []string{b.Pipeline.Cluster, b.AuditID, b.Stage}
-		return slices.Compare(ka, kb) < 0
-	})
-	out := []key{}
-	for _, e := range sel {
-		out = append(out, key{e.Pipeline.Cluster, e.AuditID, e.Stage})
-	}
-	return out
-}
-
 func all(localtest.Event) bool { return true }
 
 func total(tb testing.TB, st eventstore.Store) int {
@@ -159,15 +114,15 @@ func search(tb testing.TB, st eventstore.Store, req eventstore.SearchRequest, qu
 
 // searchAll follows the cursors through every page of an event search and
 // checks that the pages agree on the total and add up to it.
-func searchAll(tb testing.TB, st eventstore.Store, req eventstore.SearchRequest, query string, pageSize int) []key {
+func searchAll(tb testing.TB, st eventstore.Store, req eventstore.SearchRequest, query string, pageSize int) []localtest.Key {
 	tb.Helper()
 	req.Limit = pageSize
-	out := []key{}
+	out := []localtest.Key{}
 	for range 1000 {
 		res, err := search(tb, st, req, query)
 		require.NoError(tb, err, query)
 		require.LessOrEqual(tb, len(res.Events), pageSize)
-		out = append(out, keys(tb, res.Events)...)
+		out = append(out, localtest.Keys(tb, res.Events)...)
 		if res.Cursor == "" {
 			require.Equal(tb, res.Total, len(out), "pages do not add up to the total: %s", query)
 			return out
@@ -177,26 +132,6 @@ func searchAll(tb testing.TB, st eventstore.Store, req eventstore.SearchRequest,
 	}
 	tb.Fatal("more than 1000 pages")
 	return nil
-}
-
-// withHash is e's JSON with auditpipe.contentHash h and change applied.
-func withHash(tb testing.TB, e localtest.Event, h string, change func(*schemas.ProcessedEvent)) []byte {
-	tb.Helper()
-	pe := e.ProcessedEvent
-	pe.Pipeline.ContentHash = h
-	if change != nil {
-		change(&pe)
-	}
-	b, err := json.Marshal(pe)
-	require.NoError(tb, err)
-	return b
-}
-
-func asMap(tb testing.TB, b []byte) map[string]any {
-	tb.Helper()
-	var m map[string]any
-	require.NoError(tb, json.Unmarshal(b, &m))
-	return m
 }
 
 func decode(tb testing.TB, b []byte) schemas.ProcessedEvent {
@@ -276,7 +211,7 @@ func (s suite) writeIsIdempotent(t *testing.T) {
 	got, err := st.Query(ctx, eventstore.Query{Limit: eventstore.MaxLimit})
 	require.NoError(t, err)
 	require.Equal(t, len(values), got.Total)
-	require.Equal(t, want(events, all), keys(t, got.Events))
+	require.Equal(t, localtest.WantKeys(events, all), localtest.Keys(t, got.Events))
 }
 
 // writeCountsInvalidValues: values that are no storable event are
@@ -335,8 +270,8 @@ func (s suite) reusedAuditID(t *testing.T) {
 		hooked = append(hooked, events...)
 	}})
 	base := localtest.GKE(t)[0]
-	harmless := withHash(t, base, strings.Repeat("a", 64), nil)
-	malicious := withHash(t, base, strings.Repeat("b", 64), func(pe *schemas.ProcessedEvent) {
+	harmless := localtest.WithHash(t, base, strings.Repeat("a", 64), nil)
+	malicious := localtest.WithHash(t, base, strings.Repeat("b", 64), func(pe *schemas.ProcessedEvent) {
 		pe.Verb = "delete"
 		pe.ObjectRef = &schemas.ObjectReference{Resource: "secrets", Namespace: "kube-system", Name: "admin-token", APIVersion: "v1"}
 		pe.User.Username = "mallory"
@@ -367,10 +302,10 @@ func (s suite) reusedAuditID(t *testing.T) {
 	}
 	require.NotNil(t, first, "the event stored first is not marked")
 	require.NotNil(t, second, "the later, different event is marked")
-	require.Equal(t, asMap(t, harmless), asMap(t, first))
-	marked := asMap(t, malicious)
+	require.Equal(t, localtest.AsMap(t, harmless), localtest.AsMap(t, first))
+	marked := localtest.AsMap(t, malicious)
 	marked[schemas.PipelineKey].(map[string]any)["auditIDReused"] = true
-	require.Equal(t, marked, asMap(t, second), "stored as written, plus the marker")
+	require.Equal(t, marked, localtest.AsMap(t, second), "stored as written, plus the marker")
 
 	found, err := search(t, st, eventstore.SearchRequest{}, "auditpipe.auditIDReused:true")
 	require.NoError(t, err)
@@ -381,7 +316,7 @@ func (s suite) reusedAuditID(t *testing.T) {
 	require.Equal(t, 1, found.Total)
 
 	// Events without a hash (before 0012) compare by their fields.
-	third := withHash(t, base, "", func(pe *schemas.ProcessedEvent) { pe.Verb = "patch" })
+	third := localtest.WithHash(t, base, "", func(pe *schemas.ProcessedEvent) { pe.Verb = "patch" })
 	res, err = st.Write(ctx, [][]byte{third, third})
 	require.NoError(t, err)
 	require.Equal(t, eventstore.WriteResult{Inserted: 1, Reused: 1, Duplicates: 1}, res)
@@ -393,8 +328,8 @@ func (s suite) sameHashIsOneEvent(t *testing.T) {
 	st := s.store(t, eventstore.Options{})
 	base := localtest.GKE(t)[0]
 	h := strings.Repeat("d", 64)
-	first := withHash(t, base, h, nil)
-	replayed := withHash(t, base, h, func(pe *schemas.ProcessedEvent) {
+	first := localtest.WithHash(t, base, h, nil)
+	replayed := localtest.WithHash(t, base, h, func(pe *schemas.ProcessedEvent) {
 		pe.Level = "Metadata"
 		pe.RequestObject, pe.ResponseObject = nil, nil
 		pe.Pipeline.ProcessedAt = pe.Pipeline.ProcessedAt.Add(24 * time.Hour)
@@ -421,9 +356,9 @@ func (s suite) eventKeptAsWritten(t *testing.T) {
 	res, err := st.Write(context.Background(), values)
 	require.NoError(t, err)
 	require.Equal(t, len(raw), res.Inserted)
-	written := map[key][]byte{}
+	written := map[localtest.Key][]byte{}
 	for _, e := range raw {
-		written[key{e.Pipeline.Cluster, e.AuditID, e.Stage}] = e.JSON
+		written[localtest.Key{Cluster: e.Pipeline.Cluster, AuditID: e.AuditID, Stage: e.Stage}] = e.JSON
 	}
 	got, err := st.Query(context.Background(), eventstore.Query{Limit: eventstore.MaxLimit})
 	require.NoError(t, err)
@@ -432,7 +367,7 @@ func (s suite) eventKeptAsWritten(t *testing.T) {
 	for _, events := range [][]json.RawMessage{got.Events, found.Events} {
 		require.Len(t, events, len(raw))
 		for _, e := range events {
-			require.JSONEq(t, string(written[keyOf(t, e)]), string(e))
+			require.JSONEq(t, string(written[localtest.KeyOf(t, e)]), string(e))
 		}
 	}
 }
@@ -467,10 +402,10 @@ func (s suite) queryFilters(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := st.Query(context.Background(), tc.q)
 			require.NoError(t, err)
-			w := want(events, tc.match)
+			w := localtest.WantKeys(events, tc.match)
 			require.GreaterOrEqual(t, len(w), tc.min)
 			require.Equal(t, len(w), got.Total)
-			require.Equal(t, w, keys(t, got.Events), "events, in order")
+			require.Equal(t, w, localtest.Keys(t, got.Events), "events, in order")
 			require.NotNil(t, got.Events)
 		})
 	}
@@ -484,31 +419,31 @@ func (s suite) queryTimeRangeAndLimit(t *testing.T) {
 	to := time.Date(2020, 1, 10, 22, 24, 5, 196_000_000, time.UTC)
 	got, err := st.Query(ctx, eventstore.Query{From: from.In(time.FixedZone("CST", 8*3600)), To: to})
 	require.NoError(t, err)
-	w := want(events, func(e localtest.Event) bool {
+	w := localtest.WantKeys(events, func(e localtest.Event) bool {
 		ms := e.StageTimestamp.UnixMilli()
 		return ms >= from.UnixMilli() && ms < to.UnixMilli()
 	})
 	require.Len(t, w, 4)
-	require.Equal(t, w, keys(t, got.Events))
+	require.Equal(t, w, localtest.Keys(t, got.Events))
 	got, err = st.Query(ctx, eventstore.Query{From: to, To: from})
 	require.NoError(t, err)
 	require.Zero(t, got.Total, "empty window")
 	got, err = st.Query(ctx, eventstore.Query{From: from})
 	require.NoError(t, err)
-	w = want(events, func(e localtest.Event) bool { return !e.StageTimestamp.Before(from) })
+	w = localtest.WantKeys(events, func(e localtest.Event) bool { return !e.StageTimestamp.Before(from) })
 	require.Len(t, w, 19)
-	require.Equal(t, w, keys(t, got.Events), "from only")
+	require.Equal(t, w, localtest.Keys(t, got.Events), "from only")
 	got, err = st.Query(ctx, eventstore.Query{To: from})
 	require.NoError(t, err)
-	w = want(events, func(e localtest.Event) bool { return e.StageTimestamp.Before(from) })
+	w = localtest.WantKeys(events, func(e localtest.Event) bool { return e.StageTimestamp.Before(from) })
 	require.Len(t, w, 43)
-	require.Equal(t, w, keys(t, got.Events), "to only")
+	require.Equal(t, w, localtest.Keys(t, got.Events), "to only")
 
-	every := want(events, all)
+	every := localtest.WantKeys(events, all)
 	got, err = st.Query(ctx, eventstore.Query{Limit: 5})
 	require.NoError(t, err)
 	require.Equal(t, len(every), got.Total, "total counts every match, not the page")
-	require.Equal(t, every[:5], keys(t, got.Events))
+	require.Equal(t, every[:5], localtest.Keys(t, got.Events))
 	got, err = st.Query(ctx, eventstore.Query{Cluster: localtest.ClusterKind, Limit: 1})
 	require.NoError(t, err)
 	require.Equal(t, 37, got.Total)
@@ -553,9 +488,9 @@ func (s suite) queryFullText(t *testing.T) {
 	} {
 		got, err := st.Query(context.Background(), eventstore.Query{Text: tc.text, Verb: tc.verb, Limit: eventstore.MaxLimit})
 		require.NoError(t, err, tc.text)
-		w := want(events, tc.match)
+		w := localtest.WantKeys(events, tc.match)
 		require.GreaterOrEqual(t, len(w), tc.min, tc.text)
-		require.Equal(t, w, keys(t, got.Events), tc.text)
+		require.Equal(t, w, localtest.Keys(t, got.Events), tc.text)
 		require.Equal(t, len(w), got.Total, tc.text)
 	}
 }
@@ -601,7 +536,7 @@ func (s suite) searchCLS(t *testing.T) {
 		}, 2},
 		{`auditpipe.cluster:` + localtest.ClusterGKE, func(e localtest.Event) bool { return e.Pipeline.Cluster == localtest.ClusterGKE }, 25},
 	} {
-		w := want(events, tc.match)
+		w := localtest.WantKeys(events, tc.match)
 		require.GreaterOrEqual(t, len(w), tc.min, tc.query)
 		require.Equal(t, w, searchAll(t, st, eventstore.SearchRequest{}, tc.query, 7), tc.query)
 	}
@@ -612,7 +547,7 @@ func (s suite) searchCLS(t *testing.T) {
 // sense.
 func (s suite) searchPages(t *testing.T) {
 	st, events := s.loaded(t)
-	every := want(events, all)
+	every := localtest.WantKeys(events, all)
 	for _, size := range []int{1, 7, 100} {
 		require.Equal(t, every, searchAll(t, st, eventstore.SearchRequest{}, "*", size), "page size %d", size)
 	}
@@ -620,7 +555,7 @@ func (s suite) searchPages(t *testing.T) {
 	// Events without a stageTimestamp sort last, in identity order.
 	base := localtest.GKE(t)[0].ProcessedEvent
 	var values [][]byte
-	var tail []key
+	var tail []localtest.Key
 	for i := range 5 {
 		ev := base
 		ev.AuditID = fmt.Sprintf("no-time-%02d", i)
@@ -628,7 +563,7 @@ func (s suite) searchPages(t *testing.T) {
 		b, err := json.Marshal(ev)
 		require.NoError(t, err)
 		values = append(values, b)
-		tail = append(tail, key{ev.Pipeline.Cluster, ev.AuditID, ev.Stage})
+		tail = append(tail, localtest.Key{Cluster: ev.Pipeline.Cluster, AuditID: ev.AuditID, Stage: ev.Stage})
 	}
 	_, err := st.Write(context.Background(), values)
 	require.NoError(t, err)
@@ -641,7 +576,7 @@ func (s suite) searchPages(t *testing.T) {
 	from := time.Date(2020, 1, 9, 0, 18, 50, 683_000_000, time.UTC)
 	to := time.Date(2020, 1, 10, 22, 24, 5, 196_000_000, time.UTC)
 	for _, cluster := range []string{localtest.ClusterGKE, localtest.ClusterKind} {
-		w := want(events, func(e localtest.Event) bool {
+		w := localtest.WantKeys(events, func(e localtest.Event) bool {
 			return e.Pipeline.Cluster == cluster && !e.StageTimestamp.Before(from) && e.StageTimestamp.Before(to)
 		})
 		require.Equal(t, w, searchAll(t, st, eventstore.SearchRequest{Cluster: cluster, From: from, To: to}, "*", 3), cluster)
@@ -821,7 +756,7 @@ func (s suite) retentionBySize(t *testing.T) {
 	require.Equal(t, float64(deleted), metric(t, reg, "auditpipe_localstore_pruned_events_total", "reason", "size"))
 	res, err := st.Query(context.Background(), eventstore.Query{Limit: 1})
 	require.NoError(t, err)
-	require.Equal(t, newest, keyOf(t, res.Events[0]).auditID, "the newest event stays")
+	require.Equal(t, newest, localtest.KeyOf(t, res.Events[0]).AuditID, "the newest event stays")
 	res2, err := search(t, st, eventstore.SearchRequest{}, "auditID:"+oldest)
 	require.NoError(t, err)
 	require.Zero(t, res2.Total, "the oldest event went first")

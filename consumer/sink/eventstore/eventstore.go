@@ -30,7 +30,8 @@ import (
 const (
 	// EngineSQLite is consumer/sink/local, the default.
 	EngineSQLite = "sqlite"
-	// EngineVictoriaLogs is decision 0026's next engine; not available yet.
+	// EngineVictoriaLogs is consumer/sink/vlstore, decision 0026's next
+	// engine (VictoriaLogs' storage, embedded).
 	EngineVictoriaLogs = "vlogs"
 )
 

@@ -192,7 +192,9 @@ func OpenStore(cfg LocalConfig, opts eventstore.Options) (eventstore.Store, erro
 		return nil, err
 	}
 	if cfg.Engine == eventstore.EngineVictoriaLogs {
-		s, err := vlstore.Open(cfg.Path, opts, vlstore.Config{})
+		// The local sink syncs before each offset commit (kafka.Syncer):
+		// one checkpoint per commit round instead of one per Write.
+		s, err := vlstore.Open(cfg.Path, opts, vlstore.Config{DeferSync: true})
 		if err != nil {
 			return nil, err // not s: a nil *vlstore.Store in the interface is not nil
 		}

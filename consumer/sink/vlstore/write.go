@@ -249,7 +249,15 @@ func (s *Store) writeGroup(ctx context.Context, group []*writeRequest) {
 	}
 	s.metrics.groupWrites.Observe(float64(len(group)))
 	s.writes++
-	if !s.closed && s.writes%s.checkpointEvery == 0 {
+	switch {
+	case s.closed:
+	case s.cfg.DeferSync:
+		// Durable at Sync. Visible to searches now: the storage would
+		// make its buffered rows searchable only within a second. (Leaving
+		// them to the next read or Sync measured no cheaper: the storage
+		// then flushes larger buffers inline in MustAddRows.)
+		s.vl.DebugFlush()
+	case s.writes%s.checkpointEvery == 0:
 		s.checkpoint()
 		s.ids.evict(time.Now())
 	}
@@ -268,19 +276,26 @@ func (s *Store) writeGroup(ctx context.Context, group []*writeRequest) {
 // snapshots itself only with SnapshotsMaxAge (not set), so it is worth a
 // warning. Called with s.mu held.
 func (s *Store) checkpoint() {
-	if len(s.days) == 0 {
+	s.checkpointDays(s.days)
+	clear(s.days)
+}
+
+// checkpointDays makes the rows added so far to the partitions of days
+// durable (see checkpoint). The storage synchronizes it with concurrent
+// MustAddRows itself.
+func (s *Store) checkpointDays(days map[string]bool) {
+	if len(days) == 0 {
 		return
 	}
 	start := time.Now()
 	s.vl.DebugFlush()
-	for day := range s.days {
+	for day := range days {
 		for _, p := range s.vl.PartitionSnapshotMustCreate(day) {
 			if err := s.vl.PartitionSnapshotDelete(p); err != nil {
 				s.logger.Warn("vlstore: delete checkpoint snapshot", "snapshot", p, "err", err)
 			}
 		}
 	}
-	clear(s.days)
 	s.metrics.checkpointDuration.Observe(time.Since(start).Seconds())
 }
 

@@ -29,7 +29,7 @@ const (
 	// (its unexported partitionsDirname), one directory YYYYMMDD each.
 	partitionsDir = "partitions"
 	partitionName = "20060102"
-	day           = 24 * time.Hour
+	oneDay        = 24 * time.Hour
 	// sizeHeadroom: retention by size, once over MaxBytes, deletes down
 	// to MaxBytes less 1/sizeHeadroom of it. Deleting only the excess
 	// would delete a minute's worth of the oldest events every round, and
@@ -158,7 +158,7 @@ func (s *Store) usedBytes() int64 {
 // a delete task (rowDelete). Called with s.mu held.
 func (s *Store) pruneBefore(ctx context.Context, cutoff int64) (int, error) {
 	filter := "_time:<" + timeLiteral(cutoff)
-	before, err := s.count(ctx, filter)
+	before, err := s.countEvents(ctx, filter)
 	if err != nil || before == 0 {
 		return 0, err
 	}
@@ -168,7 +168,7 @@ func (s *Store) pruneBefore(ctx context.Context, cutoff int64) (int, error) {
 	dropped := false
 	for _, name := range s.vl.PartitionList() {
 		start, err := time.Parse(partitionName, name)
-		if err != nil || start.Add(day).UnixNano() > cutoff {
+		if err != nil || start.Add(oneDay).UnixNano() > cutoff {
 			continue
 		}
 		if err := s.vl.PartitionDetach(name); err != nil {
@@ -182,7 +182,7 @@ func (s *Store) pruneBefore(ctx context.Context, cutoff int64) (int, error) {
 	}
 	left := before
 	if dropped {
-		if left, err = s.count(counted, filter); err != nil {
+		if left, err = s.countEvents(counted, filter); err != nil {
 			return 0, err
 		}
 	}
@@ -191,7 +191,7 @@ func (s *Store) pruneBefore(ctx context.Context, cutoff int64) (int, error) {
 	if left > 0 {
 		waitErr = s.rowDelete(ctx, filter)
 	}
-	after, err := s.count(counted, filter)
+	after, err := s.countEvents(counted, filter)
 	if err != nil {
 		return 0, errors.Join(waitErr, err)
 	}
@@ -238,7 +238,7 @@ func (s *Store) rowDelete(ctx context.Context, filter string) error {
 // bound is a minute boundary. Another step deletes more if the estimate
 // was short.
 func (s *Store) sizeCutoff(ctx context.Context, used, excess int64) (int64, error) {
-	total, err := s.count(ctx, "*")
+	total, err := s.countEvents(ctx, "*")
 	if err != nil || total == 0 {
 		return 0, err
 	}
@@ -251,13 +251,13 @@ func (s *Store) sizeCutoff(ctx context.Context, used, excess int64) (int64, erro
 	for _, d := range days {
 		if cum+d.n <= need {
 			cum += d.n
-			cutoff = d.start + int64(day)
+			cutoff = d.start + int64(oneDay)
 			if cum == need {
 				return cutoff, nil
 			}
 			continue
 		}
-		minutes, err := s.buckets(ctx, fmt.Sprintf("_time:[%s, %s)", timeLiteral(d.start), timeLiteral(d.start+int64(day))), "1m")
+		minutes, err := s.buckets(ctx, fmt.Sprintf("_time:[%s, %s)", timeLiteral(d.start), timeLiteral(d.start+int64(oneDay))), "1m")
 		if err != nil {
 			return 0, err
 		}
@@ -267,7 +267,7 @@ func (s *Store) sizeCutoff(ctx context.Context, used, excess int64) (int64, erro
 				return m.start + int64(time.Minute), nil
 			}
 		}
-		return d.start + int64(day), nil
+		return d.start + int64(oneDay), nil
 	}
 	return cutoff, nil
 }
@@ -299,8 +299,8 @@ func (s *Store) buckets(ctx context.Context, filter, step string) ([]bucket, err
 	return out, nil
 }
 
-// count is how many stored events match the LogsQL filter (liveRows).
-func (s *Store) count(ctx context.Context, filter string) (int, error) {
+// countEvents is how many stored events match the LogsQL filter (liveRows).
+func (s *Store) countEvents(ctx context.Context, filter string) (int, error) {
 	n := 0
 	var parseErr error
 	err := s.statsRows(ctx, filter+" "+liveRows+" | stats count() as n", func(cols map[string]string) {

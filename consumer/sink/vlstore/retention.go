@@ -46,6 +46,9 @@ const (
 	// `_time:` filters still match. Every stored event has a stage (Write
 	// refuses events without one).
 	liveRows = "stage:*"
+	// timed matches the events with a stageTimestamp (their _time is
+	// it); the others' _time is receivedAt or the write time.
+	timed = `"` + keyStageTS + `":*`
 )
 
 // RunRetention prunes in steps until ctx ends: while a step finds work it
@@ -85,12 +88,14 @@ func (s *Store) RunRetention(ctx context.Context, r eventstore.Retention) {
 }
 
 // PruneStep deletes, at time now, the events older than r.MaxAge (the
-// bound rounded down to Config.AgeGranularity), else, when the store is
-// over r.MaxBytes, the oldest ones down to 95 % of it. One step does all
-// of either: the storage deletes whole days or runs one delete task, not
-// row by row, so r.StepRows does not apply. more reports whether another
-// step may find work. The deleted count is counted, not estimated: the
-// matching events before minus after, with the writers held off.
+// bound rounded down to Config.AgeGranularity; events without a
+// stageTimestamp stay), else, when the store is over r.MaxBytes, the
+// oldest ones (by _time, receivedAt for those without a stageTimestamp)
+// down to 95 % of it. One step does all of either: the storage drops
+// whole days or runs one delete task, not row by row, so r.StepRows does
+// not apply. more reports whether another step may find work. The
+// deleted count is counted, not estimated: the matching events before
+// minus after, with the writers held off.
 func (s *Store) PruneStep(ctx context.Context, r eventstore.Retention, now time.Time) (deleted int, more bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -99,7 +104,7 @@ func (s *Store) PruneStep(ctx context.Context, r eventstore.Retention, now time.
 	}
 	if r.MaxAge > 0 {
 		cutoff := now.Add(-r.MaxAge).Truncate(s.cfg.AgeGranularity)
-		n, err := s.pruneBefore(ctx, cutoff.UnixNano())
+		n, err := s.pruneBefore(ctx, cutoff.UnixNano(), true)
 		s.metrics.pruned.WithLabelValues(pruneAge).Add(float64(n))
 		if err != nil {
 			return n, false, fmt.Errorf("vlstore: prune by age: %w", err)
@@ -117,7 +122,7 @@ func (s *Store) PruneStep(ctx context.Context, r eventstore.Retention, now time.
 		if err != nil {
 			return 0, false, fmt.Errorf("vlstore: prune by size: %w", err)
 		}
-		n, err := s.pruneBefore(ctx, cutoff)
+		n, err := s.pruneBefore(ctx, cutoff, false)
 		s.metrics.pruned.WithLabelValues(pruneSize).Add(float64(n))
 		if err != nil {
 			return n, false, fmt.Errorf("vlstore: prune by size: %w", err)
@@ -149,27 +154,41 @@ func (s *Store) usedBytes() int64 {
 	return used
 }
 
-// pruneBefore deletes every event with _time before cutoff (unix ns) and
+// pruneBefore deletes the events with _time before cutoff (unix ns), by
+// age only those with a stageTimestamp (eventstore.Retention: events
+// without one never expire by age; their _time is receivedAt), and
 // returns how many went. Writers wait meanwhile (s.mu, held by
-// PruneStep), so that the count
-// before and after is exact and no batch checks identities being
-// forgotten. Whole days before cutoff are detached and removed (what the
-// storage's own retention does); the rest, in the day holding cutoff, by
-// a delete task (rowDelete). Called with s.mu held.
-func (s *Store) pruneBefore(ctx context.Context, cutoff int64) (int, error) {
+// PruneStep), so that the count before and after is exact and no batch
+// checks identities being forgotten. Whole days before cutoff are
+// detached and removed (what the storage's own retention does), by age
+// only days without an event lacking a stageTimestamp; the rest by a
+// delete task (rowDelete). Called with s.mu held.
+func (s *Store) pruneBefore(ctx context.Context, cutoff int64, byAge bool) (int, error) {
 	filter := "_time:<" + timeLiteral(cutoff)
+	if byAge {
+		filter += " " + timed
+	}
 	before, err := s.countEvents(ctx, filter)
 	if err != nil || before == 0 {
 		return 0, err
 	}
-	// From the first partition dropped on, the count after is taken even
-	// if ctx ends: what went must be counted.
+	// From the first partition dropped on, the counts are taken even if
+	// ctx ends: what went must be counted.
 	counted := context.WithoutCancel(ctx)
 	dropped := false
 	for _, name := range s.vl.PartitionList() {
 		start, err := time.Parse(partitionName, name)
 		if err != nil || start.Add(oneDay).UnixNano() > cutoff {
 			continue
+		}
+		if byAge {
+			untimed, err := s.countEvents(counted, fmt.Sprintf("_time:[%s, %s) -%s", timeLiteral(start.UnixNano()), timeLiteral(start.Add(oneDay).UnixNano()), timed))
+			if err != nil {
+				return 0, err
+			}
+			if untimed > 0 {
+				continue // its timed events go by rowDelete below
+			}
 		}
 		if err := s.vl.PartitionDetach(name); err != nil {
 			return 0, fmt.Errorf("detach partition %s: %w", name, err)
@@ -186,7 +205,6 @@ func (s *Store) pruneBefore(ctx context.Context, cutoff int64) (int, error) {
 			return 0, err
 		}
 	}
-	s.ids.forget(cutoff)
 	var waitErr error
 	if left > 0 {
 		waitErr = s.rowDelete(ctx, filter)
@@ -195,7 +213,41 @@ func (s *Store) pruneBefore(ctx context.Context, cutoff int64) (int, error) {
 	if err != nil {
 		return 0, errors.Join(waitErr, err)
 	}
+	if err := s.forgetPruned(counted, cutoff, waitErr == nil); err != nil {
+		return before - after, errors.Join(waitErr, err)
+	}
 	return before - after, waitErr
+}
+
+// forgetPruned drops the identities of events with _time before cutoff
+// from the cache: they were pruned, and a redelivery of one must be
+// stored again, as in the SQLite store (where its row is gone). Older
+// identities than the cache's window are looked up in the storage, which
+// no longer has them. Those of the events that stayed (no
+// stageTimestamp, by age) are read back when the delete is done; not when
+// it goes on in the background (done false): a redelivery of one of
+// those is then stored twice.
+func (s *Store) forgetPruned(ctx context.Context, cutoff int64, done bool) error {
+	ids := s.ids
+	ids.mu.Lock()
+	for id, cs := range ids.m {
+		cs = slices.DeleteFunc(cs, func(c compared) bool { return c.timeNs < cutoff })
+		if len(cs) == 0 {
+			delete(ids.m, id)
+		} else {
+			ids.m[id] = cs
+		}
+	}
+	from := ids.from
+	ids.mu.Unlock()
+	if !done || cutoff <= from {
+		return nil
+	}
+	q := fmt.Sprintf("_time:[%s, %s) %s", timeLiteral(from), timeLiteral(cutoff), liveRows)
+	if err := scanIdentities(ctx, s.vl, q, ids.add); err != nil {
+		return fmt.Errorf("reload the identities of the events kept: %w", err)
+	}
+	return nil
 }
 
 // rowDelete deletes the events matching filter by a VictoriaLogs delete
@@ -338,21 +390,4 @@ func (s *Store) statsRows(ctx context.Context, query string, row func(cols map[s
 		return fmt.Errorf("run %q: %w", query, err)
 	}
 	return nil
-}
-
-// forget drops the identities of events with _time before cutoff: they
-// were pruned, and a redelivery of one must be stored again, as in the
-// SQLite store (where its row is gone). Older identities than the cache's
-// window are looked up in the storage, which no longer has them.
-func (ids *identities) forget(cutoff int64) {
-	ids.mu.Lock()
-	defer ids.mu.Unlock()
-	for id, cs := range ids.m {
-		cs = slices.DeleteFunc(cs, func(c compared) bool { return c.timeNs < cutoff })
-		if len(cs) == 0 {
-			delete(ids.m, id)
-		} else {
-			ids.m[id] = cs
-		}
-	}
 }

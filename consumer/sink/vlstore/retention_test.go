@@ -2,6 +2,7 @@ package vlstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -113,6 +114,49 @@ func TestPruneByAgeBoundaryRowsAndIdentities(t *testing.T) {
 	got := stored(t, s, "auditID:=ev-00003", keyReused)
 	require.Len(t, got, 1)
 	require.Empty(t, got[0][keyReused], "not marked reused: its first copy is gone")
+}
+
+// untimed is eventgen's event without a stageTimestamp: its _time is its
+// receivedAt, ts.
+func untimed(tb testing.TB, auditID string, ts time.Time) []byte {
+	tb.Helper()
+	var m map[string]any
+	require.NoError(tb, json.Unmarshal(eventgen.Event("c1", auditID, 800, ts), &m))
+	delete(m, keyStageTS)
+	b, err := json.Marshal(m)
+	require.NoError(tb, err)
+	return b
+}
+
+func TestPruneByAgeKeepsEventsWithoutStageTimestamp(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir(), eventstore.Options{}, Config{IdentityWindow: 30 * 24 * time.Hour})
+	defer s.Close()
+	now := time.Now()
+	keptDay := now.Add(-10 * 24 * time.Hour)
+	u := [][]byte{untimed(t, "u-0", keptDay), untimed(t, "u-1", keptDay.Add(time.Minute))}
+	res, err := s.Write(ctx, u)
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Inserted)
+	old := writeAged(t, s, "old", 5, 800, keptDay)
+	writeAged(t, s, "gone", 5, 800, now.Add(-9*24*time.Hour))
+	writeAged(t, s, "new", 3, 800, now.Add(-time.Hour))
+	name := func(ts time.Time) string { return ts.UTC().Format(partitionName) }
+	require.Subset(t, s.vl.PartitionList(), []string{name(keptDay), name(now.Add(-9 * 24 * time.Hour))})
+
+	r := eventstore.Retention{MaxAge: 48 * time.Hour}
+	require.Equal(t, 10, pruneAll(t, s, r, now))
+	require.Len(t, stored(t, s, "auditID:u*"), 2, "events without a stageTimestamp never expire by age")
+	require.Len(t, stored(t, s, liveRows), 5)
+	require.Contains(t, s.vl.PartitionList(), name(keptDay), "their day stays, its timed events deleted by a task")
+	require.NotContains(t, s.vl.PartitionList(), name(now.Add(-9*24*time.Hour)))
+
+	// The cache forgot the pruned events and kept the others.
+	res, err = s.Write(ctx, [][]byte{u[0], old[0]})
+	require.NoError(t, err)
+	require.Equal(t, eventstore.WriteResult{Inserted: 1, Duplicates: 1}, res)
+	require.Len(t, stored(t, s, "auditID:=old-00000"), 1)
+	require.Equal(t, 1, pruneAll(t, s, r, now), "and the redelivered pruned event is pruned again")
 }
 
 func TestPruneBySize(t *testing.T) {

@@ -78,12 +78,21 @@ func TestPruneByAgeDropsWholeDays(t *testing.T) {
 	_, err = os.Stat(filepath.Join(s.path, partitionsDir, "20261117"))
 	require.ErrorIs(t, err, os.ErrNotExist, "the partition's directory is removed")
 	require.Zero(t, pruneAll(t, s, r, now), "nothing more to do")
+	// A late event for the dropped day makes a new partition, and goes
+	// at the next step.
+	late := eventgen.Event("c1", "late", 800, now.Add(-10*24*time.Hour))
+	res, err := s.Write(context.Background(), [][]byte{late})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Inserted)
+	require.Len(t, stored(t, s, "auditID:=late"), 1)
+	require.Equal(t, 1, pruneAll(t, s, r, now))
 
 	require.NoError(t, s.Close())
 	s = openTest(t, dir, eventstore.Options{Registerer: reg}, Config{})
 	defer s.Close()
 	require.Len(t, stored(t, s, "*"), 25, "the dropped day stays dropped after reopen")
 	require.Zero(t, testutil.ToFloat64(s.metrics.pruned.WithLabelValues(pruneAge)), "a new store's counter")
+	require.Empty(t, stored(t, s, "auditID:=late"))
 }
 
 func TestPruneByAgeBoundaryRowsAndIdentities(t *testing.T) {

@@ -1,7 +1,7 @@
 // Package vlstore is the local event store on VictoriaLogs' storage
 // (github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage, embedded):
 // step 2 of decision 0026's migration plan. It implements
-// eventstore.Store; only the write path works so far.
+// eventstore.Store; the write path and retention work so far.
 //
 // Layout (0026): one stream per auditpipe.cluster; every key that
 // consumer/internal/flatten makes (the CLS sink's and the search's key
@@ -22,11 +22,23 @@
 //     group commit (concurrent Write calls share one checkpoint).
 //   - Clusters, UsedBytes (compressed parts plus index, as the storage
 //     reports them), Close.
+//   - Retention (retention.go): PruneStep by age drops the per-day
+//     partitions wholly before the bound (rounded down to
+//     Config.AgeGranularity, default a day, so events may stay up to a
+//     day past MaxAge) and, for a finer granularity, deletes the bound's
+//     day's older rows by a VictoriaLogs delete task (a rewrite of that
+//     day's parts); events without a stageTimestamp stay. By size: whole
+//     oldest days, then the oldest minutes of the next by a delete task,
+//     down to 95 % of MaxBytes. Counts are exact (counted before and
+//     after, writers held off), the identity cache forgets what went;
+//     RunRetention, the used-bytes and pruned metrics. A delete task
+//     leaves, of each block it deletes part of, the first row's
+//     timestamp without fields: every query must AND liveRows
+//     (stage:*) to skip it.
 //
 // What does not (returns ErrNotImplemented or is missing):
-//   - Query and Search (step 3: the CQL → LogsQL compiler);
-//   - RunRetention and PruneStep, the used-bytes, pruned and query
-//     metrics.
+//   - Query and Search (step 3: the CQL → LogsQL compiler), the query
+//     metric.
 //
 // Process-wide effects (forced by the dependency, done once in Open):
 // the global flag set is parsed (empty) if nobody did, and VictoriaMetrics'

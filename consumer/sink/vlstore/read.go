@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage"
 
@@ -27,18 +26,6 @@ func (s *Store) Search(context.Context, eventstore.SearchRequest) (eventstore.Se
 	return eventstore.SearchResult{}, fmt.Errorf("vlstore: Search: %w", ErrNotImplemented)
 }
 
-// RunRetention is step 2's remainder (per-day partitions dropped by age,
-// MaxDiskSpaceUsageBytes by size).
-func (s *Store) RunRetention(ctx context.Context, _ eventstore.Retention) {
-	s.logger.Error("vlstore: retention is not implemented yet; the store grows without bound")
-	<-ctx.Done()
-}
-
-// PruneStep: see RunRetention.
-func (s *Store) PruneStep(context.Context, eventstore.Retention, time.Time) (int, bool, error) {
-	return 0, false, fmt.Errorf("vlstore: PruneStep: %w", ErrNotImplemented)
-}
-
 // Clusters returns the stream field's values (every event's stream is its
 // cluster).
 func (s *Store) Clusters(ctx context.Context) ([]string, error) {
@@ -57,14 +44,4 @@ func (s *Store) Clusters(ctx context.Context) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// UsedBytes is the compressed size of the stored data and its index, as
-// the storage reports it (in-memory parts included). Not yet the
-// used-bytes metric: that comes with retention.
-func (s *Store) UsedBytes(context.Context) (int64, error) {
-	var st logstorage.StorageStats
-	s.vl.UpdateStats(&st)
-	p := st.PartitionStats
-	return int64(p.CompressedInmemorySize + p.CompressedSmallPartSize + p.CompressedBigPartSize + p.IndexdbSizeBytes), nil
 }

@@ -34,6 +34,14 @@ type Config struct {
 	// CPU-s per 100,000 events more (decision 0026). False: every Write
 	// (group) checkpoints, durable on return.
 	DeferSync bool
+	// AgeGranularity is how exactly retention by age (eventstore.Retention
+	// .MaxAge) cuts: the bound is rounded down to a multiple of it (UTC),
+	// so events up to that much older than MaxAge may stay. Days wholly
+	// before the bound are dropped as partitions (cheap); a bound inside a
+	// day deletes that day's older rows by a delete task, which rewrites
+	// the parts holding them (the whole day, once merged) every time the
+	// bound moves. Default 24h: whole days only, no rewrites.
+	AgeGranularity time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -43,14 +51,16 @@ func (c Config) withDefaults() Config {
 	if c.IdentityWindow <= 0 {
 		c.IdentityWindow = 24 * time.Hour
 	}
+	if c.AgeGranularity <= 0 {
+		c.AgeGranularity = 24 * time.Hour
+	}
 	return c
 }
 
 // Time range the storage accepts (MustAddRows drops other rows with only a
 // throttled warning, so Write refuses them first as invalid). The past
 // reaches the oldest fixtures and replays: retention by age is
-// eventstore.Retention's job (not done yet, see the package doc), not the
-// storage's.
+// eventstore.Retention's job (retention.go), not the storage's.
 const (
 	storageRetention = 30 * 365 * 24 * time.Hour
 	futureRetention  = 7 * 24 * time.Hour
@@ -60,6 +70,7 @@ const (
 // what works.
 type Store struct {
 	vl      *logstorage.Storage
+	path    string
 	cfg     Config
 	logger  *slog.Logger
 	metrics *metrics
@@ -124,6 +135,7 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 	})
 	s := &Store{
 		vl:              vl,
+		path:            path,
 		cfg:             cfg,
 		logger:          logger,
 		metrics:         m,

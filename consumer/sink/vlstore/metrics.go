@@ -16,6 +16,7 @@ type metrics struct {
 	writeErrors        prometheus.Counter
 	writeDuration      prometheus.Histogram
 	checkpointDuration prometheus.Histogram
+	checkpointRounds   prometheus.Histogram
 	groupWrites        prometheus.Histogram
 	pruned             *prometheus.CounterVec
 	usedBytes          prometheus.Gauge
@@ -53,6 +54,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of a VictoriaLogs checkpoint (in-memory parts flushed to fsynced files).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		checkpointRounds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_checkpoint_rounds",
+			Help:    "Snapshots a VictoriaLogs checkpoint took until no row was left only in memory (more than 1: a background merge held rows back).",
+			Buckets: []float64{1, 2, 3, 4, 6, 8, 16},
+		}),
 		groupWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "auditpipe_localstore_transaction_writes",
 			Help:    "Write calls per checkpoint: concurrent calls share one (group commit).",
@@ -82,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.groupWrites, m.pruned, m.usedBytes}
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.checkpointRounds, m.groupWrites, m.pruned, m.usedBytes}
 }
 
 // unregister lets a store be reopened on the same registry.

@@ -95,9 +95,6 @@ type Store struct {
 	checkpointEvery int
 	writes          int
 
-	// syncMu keeps Close from closing the storage under a Sync.
-	syncMu sync.Mutex
-
 	closeOnce sync.Once
 }
 
@@ -164,26 +161,18 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 }
 
 // Sync makes every event a Write returned for durable: one checkpoint of
-// what was added since the last one (eventstore.Syncer). Writes go on
-// meanwhile.
+// what was added since the last one (eventstore.Syncer). Writes wait for
+// it.
 func (s *Store) Sync(context.Context) error {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	// Writers go on while the checkpoint runs: it covers the rows added
-	// before this point (every batch the caller is about to commit), and
-	// the days written from here on stay in s.days for the next Sync.
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		return errors.New("vlstore: sync: store closed")
 	}
-	days := s.days
-	s.days = map[string]bool{}
-	s.mu.Unlock()
-	s.checkpointDays(days)
-	s.mu.Lock()
+	if err := s.checkpoint(); err != nil {
+		return fmt.Errorf("vlstore: sync: %w", err)
+	}
 	s.ids.evict(time.Now())
-	s.mu.Unlock()
 	return nil
 }
 
@@ -191,11 +180,11 @@ func (s *Store) Sync(context.Context) error {
 // the storage. Safe to call twice.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.syncMu.Lock() // no Sync in flight past this
-		defer s.syncMu.Unlock()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		s.checkpoint()
+		if err := s.checkpoint(); err != nil {
+			s.logger.Error("vlstore: close: the last rows may not be durable (Kafka redelivers what was not committed)", "err", err)
+		}
 		s.closed = true
 		s.vl.MustClose()
 		s.metrics.unregister()

@@ -215,10 +215,33 @@ func (s *Store) Close() error {
 			s.logger.Error("vlstore: close: the last rows may not be durable (Kafka redelivers what was not committed)", "err", err)
 		}
 		s.closed = true
+		s.waitMerges(closeMergeWait)
 		s.vl.MustClose()
 		s.metrics.unregister()
 	})
 	return nil
+}
+
+// closeMergeWait bounds how long Close lets running merges finish.
+const closeMergeWait = 10 * time.Second
+
+// waitMerges waits up to max for the storage's background merges to end.
+// Close calls it with the writers held (no new part, so no new merge):
+// lib/logstorage v1.52.2 closes a partition's stream index before its data
+// and a merge still running then reads the index's cleared pointer (a data
+// race the race detector reports in the tests; harmless without a delete
+// task). Past max the storage's close interrupts the merges itself.
+func (s *Store) waitMerges(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		var st logstorage.StorageStats
+		s.vl.UpdateStats(&st)
+		p := st.PartitionStats
+		if p.ActiveInmemoryMerges+p.ActiveSmallMerges+p.ActiveBigMerges+p.IndexdbActiveInmemoryMerges+p.IndexdbActiveFileMerges == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 var (

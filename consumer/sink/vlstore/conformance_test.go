@@ -3,6 +3,7 @@ package vlstore_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
@@ -19,17 +20,25 @@ func open(tb testing.TB, dir string, opts eventstore.Options) eventstore.Store {
 	return s
 }
 
-// TestConformance runs the eventstore suite. Every case but Clusters
-// reads back through Query, Search or PruneStep, which are not built yet
-// (decision 0026's NOTES list where each fails), so it runs only when
-// asked, to keep `go test ./...` meaningful meanwhile:
+// TestConformance runs the eventstore suite:
+//
+//	go test -count=1 -run TestConformance -v ./sink/vlstore/
+//
+// The retention cases (PruneStep, the used-bytes metric) are built on
+// another branch (vlret); they run only when asked, until it merges:
 //
 //	VLSTORE_CONFORMANCE=1 go test -count=1 -run TestConformance -v ./sink/vlstore/
 //
-// Remove the gate once Query and Search exist (step 3).
+// TODO(vlret): remove the skip when retention merges.
 func TestConformance(t *testing.T) {
-	if os.Getenv("VLSTORE_CONFORMANCE") == "" {
-		t.Skip("Query, Search and PruneStep are not implemented yet; set VLSTORE_CONFORMANCE=1 to run the suite")
-	}
-	storetest.Run(t, open)
+	storetest.Run(t, func(tb testing.TB, dir string, opts eventstore.Options) eventstore.Store {
+		if os.Getenv("VLSTORE_CONFORMANCE") == "" && retentionCases[strings.SplitN(tb.Name(), "/", 3)[1]] {
+			tb.Skip("retention is not on this branch (vlret); set VLSTORE_CONFORMANCE=1 to run it anyway")
+		}
+		return open(tb, dir, opts)
+	})
 }
+
+// retentionCases are the suite's cases that need PruneStep or the
+// used-bytes metric.
+var retentionCases = map[string]bool{"RetentionByAge": true, "RetentionBySize": true, "UsedBytesMetricsAndReopen": true}

@@ -16,17 +16,6 @@ import (
 // of decision 0026's plan build return meanwhile.
 var ErrNotImplemented = errors.New("not implemented in vlstore yet")
 
-// Query is step 3 of the plan (field filters and full text on LogsQL).
-func (s *Store) Query(context.Context, eventstore.Query) (eventstore.QueryResult, error) {
-	return eventstore.QueryResult{}, fmt.Errorf("vlstore: Query: %w", ErrNotImplemented)
-}
-
-// Search is step 3 of the plan (the CQL → LogsQL compiler and the | SQL
-// translation).
-func (s *Store) Search(context.Context, eventstore.SearchRequest) (eventstore.SearchResult, error) {
-	return eventstore.SearchResult{}, fmt.Errorf("vlstore: Search: %w", ErrNotImplemented)
-}
-
 // RunRetention is step 2's remainder (per-day partitions dropped by age,
 // MaxDiskSpaceUsageBytes by size).
 func (s *Store) RunRetention(ctx context.Context, _ eventstore.Retention) {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
@@ -22,13 +24,17 @@ type storedEvent struct {
 	hasTS                   bool
 	cluster, auditID, stage string
 	reused                  bool
+	// tie orders what the rest leaves equal (a hash of msg): stable
+	// across calls, so that cursors can name an event.
+	tie string
 }
 
 // storedFields are the fields a storedEvent is read from, in readStored's order.
 var storedFields = []string{fieldMsg, "_time", keyCluster, "auditID", "stage", keyStageTS, keyReused}
 
 func readStored(vals []string) (storedEvent, error) {
-	st := storedEvent{msg: vals[0], cluster: vals[2], auditID: vals[3], stage: vals[4], hasTS: vals[5] != "", reused: vals[6] == "true"}
+	st := storedEvent{msg: vals[0], cluster: vals[2], auditID: vals[3], stage: vals[4], hasTS: vals[5] != "", reused: vals[6] == "true",
+		tie: strconv.FormatUint(xxhash.Sum64String(vals[0]), 16)}
 	if st.hasTS {
 		t, err := time.Parse(time.RFC3339Nano, vals[1])
 		if err != nil {
@@ -43,7 +49,8 @@ func readStored(vals []string) (storedEvent, error) {
 // stageTimestamp (milliseconds), events without one last, then cluster,
 // auditID and stage. SQLite breaks the remaining ties (copies under a
 // reused auditID) by insertion order; the first copy is the one without
-// the marker, so unmarked first, then the JSON, for a stable order.
+// the marker, so unmarked first, then a hash of the JSON, for a stable
+// order.
 func compareStored(a, b *storedEvent) int {
 	if a.hasTS != b.hasTS {
 		if a.hasTS {
@@ -63,7 +70,7 @@ func compareStored(a, b *storedEvent) int {
 		}
 		return 1
 	}
-	return cmp.Compare(a.msg, b.msg)
+	return cmp.Compare(a.tie, b.tie)
 }
 
 // fetch reads every event that filter selects.

@@ -33,6 +33,14 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 	if q.SQL != nil && req.Cursor != "" {
 		return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "cursor", Msg: "a query with an analysis part (| SELECT ...) has no pages; use its LIMIT"}
 	}
+	var after *cursor
+	if req.Cursor != "" {
+		c, err := decodeCursor(req.Cursor)
+		if err != nil {
+			return eventstore.SearchResult{}, err
+		}
+		after = &c
+	}
 	var filters []string
 	if req.Cluster != "" {
 		filters = append(filters, clusterFilter(req.Cluster))
@@ -50,16 +58,12 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 	// reused auditID: insert in one fixed order so that a cursor stays
 	// valid in the next call.
 	slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
-	res, err := s.searchEphemeral(ctx, cands, req)
-	if err != nil {
-		return eventstore.SearchResult{}, err
-	}
-	return res, nil
+	return s.searchEphemeral(ctx, cands, req, after)
 }
 
 // searchEphemeral runs req on a SQLite store holding only cands, deleted
 // afterwards. The directory is under os.TempDir (TMPDIR).
-func (s *Store) searchEphemeral(ctx context.Context, cands []storedEvent, req eventstore.SearchRequest) (eventstore.SearchResult, error) {
+func (s *Store) searchEphemeral(ctx context.Context, cands []storedEvent, req eventstore.SearchRequest, after *cursor) (eventstore.SearchResult, error) {
 	dir, err := os.MkdirTemp("", "vlstore-search-")
 	if err != nil {
 		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: temporary store: %w", err)
@@ -78,6 +82,7 @@ func (s *Store) searchEphemeral(ctx context.Context, cands []storedEvent, req ev
 			s.logger.Warn("vlstore: close the search's temporary store", "dir", dir, "err", err)
 		}
 	}()
+	var refused []int
 	if len(cands) > 0 {
 		values := make([][]byte, len(cands))
 		for i := range cands {
@@ -87,17 +92,28 @@ func (s *Store) searchEphemeral(ctx context.Context, cands []storedEvent, req ev
 		if err != nil {
 			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: load %d candidates: %w", len(values), err)
 		}
+		for _, iv := range wr.InvalidValues {
+			refused = append(refused, iv.Index)
+		}
 		if wr.Invalid > 0 || wr.Duplicates > 0 {
 			// Events this store took and SQLite refuses (its validation
 			// is wider) or folds (its hash-less comparison differs):
-			// they cannot be found by Search.
+			// Search cannot find them, and a duplicate shifts the row
+			// ids that cursors are translated to.
 			s.logger.Warn("vlstore: search: candidates the SQLite evaluation does not hold",
 				"invalid", wr.Invalid, "duplicates", wr.Duplicates, "first", firstReason(wr))
 		}
 	}
+	ids := ephemeralIDs(len(cands), refused)
+	if after != nil {
+		req.Cursor = after.toSQLite(cands, ids)
+	}
 	res, err := eph.Search(ctx, req)
 	if err != nil {
 		return eventstore.SearchResult{}, err // the caller's errors stay *cql.Error / *InvalidSearchError
+	}
+	if res.Cursor, err = fromSQLite(res.Cursor, cands, ids); err != nil {
+		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: the temporary store's cursor: %w", err)
 	}
 	return res, nil
 }

@@ -240,7 +240,6 @@ func TestSearchCursorAcrossWrites(t *testing.T) {
 	require.Equal(t, 300, all.Total)
 }
 
-
 // TestSearchCursorThroughReusedCopies: copies under one reused auditID
 // share the whole keyset but for their order; pages of one walk through
 // them, also when other events were written between the pages.

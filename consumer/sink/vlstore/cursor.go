@@ -75,6 +75,16 @@ func (c cursor) key() storedEvent {
 	return k
 }
 
+// cursorOf is the cursor after e.
+func cursorOf(e *storedEvent) string {
+	c := cursor{Cluster: e.cluster, AuditID: e.auditID, Stage: e.stage, Reused: e.reused, Tie: e.tie}
+	if e.hasTS {
+		ms := e.ms
+		c.TS = &ms
+	}
+	return encodeJSON(c)
+}
+
 // ephemeralIDs maps the sorted candidates to the row ids the ephemeral
 // store gave them: consecutive from 1 in insertion order, skipping the
 // values its Write refused (refused, sorted indexes). 0 for a refused one.

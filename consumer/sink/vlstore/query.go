@@ -141,7 +141,7 @@ func (s *Store) Query(ctx context.Context, q eventstore.Query) (eventstore.Query
 	if total == 0 {
 		return res, nil
 	}
-	page, err := s.newest(ctx, filters, timed, limit)
+	page, err := s.newest(ctx, filters, timed, limit, nil)
 	if err != nil {
 		return eventstore.QueryResult{}, fmt.Errorf("vlstore: query: %w", err)
 	}
@@ -157,23 +157,69 @@ func events(page []storedEvent) []json.RawMessage {
 	return out
 }
 
-// newest returns the first limit events that filters select, in the result
-// order. The storage sorts by nanosecond _time, the order by milliseconds
-// then identity: a top-k by _time finds the limit-th event's millisecond,
-// and everything from that millisecond on is read and sorted here (the
-// page plus the ties of one millisecond). Events without stageTimestamp
-// (their _time is receivedAt or the write time) come last, read apart,
-// and only when the time range is unbounded (they never match one).
-func (s *Store) newest(ctx context.Context, filters []string, timed bool, limit int) ([]storedEvent, error) {
+// newest returns the first limit events that filters select, in the
+// result order, after the position after when it is not nil (a cursor).
+// The storage sorts by nanosecond _time, the order is by milliseconds
+// then identity: a top-k by _time finds the k-th event's millisecond, and
+// everything from that millisecond on is read and sorted here (the page
+// plus the ties of one millisecond). Events without stageTimestamp (their
+// _time is receivedAt or the write time) come last, read apart, and only
+// when the time range is unbounded (they never match one).
+func (s *Store) newest(ctx context.Context, filters []string, timed bool, limit int, after *storedEvent) ([]storedEvent, error) {
 	withTS := append(slices.Clip(filters), strconv.Quote(keyStageTS)+":*")
 	if timed {
 		withTS = filters // timeFilters requires stageTimestamp already
 	}
-	// The limit-th newest _time, floored to its millisecond.
+	keep := func(*storedEvent) bool { return true }
+	if after != nil {
+		keep = func(e *storedEvent) bool { return compareStored(after, e) < 0 }
+	}
+	var page []storedEvent
+	if after == nil || after.hasTS {
+		k := limit
+		if after != nil {
+			// Up to after's millisecond, whose events at or before
+			// after are dropped here: ask for as many more.
+			end := "_time:<" + timeLiteral(time.UnixMilli(after.ms+1).UnixNano())
+			ties, err := s.count(ctx, joinFilters(append(slices.Clip(withTS), "_time:>="+timeLiteral(time.UnixMilli(after.ms).UnixNano()), end)))
+			if err != nil {
+				return nil, err
+			}
+			withTS = append(slices.Clip(withTS), end)
+			k += ties
+		}
+		oldest, n, err := s.kthTime(ctx, joinFilters(withTS), k)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			from := time.UnixMilli(time.Unix(0, oldest).UnixMilli()).UnixNano()
+			page, err = s.fetch(ctx, joinFilters(append(slices.Clip(withTS), "_time:>="+timeLiteral(from))), keep)
+			if err != nil {
+				return nil, err
+			}
+			slices.SortFunc(page, func(a, b storedEvent) int { return compareStored(&a, &b) })
+			page = page[:min(len(page), limit)]
+		}
+	}
+	if len(page) < limit && !timed {
+		rest, err := s.fetch(ctx, joinFilters(append(slices.Clip(filters), "-"+strconv.Quote(keyStageTS)+":*")), keep)
+		if err != nil {
+			return nil, err
+		}
+		slices.SortFunc(rest, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		page = append(page, rest[:min(len(rest), limit-len(page))]...)
+	}
+	return page, nil
+}
+
+// kthTime returns the oldest _time (unix ns) of the k newest events filter
+// selects, and how many there are (at most k).
+func (s *Store) kthTime(ctx context.Context, filter string, k int) (int64, int, error) {
 	var oldest int64
 	n := 0
 	var perr error
-	err := s.runRows(ctx, joinFilters(withTS)+" | sort by (_time desc) limit "+strconv.Itoa(limit)+" | fields _time", []string{"_time"},
+	err := s.runRows(ctx, filter+" | sort by (_time desc) limit "+strconv.Itoa(k)+" | fields _time", []string{"_time"},
 		func(vals []string) {
 			t, err := time.Parse(time.RFC3339Nano, vals[0])
 			if err != nil {
@@ -188,30 +234,7 @@ func (s *Store) newest(ctx context.Context, filters []string, timed bool, limit 
 	if err == nil {
 		err = perr
 	}
-	if err != nil {
-		return nil, err
-	}
-	var page []storedEvent
-	if n > 0 {
-		from := time.UnixMilli(time.Unix(0, oldest).UnixMilli()).UnixNano()
-		page, err = s.fetch(ctx, joinFilters(append(slices.Clip(withTS), "_time:>="+timeLiteral(from))), nil)
-		if err != nil {
-			return nil, err
-		}
-		slices.SortFunc(page, func(a, b storedEvent) int { return compareStored(&a, &b) })
-		if len(page) > limit {
-			page = page[:limit]
-		}
-	}
-	if len(page) < limit && !timed {
-		rest, err := s.fetch(ctx, joinFilters(append(slices.Clip(filters), "-"+strconv.Quote(keyStageTS)+":*")), nil)
-		if err != nil {
-			return nil, err
-		}
-		slices.SortFunc(rest, func(a, b storedEvent) int { return compareStored(&a, &b) })
-		page = append(page, rest[:min(len(rest), limit-len(page))]...)
-	}
-	return page, nil
+	return oldest, n, err
 }
 
 // queryText is Query with full text: the storage narrows by the filters

@@ -2,6 +2,7 @@ package vlstore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -46,6 +47,15 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 		filters = append(filters, clusterFilter(req.Cluster))
 	}
 	filters = append(filters, timeFilters(req.From, req.To)...)
+	if q.SQL == nil {
+		if exact, ok := exactLogsQL(q.Filter); ok {
+			res, err := s.searchNative(ctx, append(filters, exact), !req.From.IsZero() || !req.To.IsZero(), req.Limit, after)
+			if err != nil {
+				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
+			}
+			return res, nil
+		}
+	}
 	if f := cqlPrefilter(q.Filter); f != "" {
 		filters = append(filters, f)
 	}
@@ -59,6 +69,37 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 	// valid in the next call.
 	slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
 	return s.searchEphemeral(ctx, cands, req, after)
+}
+
+// searchNative is Search for a filter that LogsQL says exactly
+// (exactLogsQL): the total is a count() and the page the newest after the
+// cursor (Store.newest); nothing goes through SQLite.
+func (s *Store) searchNative(ctx context.Context, filters []string, timed bool, limit int, after *cursor) (eventstore.SearchResult, error) {
+	limit = pageLimit(limit)
+	total, err := s.count(ctx, joinFilters(filters))
+	if err != nil {
+		return eventstore.SearchResult{}, err
+	}
+	res := eventstore.SearchResult{Events: []json.RawMessage{}, Total: total}
+	if total == 0 {
+		return res, nil
+	}
+	var from *storedEvent
+	if after != nil {
+		k := after.key()
+		from = &k
+	}
+	// One more than the page tells whether there is a next one.
+	page, err := s.newest(ctx, filters, timed, limit+1, from)
+	if err != nil {
+		return eventstore.SearchResult{}, err
+	}
+	if len(page) > limit {
+		page = page[:limit]
+		res.Cursor = cursorOf(&page[limit-1])
+	}
+	res.Events = events(page)
+	return res, nil
 }
 
 // searchEphemeral runs req on a SQLite store holding only cands, deleted

@@ -15,8 +15,8 @@ import (
 
 // BenchmarkRead measures the read side on a store of 100,000 events
 // (varied: three clusters, seven verbs, ~600 B): Query as `make bench`
-// polls it (cluster, limit 1, total) and Search through the SQLite
-// fallback, selective to broad. events/cpu-s counts the matching events
+// polls it (cluster, limit 1, total) and Search, native (selective,
+// field, broad) and through the SQLite fallback (fallback-*, sql-*). events/cpu-s counts the matching events
 // (the total) per CPU-second of the process; for the fallback every
 // candidate is loaded into the ephemeral SQLite store, so it is its
 // throughput:
@@ -64,6 +64,8 @@ func BenchmarkRead(b *testing.B) {
 	})
 	for _, tc := range []struct{ name, query string }{
 		{"search/selective", `auditID:id-00042`},
+		{"search/fallback-one", `auditID:"id-00042"`},
+		{"search/fallback-text", `forbidden AND verb:update`},
 		{"search/field", `verb:delete AND auditpipe.cluster:c1`},
 		{"search/broad", `*`},
 		{"search/sql-groupby", `* | SELECT verb, count(*) AS n GROUP BY verb`},

@@ -197,6 +197,9 @@ func TestSearchAgainstSQLite(t *testing.T) {
 	}
 	for _, query := range []string{
 		`* | SELECT count(*) AS n`,
+		`verb:get OR user.username:bob | SELECT count(*)`,
+		`verb:get | SELECT count(*) AS n LIMIT 5`,
+		`forbidden | SELECT count(*) AS n`,
 		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC, verb`,
 		`verb:delete | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY ns`,
 		`* | SELECT "auditpipe.cluster" AS c, count_if("responseStatus.code" = 403) AS f GROUP BY c ORDER BY c`,

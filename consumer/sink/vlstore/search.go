@@ -47,6 +47,15 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 		filters = append(filters, clusterFilter(req.Cluster))
 	}
 	filters = append(filters, timeFilters(req.From, req.To)...)
+	if q.SQL != nil && countOnly(q.SQL) {
+		if exact, ok := exactLogsQL(q.Filter); ok {
+			n, err := s.count(ctx, joinFilters(append(filters, exact)))
+			if err != nil {
+				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
+			}
+			return eventstore.SearchResult{Columns: []string{q.SQL.Items[0].Name()}, Rows: [][]any{{int64(n)}}, Total: 1}, nil
+		}
+	}
 	if q.SQL == nil {
 		if exact, ok := exactLogsQL(q.Filter); ok {
 			res, err := s.searchNative(ctx, append(filters, exact), !req.From.IsZero() || !req.To.IsZero(), req.Limit, after)
@@ -223,4 +232,14 @@ func termPrefilter(t *cql.Term) string {
 		return field + ":*"
 	}
 	return ""
+}
+
+// countOnly reports whether sel is `SELECT count(*) [AS name]` and
+// nothing else: one row, the number of matches, which a count() says.
+func countOnly(sel *cql.Select) bool {
+	if sel.Distinct || len(sel.Items) != 1 || sel.Where != nil || len(sel.GroupBy) > 0 || sel.Having != nil || len(sel.OrderBy) > 0 || sel.Limit == 0 {
+		return false
+	}
+	c, ok := sel.Items[0].Expr.(*cql.Call)
+	return ok && c.Name == "count" && c.Star && !c.Distinct && len(c.Args) == 0
 }

@@ -41,3 +41,24 @@ func TestExactLogsQL(t *testing.T) {
 		require.Equal(t, exact, ok, q)
 	}
 }
+
+func TestPlanGroupCount(t *testing.T) {
+	for q, native := range map[string]bool{
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC, verb`:                               true,
+		`* | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY ns`:                    true,
+		`* | SELECT count(*) AS n, "user.username" GROUP BY "user.username" ORDER BY "user.username" DESC`: true,
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`:                                     false, // ties
+		`* | SELECT verb, count(*) AS n GROUP BY verb`:                                                     false,
+		`* | SELECT verb, count(*) AS n WHERE verb = 'get' GROUP BY verb ORDER BY verb`:                    false,
+		`* | SELECT "responseStatus.code" AS c, count(*) GROUP BY c ORDER BY c`:                            false,
+		`* | SELECT verb, count(*), count(*) AS m GROUP BY verb ORDER BY verb`:                             false,
+		`* | SELECT verb, sum("responseStatus.code") GROUP BY verb ORDER BY verb`:                          false,
+		`* | SELECT DISTINCT verb, count(*) GROUP BY verb ORDER BY verb`:                                   false,
+		`* | SELECT count(*)`: false,
+	} {
+		parsed, err := cql.Parse(q)
+		require.NoError(t, err, q)
+		_, ok := planGroupCount(parsed.SQL)
+		require.Equal(t, native, ok, q)
+	}
+}

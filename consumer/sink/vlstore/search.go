@@ -56,6 +56,17 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 			return eventstore.SearchResult{Columns: []string{q.SQL.Items[0].Name()}, Rows: [][]any{{int64(n)}}, Total: 1}, nil
 		}
 	}
+	if q.SQL != nil {
+		if g, ok := planGroupCount(q.SQL); ok {
+			if exact, ok := exactLogsQL(q.Filter); ok {
+				res, err := g.run(ctx, s, joinFilters(append(filters, exact)))
+				if err != nil {
+					return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
+				}
+				return res, nil
+			}
+		}
+	}
 	if q.SQL == nil {
 		if exact, ok := exactLogsQL(q.Filter); ok {
 			res, err := s.searchNative(ctx, append(filters, exact), !req.From.IsZero() || !req.To.IsZero(), req.Limit, after)

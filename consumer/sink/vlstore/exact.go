@@ -71,7 +71,9 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 		if !ok {
 			return "", false
 		}
-		return strconv.Quote(e.Field) + ":~" + strconv.Quote(re), true
+		// The case-free token (if any) adds nothing but speed: the
+		// bloom filters skip the blocks without it.
+		return "(" + strconv.Quote(e.Field) + ":~" + strconv.Quote(re) + caseFreeFilter(strconv.Quote(e.Field), word, prefix) + ")", true
 	}
 	return "", false
 }

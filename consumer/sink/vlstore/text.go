@@ -102,12 +102,52 @@ func (tq textQuery) prefilterOn(field string) string {
 // wildcard).
 func wordFilter(field string, g cql.Glob) string {
 	if !g.Wild {
-		return field + `:i(` + strconv.Quote(g.Text) + `)`
+		return field + `:i(` + strconv.Quote(g.Text) + `)` + caseFreeFilter(field, g.Text, false)
 	}
 	if p := g.Prefix(); p != "" {
-		return field + `:i(` + strconv.Quote(p) + `*)`
+		return field + `:i(` + strconv.Quote(p) + `*)` + caseFreeFilter(field, p, true)
 	}
 	return ""
+}
+
+// caseFreeFilter adds to a word's filter a case-sensitive phrase filter
+// on the longest of its VictoriaLogs tokens that case cannot change
+// (digits and '_'), "" when it has none: the same events, but the
+// storage's bloom filters (which hold tokens as written) skip the blocks
+// without it, where i() reads every value. A word found between CLS
+// delimiters has its tokens whole in the value (the delimiters are not
+// token characters), except, for a prefix, the last one.
+func caseFreeFilter(field, word string, prefix bool) string {
+	best := ""
+	start := -1
+	for i := 0; i <= len(word); i++ {
+		if i < len(word) && isTokenByte(word[i]) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 {
+			tok := word[start:i]
+			whole := !(prefix && i == len(word))
+			if whole && len(tok) > len(best) && strings.Trim(tok, "0123456789_") == "" {
+				best = tok
+			}
+			start = -1
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return " " + field + ":" + strconv.Quote(best)
+}
+
+// isTokenByte: VictoriaLogs' token characters are ASCII letters, digits,
+// '_' and non-ASCII letters and digits; a byte >= 0x80 counts as one (a
+// run containing one is never case-free, so its exact extent does not
+// matter).
+func isTokenByte(c byte) bool {
+	return c >= 0x80 || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // match reports whether every pattern matches a value of the event (not

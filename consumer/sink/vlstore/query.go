@@ -249,10 +249,28 @@ func (s *Store) queryText(ctx context.Context, filters []string, tq textQuery, l
 	if pf := tq.prefilter(); pf != "" {
 		filters = append(slices.Clip(filters), pf)
 	}
-	matches, err := s.fetch(ctx, joinFilters(filters), func(st *storedEvent) bool { return tq.match(st.msg) })
+	// Only the page is kept: the matches are counted, and the newest
+	// limit of them held, sorting and cutting whenever twice as many
+	// piled up (memory bounded by the page, not by the matches).
+	var top []storedEvent
+	total := 0
+	cut := func() {
+		slices.SortFunc(top, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		top = top[:min(len(top), limit)]
+	}
+	_, err := s.fetch(ctx, joinFilters(filters), func(st *storedEvent) bool {
+		if tq.match(st.msg) {
+			total++
+			top = append(top, *st)
+			if len(top) >= 2*limit {
+				cut()
+			}
+		}
+		return false
+	})
 	if err != nil {
 		return nil, 0, err
 	}
-	slices.SortFunc(matches, func(a, b storedEvent) int { return compareStored(&a, &b) })
-	return matches[:min(len(matches), limit)], len(matches), nil
+	cut()
+	return top, total, nil
 }

@@ -33,7 +33,8 @@
 //   - Search (search.go), native where LogsQL says the CLS filter exactly
 //     (exact.go: *, AND/OR/NOT, key:word and key:prefix* on the SQLite
 //     store's text column keys, as a regexp with CLS's delimiters and
-//     case): count() and a keyset page, and the analyses `SELECT
+//     case; ranges and integer matches on responseStatus.code): count()
+//     and a keyset page, and the analyses `SELECT
 //     count(*)` and `SELECT keys, count(*) GROUP BY keys ORDER BY (every
 //     key)` (analysis.go, stats pipe). Everything else takes the fallback
 //     of 0026: a LogsQL superset (cluster, time range, per-term filters

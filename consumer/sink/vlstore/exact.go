@@ -1,6 +1,7 @@
 package vlstore
 
 import (
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ var exactFields = map[string]bool{
 // exactly the events the SQLite store's compiler matches, or reports that
 // it cannot (ok false): then Search takes the fallback. Translated:
 //   - *, AND, OR, NOT;
+//   - responseStatus.code's ranges and integer matches (codeFilter);
 //   - key:word and key:prefix* on exactFields, the word literal and of
 //     ASCII characters: a regexp that finds the word between CLS
 //     delimiters (or the ends of the value), each letter a class of the
@@ -31,8 +33,8 @@ var exactFields = map[string]bool{
 //
 // Not translated: full text (it excludes auditpipe's fields, which no
 // LogsQL field list can say), phrases and other wildcards, key:* and
-// key:"" (VictoriaLogs drops empty values), ranges (CLS parses numbers
-// from text its own way), other keys.
+// key:"" (VictoriaLogs drops empty values), ranges on other keys (CLS
+// parses numbers from text its own way), other keys.
 func exactLogsQL(e cql.Expr) (string, bool) {
 	switch e := e.(type) {
 	case nil:
@@ -52,6 +54,8 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 		switch {
 		case e.Kind == cql.All:
 			return "*", true
+		case e.Field == keyCode:
+			return codeFilter(e)
 		case e.Kind != cql.Match || !exactFields[e.Field] || e.Quoted:
 			return "", false
 		}
@@ -74,6 +78,43 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 		// The case-free token (if any) adds nothing but speed: the
 		// bloom filters skip the blocks without it.
 		return "(" + strconv.Quote(e.Field) + ":~" + strconv.Quote(re) + caseFreeFilter(strconv.Quote(e.Field), word, prefix) + ")", true
+	}
+	return "", false
+}
+
+// keyCode is the one number column of the SQLite store: matched as a
+// number there, not by words.
+const keyCode = "responseStatus.code"
+
+// codeFilter translates what the SQLite store compares numerically on
+// responseStatus.code (an integer in every event: schemas.Status): a range
+// (code >= n) and a match on an integer (code = n), as VictoriaLogs'
+// numeric range filters. A missing code matches neither, in both.
+func codeFilter(t *cql.Term) (string, bool) {
+	field := strconv.Quote(keyCode)
+	num := func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+	switch t.Kind {
+	case cql.Range:
+		if math.IsInf(t.Number, 0) || math.IsNaN(t.Number) {
+			return "", false
+		}
+		switch t.Op {
+		case ">", ">=", "<", "<=":
+			return field + ":" + t.Op + num(t.Number), true
+		case "=":
+			return "(" + field + ":>=" + num(t.Number) + " " + field + ":<=" + num(t.Number) + ")", true
+		}
+	case cql.Match:
+		pat := cql.CompilePattern(t.Pattern, t.Quoted)
+		if len(pat.Words) != 1 || pat.Words[0].Wild {
+			return "", false
+		}
+		n, err := strconv.ParseInt(pat.Words[0].Text, 10, 64)
+		if err != nil {
+			return "", false
+		}
+		v := strconv.FormatInt(n, 10)
+		return "(" + field + ":>=" + v + " " + field + ":<=" + v + ")", true
 	}
 	return "", false
 }

@@ -32,7 +32,8 @@ func TestExactLogsQL(t *testing.T) {
 		`*`: true, `verb:DELETE`: true, `verb:(get OR list) AND NOT objectRef.resource:pods`: true,
 		`user.username:kube-sys*`: true, `auditpipe.cluster:c1`: true,
 		`forbidden`: false, `verb:"get"`: false, `user.username:system:kube`: false, `objectRef.name:a*b`: false,
-		`responseStatus.code:403`: false, `responseStatus.code>=400`: false, `objectRef.namespace:*`: false,
+		`responseStatus.code:403`: true, `responseStatus.code>=400`: true, `NOT responseStatus.code=404`: true,
+		`responseStatus.code:40*`: false, `responseStatus.code:*`: false, `objectRef.namespace:*`: false,
 		`objectRef.namespace:""`: false, `annotations.x:y`: false, `verb:get AND forbidden`: false, `verb:é`: false,
 	} {
 		parsed, err := cql.Parse(q)

@@ -179,6 +179,8 @@ func TestSearchAgainstSQLite(t *testing.T) {
 		`auditpipe.cluster:c1 OR auditpipe.cluster:c2`, `auditID:id-00042`, `userAgent:kubernetes`, `app-7.config_0`,
 		`verb:get OR forbidden`, `NOT verb:get AND NOT verb:list`, `__TIMESTAMP__>=1764496800100`,
 		`stageTimestamp:0001*`, `annotations.authorization.k8s.io/decision:allow`,
+		`responseStatus.code:403`, `responseStatus.code<201`, `responseStatus.code>200.5 AND responseStatus.code<=404`,
+		`NOT responseStatus.code=403`, `responseStatus.code:40*`, `verb:get AND responseStatus.code>=400`,
 	}
 	for _, query := range queries {
 		q, err := cql.Parse(query)

@@ -248,7 +248,7 @@ func termPrefilter(t *cql.Term) string {
 // countOnly reports whether sel is `SELECT count(*) [AS name]` and
 // nothing else: one row, the number of matches, which a count() says.
 func countOnly(sel *cql.Select) bool {
-	if sel.Distinct || len(sel.Items) != 1 || sel.Where != nil || len(sel.GroupBy) > 0 || sel.Having != nil || len(sel.OrderBy) > 0 || sel.Limit == 0 {
+	if sel.Distinct || len(sel.Items) != 1 || sel.Where != nil || len(sel.GroupBy) > 0 || sel.Having != nil || len(sel.OrderBy) > 0 || sel.Limit == 0 || sel.Limit > eventstore.MaxLimit {
 		return false
 	}
 	c, ok := sel.Items[0].Expr.(*cql.Call)

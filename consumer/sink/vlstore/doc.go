@@ -43,7 +43,8 @@
 //     after the call) and the request runs there, so answers are the
 //     SQLite store's by construction. That is the one import of sink/local
 //     outside tests; it costs ~70 µs of CPU per candidate plus ~7–20 ms
-//     per call (BenchmarkRead). Cursors are vlstore's (cursor.go): the
+//     per call (BenchmarkRead), and a search needing more than 100,000
+//     candidates is refused as too broad (InvalidSearchError, q). Cursors are vlstore's (cursor.go): the
 //     keyset with a hash of the event as tie-break, translated to each
 //     call's ephemeral row ids.
 //   - Clusters, UsedBytes (compressed parts plus index, as the storage

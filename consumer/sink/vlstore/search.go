@@ -27,6 +27,17 @@ import (
 // doc). The cost grows with the candidates, not with the matches' page:
 // every call loads all of them, because the total is exact.
 func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (eventstore.SearchResult, error) {
+	return s.search(ctx, req, maxFallbackCandidates)
+}
+
+// maxFallbackCandidates bounds the fallback: past it a search is refused
+// as too broad (the caller's error) rather than run for minutes with a
+// SQLite copy of the candidates in TMPDIR. At ~70 µs per candidate this
+// is ~7 s of CPU and ~0.5 GB of temporary file (SQLite's ~5 KB per
+// event, decision 0026).
+const maxFallbackCandidates = 100_000
+
+func (s *Store) search(ctx context.Context, req eventstore.SearchRequest, maxCandidates int) (eventstore.SearchResult, error) {
 	q := req.Query
 	if q == nil {
 		q = &cql.Query{}
@@ -78,6 +89,14 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 	}
 	if f := cqlPrefilter(q.Filter); f != "" {
 		filters = append(filters, f)
+	}
+	n, err := s.count(ctx, joinFilters(filters))
+	if err != nil {
+		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: count candidates: %w", err)
+	}
+	if n > maxCandidates {
+		return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
+			"this query is evaluated event by event here and would have to read %d events (at most %d): narrow it by time range, cluster or a key:value term", n, maxCandidates)}
 	}
 	cands, err := s.fetch(ctx, joinFilters(filters), nil)
 	if err != nil {

@@ -33,8 +33,8 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 // maxFallbackCandidates bounds the fallback: past it a search is refused
 // as too broad (the caller's error) rather than run for minutes with a
 // SQLite copy of the candidates in TMPDIR. At ~70 µs per candidate this
-// is ~7 s of CPU and ~0.5 GB of temporary file (SQLite's ~5 KB per
-// event, decision 0026).
+// is ~7 s of CPU and ~0.5 GB of temporary files (~4.7 KB per ~1 KB
+// event with the WAL, measured; decision 0026's NOTES).
 const maxFallbackCandidates = 100_000
 
 func (s *Store) search(ctx context.Context, req eventstore.SearchRequest, maxCandidates int) (eventstore.SearchResult, error) {

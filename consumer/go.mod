@@ -4,6 +4,7 @@ go 1.26.5
 
 require (
 	github.com/VictoriaMetrics/VictoriaLogs v1.52.2
+	github.com/VictoriaMetrics/VictoriaMetrics v1.146.1-0.20260630165203-c82127b6d4d1
 	github.com/auditpipe/auditpipe/internal v0.0.0
 	github.com/auditpipe/auditpipe/schemas v0.0.0
 	github.com/cespare/xxhash/v2 v2.3.0
@@ -20,7 +21,6 @@ require (
 
 require (
 	github.com/IBM/sarama v1.61.1 // indirect
-	github.com/VictoriaMetrics/VictoriaMetrics v1.146.1-0.20260630165203-c82127b6d4d1 // indirect
 	github.com/VictoriaMetrics/metrics v1.44.0 // indirect
 	github.com/VictoriaMetrics/metricsql v0.87.2 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

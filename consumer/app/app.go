@@ -27,6 +27,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/sink/cls/clslocal"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/vlstore"
 	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/telemetry"
@@ -130,7 +131,7 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	if cfg.Local.Enabled {
 		a.store = d.Store
 		if a.store == nil {
-			a.store, err = openStore(cfg.Local, eventstore.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: d.OnReused})
+			a.store, err = OpenStore(cfg.Local, eventstore.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: d.OnReused})
 			if err != nil {
 				return nil, err
 			}
@@ -184,12 +185,21 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	return a, nil
 }
 
-// openStore opens the store of local.engine at local.path.
-func openStore(cfg LocalConfig, opts eventstore.Options) (eventstore.Store, error) {
+// OpenStore opens the store of cfg.Engine at cfg.Path (the consumer's
+// local.* keys; retention is not started here, see RunRetention).
+func OpenStore(cfg LocalConfig, opts eventstore.Options) (eventstore.Store, error) {
 	if err := validateEngine(cfg.Engine); err != nil {
 		return nil, err
 	}
-	// sqlite, the only engine validateEngine accepts.
+	if cfg.Engine == eventstore.EngineVictoriaLogs {
+		// The local sink syncs before each offset commit (kafka.Syncer):
+		// one checkpoint per commit round instead of one per Write.
+		s, err := vlstore.Open(cfg.Path, opts, vlstore.Config{DeferSync: true})
+		if err != nil {
+			return nil, err // not s: a nil *vlstore.Store in the interface is not nil
+		}
+		return s, nil
+	}
 	s, err := local.Open(cfg.Path, local.Options{Logger: opts.Logger, Registerer: opts.Registerer, OnReused: opts.OnReused})
 	if err != nil {
 		return nil, err // not s: a nil *local.Store in the interface is not nil

@@ -80,9 +80,9 @@ func TestLoadRejects(t *testing.T) {
 	require.ErrorContains(t, err, "duration")
 }
 
-// TestLocalEngine: local.engine defaults to sqlite, the only engine
-// there is; vlogs (decision 0026) and anything else are refused before
-// anything is opened, by run and validate alike.
+// TestLocalEngine: local.engine defaults to sqlite; vlogs (decision 0026)
+// opens a VictoriaLogs directory at local.path; anything else is refused
+// before anything is opened, by run and validate alike.
 func TestLocalEngine(t *testing.T) {
 	cfg := app.DefaultConfig()
 	cfg.Kafka.Brokers = []string{"k:9092"}
@@ -93,10 +93,19 @@ func TestLocalEngine(t *testing.T) {
 	require.NotNil(t, a.Store())
 	require.NoError(t, a.Close())
 
+	vl := cfg
+	vl.Local.Engine = "vlogs"
+	vl.Local.Path = filepath.Join(t.TempDir(), "vlogs")
+	a, err = app.New(vl, app.Deps{})
+	require.NoError(t, err)
+	require.NotNil(t, a.Store())
+	require.NoError(t, a.Close())
+	require.DirExists(t, vl.Local.Path, "the VictoriaLogs directory")
+
 	for engine, msg := range map[string]string{
-		"vlogs":  `local.engine "vlogs" is not available yet: see decision 0026`,
-		"SQLite": `local.engine: "SQLite", want sqlite`,
-		"":       `local.engine: "", want sqlite`,
+		"VLogs":  `local.engine: "VLogs", want sqlite or vlogs`,
+		"SQLite": `local.engine: "SQLite", want sqlite or vlogs`,
+		"":       `local.engine: "", want sqlite or vlogs`,
 	} {
 		c := cfg
 		c.Local.Engine = engine
@@ -119,7 +128,7 @@ func TestValidateNamesTheField(t *testing.T) {
 		"maxBatch":     func(c *app.Config) { c.MaxBatch = 0 },
 		"no sink":      func(c *app.Config) { c.Local.Enabled = false },
 		"local.path":   func(c *app.Config) { c.Local.Path = "" },
-		"local.engine": func(c *app.Config) { c.Local.Engine = "vlogs" },
+		"local.engine": func(c *app.Config) { c.Local.Engine = "sqlite3" },
 		"cls.mode":     func(c *app.Config) { c.CLS.Mode = "kafka" },
 		"cls.endpoint": func(c *app.Config) {
 			c.CLS.Mode = app.CLSCloud

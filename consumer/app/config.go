@@ -55,10 +55,12 @@ type Config struct {
 // LocalConfig configures the local store sink.
 type LocalConfig struct {
 	Enabled bool `json:"enabled"`
-	// Engine is the store's storage engine: sqlite (the default, and today
-	// the only one; decision 0026 plans vlogs).
+	// Engine is the store's storage engine: sqlite (the default: one
+	// file) or vlogs (VictoriaLogs' storage, embedded: a directory;
+	// decision 0026's migration, step 4).
 	Engine string `json:"engine"`
-	Path   string `json:"path"`
+	// Path is the store: the SQLite file, or the VictoriaLogs directory.
+	Path string `json:"path"`
 	// Retention; zero values keep everything.
 	MaxAge   Duration `json:"maxAge"`
 	MaxBytes int64    `json:"maxBytes"`
@@ -179,15 +181,13 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// validateEngine accepts the engines New can open (openStore).
+// validateEngine accepts the engines New can open (OpenStore).
 func validateEngine(engine string) error {
 	switch engine {
-	case eventstore.EngineSQLite:
+	case eventstore.EngineSQLite, eventstore.EngineVictoriaLogs:
 		return nil
-	case eventstore.EngineVictoriaLogs:
-		return fmt.Errorf("local.engine %q is not available yet: see decision 0026", engine)
 	}
-	return fmt.Errorf("local.engine: %q, want %s", engine, eventstore.EngineSQLite)
+	return fmt.Errorf("local.engine: %q, want %s or %s", engine, eventstore.EngineSQLite, eventstore.EngineVictoriaLogs)
 }
 
 // Sink names, as in metrics and logs.

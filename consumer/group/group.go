@@ -23,12 +23,20 @@ import (
 )
 
 // Sink stores processed events. Write returns nil only when every record
-// is durable (or is permanently unusable and was reported). An error is
+// is durable (or is permanently unusable and was reported), or, for a
+// Sink that is also a Syncer, once Sync returns nil. An error is
 // transient unless wrapped with Permanent: the handler retries the batch
 // with backoff while the partition waits.
 type Sink interface {
 	Name() string
 	Write(ctx context.Context, records []kafka.Record) error
+}
+
+// Syncer is a Sink whose writes become durable in Sync (see
+// eventstore.Syncer). The handler's Sync calls it before the group
+// commits offsets.
+type Syncer interface {
+	Sync(ctx context.Context) error
 }
 
 // PermanentError marks a batch a sink can never store: retrying would hold
@@ -127,6 +135,21 @@ func (h *Handler) Handle(ctx context.Context, b kafka.Batch) error {
 			return nil
 		}
 		h.setLag(s, b, b.Records[len(b.Records)-1].Offset+1)
+	}
+	return nil
+}
+
+// Sync implements kafka.Syncer: the group adapters call it before they
+// commit offsets, and commit only batches that Handle returned for before
+// the call. It syncs every sink that is a Syncer; an error stops the
+// member (the uncommitted batches are delivered again).
+func (h *Handler) Sync(ctx context.Context) error {
+	for _, s := range h.sinks {
+		if sy, ok := s.(Syncer); ok {
+			if err := sy.Sync(ctx); err != nil {
+				return fmt.Errorf("sink %s: sync: %w", s.Name(), err)
+			}
+		}
 	}
 	return nil
 }

@@ -19,6 +19,16 @@ func NewLocalSink(store eventstore.Writer, logger *slog.Logger) *LocalSink {
 	return &LocalSink{store: store, logger: logger}
 }
 
+// Sync makes what Write stored durable, for a store that is an
+// eventstore.Syncer (nothing to do otherwise): the handler's Sync, before
+// the group commits offsets.
+func (s *LocalSink) Sync(ctx context.Context) error {
+	if sy, ok := s.store.(eventstore.Syncer); ok {
+		return sy.Sync(ctx)
+	}
+	return nil
+}
+
 // Name implements Sink.
 func (s *LocalSink) Name() string { return "local" }
 

@@ -593,7 +593,7 @@ func TestValuesRejected(t *testing.T) {
 		{"typo", "minimal", []string{"producer.replica=3"}, "additional properties 'replica' not allowed"},
 		{"nested typo", "minimal", []string{"consumer.local.maxage=1h"}, "'maxage' not allowed"},
 		{"bad enum", "minimal", []string{"processor.delivery=exactly-twice"}, "processor/delivery"},
-		{"engine not available", "minimal", []string{"consumer.local.engine=vlogs"}, "consumer/local/engine"},
+		{"unknown engine", "minimal", []string{"consumer.local.engine=sqlite3"}, "consumer/local/engine"},
 		{"shutdown not in seconds", "minimal", []string{"shutdownTimeout=1m"}, "shutdownTimeout"},
 		{"replicas over partitions", "minimal", []string{"processor.replicas=13"}, "processor.replicas (13) must not exceed kafka.partitions.raw (12)"},
 		{"keda over partitions", "local-keda", []string{"consumer.keda.maxReplicaCount=20"}, "consumer.keda.maxReplicaCount (20)"},

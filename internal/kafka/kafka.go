@@ -78,6 +78,30 @@ type Handler interface {
 	Handle(ctx context.Context, b Batch) error
 }
 
+// Syncer is implemented by a Handler whose batches are not yet durable
+// when Handle returns (a store that makes its writes durable in periodic
+// checkpoints: decision 0026). The group adapters call Sync before they
+// commit offsets, and commit only the batches whose Handle returned before
+// Sync was called; Sync makes every such batch durable. An error from
+// Sync stops the member, like an error from Handle: nothing more is
+// committed, and the uncommitted records are delivered again.
+//
+// Sync batches durability across partitions and batches: one Sync covers
+// every batch handled since the last one, so a handler pays for it per
+// commit round instead of per batch. Handlers that are durable when
+// Handle returns do not implement it.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
+
+// HandlerSyncer returns h's Sync when h is a Syncer, else nil.
+func HandlerSyncer(h Handler) func(context.Context) error {
+	if s, ok := h.(Syncer); ok {
+		return s.Sync
+	}
+	return nil
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, b Batch) error
 

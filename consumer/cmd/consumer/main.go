@@ -69,7 +69,8 @@ func flags(fs *flag.FlagSet, cfg *app.Config) {
 		}
 		return nil
 	})
-	fs.StringVar(&cfg.Local.Path, "store", cfg.Local.Path, "local store `file` (local.path)")
+	fs.StringVar(&cfg.Local.Path, "store", cfg.Local.Path, "local store `path`: the SQLite file, or the VictoriaLogs directory (local.path)")
+	fs.StringVar(&cfg.Local.Engine, "store-engine", cfg.Local.Engine, "local store `engine`: sqlite or vlogs (local.engine)")
 	fs.StringVar(&cfg.FleetFile, "fleet", cfg.FleetFile, "fleet registry `file` mapping clusters to CLS topics (fleet)")
 	fs.StringVar(&cfg.Group, "group", cfg.Group, "consumer group `id` (group)")
 	fs.DurationVar((*time.Duration)(&cfg.SessionTimeout), "session-timeout", time.Duration(cfg.SessionTimeout), "how long the group waits for a silent (crashed) member; 0 is 10s (sessionTimeout)")

@@ -30,7 +30,8 @@ import (
 const (
 	// EngineSQLite is consumer/sink/local, the default.
 	EngineSQLite = "sqlite"
-	// EngineVictoriaLogs is decision 0026's next engine; not available yet.
+	// EngineVictoriaLogs is consumer/sink/vlstore, decision 0026's next
+	// engine (VictoriaLogs' storage, embedded).
 	EngineVictoriaLogs = "vlogs"
 )
 
@@ -68,8 +69,22 @@ type Writer interface {
 	// stage is stored too, marked auditpipe.auditIDReused. Invalid values
 	// are counted and skipped. On error nothing of the call is stored and
 	// the caller retries the whole batch. When Write returns nil the events
-	// are durable: the caller commits their Kafka offsets next.
+	// are visible to searches, and durable unless the store is a Syncer:
+	// the caller commits their Kafka offsets next (after Sync for a
+	// Syncer).
 	Write(ctx context.Context, values [][]byte) (WriteResult, error)
+}
+
+// Syncer is a Writer whose Write does not make its events durable by
+// itself: Sync makes every event a Write returned for durable (Close does
+// too). An engine whose durability costs per call (a checkpoint of
+// VictoriaLogs' storage: fsynced file parts that merges must combine
+// later) does it once per Sync instead of once per Write: the consumer's
+// local sink syncs before each offset commit (kafka.Syncer), which covers
+// every partition's batches since the last commit. Engines durable on
+// Write's return (SQLite) are not Syncers.
+type Syncer interface {
+	Sync(ctx context.Context) error
 }
 
 // Store is the local event store, the contract of every engine. It is safe

@@ -1,7 +1,7 @@
 // Package vlstore is the local event store on VictoriaLogs' storage
 // (github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage, embedded):
 // steps 2 and 3 of decision 0026's migration plan. It implements
-// eventstore.Store but for retention.
+// eventstore.Store.
 //
 // Layout (0026): one stream per auditpipe.cluster; every key that
 // consumer/internal/flatten makes (the CLS sink's and the search's key
@@ -44,15 +44,28 @@
 //     SQLite store's by construction. That is the one import of sink/local
 //     outside tests; it costs ~70 µs of CPU per candidate plus ~7–20 ms
 //     per call (BenchmarkRead), and a search needing more than 100,000
-//     candidates is refused as too broad (InvalidSearchError, q). Cursors are vlstore's (cursor.go): the
-//     keyset with a hash of the event as tie-break, translated to each
-//     call's ephemeral row ids.
+//     candidates is refused as too broad (InvalidSearchError, q).
+//     Cursors are vlstore's (cursor.go): the keyset with a hash of the
+//     event as tie-break, translated to each call's ephemeral row ids.
+//     Every read ANDs liveRows (joinFilters).
 //   - Clusters, UsedBytes (compressed parts plus index, as the storage
 //     reports them), Close.
+//   - Retention (retention.go): PruneStep by age drops the per-day
+//     partitions wholly before the bound (rounded down to
+//     Config.AgeGranularity, default a day, so events may stay up to a
+//     day past MaxAge) and, for a finer granularity, deletes the bound's
+//     day's older rows by a VictoriaLogs delete task (a rewrite of that
+//     day's parts); events without a stageTimestamp stay. By size: whole
+//     oldest days, then the oldest minutes of the next by a delete task,
+//     down to 95 % of MaxBytes. Counts are exact (counted before and
+//     after, writers held off), the identity cache forgets what went;
+//     RunRetention, the used-bytes and pruned metrics. A delete task
+//     leaves, of each block it deletes part of, the first row's
+//     timestamp without fields: every query must AND liveRows
+//     (stage:*) to skip it.
 //
-// What does not (returns ErrNotImplemented or is missing):
-//   - RunRetention and PruneStep, the used-bytes and pruned metrics
-//     (branch vlret); the query-duration metric.
+// What does not:
+//   - The query-duration metric.
 //   - Page and total are two LogsQL queries, not one snapshot: a page
 //     read while events are written may disagree with its total by them.
 //   - Known differences from the SQLite store: Query.Text with a wildcard

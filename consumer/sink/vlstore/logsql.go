@@ -3,6 +3,7 @@ package vlstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,12 +48,11 @@ func timeFilters(from, to time.Time) []string {
 	return out
 }
 
-// joinFilters ANDs filters; no filter is "*" (every event).
+// joinFilters ANDs filters and liveRows: every read goes through it, so
+// that the fieldless rows a retention delete task leaves are never read
+// as events.
 func joinFilters(filters []string) string {
-	if len(filters) == 0 {
-		return "*"
-	}
-	return strings.Join(filters, " ")
+	return strings.Join(append(slices.Clip(filters), liveRows), " ")
 }
 
 // runRows runs the LogsQL query q and calls fn, serialized, once per

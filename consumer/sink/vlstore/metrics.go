@@ -6,9 +6,9 @@ import (
 	"github.com/auditpipe/auditpipe/internal/telemetry"
 )
 
-// metrics are the write path's share of the metrics every engine exports
-// (eventstore.Options.Registerer names them), plus the checkpoint's own.
-// The query, retention and used-bytes metrics come with those parts.
+// metrics are the write path's and retention's share of the metrics every
+// engine exports (eventstore.Options.Registerer names them), plus the
+// checkpoint's own. The query metric comes with Query.
 type metrics struct {
 	reg                prometheus.Registerer
 	events             *prometheus.CounterVec
@@ -16,7 +16,10 @@ type metrics struct {
 	writeErrors        prometheus.Counter
 	writeDuration      prometheus.Histogram
 	checkpointDuration prometheus.Histogram
+	checkpointRounds   prometheus.Histogram
 	groupWrites        prometheus.Histogram
+	pruned             *prometheus.CounterVec
+	usedBytes          prometheus.Gauge
 }
 
 // Values of the outcome label of auditpipe_localstore_events_total.
@@ -51,12 +54,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of a VictoriaLogs checkpoint (in-memory parts flushed to fsynced files).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		checkpointRounds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_checkpoint_rounds",
+			Help:    "Snapshots a VictoriaLogs checkpoint took until no row was left only in memory (more than 1: a background merge held rows back).",
+			Buckets: []float64{1, 2, 3, 4, 6, 8, 16},
+		}),
 		groupWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "auditpipe_localstore_transaction_writes",
 			Help:    "Write calls per checkpoint: concurrent calls share one (group commit).",
 			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 32},
 		}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditpipe_localstore_pruned_events_total",
+			Help: "Events deleted by retention, by reason (age: older than maxAge; size: the store was over maxBytes).",
+		}, []string{"reason"}),
+		usedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "auditpipe_localstore_used_bytes",
+			Help: "Bytes of the store's compressed parts and indexes, as retention last measured them.",
+		}),
 	}
+	m.pruned.WithLabelValues(pruneAge)
+	m.pruned.WithLabelValues(pruneSize)
 	for _, o := range []string{outcomeInserted, outcomeDuplicate, outcomeInvalid} {
 		m.events.WithLabelValues(o)
 	}
@@ -70,7 +88,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.groupWrites}
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.checkpointRounds, m.groupWrites, m.pruned, m.usedBytes}
 }
 
 // unregister lets a store be reopened on the same registry.

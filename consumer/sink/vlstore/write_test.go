@@ -221,7 +221,8 @@ func TestMarkReused(t *testing.T) {
 // and be lost.
 func TestWriteDurableOnReturn(t *testing.T) {
 	if dir := os.Getenv("VLSTORE_CRASH_DIR"); dir != "" {
-		s := openTest(t, dir, eventstore.Options{}, Config{FlushInterval: time.Hour})
+		mode := os.Getenv("VLSTORE_CRASH_MODE")
+		s := openTest(t, dir, eventstore.Options{}, Config{FlushInterval: time.Hour, DeferSync: mode != "write"})
 		values := make([][]byte, 300)
 		for i := range values {
 			values[i] = eventgen.Event("c1", fmt.Sprintf("crash-%03d", i), 1000, time.Now())
@@ -229,13 +230,23 @@ func TestWriteDurableOnReturn(t *testing.T) {
 		res, err := s.Write(context.Background(), values)
 		require.NoError(t, err)
 		require.Equal(t, 300, res.Inserted)
+		if mode == "sync" {
+			require.NoError(t, s.Sync(context.Background()))
+		}
 		os.Exit(0) // the point: no Close, no deferred work
 	}
+	// DeferSync: Write alone is not durable (that the test can tell), Sync
+	// is.
+	for mode, want := range map[string]int{"defer": 0, "sync": 300} {
+		dir := t.TempDir()
+		crashChild(t, "TestWriteDurableOnReturn", dir, mode)
+		s := openTest(t, dir, eventstore.Options{}, Config{})
+		require.Len(t, stored(t, s, "*"), want, "DeferSync, mode %s", mode)
+		require.NoError(t, s.Close())
+	}
+
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestWriteDurableOnReturn$", "-test.count", "1")
-	cmd.Env = append(os.Environ(), "VLSTORE_CRASH_DIR="+dir)
-	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, string(out))
+	crashChild(t, "TestWriteDurableOnReturn", dir, "write")
 	// The child held the storage's lock file; it is released with the
 	// process.
 	s := openTest(t, dir, eventstore.Options{}, Config{})
@@ -249,6 +260,16 @@ func TestWriteDurableOnReturn(t *testing.T) {
 	require.NoError(t, s.Close())
 	s = openTest(t, dir, eventstore.Options{}, Config{})
 	require.Empty(t, s.vl.PartitionSnapshotList())
+}
+
+// crashChild runs test in a child process with VLSTORE_CRASH_DIR=dir and
+// VLSTORE_CRASH_MODE=mode, and requires it to succeed.
+func crashChild(t *testing.T, test, dir, mode string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^"+test+"$", "-test.count", "1")
+	cmd.Env = append(os.Environ(), "VLSTORE_CRASH_DIR="+dir, "VLSTORE_CRASH_MODE="+mode)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, string(out))
 }
 
 // TestIdentityEviction: identities that fall out of the window leave the

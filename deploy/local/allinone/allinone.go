@@ -123,8 +123,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return err
 	})
 
-	storePath := filepath.Join(cfg.DataDir, "store", "events.db")
-	if err := privatefs.MkdirAll(filepath.Dir(storePath)); err != nil {
+	if err := privatefs.MkdirAll(filepath.Dir(storePath(cfg.DataDir, cfg.Store.Engine))); err != nil {
 		return nil, err
 	}
 	if cfg.Topics.Alerts != "" {

@@ -10,6 +10,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/alerts"
 	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/search"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/config"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	processorapp "github.com/auditpipe/auditpipe/processor/app"
@@ -40,6 +41,8 @@ type Config struct {
 	// (Tencent Cloud) or cls-local (an in-process CLS server that shows
 	// what would be sent, at <its URL>/logs).
 	CLS consumerapp.CLSConfig `json:"cls"`
+	// Store is the local store's engine.
+	Store StoreConfig `json:"store"`
 	// Retention bounds the local store by age and size.
 	Retention RetentionConfig `json:"retention"`
 	// Processor configures how the processor delivers: delivery is
@@ -77,6 +80,22 @@ const DefaultMaxInflightBytes = 128 << 20
 // minMemoryLimitBytes is the smallest memoryLimitBytes accepted: below it
 // the pipeline's working set alone keeps the collector running.
 const minMemoryLimitBytes = 128 << 20
+
+// StoreConfig chooses the local store's engine.
+type StoreConfig struct {
+	// Engine is sqlite (the default; <dataDir>/store/events.db) or vlogs
+	// (VictoriaLogs' storage, embedded; <dataDir>/store/vlogs). Decision
+	// 0026.
+	Engine string `json:"engine"`
+}
+
+// storePath is where the consumer opens the local store of engine.
+func storePath(dataDir, engine string) string {
+	if engine == eventstore.EngineVictoriaLogs {
+		return filepath.Join(dataDir, "store", "vlogs")
+	}
+	return filepath.Join(dataDir, "store", "events.db")
+}
 
 // RetentionConfig bounds the local store (see consumer/sink/local): zero
 // values keep everything.
@@ -174,6 +193,7 @@ func DefaultConfig() Config {
 		Tail:    producer.Tail,
 		API:     APIConfig{Listen: "127.0.0.1:8080"},
 		CLS:     consumerapp.DefaultConfig().CLS,
+		Store:   StoreConfig{Engine: eventstore.EngineSQLite},
 		Processor: ProcessorConfig{
 			Delivery:       processorapp.DeliveryAtLeastOnce,
 			ReloadInterval: config.Duration(processorapp.DefaultReloadInterval),
@@ -234,6 +254,11 @@ func (c Config) Validate() error {
 	}
 	if err := c.producerConfig(c.checkConnection()).Validate(); err != nil {
 		return err
+	}
+	switch c.Store.Engine {
+	case eventstore.EngineSQLite, eventstore.EngineVictoriaLogs:
+	default:
+		return fmt.Errorf("store.engine: %q, want %s or %s", c.Store.Engine, eventstore.EngineSQLite, eventstore.EngineVictoriaLogs)
 	}
 	if err := c.consumerConfig(c.checkConnection()).Retention().Validate(); err != nil {
 		return err // named as this file's retention.* keys
@@ -334,7 +359,8 @@ func (c Config) consumerConfig(conn kafka.Connection) consumerapp.Config {
 	cc.Group = ConsumerGroup
 	cc.Topic = c.Topics.Events
 	cc.FleetFile = c.Fleet
-	cc.Local.Path = filepath.Join(c.DataDir, "store", "events.db")
+	cc.Local.Engine = c.Store.Engine
+	cc.Local.Path = storePath(c.DataDir, c.Store.Engine)
 	cc.Local.MaxAge = c.Retention.MaxAge
 	cc.Local.MaxBytes = c.Retention.MaxBytes
 	if c.Retention.Interval > 0 {

@@ -15,8 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/group"
-	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/saramakafka"
@@ -119,7 +120,10 @@ func (l *consumerLeg) round(ctx context.Context, r int) (Round, error) {
 		return l.k.drain(ctx, topic, l.k.name(r, "group"), passThrough(l.prod, l.k.name(r, "pass")), n)
 	}
 	reg := prometheus.NewRegistry()
-	store, err := local.Open(filepath.Join(l.k.dir, "store-r"+strconv.Itoa(r), "events.db"), local.Options{Logger: l.k.logger, Registerer: reg})
+	store, err := consumerapp.OpenStore(consumerapp.LocalConfig{
+		Engine: l.k.opts.StoreEngine,
+		Path:   filepath.Join(l.k.dir, "store-r"+strconv.Itoa(r), "events"),
+	}, eventstore.Options{Logger: l.k.logger, Registerer: reg})
 	if err != nil {
 		return Round{}, fmt.Errorf("open local store: %w", err)
 	}
@@ -134,7 +138,7 @@ func (l *consumerLeg) round(ctx context.Context, r int) (Round, error) {
 		return rd, err
 	}
 	// Counts must add up: every record handled is one stored event.
-	res, err := store.Query(ctx, local.Query{Cluster: "bench", Limit: 1})
+	res, err := store.Query(ctx, eventstore.Query{Cluster: "bench", Limit: 1})
 	if err != nil {
 		return rd, fmt.Errorf("count stored events: %w", err)
 	}

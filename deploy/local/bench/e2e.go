@@ -48,6 +48,7 @@ func newE2EStage(ctx context.Context, e *env) (leg, error) {
 	cfg := allinone.DefaultConfig()
 	cfg.DataDir = filepath.Join(e.dir, "allinone")
 	cfg.Cluster = "bench"
+	cfg.Store.Engine = e.opts.StoreEngine
 	cfg.Kafka.Listen = "127.0.0.1:0"
 	cfg.Kafka.Brokers = e.brokers
 	cfg.Kafka.Partitions = e.opts.Partitions

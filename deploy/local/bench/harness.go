@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
 // Stages and variants.
@@ -80,6 +82,9 @@ type Options struct {
 	// KafkaBrokers, when set, adds an external cluster next to the
 	// embedded broker.
 	KafkaBrokers []string `json:"kafkaBrokers,omitempty"`
+	// StoreEngine is the local store's engine in the consumer and e2e
+	// stages: sqlite or vlogs (consumer local.engine, decision 0026).
+	StoreEngine string `json:"storeEngine"`
 	// SyncWrites makes the embedded broker fsync before acknowledging, as
 	// `make run` does.
 	SyncWrites bool `json:"syncWrites"`
@@ -113,6 +118,7 @@ func DefaultOptions() Options {
 		Mix:          DefaultMix(),
 		Stages:       slices.Clone(AllStages),
 		SyncWrites:   true,
+		StoreEngine:  eventstore.EngineSQLite,
 		RoundTimeout: 2 * time.Minute,
 	}
 }
@@ -132,6 +138,8 @@ func (o Options) Validate() error {
 		return errors.New("concurrency: must be at least 1")
 	case o.GroupBatch < 1:
 		return errors.New("group-batch: must be at least 1")
+	case o.StoreEngine != eventstore.EngineSQLite && o.StoreEngine != eventstore.EngineVictoriaLogs:
+		return fmt.Errorf("store-engine: %q, want %s or %s", o.StoreEngine, eventstore.EngineSQLite, eventstore.EngineVictoriaLogs)
 	case o.Partitions < 1:
 		return errors.New("partitions: must be at least 1")
 	case o.PacedRate < 0:

@@ -141,7 +141,7 @@ func (g *Group) Run(ctx context.Context, h kafka.Handler) error {
 		return fmt.Errorf("kafka-go group %s: %w", g.cfg.Group, err)
 	}
 
-	r := &run{group: g, h: h, runCtx: runCtx, valueCtx: ctx, stop: stop, handlerCommits: kafka.HandlerCommitsOffsets(h)}
+	r := &run{group: g, h: h, runCtx: runCtx, valueCtx: ctx, stop: stop, handlerCommits: kafka.HandlerCommitsOffsets(h), syncer: kafka.HandlerSyncer(h)}
 	for {
 		gen, err := cg.Next(runCtx)
 		if runCtx.Err() != nil {
@@ -202,6 +202,8 @@ type run struct {
 	// handlerCommits: h is a kafka.OffsetOwner that commits its offsets
 	// itself; the member commits none.
 	handlerCommits bool
+	// syncer is h's kafka.Syncer Sync, or nil.
+	syncer func(context.Context) error
 	// runCtx ends when Run must stop: its ctx was canceled, Close was
 	// called or a handler failed.
 	runCtx context.Context
@@ -333,6 +335,11 @@ func (p *partition) consume(genCtx context.Context) (endGeneration bool) {
 		if p.handlerCommits {
 			continue
 		}
+		if err := p.sync(hctx); err != nil {
+			p.fail(fmt.Errorf("kafka-go group %s: sync handler before committing %s/%d offset %d: %w",
+				cfg.Group, p.topic, p.id, last+1, err))
+			return false
+		}
 		if err := p.commit(last + 1); err != nil {
 			if genCtx.Err() != nil {
 				return false
@@ -363,6 +370,16 @@ func (p *partition) commit(next int64) error {
 	p.commitMu.Lock()
 	defer p.commitMu.Unlock()
 	return p.gen.CommitOffsets(map[string]map[int]int64{p.topic: {int(p.id): next}})
+}
+
+// sync makes the handled batches durable before their offsets are
+// committed, when the handler is a kafka.Syncer. This adapter commits
+// after every batch, so it syncs after every batch too.
+func (p *partition) sync(ctx context.Context) error {
+	if p.syncer == nil {
+		return nil
+	}
+	return p.syncer(ctx)
 }
 
 // fetch returns the next batch: it waits for a first record, then for at

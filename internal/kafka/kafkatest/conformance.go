@@ -46,6 +46,7 @@ func RunConformance(t *testing.T, f Factory) {
 	t.Run("NoCommitAfterRevoke", func(t *testing.T) { testNoCommitAfterRevoke(t, f) })
 	t.Run("CleanShutdown", func(t *testing.T) { testCleanShutdown(t, f) })
 	t.Run("HandlerCommitsOffsets", func(t *testing.T) { testHandlerCommitsOffsets(t, f) })
+	t.Run("SyncBeforeCommit", func(t *testing.T) { testSyncBeforeCommit(t, f) })
 	t.Run("Admin", func(t *testing.T) { testAdmin(t, f) })
 	t.Run("ProducerErrors", func(t *testing.T) { testProducerErrors(t, f) })
 }
@@ -818,6 +819,105 @@ func testHandlerCommitsOffsets(t *testing.T, f Factory) {
 	waitFor(t, "the records again", func() bool { return rec2.count() >= len(recs) })
 	r2.stop("not an offset owner")
 	require.Equal(t, endOffsets(rec2.records()), e.committed(), "committed offsets after a clean stop")
+}
+
+// syncHandler is a kafka.Syncer: Handle makes its batches pending, Sync
+// makes what is pending durable (slowly, so that batches return while it
+// runs) after checking that every committed offset is durable.
+type syncHandler struct {
+	t       *testing.T
+	e       *env
+	rec     *recorder
+	failOn  int // the failOn-th Sync fails (0: none)
+	mu      sync.Mutex
+	pending map[int32]int64 // partition → offset after the last handled record
+	durable map[int32]int64
+	syncs   int
+}
+
+func (h *syncHandler) Handle(_ context.Context, b kafka.Batch) error {
+	h.rec.add(b)
+	h.mu.Lock()
+	h.pending[b.Partition] = b.Records[len(b.Records)-1].Offset + 1
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *syncHandler) Sync(context.Context) error {
+	// Commits happen only after a Sync returned: whatever is committed
+	// now was durable when the last Sync ended.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	committed, err := h.e.admin.CommittedOffsets(ctx, h.e.group, h.e.topic)
+	if err != nil {
+		h.t.Errorf("committed offsets of group %s: %v", h.e.group, err) // not on the test's goroutine: no FailNow
+	}
+	h.mu.Lock()
+	h.syncs++
+	n := h.syncs
+	for p, off := range committed {
+		if off > h.durable[p] {
+			h.t.Errorf("partition %d: offset %d committed, but only records before %d were synced", p, off, h.durable[p])
+		}
+	}
+	pending := maps.Clone(h.pending)
+	h.mu.Unlock()
+	if n == h.failOn {
+		return errConformanceBoom
+	}
+	time.Sleep(30 * time.Millisecond) // batches keep returning meanwhile
+	h.mu.Lock()
+	for p, off := range pending {
+		h.durable[p] = max(h.durable[p], off)
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// testSyncBeforeCommit: a handler that is a kafka.Syncer gets Sync before
+// offsets are committed, and only offsets of batches that returned before
+// that Sync began are committed (a slow Sync with batches returning during
+// it shows a member that commits a later mark). A clean stop syncs and
+// commits everything. A failing Sync stops Run with its error, and
+// nothing it did not cover is committed (partitions whose own Sync
+// succeeded may commit: kafka-go syncs per partition).
+func testSyncBeforeCommit(t *testing.T, f Factory) {
+	const partitions = 3
+	e := newEnv(t, f, partitions)
+	var recs []kafka.Record
+	for i := range 300 {
+		recs = append(recs, kafka.Record{Topic: e.topic, Key: []byte(fmt.Sprintf("k-%03d", i)), Value: []byte(fmt.Sprintf("r-%03d", i))})
+	}
+	e.produce(e.producer(), recs)
+
+	h := &syncHandler{t: t, e: e, rec: newRecorder(t, e.topic, 5), pending: map[int32]int64{}, durable: map[int32]int64{}}
+	g := e.newGroup("syncer", 5)
+	r := startRun(t, g, h)
+	waitFor(t, fmt.Sprintf("%d records", len(recs)), func() bool { return h.rec.count() >= len(recs) })
+	r.stop("syncer")
+	want := endOffsets(h.rec.records())
+	require.Equal(t, want, e.committed(), "committed offsets after a clean stop")
+	h.mu.Lock()
+	require.Positive(t, h.syncs, "Sync was never called")
+	require.Equal(t, want, h.durable, "a committed offset was never synced")
+	h.mu.Unlock()
+
+	// A failing Sync stops the member with its error; what it did not
+	// sync stays uncommitted.
+	more := make([]kafka.Record, 0, 30)
+	for i := range 30 {
+		more = append(more, kafka.Record{Topic: e.topic, Key: []byte(fmt.Sprintf("m-%03d", i)), Value: []byte(fmt.Sprintf("m-%03d", i))})
+	}
+	e.produce(e.producer(), more)
+	h2 := &syncHandler{t: t, e: e, rec: newRecorder(t, e.topic, 5), failOn: 1, pending: map[int32]int64{}, durable: maps.Clone(want)}
+	r2 := startRun(t, g, h2)
+	err := r2.wait("run with a failing Sync")
+	require.ErrorIs(t, err, errConformanceBoom, "Run returns the Sync error")
+	h2.mu.Lock()
+	defer h2.mu.Unlock()
+	for p, off := range e.committed() {
+		require.LessOrEqual(t, off, h2.durable[p], "partition %d: committed past what was synced, after a failed Sync", p)
+	}
 }
 
 // testAdmin: EnsureTopics is idempotent, alone and mixed with new topics;

@@ -138,7 +138,7 @@ func (c *GroupConsumer) Run(ctx context.Context, h kafka.Handler) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	gh := &groupHandler{cfg: c.cfg, group: g, h: h, ctx: runCtx, stop: stop, beforeCommit: c.beforeCommit,
-		handlerCommits: kafka.HandlerCommitsOffsets(h)}
+		handlerCommits: kafka.HandlerCommitsOffsets(h), syncer: kafka.HandlerSyncer(h)}
 	c.runningMu.Lock()
 	c.running = gh
 	c.runningMu.Unlock()
@@ -280,6 +280,9 @@ type groupHandler struct {
 	// handlerCommits: h is a kafka.OffsetOwner that commits its offsets
 	// in its transactions; the member marks and commits nothing.
 	handlerCommits bool
+	// syncer is h's kafka.Syncer Sync, or nil: the committer calls it
+	// before each commit.
+	syncer func(context.Context) error
 
 	mu      sync.Mutex
 	err     error
@@ -318,6 +321,9 @@ func (g *groupHandler) updateOwned(claims map[string][]int32) map[string][]int32
 // rebalances, and so does its committer.
 func (g *groupHandler) Setup(sess sarama.ConsumerGroupSession) error {
 	c := newCommitter(sess, g.beforeCommit)
+	if g.syncer != nil {
+		c.sync, c.fail, c.pending = g.syncer, g.fail, map[topicPartition]int64{}
+	}
 	g.mu.Lock()
 	g.commits = c
 	g.mu.Unlock()
@@ -440,14 +446,27 @@ func (g *groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sara
 // carries them again. A claim that ends after a failed last commit leaves
 // its partition's next owner to handle again what came after the last
 // successful commit: at-least-once, as with the commit after every batch.
+//
+// For a handler that is a kafka.Syncer the committer keeps the marks to
+// itself (pending) and hands sarama only those taken before it called
+// Sync, after Sync succeeded: session.Commit sends every offset marked in
+// the session, and a batch whose Handle returned while Sync ran may not
+// be durable yet. A failed Sync stops the member (fail) and ends the
+// waits of the claims, which then return without a commit.
 type committer struct {
 	sess   sarama.ConsumerGroupSession
 	before func() // tests only
+	sync   func(context.Context) error
+	fail   func(error)
 
 	mu sync.Mutex
 	// marked counts the marks so far; a mark's count is its sequence
 	// number. committed is the highest mark a completed commit covered.
 	marked, committed uint64
+	// pending are the marks not given to sarama yet (sync only).
+	pending map[topicPartition]int64
+	// failed: Sync failed, nothing more is committed.
+	failed bool
 	// advanced is closed (and replaced) when committed grows.
 	advanced chan struct{}
 
@@ -474,7 +493,11 @@ func (c *committer) mark(topic string, partition int32, next int64) uint64 {
 	// reads: a commit that read seq started after the mark, so sarama's
 	// request carries it.
 	c.mu.Lock()
-	c.sess.MarkOffset(topic, partition, next, "")
+	if c.pending != nil {
+		c.pending[topicPartition{topic, partition}] = next
+	} else {
+		c.sess.MarkOffset(topic, partition, next, "")
+	}
 	c.marked++
 	seq := c.marked
 	c.mu.Unlock()
@@ -490,7 +513,7 @@ func (c *committer) mark(topic string, partition int32, next int64) uint64 {
 func (c *committer) wait(seq uint64) {
 	for {
 		c.mu.Lock()
-		done, advanced := c.committed >= seq, c.advanced
+		done, advanced := c.committed >= seq || c.failed, c.advanced
 		c.mu.Unlock()
 		if done {
 			return
@@ -510,10 +533,27 @@ func (c *committer) run() {
 			return
 		}
 		c.mu.Lock()
-		target, committed := c.marked, c.committed
+		target, committed, pending := c.marked, c.committed, c.pending
+		if pending != nil {
+			c.pending = make(map[topicPartition]int64, len(pending))
+		}
 		c.mu.Unlock()
 		if target == committed {
 			continue
+		}
+		if c.sync != nil {
+			if err := c.sync(context.Background()); err != nil {
+				c.mu.Lock()
+				c.failed = true
+				close(c.advanced)
+				c.advanced = make(chan struct{})
+				c.mu.Unlock()
+				c.fail(fmt.Errorf("sync the handler before committing offsets: %w", err))
+				return
+			}
+			for tp, next := range pending {
+				c.sess.MarkOffset(tp.topic, tp.partition, next, "")
+			}
 		}
 		if c.before != nil {
 			c.before()
@@ -525,6 +565,12 @@ func (c *committer) run() {
 		c.advanced = make(chan struct{})
 		c.mu.Unlock()
 	}
+}
+
+// topicPartition keys the committer's pending marks.
+type topicPartition struct {
+	topic     string
+	partition int32
 }
 
 // close stops run and waits for it to return.

@@ -107,7 +107,7 @@ fleet registry, rules, certificates, secrets) and exits: it creates no
 directory and starts nothing.
 
 A --config file is read first; flags given on the command line win.`, stdout)
-	configPath := fs.String("config", "", "YAML config `file` (keys: dataDir, policy, cluster, kafka, webhook, spool, tail, api, cls, retention, processor, fleet, topics, alerts, log, memoryLimitBytes); unknown keys are errors")
+	configPath := fs.String("config", "", "YAML config `file` (keys: dataDir, policy, cluster, kafka, webhook, spool, tail, api, cls, store, retention, processor, fleet, topics, alerts, log, memoryLimitBytes); unknown keys are errors")
 	dataDir := fs.String("data-dir", cfg.DataDir, "`directory` for the embedded broker's log and the local store")
 	policyPath := fs.String("policy", "", "audit.k8s.io/v1 Policy `file` the processor applies (default: the TKE default policy)")
 	cluster := fs.String("cluster", cfg.Cluster, "cluster `id` of the webhook kubeconfig printed at start")
@@ -121,6 +121,7 @@ A --config file is read first; flags given on the command line win.`, stdout)
 	rules := fs.String("rules", "", "detection rules `file` added to the shipped rules (processor --rules)")
 	alertmanager := fs.String("alertmanager", "", "deliver detection alerts to the Alertmanager at `URL` (its v2 API)")
 	alertWebhook := fs.String("alert-webhook", "", "deliver detection alerts to a Slack-compatible incoming webhook `URL`")
+	storeEngine := fs.String("store-engine", cfg.Store.Engine, "local store `engine` (key store.engine): sqlite (one file, <data-dir>/store/events.db) or vlogs (VictoriaLogs' storage, <data-dir>/store/vlogs)")
 	memoryLimit := fs.Int64("memory-limit-bytes", cfg.MemoryLimitBytes, "soft limit of the process's Go memory in `bytes` (key memoryLimitBytes): the garbage collector works harder near it; 0 leaves GOMEMLIMIT or no limit")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
 	if err := cli.Parse(fs, args, false); err != nil {
@@ -160,6 +161,8 @@ A --config file is read first; flags given on the command line win.`, stdout)
 			cfg.Alerts.Webhook = *alertWebhook
 		case "memory-limit-bytes":
 			cfg.MemoryLimitBytes = *memoryLimit
+		case "store-engine":
+			cfg.Store.Engine = *storeEngine
 		case "sink":
 			if *sink == "local" {
 				cfg.CLS.Mode = "off"

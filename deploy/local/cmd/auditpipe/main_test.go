@@ -51,6 +51,24 @@ func TestMemoryLimitKeyAndFlag(t *testing.T) {
 	require.True(t, os.IsNotExist(err), "the data directory was created: %v", err)
 }
 
+// TestStoreEngineKeyAndFlag: store.engine is a config key and a flag of
+// run, listed in its help; an unknown engine stops validate and names
+// the key.
+func TestStoreEngineKeyAndFlag(t *testing.T) {
+	var out bytes.Buffer
+	require.ErrorIs(t, run(context.Background(), []string{"run", "--help"}, &out, &bytes.Buffer{}), flag.ErrHelp)
+	require.Contains(t, out.String(), "-store-engine")
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "auditpipe.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("store:\n  engine: rocksdb\n"), 0o600))
+	dataDir := filepath.Join(dir, "data")
+	err := run(context.Background(), []string{"validate", "--config", path, "--data-dir", dataDir}, &bytes.Buffer{}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `store.engine: "rocksdb", want sqlite or vlogs`)
+	// The flag wins over the file.
+	require.NoError(t, run(context.Background(), []string{"validate", "--config", path, "--data-dir", dataDir, "--store-engine", "vlogs"}, &bytes.Buffer{}, &bytes.Buffer{}))
+}
+
 func TestHelpAndUnknownCommands(t *testing.T) {
 	var out, errOut bytes.Buffer
 	require.NoError(t, run(context.Background(), []string{"help"}, &out, &errOut))

@@ -47,7 +47,8 @@
 //     candidates is refused as too broad (InvalidSearchError, q).
 //     Cursors are vlstore's (cursor.go): the keyset with a hash of the
 //     event as tie-break, translated to each call's ephemeral row ids.
-//     Every read ANDs liveRows (joinFilters).
+//     Every read ANDs liveRows (joinFilters). Both are timed by
+//     auditpipe_localstore_query_duration_seconds (querymetrics.go).
 //   - Clusters, UsedBytes (compressed parts plus index, as the storage
 //     reports them), Close.
 //   - Retention (retention.go): PruneStep by age drops the per-day
@@ -65,7 +66,6 @@
 //     (stage:*) to skip it.
 //
 // What does not:
-//   - The query-duration metric.
 //   - Page and total are two LogsQL queries, not one snapshot: a page
 //     read while events are written may disagree with its total by them.
 //   - Known differences from the SQLite store: Query.Text with a wildcard

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
@@ -46,4 +47,33 @@ func TestFallbackBound(t *testing.T) {
 	res, err = run(`verb:update`, eventstore.SearchRequest{}) // native: no bound
 	require.NoError(t, err)
 	require.Equal(t, 20, res.Total)
+}
+
+// TestQueryDurationMetric: every Query and Search is observed.
+func TestQueryDurationMetric(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	s, err := Open(filepath.Join(t.TempDir(), "vlogs"), eventstore.Options{Registerer: reg}, Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	ctx := context.Background()
+	_, err = s.Query(ctx, eventstore.Query{})
+	require.NoError(t, err)
+	q, err := cql.Parse("deployer")
+	require.NoError(t, err)
+	_, err = s.Search(ctx, eventstore.SearchRequest{Query: q})
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), histogramCount(t, reg, "auditpipe_localstore_query_duration_seconds"))
+}
+
+func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -109,6 +109,7 @@ func pageLimit(limit int) int {
 // Page and total may come from two moments of a store being written to
 // (the storage has no snapshots).
 func (s *Store) Query(ctx context.Context, q eventstore.Query) (eventstore.QueryResult, error) {
+	defer s.observeQuery(time.Now())
 	limit := pageLimit(q.Limit)
 	var filters []string
 	if q.Cluster != "" {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
@@ -27,6 +28,7 @@ import (
 // doc). The cost grows with the candidates, not with the matches' page:
 // every call loads all of them, because the total is exact.
 func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (eventstore.SearchResult, error) {
+	defer s.observeQuery(time.Now())
 	return s.search(ctx, req, maxFallbackCandidates)
 }
 

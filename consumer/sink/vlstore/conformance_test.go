@@ -1,7 +1,6 @@
 package vlstore_test
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -19,17 +18,9 @@ func open(tb testing.TB, dir string, opts eventstore.Options) eventstore.Store {
 	return s
 }
 
-// TestConformance runs the eventstore suite. Every case but Clusters
-// reads back through Query, Search or PruneStep, which are not built yet
-// (decision 0026's NOTES list where each fails), so it runs only when
-// asked, to keep `go test ./...` meaningful meanwhile:
+// TestConformance runs the whole eventstore suite:
 //
-//	VLSTORE_CONFORMANCE=1 go test -count=1 -run TestConformance -v ./sink/vlstore/
-//
-// Remove the gate once Query and Search exist (step 3).
+//	go test -count=1 -run TestConformance -v ./sink/vlstore/
 func TestConformance(t *testing.T) {
-	if os.Getenv("VLSTORE_CONFORMANCE") == "" {
-		t.Skip("Query, Search and PruneStep are not implemented yet; set VLSTORE_CONFORMANCE=1 to run the suite")
-	}
 	storetest.Run(t, open)
 }

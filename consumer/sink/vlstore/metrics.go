@@ -8,7 +8,7 @@ import (
 
 // metrics are the write path's and retention's share of the metrics every
 // engine exports (eventstore.Options.Registerer names them), plus the
-// checkpoint's own. The query metric comes with Query.
+// checkpoint's own, and the read side's (queryDuration, querymetrics.go).
 type metrics struct {
 	reg                prometheus.Registerer
 	events             *prometheus.CounterVec
@@ -20,6 +20,7 @@ type metrics struct {
 	groupWrites        prometheus.Histogram
 	pruned             *prometheus.CounterVec
 	usedBytes          prometheus.Gauge
+	queryDuration      prometheus.Histogram
 }
 
 // Values of the outcome label of auditpipe_localstore_events_total.
@@ -72,6 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "auditpipe_localstore_used_bytes",
 			Help: "Bytes of the store's compressed parts and indexes, as retention last measured them.",
 		}),
+		queryDuration: newQueryDuration(),
 	}
 	m.pruned.WithLabelValues(pruneAge)
 	m.pruned.WithLabelValues(pruneSize)
@@ -88,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.checkpointRounds, m.groupWrites, m.pruned, m.usedBytes}
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.checkpointRounds, m.groupWrites, m.pruned, m.usedBytes, m.queryDuration}
 }
 
 // unregister lets a store be reopened on the same registry.

@@ -2,29 +2,11 @@ package vlstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage"
-
-	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
-
-// ErrNotImplemented is what the parts of eventstore.Store that later steps
-// of decision 0026's plan build return meanwhile.
-var ErrNotImplemented = errors.New("not implemented in vlstore yet")
-
-// Query is step 3 of the plan (field filters and full text on LogsQL).
-func (s *Store) Query(context.Context, eventstore.Query) (eventstore.QueryResult, error) {
-	return eventstore.QueryResult{}, fmt.Errorf("vlstore: Query: %w", ErrNotImplemented)
-}
-
-// Search is step 3 of the plan (the CQL → LogsQL compiler and the | SQL
-// translation).
-func (s *Store) Search(context.Context, eventstore.SearchRequest) (eventstore.SearchResult, error) {
-	return eventstore.SearchResult{}, fmt.Errorf("vlstore: Search: %w", ErrNotImplemented)
-}
 
 // Clusters returns the stream field's values (every event's stream is its
 // cluster).

@@ -390,6 +390,13 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 		if i, ok := comparedIndex[key]; ok {
 			cols[i] = v
 		}
+		if key == keyStageTS && zeroTime(v) {
+			// The zero time (year 1) is no time, as in the SQLite store:
+			// not a field, so that the read side's stageTimestamp:*
+			// tells the events with a time apart (the value stays in
+			// _msg).
+			return nil
+		}
 		if len(key) > maxFieldNameSize {
 			// VictoriaLogs drops a whole row with a longer field name;
 			// this key stays in _msg, searchable as text only.
@@ -423,14 +430,15 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 }
 
 // eventTime is VictoriaLogs' _time for an event: its stageTimestamp, or
-// for an event without one the producer's receivedAt, else now (the
-// storage needs a time; queries bound stageTimestamp, not _time, so the
-// query compiler must treat events without one apart: not done yet).
+// for an event without one (or with the zero time) the producer's
+// receivedAt, else now: the storage needs a time. Queries bound
+// stageTimestamp, so the read side tells those events apart by the
+// missing stageTimestamp field (timeFilters, Store.newest).
 // Times the storage would drop silently are refused.
 func eventTime(stageTS, receivedAt string, now time.Time) (int64, error) {
 	t := now
 	switch {
-	case stageTS != "":
+	case stageTS != "" && !zeroTime(stageTS):
 		st, err := time.Parse(time.RFC3339Nano, stageTS)
 		if err != nil {
 			return 0, fmt.Errorf("not a ProcessedEvent: %s: %w", keyStageTS, err)
@@ -448,6 +456,13 @@ func eventTime(stageTS, receivedAt string, now time.Time) (int64, error) {
 		return 0, fmt.Errorf("%s %s: more than %s in the future", keyStageTS, t.Format(time.RFC3339), futureRetention)
 	}
 	return t.UnixNano(), nil
+}
+
+// zeroTime reports whether v is the zero time.Time (what encoding/json
+// writes for an unset time: 0001-01-01T00:00:00Z).
+func zeroTime(v string) bool {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	return err == nil && t.IsZero()
 }
 
 // markReused returns the compact event with auditpipe.auditIDReused set to

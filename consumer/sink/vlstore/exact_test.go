@@ -1,0 +1,84 @@
+package vlstore
+
+import (
+	"strings"
+	"testing"
+	"unicode"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditpipe/auditpipe/consumer/search/cql"
+)
+
+// TestLowerPreimage: each class is exactly the runes that lower-case to
+// its ASCII letter (so the regexps match what CLS's lower-casing makes
+// equal, no more, no less).
+func TestLowerPreimage(t *testing.T) {
+	want := map[rune][]rune{}
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if l := unicode.ToLower(r); l >= 'a' && l <= 'z' {
+			want[l] = append(want[l], r)
+		}
+	}
+	for c := byte('a'); c <= 'z'; c++ {
+		class := lowerPreimage(c)
+		require.True(t, strings.HasPrefix(class, "[") && strings.HasSuffix(class, "]"), class)
+		require.ElementsMatch(t, want[rune(c)], []rune(class[1:len(class)-1]), "%q", c)
+	}
+}
+
+func TestExactLogsQL(t *testing.T) {
+	for q, exact := range map[string]bool{
+		`*`: true, `verb:DELETE`: true, `verb:(get OR list) AND NOT objectRef.resource:pods`: true,
+		`user.username:kube-sys*`: true, `auditpipe.cluster:c1`: true,
+		`forbidden`: false, `verb:"get"`: false, `user.username:system:kube`: false, `objectRef.name:a*b`: false,
+		`responseStatus.code:403`: true, `responseStatus.code>=400`: true, `NOT responseStatus.code=404`: true,
+		`responseStatus.code:40*`: false, `responseStatus.code:*`: false, `objectRef.namespace:*`: false,
+		`objectRef.namespace:""`: false, `annotations.x:y`: false, `verb:get AND forbidden`: false, `verb:é`: false,
+	} {
+		parsed, err := cql.Parse(q)
+		require.NoError(t, err, q)
+		_, ok := exactLogsQL(parsed.Filter)
+		require.Equal(t, exact, ok, q)
+	}
+}
+
+func TestPlanGroupCount(t *testing.T) {
+	for q, native := range map[string]bool{
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC, verb`:                               true,
+		`* | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY ns`:                    true,
+		`* | SELECT count(*) AS n, "user.username" GROUP BY "user.username" ORDER BY "user.username" DESC`: true,
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`:                                     false, // ties
+		`* | SELECT verb, count(*) AS n GROUP BY verb`:                                                     false,
+		`* | SELECT verb, count(*) AS n WHERE verb = 'get' GROUP BY verb ORDER BY verb`:                    false,
+		`* | SELECT "responseStatus.code" AS c, count(*) GROUP BY c ORDER BY c`:                            false,
+		`* | SELECT verb, count(*), count(*) AS m GROUP BY verb ORDER BY verb`:                             false,
+		`* | SELECT verb, sum("responseStatus.code") GROUP BY verb ORDER BY verb`:                          false,
+		`* | SELECT DISTINCT verb, count(*) GROUP BY verb ORDER BY verb`:                                   false,
+		`* | SELECT count(*)`: false,
+	} {
+		parsed, err := cql.Parse(q)
+		require.NoError(t, err, q)
+		_, ok := planGroupCount(parsed.SQL)
+		require.Equal(t, native, ok, q)
+	}
+}
+
+func TestCaseFreeFilter(t *testing.T) {
+	for _, tc := range []struct {
+		word   string
+		prefix bool
+		want   string
+	}{
+		{"id-00042", false, ` f:"00042"`},
+		{"10.0.3.17", false, ` f:"10"`},
+		{"v1.30.2", false, ` f:"30"`},
+		{"kube-system", false, ""},
+		{"app_2", false, ""},          // one token with letters
+		{"12-34567", true, ` f:"12"`}, // the last token may continue in the value
+		{"2020", true, ""},
+		{"é42", false, ""},
+	} {
+		require.Equal(t, tc.want, caseFreeFilter("f", tc.word, tc.prefix), tc.word)
+	}
+}

@@ -194,7 +194,9 @@ func OpenStore(cfg LocalConfig, opts eventstore.Options) (eventstore.Store, erro
 	if cfg.Engine == eventstore.EngineVictoriaLogs {
 		// The local sink syncs before each offset commit (kafka.Syncer):
 		// one checkpoint per commit round instead of one per Write.
-		s, err := vlstore.Open(cfg.Path, opts, vlstore.Config{DeferSync: true})
+		// The search fallback's temporary stores go next to the store,
+		// on its volume (TMPDIR is small in the chart).
+		s, err := vlstore.Open(cfg.Path, opts, vlstore.Config{DeferSync: true, SearchTempDir: cfg.Path + ".search-tmp"})
 		if err != nil {
 			return nil, err // not s: a nil *vlstore.Store in the interface is not nil
 		}

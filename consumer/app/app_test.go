@@ -101,6 +101,7 @@ func TestLocalEngine(t *testing.T) {
 	require.NotNil(t, a.Store())
 	require.NoError(t, a.Close())
 	require.DirExists(t, vl.Local.Path, "the VictoriaLogs directory")
+	require.DirExists(t, vl.Local.Path+".search-tmp", "the search fallback's temporary stores are on the store's volume")
 
 	for engine, msg := range map[string]string{
 		"VLogs":  `local.engine: "VLogs", want sqlite or vlogs`,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -76,4 +77,41 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name string) uint64 
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestSearchTempDir: the fallback's temporary stores go under
+// SearchTempDir and are gone after each search; Open clears what a killed
+// process left there.
+func TestSearchTempDir(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, "vlogs.search-tmp")
+	stale := filepath.Join(tmp, searchTempPattern+"123")
+	require.NoError(t, os.MkdirAll(stale, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(stale, "search.db"), []byte("left by a killed process"), 0o600))
+	s, err := Open(filepath.Join(dir, "vlogs"), eventstore.Options{}, Config{SearchTempDir: tmp})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, s.Close()) })
+	require.NoDirExists(t, stale)
+
+	ctx := context.Background()
+	_, err = s.Write(ctx, [][]byte{eventgen.Event("c1", "id-1", 800, time.Now())})
+	require.NoError(t, err)
+	var seen []string
+	q, err := cql.Parse(`deployer`) // full text: the fallback
+	require.NoError(t, err)
+	res, err := s.search(ctx, eventstore.SearchRequest{Query: q, Limit: 10, Cluster: "c1"}, 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Total)
+	entries, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	for _, e := range entries {
+		seen = append(seen, e.Name())
+	}
+	require.Empty(t, seen, "the temporary store is removed after the search")
+
+	// And it is SearchTempDir that the fallback uses: without it, it fails.
+	require.NoError(t, os.Remove(tmp))
+	require.NoError(t, os.WriteFile(tmp, nil, 0o600))
+	_, err = s.search(ctx, eventstore.SearchRequest{Query: q, Limit: 10, Cluster: "c1"}, 10)
+	require.ErrorContains(t, err, "temporary store")
 }

@@ -143,10 +143,14 @@ func (s *Store) searchNative(ctx context.Context, filters []string, timed bool, 
 	return res, nil
 }
 
+// searchTempPattern names the fallback's temporary directories.
+const searchTempPattern = "vlstore-search-"
+
 // searchEphemeral runs req on a SQLite store holding only cands, deleted
-// afterwards. The directory is under os.TempDir (TMPDIR).
+// afterwards. The directory is under Config.SearchTempDir (default
+// TMPDIR).
 func (s *Store) searchEphemeral(ctx context.Context, cands []storedEvent, req eventstore.SearchRequest, after *cursor) (eventstore.SearchResult, error) {
-	dir, err := os.MkdirTemp("", "vlstore-search-")
+	dir, err := os.MkdirTemp(s.cfg.SearchTempDir, searchTempPattern)
 	if err != nil {
 		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: temporary store: %w", err)
 	}

@@ -43,6 +43,12 @@ type Config struct {
 	// checkpoint per commit round spent a quarter of the pipeline's CPU in
 	// open, link and fsync. Default 1s; negative: no wait.
 	SyncInterval time.Duration
+	// SearchTempDir is where the search fallback's temporary SQLite stores
+	// go (search.go: ~4.7 KB per candidate). Empty: os.TempDir (TMPDIR).
+	// Open creates it and removes what a killed process left in it. Put
+	// it on the store's volume where TMPDIR is small (the chart's /tmp is
+	// a 64Mi emptyDir).
+	SearchTempDir string
 	// AgeGranularity is how exactly retention by age (eventstore.Retention
 	// .MaxAge) cuts: the bound is rounded down to a multiple of it (UTC),
 	// so events up to that much older than MaxAge may stay. Days wholly
@@ -138,6 +144,9 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if err := prepareSearchTempDir(cfg.SearchTempDir, logger); err != nil {
+		return nil, fmt.Errorf("open vlstore %s: %w", path, err)
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("open vlstore %s: metrics: %w", path, err)
@@ -219,6 +228,27 @@ func (s *Store) Close() error {
 		s.vl.MustClose()
 		s.metrics.unregister()
 	})
+	return nil
+}
+
+// prepareSearchTempDir creates dir (when set) and removes the search
+// fallback's temporary stores a killed process left in it.
+func prepareSearchTempDir(dir string, logger *slog.Logger) error {
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("search temporary directory: %w", err)
+	}
+	stale, err := filepath.Glob(filepath.Join(dir, searchTempPattern+"*"))
+	if err != nil {
+		return fmt.Errorf("search temporary directory: %w", err)
+	}
+	for _, d := range stale {
+		if err := os.RemoveAll(d); err != nil {
+			logger.Warn("vlstore: remove a search's temporary store left by an earlier process", "dir", d, "err", err)
+		}
+	}
 	return nil
 }
 

@@ -49,9 +49,11 @@ func (s *LocalSink) Write(ctx context.Context, records []kafka.Record) error {
 		// The processor only writes valid events; an invalid one here was
 		// written by something else. It cannot be stored, so say so loudly
 		// rather than stall the partition on it forever.
+		first := res.InvalidValues[0]
 		s.logger.Error("records on the events topic are not processed events; skipped",
 			"invalid", res.Invalid, "topic", records[0].Topic, "partition", records[0].Partition,
-			"first_offset", records[0].Offset)
+			"first_offset", records[0].Offset,
+			"first_invalid_offset", records[first.Index].Offset, "first_invalid_reason", first.Reason)
 	}
 	return nil
 }

@@ -15,7 +15,14 @@
 //     strings, a parsable stageTimestamp in the storage's time range:
 //     narrower than the SQLite store's), one flatten walk per event,
 //     MustAddRows per call, and a checkpoint per call so that Write
-//     returning nil means durable (the contract); idempotency on
+//     returning nil means durable (the contract) — or, with
+//     Config.DeferSync (what the consumer opens), rows made searchable
+//     per call and durable at Sync (eventstore.Syncer), which the local
+//     sink's group runs before each offset commit, at most once per
+//     Config.SyncInterval (1 s). A checkpoint holds the writers, waits
+//     out the storage's in-memory merges and repeats its snapshot until
+//     no row is left only in memory (a snapshot skips parts in merge);
+//     idempotency on
 //     (cluster, auditID, stage, contentHash) and the auditIDReused marker
 //     from an in-memory identity cache, loaded at Open for
 //     Config.IdentityWindow and looked up per batch (auditID:in(...)) for
@@ -39,8 +46,8 @@
 //     key)` (analysis.go, stats pipe). Everything else takes the fallback
 //     of 0026: a LogsQL superset (cluster, time range, per-term filters
 //     where implied) is loaded into an ephemeral SQLite store
-//     (consumer/sink/local, a temporary directory under TMPDIR, deleted
-//     after the call) and the request runs there, so answers are the
+//     (consumer/sink/local, a temporary directory under
+//     Config.SearchTempDir, default TMPDIR, deleted after the call) and the request runs there, so answers are the
 //     SQLite store's by construction. That is the one import of sink/local
 //     outside tests; it costs ~70 µs of CPU per candidate plus ~7–20 ms
 //     per call (BenchmarkRead), and a search needing more than 100,000
@@ -50,7 +57,9 @@
 //     Every read ANDs liveRows (joinFilters). Both are timed by
 //     auditpipe_localstore_query_duration_seconds (querymetrics.go).
 //   - Clusters, UsedBytes (compressed parts plus index, as the storage
-//     reports them), Close.
+//     reports them), Close (a last checkpoint; it lets running merges
+//     end first: lib/logstorage v1.52.2 closes a partition's index under
+//     a running merge, a data race the race detector reports).
 //   - Retention (retention.go): PruneStep by age drops the per-day
 //     partitions wholly before the bound (rounded down to
 //     Config.AgeGranularity, default a day, so events may stay up to a

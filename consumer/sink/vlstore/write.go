@@ -390,7 +390,7 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 		if i, ok := comparedIndex[key]; ok {
 			cols[i] = v
 		}
-		if key == keyStageTS && zeroTime(v) {
+		if key == keyStageTS && !storableTime(v, now) {
 			// The zero time (year 1) is no time, as in the SQLite store:
 			// not a field, so that the read side's stageTimestamp:*
 			// tells the events with a time apart (the value stays in
@@ -430,39 +430,47 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 }
 
 // eventTime is VictoriaLogs' _time for an event: its stageTimestamp, or
-// for an event without one (or with the zero time) the producer's
+// for an event without one the storage can keep (none, the zero time, or
+// a time outside the storage's range: see storableTime) the producer's
 // receivedAt, else now: the storage needs a time. Queries bound
 // stageTimestamp, so the read side tells those events apart by the
-// missing stageTimestamp field (timeFilters, Store.newest).
-// Times the storage would drop silently are refused.
+// missing stageTimestamp field (timeFilters, Store.newest). An
+// unparsable stageTimestamp is not a ProcessedEvent.
 func eventTime(stageTS, receivedAt string, now time.Time) (int64, error) {
-	t := now
-	switch {
-	case stageTS != "" && !zeroTime(stageTS):
+	if stageTS != "" {
 		st, err := time.Parse(time.RFC3339Nano, stageTS)
 		if err != nil {
 			return 0, fmt.Errorf("not a ProcessedEvent: %s: %w", keyStageTS, err)
 		}
-		t = st
-	case receivedAt != "":
-		if rt, err := time.Parse(time.RFC3339Nano, receivedAt); err == nil {
-			t = rt
+		if inStorageRange(st, now) {
+			return st.UnixNano(), nil
 		}
 	}
-	if t.Before(now.Add(-storageRetention + 24*time.Hour)) {
-		return 0, fmt.Errorf("%s %s: older than the store keeps (%s)", keyStageTS, t.Format(time.RFC3339), storageRetention)
+	if receivedAt != "" {
+		if rt, err := time.Parse(time.RFC3339Nano, receivedAt); err == nil && inStorageRange(rt, now) {
+			return rt.UnixNano(), nil
+		}
 	}
-	if t.After(now.Add(futureRetention - time.Hour)) {
-		return 0, fmt.Errorf("%s %s: more than %s in the future", keyStageTS, t.Format(time.RFC3339), futureRetention)
-	}
-	return t.UnixNano(), nil
+	return now.UnixNano(), nil
 }
 
-// zeroTime reports whether v is the zero time.Time (what encoding/json
-// writes for an unset time: 0001-01-01T00:00:00Z).
-func zeroTime(v string) bool {
+// storableTime reports whether v is a stageTimestamp the storage keeps as
+// the event's time: parsable, not the zero time (what encoding/json
+// writes for an unset time), and inside the range the storage accepts
+// (MustAddRows drops other rows with only a throttled warning). Other
+// events are stored all the same, without the stageTimestamp field (the
+// value stays in _msg), like events without one: an event with a
+// stageTimestamp decades old (a fixture's zero time moved by a replay) is
+// kept, not lost.
+func storableTime(v string, now time.Time) bool {
 	t, err := time.Parse(time.RFC3339Nano, v)
-	return err == nil && t.IsZero()
+	return err == nil && inStorageRange(t, now)
+}
+
+// inStorageRange: t is inside the time range the storage accepts, with a
+// day's margin at the past end and an hour's at the future one.
+func inStorageRange(t time.Time, now time.Time) bool {
+	return !t.IsZero() && t.After(now.Add(-storageRetention+24*time.Hour)) && t.Before(now.Add(futureRetention-time.Hour))
 }
 
 // markReused returns the compact event with auditpipe.auditIDReused set to

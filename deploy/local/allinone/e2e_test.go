@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"io"
 	"log/slog"
 	"net/http"
@@ -94,6 +95,14 @@ func TestEndToEnd(t *testing.T) {
 			testEndToEnd(t, cfg)
 		})
 	}
+	// The same through the VictoriaLogs store (decision 0026): stored
+	// once, a retry changes nothing, a restart keeps everything (each
+	// offset commit waited for the store's Sync).
+	t.Run("vlogs", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Store.Engine = eventstore.EngineVictoriaLogs
+		testEndToEnd(t, cfg)
+	})
 }
 
 func testEndToEnd(t *testing.T, cfg Config) {

@@ -168,18 +168,32 @@ func kill9(t *testing.T, bin, engine string) {
 	// byPart[p] lists the auditIDs of partition p in offset order.
 	clusters := []string{"c0", "c1", "c2", "c3", "c4", "c5"}
 	byPart := map[int32][]string{}
-	var batch []kafka.Record
+	var batches [][]kafka.Record
 	for i := range total {
 		c := clusters[i%len(clusters)]
 		id := fmt.Sprintf("%s-%06d", c, i)
 		part := kafkatest.ReferencePartition([]byte(c), parts)
 		byPart[part] = append(byPart[part], id)
-		batch = append(batch, kafka.Record{Topic: topic, Key: []byte(c), Value: eventgen.Event(c, id, 1400, time.Now())})
-		if len(batch) == 500 {
-			require.NoError(t, p.Produce(ctx, batch...))
-			batch = batch[:0]
+		if i%100 == 0 {
+			batches = append(batches, nil)
 		}
+		batches[len(batches)-1] = append(batches[len(batches)-1], kafka.Record{Topic: topic, Key: []byte(c), Value: eventgen.Event(c, id, 1400, time.Now())})
 	}
+	// The stream arrives over ~8 s while the consumer runs, as from a
+	// live cluster: a consumer that syncs its store once a second
+	// (vlogs) would otherwise take all of a stream already on the topic
+	// in its first commit, and no kill would land mid-stream.
+	produced := make(chan error, 1)
+	go func() {
+		for _, b := range batches {
+			if err := p.Produce(ctx, b...); err != nil {
+				produced <- err
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		produced <- nil
+	}()
 
 	store := filepath.Join(t.TempDir(), "events")
 	group := "kill9-" + fmt.Sprint(time.Now().UnixNano())
@@ -230,6 +244,7 @@ func kill9(t *testing.T, bin, engine string) {
 		_, last = committed()
 	}
 	require.Less(t, last, int64(total), "the kills happened before the end")
+	require.NoError(t, <-produced, "produce the stream")
 
 	// A clean run drains the rest, then stops on SIGTERM.
 	cmd := exec.Command(bin, args...)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
 // Values of the reason label of auditpipe_localstore_pruned_events_total.
@@ -14,41 +16,12 @@ const (
 	pruneSize = "size"
 )
 
-// RunRetention prunes in steps until ctx ends: while a step finds work it
-// goes on (yielding the write lock between steps), otherwise it sleeps
-// Interval. Every round also measures the pages in use, so
-// auditpipe_localstore_used_bytes follows the file with or without limits.
-// Errors are logged and retried next round: retention failing must never
-// stop the consumer.
+// RunRetention prunes in steps until ctx ends (eventstore.RunRetention):
+// each step holds the write lock for at most StepRows deletions, and every
+// round measures the pages in use, so auditpipe_localstore_used_bytes
+// follows the file with or without limits.
 func (s *Store) RunRetention(ctx context.Context, r Retention) {
-	r = r.WithDefaults()
-	for {
-		var n int
-		var more bool
-		var err error
-		if r.MaxAge > 0 || r.MaxBytes > 0 {
-			n, more, err = s.PruneStep(ctx, r, time.Now())
-		}
-		if !more && err == nil {
-			_, err = s.UsedBytes(ctx)
-		}
-		if err != nil && ctx.Err() == nil {
-			s.logger.Error("local store retention step failed; retrying next round", "err", err)
-			more = false
-		}
-		if n > 0 {
-			s.logger.Debug("local store retention", "deleted", n)
-		}
-		wait := r.Interval
-		if more {
-			wait = 10 * time.Millisecond // let the writer in between steps
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
+	eventstore.RunRetention(ctx, s, r, s.logger)
 }
 
 // PruneStep deletes at most r.StepRows events: first those older than

@@ -51,40 +51,10 @@ const (
 	timed = `"` + keyStageTS + `":*`
 )
 
-// RunRetention prunes in steps until ctx ends: while a step finds work it
-// goes on, otherwise it sleeps Interval. Every round also measures the
-// used bytes, so auditpipe_localstore_used_bytes follows the store with or
-// without limits. Errors are logged and retried next round: retention
-// failing must never stop the consumer.
+// RunRetention prunes in steps until ctx ends (eventstore.RunRetention),
+// measuring the used bytes every round.
 func (s *Store) RunRetention(ctx context.Context, r eventstore.Retention) {
-	r = r.WithDefaults()
-	for {
-		var n int
-		var more bool
-		var err error
-		if r.MaxAge > 0 || r.MaxBytes > 0 {
-			n, more, err = s.PruneStep(ctx, r, time.Now())
-		}
-		if !more && err == nil {
-			_, err = s.UsedBytes(ctx)
-		}
-		if err != nil && ctx.Err() == nil {
-			s.logger.Error("vlstore retention step failed; retrying next round", "err", err)
-			more = false
-		}
-		if n > 0 {
-			s.logger.Info("vlstore retention", "deleted", n)
-		}
-		wait := r.Interval
-		if more {
-			wait = 10 * time.Millisecond // let the writers in between steps
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-	}
+	eventstore.RunRetention(ctx, s, r, s.logger)
 }
 
 // PruneStep deletes, at time now, the events older than r.MaxAge (the

@@ -31,7 +31,7 @@ import (
 // acknowledged is lost and that the process's memory stays flat. It only
 // runs with AUDITPIPE_LONG=1 (it takes the whole duration plus the drain,
 // and two cores); AUDITPIPE_SOAK_RATE and AUDITPIPE_SOAK_DURATION change
-// the load. It asserts no speed: a loaded machine only makes the backlog
+// the load, AUDITPIPE_SOAK_STORE the store's engine (sqlite, vlogs). It asserts no speed: a loaded machine only makes the backlog
 // at the end longer.
 //
 //	AUDITPIPE_LONG=1 go test -run TestSoak -timeout 40m -v ./bench/
@@ -78,7 +78,11 @@ func TestSoak(t *testing.T) {
 	require.NoError(t, err, "build auditpipe: %s", out)
 
 	hook, api, kafkaAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	cmd := exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"),
+	engine := os.Getenv("AUDITPIPE_SOAK_STORE")
+	if engine == "" {
+		engine = "sqlite"
+	}
+	cmd := exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"), "--store-engine", engine,
 		"--webhook-listen", hook, "--api-listen", api, "--kafka-listen", kafkaAddr, "--log-level", "warn")
 	var logs lockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs

@@ -1,6 +1,7 @@
 package vlstore
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -19,20 +20,30 @@ type identity struct{ cluster, auditID, stage string }
 // compared tells two events of one identity apart: the content hash, and
 // for events without one (before 0012) a fingerprint of the fields the
 // pipeline never changes after the apiserver wrote them (what the SQLite
-// store compares column by column).
+// store compares column by column). No pointers: the identity cache holds
+// one per stored event, and a pointer-free map costs the garbage collector
+// nothing to scan.
 type compared struct {
-	hash string
-	cols uint64
+	hash    uint64 // xxhash of the content hash, when hasHash
+	hasHash bool
+	cols    uint64
 	// timeNs is the event's _time: what the cache evicts by (not
 	// compared).
 	timeNs int64
+}
+
+// setHash records the event's content hash (its auditpipe.contentHash).
+func (c *compared) setHash(contentHash string) {
+	if contentHash != "" {
+		c.hash, c.hasHash = xxhash.Sum64String(contentHash), true
+	}
 }
 
 // sameEvent is the SQLite store's rule: both hashes known decide;
 // otherwise the fields do (the level is not among them: a replay through
 // another policy may lower it).
 func sameEvent(a, b compared) bool {
-	if a.hash != "" && b.hash != "" {
+	if a.hasHash && b.hasHash {
 		return a.hash == b.hash
 	}
 	return a.cols == b.cols
@@ -72,51 +83,103 @@ func fingerprint(cols []string) uint64 {
 	return d.Sum64()
 }
 
+// idKey is the identity cache's key: a 64-bit hash of the identity. Two
+// identities sharing one (about one pair in 10^7 among a million cached
+// identities) make the later event look like a reused auditID (stored,
+// marked); it is taken for a duplicate only if its content hash (or field
+// fingerprint) collides too.
+type idKey uint64
+
+func (id identity) key() idKey {
+	d := xxhash.New()
+	_, _ = d.WriteString(id.cluster)
+	_, _ = d.Write([]byte{0})
+	_, _ = d.WriteString(id.auditID)
+	_, _ = d.Write([]byte{0})
+	_, _ = d.WriteString(id.stage)
+	return idKey(d.Sum64())
+}
+
 // identities is the writer's memory of what is stored: every identity
 // stored with an event time at or after from (the window loaded at Open,
 // and everything written since). Events older than from are looked up in
 // the storage per batch (lookupOld). evict moves from forward and forgets
-// what falls behind it, so the cache holds about one window of events.
+// what falls behind it, by age (the window) and by count (max: at most
+// that many cached copies, the oldest by event time forgotten first), so
+// the cache's memory is bounded at any event rate: ~50 bytes per copy,
+// pointer-free.
 type identities struct {
 	mu     sync.Mutex
 	window time.Duration
+	max    int
 	from   int64 // unix ns
-	// evicted is when evict last ran.
+	// evicted is when evict last dropped by age.
 	evicted time.Time
-	m       map[identity][]compared
+	// first holds an identity's first cached copy; more the others (a
+	// reused auditID: rare), so that the common case is one flat entry.
+	first map[idKey]compared
+	more  map[idKey][]compared
 	// old holds what lookupOld found for the current batch.
-	old map[identity][]compared
+	old map[idKey][]compared
 }
 
+func newIdentities(window time.Duration, max int, from int64, now time.Time) *identities {
+	return &identities{window: window, max: max, from: from, evicted: now,
+		first: map[idKey]compared{}, more: map[idKey][]compared{}}
+}
+
+// len is the number of cached copies.
 func (ids *identities) len() int {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	return len(ids.m)
+	return ids.lenLocked()
+}
+
+func (ids *identities) lenLocked() int {
+	n := len(ids.first)
+	for _, cs := range ids.more {
+		n += len(cs)
+	}
+	return n
 }
 
 // check reports whether an event of identity id with cmp is stored
 // (dup), or whether a different event of the same identity is (reused).
 func (ids *identities) check(id identity, cmp compared) (dup, reused bool) {
+	k := id.key()
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	same := ids.m[id]
-	if o := ids.old[id]; len(o) > 0 {
-		same = append(slices.Clip(same), o...)
+	seen := false
+	for _, cs := range [][]compared{ids.more[k], ids.old[k]} {
+		for _, c := range cs {
+			if sameEvent(c, cmp) {
+				return true, false
+			}
+			seen = true
+		}
 	}
-	if slices.ContainsFunc(same, func(c compared) bool { return sameEvent(c, cmp) }) {
-		return true, false
+	if c, ok := ids.first[k]; ok {
+		if sameEvent(c, cmp) {
+			return true, false
+		}
+		seen = true
 	}
-	return false, len(same) > 0
+	return false, seen
 }
 
-// add records a stored event. Its strings are cloned: they borrow from
-// the event's JSON, which the cache must not keep alive.
+// add records a stored event.
 func (ids *identities) add(id identity, cmp compared) {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	id = identity{strings.Clone(id.cluster), strings.Clone(id.auditID), strings.Clone(id.stage)}
-	cmp.hash = strings.Clone(cmp.hash)
-	ids.m[id] = append(ids.m[id], cmp)
+	ids.addLocked(id.key(), cmp)
+}
+
+func (ids *identities) addLocked(k idKey, cmp compared) {
+	if _, ok := ids.first[k]; !ok {
+		ids.first[k] = cmp
+		return
+	}
+	ids.more[k] = append(ids.more[k], cmp)
 }
 
 // lookupOld loads into ids.old the stored events sharing an identity with
@@ -149,8 +212,8 @@ func (ids *identities) lookupOld(ctx context.Context, vl *logstorage.Storage, ro
 	slices.Sort(auditIDs)
 	auditIDs = slices.Compact(auditIDs)
 	q := fmt.Sprintf("_time:[%s, %s] auditID:in(%s)", timeLiteral(lo-int64(time.Second)), timeLiteral(hi+int64(time.Second)), strings.Join(auditIDs, ","))
-	old := map[identity][]compared{}
-	if err := scanIdentities(ctx, vl, q, func(id identity, c compared) { old[id] = append(old[id], c) }); err != nil {
+	old := map[idKey][]compared{}
+	if err := scanIdentities(ctx, vl, q, func(id identity, c compared) { old[id.key()] = append(old[id.key()], c) }); err != nil {
 		return err
 	}
 	ids.mu.Lock()
@@ -159,30 +222,63 @@ func (ids *identities) lookupOld(ctx context.Context, vl *logstorage.Storage, ro
 	return nil
 }
 
-// evict forgets the identities older than the window at now, at most
-// every tenth of a window (it scans the whole map). Everything it forgets
-// was checkpointed (Write checkpoints before returning), so lookupOld
-// finds it in the storage from then on.
+// evict forgets the identities older than the window at now (at most
+// every tenth of a window: it scans the whole cache) and, when the cache
+// holds more than max copies, the oldest by event time down to three
+// quarters of max. What it forgets is in the storage (searchable: the
+// writer flushes before it evicts), so lookupOld finds it there from then
+// on.
 func (ids *identities) evict(now time.Time) {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	if now.Sub(ids.evicted) < ids.window/10 {
-		return
+	if now.Sub(ids.evicted) >= ids.window/10 {
+		ids.evicted = now
+		ids.dropBefore(now.Add(-ids.window).UnixNano())
 	}
-	ids.evicted = now
-	cutoff := now.Add(-ids.window).UnixNano()
-	if cutoff <= ids.from {
-		return
+	if n := ids.lenLocked(); n > ids.max {
+		times := make([]int64, 0, n)
+		for _, c := range ids.first {
+			times = append(times, c.timeNs)
+		}
+		for _, cs := range ids.more {
+			for _, c := range cs {
+				times = append(times, c.timeNs)
+			}
+		}
+		slices.Sort(times)
+		// Everything at or before this time goes: at least n - keep
+		// copies, more where times tie.
+		ids.dropBefore(times[n-ids.max*3/4-1] + 1)
 	}
-	for id, cs := range ids.m {
-		cs = slices.DeleteFunc(cs, func(c compared) bool { return c.timeNs < cutoff })
-		if len(cs) == 0 {
-			delete(ids.m, id)
-		} else {
-			ids.m[id] = cs
+}
+
+// dropBefore forgets the copies with an event time before cutoff and
+// moves from to it if that is later (ids.mu held). The cache may hold
+// copies older than from: events older than the window stored since
+// (kept so that a batch holding one twice stores it once).
+func (ids *identities) dropBefore(cutoff int64) {
+	ids.dropCopies(func(c compared) bool { return c.timeNs < cutoff })
+	ids.from = max(ids.from, cutoff)
+}
+
+// dropCopies forgets the copies drop says (ids.mu held).
+func (ids *identities) dropCopies(drop func(compared) bool) {
+	for k, c := range ids.first {
+		if drop(c) {
+			delete(ids.first, k)
 		}
 	}
-	ids.from = cutoff
+	for k, cs := range ids.more {
+		cs = slices.DeleteFunc(cs, drop)
+		if _, ok := ids.first[k]; !ok && len(cs) > 0 {
+			ids.first[k], cs = cs[0], cs[1:]
+		}
+		if len(cs) == 0 {
+			delete(ids.more, k)
+		} else {
+			ids.more[k] = cs
+		}
+	}
 }
 
 func (r *row) auditIDQuoted() string { return strconv.Quote(r.id.auditID) }
@@ -190,33 +286,111 @@ func (r *row) auditIDQuoted() string { return strconv.Quote(r.id.auditID) }
 func timeLiteral(ns int64) string { return time.Unix(0, ns).UTC().Format(time.RFC3339Nano) }
 
 // loadIdentities reads the identities of the events stored with a time at
-// or after from.
-func loadIdentities(vl *logstorage.Storage, now time.Time, window time.Duration) (*identities, error) {
-	from := now.Add(-window)
-	ids := &identities{window: window, from: from.UnixNano(), evicted: now, m: map[identity][]compared{}}
-	q := fmt.Sprintf("_time:>=%s", timeLiteral(from.UnixNano()))
-	err := scanIdentities(context.Background(), vl, q, func(id identity, c compared) {
-		ids.m[id] = append(ids.m[id], c)
+// or after now-window, or of the newest max of them by minute when there
+// are more (a count of the events per minute, reading only _time, finds
+// that minute first: a busy fleet's day is far more than the cache holds,
+// and reading it all would make Open slow).
+func loadIdentities(ctx context.Context, vl *logstorage.Storage, now time.Time, window time.Duration, max int) (*identities, error) {
+	from := now.Add(-window).UnixNano()
+	start, err := newestStart(ctx, vl, from, max)
+	if err != nil {
+		return nil, err
+	}
+	ids := newIdentities(window, max, start, now)
+	q := fmt.Sprintf("_time:>=%s", timeLiteral(start))
+	err = scanIdentities(ctx, vl, q, ids.add)
+	if err != nil {
+		return nil, err
+	}
+	ids.evict(now) // events of the starting minute's ties may exceed max
+	return ids, nil
+}
+
+// newestStart is the latest minute boundary at or after from such that
+// the events from it on are at most max (from itself when they all are).
+func newestStart(ctx context.Context, vl *logstorage.Storage, from int64, max int) (int64, error) {
+	q := fmt.Sprintf("_time:>=%s | stats by (_time:1m) count() n", timeLiteral(from))
+	type bucket struct {
+		start int64
+		n     int
+	}
+	var buckets []bucket
+	total := 0
+	var mu sync.Mutex
+	err := runRows(ctx, vl, q, func(db *logstorage.DataBlock) error {
+		times, counts := db.GetColumnByName("_time"), db.GetColumnByName("n")
+		if times == nil || counts == nil {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range db.RowsCount() {
+			t, err := time.Parse(time.RFC3339Nano, times.Values[i])
+			if err != nil {
+				return fmt.Errorf("minute %q: %w", times.Values[i], err)
+			}
+			n, err := strconv.Atoi(counts.Values[i])
+			if err != nil {
+				return fmt.Errorf("count %q: %w", counts.Values[i], err)
+			}
+			buckets = append(buckets, bucket{t.UnixNano(), n})
+			total += n
+		}
+		return nil
 	})
-	return ids, err
+	if err != nil {
+		return 0, fmt.Errorf("count the recent events per minute: %w", err)
+	}
+	if total <= max {
+		return from, nil
+	}
+	slices.SortFunc(buckets, func(a, b bucket) int { return cmp.Compare(b.start, a.start) }) // newest first
+	kept := 0
+	for i, b := range buckets {
+		if kept+b.n > max {
+			if i == 0 {
+				return b.start, nil // one minute over max: evict trims it
+			}
+			return buckets[i-1].start, nil
+		}
+		kept += b.n
+	}
+	return from, nil
+}
+
+// runRows runs the LogsQL query and calls f for each result block; the
+// first error f returns is the query's.
+func runRows(ctx context.Context, vl *logstorage.Storage, query string, f func(*logstorage.DataBlock) error) error {
+	q, err := logstorage.ParseQuery(query)
+	if err != nil {
+		return fmt.Errorf("parse %q: %w", query, err)
+	}
+	var mu sync.Mutex
+	var ferr error
+	qctx := logstorage.NewQueryContext(ctx, &logstorage.QueryStats{}, []logstorage.TenantID{{}}, q, false, nil)
+	if err := vl.RunQuery(qctx, func(_ uint, db *logstorage.DataBlock) {
+		if err := f(db); err != nil {
+			mu.Lock()
+			ferr = cmp.Or(ferr, err)
+			mu.Unlock()
+		}
+	}); err != nil {
+		return fmt.Errorf("run %q: %w", query, err)
+	}
+	return ferr
 }
 
 // scanIdentities runs the LogsQL filter and calls add (serialized) for
-// every matching event's identity, its strings owned.
+// every matching event's identity. The identity's strings are the query's
+// and valid during the call only.
 func scanIdentities(ctx context.Context, vl *logstorage.Storage, filter string, add func(identity, compared)) error {
 	names := append([]string{keyCluster, "auditID", "stage", keyContentHash}, comparedKeys[:]...)
 	quoted := make([]string, len(names))
 	for i, n := range names {
 		quoted[i] = strconv.Quote(n)
 	}
-	q, err := logstorage.ParseQuery(filter + " | fields _time, " + strings.Join(quoted, ", "))
-	if err != nil {
-		return fmt.Errorf("parse identity query %q: %w", filter, err)
-	}
 	var mu sync.Mutex
-	qctx := logstorage.NewQueryContext(ctx, &logstorage.QueryStats{}, []logstorage.TenantID{{}}, q, false, nil)
-	err = vl.RunQuery(qctx, func(_ uint, db *logstorage.DataBlock) {
-		n := db.RowsCount()
+	return runRows(ctx, vl, filter+" | fields _time, "+strings.Join(quoted, ", "), func(db *logstorage.DataBlock) error {
 		col := func(name string) []string {
 			if c := db.GetColumnByName(name); c != nil {
 				return c.Values
@@ -227,7 +401,7 @@ func scanIdentities(ctx context.Context, vl *logstorage.Storage, filter string, 
 			if vals == nil {
 				return ""
 			}
-			return strings.Clone(vals[i])
+			return vals[i]
 		}
 		cluster, auditID, stage, hash, times := col(keyCluster), col("auditID"), col("stage"), col(keyContentHash), col("_time")
 		colVals := make([][]string, len(comparedKeys))
@@ -237,7 +411,7 @@ func scanIdentities(ctx context.Context, vl *logstorage.Storage, filter string, 
 		cols := make([]string, len(comparedKeys))
 		mu.Lock()
 		defer mu.Unlock()
-		for i := range n {
+		for i := range db.RowsCount() {
 			for j := range cols {
 				cols[j] = value(colVals[j], i)
 			}
@@ -247,12 +421,10 @@ func scanIdentities(ctx context.Context, vl *logstorage.Storage, filter string, 
 					ts = t.UnixNano()
 				}
 			}
-			add(identity{value(cluster, i), value(auditID, i), value(stage, i)},
-				compared{hash: value(hash, i), cols: fingerprint(cols), timeNs: ts})
+			c := compared{cols: fingerprint(cols), timeNs: ts}
+			c.setHash(value(hash, i))
+			add(identity{value(cluster, i), value(auditID, i), value(stage, i)}, c)
 		}
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("run identity query %q: %w", filter, err)
-	}
-	return nil
 }

@@ -200,14 +200,7 @@ func (s *Store) pruneBefore(ctx context.Context, cutoff int64, byAge bool) (int,
 func (s *Store) forgetPruned(ctx context.Context, cutoff int64, done bool) error {
 	ids := s.ids
 	ids.mu.Lock()
-	for id, cs := range ids.m {
-		cs = slices.DeleteFunc(cs, func(c compared) bool { return c.timeNs < cutoff })
-		if len(cs) == 0 {
-			delete(ids.m, id)
-		} else {
-			ids.m[id] = cs
-		}
-	}
+	ids.dropCopies(func(c compared) bool { return c.timeNs < cutoff })
 	from := ids.from
 	ids.mu.Unlock()
 	if !done || cutoff <= from {

@@ -29,6 +29,15 @@ type Config struct {
 	// is loaded when the store opens: redeliveries of events older than
 	// that are looked up in the storage per batch instead. Default 24h.
 	IdentityWindow time.Duration
+	// IdentityMax bounds the identity cache: at most that many stored
+	// events (~50 bytes each), the oldest by event time forgotten first
+	// (and looked up per batch like those out of the window). At 4,000
+	// events/s the default 500,000 covers the last two minutes, which
+	// holds what Kafka redelivers after a crash of a consumer keeping up;
+	// a consumer far behind looks up older redeliveries per batch. Before
+	// the bound, the cache grew with the window's event count (24 h at
+	// 4,000/s: 345 million) and starved the process of memory.
+	IdentityMax int
 	// DeferSync: Write adds its events without making them durable, and
 	// Sync (eventstore.Syncer) checkpoints. The consumer's local sink
 	// syncs before each offset commit; a checkpoint per Write costs ~2-3
@@ -72,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdentityWindow <= 0 {
 		c.IdentityWindow = 24 * time.Hour
+	}
+	if c.IdentityMax <= 0 {
+		c.IdentityMax = 500_000
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 128 << 20
@@ -185,14 +197,14 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 			logger.Warn("vlstore: delete a checkpoint snapshot left by an earlier process", "snapshot", p, "err", err)
 		}
 	}
-	ids, err := loadIdentities(s.vl, time.Now(), cfg.IdentityWindow)
+	ids, err := loadIdentities(context.Background(), s.vl, time.Now(), cfg.IdentityWindow, cfg.IdentityMax)
 	if err != nil {
 		vl.MustClose()
 		m.unregister()
 		return nil, fmt.Errorf("open vlstore %s: load identities: %w", path, err)
 	}
 	s.ids = ids
-	logger.Info("vlstore opened", "path", path, "identities", ids.len(), "identityWindow", cfg.IdentityWindow)
+	logger.Info("vlstore opened", "path", path, "identities", ids.len(), "identityWindow", cfg.IdentityWindow, "identityMax", cfg.IdentityMax)
 	return s, nil
 }
 

@@ -257,6 +257,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*writeRequest) {
 		// them to the next read or Sync measured no cheaper: the storage
 		// then flushes larger buffers inline in MustAddRows.)
 		s.vl.DebugFlush()
+		s.ids.evict(time.Now())
 	case s.writes%s.checkpointEvery == 0:
 		if err := s.checkpoint(); err != nil {
 			// Not durable: the callers retry, and the rows added meanwhile
@@ -382,7 +383,7 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 			case "stage":
 				r.id.stage = v
 			case keyContentHash:
-				r.cmp.hash = v
+				r.cmp.setHash(v)
 			}
 		case keyReceivedAt:
 			receivedAt = v

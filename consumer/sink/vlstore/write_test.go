@@ -307,6 +307,71 @@ func TestIdentityEviction(t *testing.T) {
 	require.Len(t, stored(t, s, "*"), 1)
 }
 
+// TestIdentityCacheBound: the cache holds at most IdentityMax copies, the
+// newest by event time, also when loaded at Open; the events it forgot
+// are still duplicates when redelivered (found in the storage).
+func TestIdentityCacheBound(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := Config{IdentityMax: 100, DeferSync: true}
+	s := openTest(t, dir, eventstore.Options{}, cfg)
+	now := time.Now().Truncate(time.Minute)
+	// 300 events a second apart, the oldest ten minutes ago, in three
+	// batches out of time order.
+	var values [][]byte
+	for i := range 300 {
+		values = append(values, eventgen.Event("c1", fmt.Sprintf("bound-%03d", i), 500, now.Add(-10*time.Minute+time.Duration(i)*time.Second)))
+	}
+	for _, batch := range [][][]byte{values[200:], values[:100], values[100:200]} {
+		res, err := s.Write(ctx, batch)
+		require.NoError(t, err)
+		require.Equal(t, 100, res.Inserted)
+		require.NoError(t, s.Sync(ctx))
+		require.LessOrEqual(t, s.ids.len(), 100)
+	}
+	res, err := s.Write(ctx, values)
+	require.NoError(t, err)
+	require.Equal(t, eventstore.WriteResult{Duplicates: 300}, res, "the forgotten ones are looked up")
+	require.NoError(t, s.Sync(ctx))
+	require.NoError(t, s.Close())
+
+	s = openTest(t, dir, eventstore.Options{}, cfg)
+	defer s.Close()
+	n := s.ids.len()
+	require.LessOrEqual(t, n, 100, "Open loads the newest minutes only")
+	require.Positive(t, n)
+	res, err = s.Write(ctx, values)
+	require.NoError(t, err)
+	require.Equal(t, eventstore.WriteResult{Duplicates: 300}, res)
+	require.Len(t, stored(t, s, "*"), 300)
+}
+
+// TestIdentitiesEvictByCount: evict keeps the newest three quarters of max
+// by event time, ties at the cut included in what goes, and a reused
+// identity's further copies count.
+func TestIdentitiesEvictByCount(t *testing.T) {
+	now := time.Now()
+	ids := newIdentities(time.Hour, 8, 0, now)
+	for i := range 10 {
+		ids.add(identity{"c", fmt.Sprint(i), "s"}, compared{cols: uint64(i), timeNs: int64(i / 2)})
+	}
+	ids.add(identity{"c", "9", "s"}, compared{cols: 99, timeNs: 4})
+	require.Equal(t, 11, ids.len())
+	ids.evict(now)
+	// Times 0,0,1,1,2,2,3,3,4,4,4: keep 6 means cut at the 5th oldest
+	// (time 2) and everything at or before it: 5 newer copies stay.
+	require.Equal(t, 5, ids.len())
+	require.Equal(t, int64(3), ids.from)
+	dup, reused := ids.check(identity{"c", "9", "s"}, compared{cols: 99})
+	require.True(t, dup)
+	require.False(t, reused)
+	dup, reused = ids.check(identity{"c", "9", "s"}, compared{cols: 7})
+	require.False(t, dup)
+	require.True(t, reused)
+	dup, reused = ids.check(identity{"c", "1", "s"}, compared{cols: 1})
+	require.False(t, dup || reused, "forgotten")
+}
+
 // TestWriteVictoriaLogsLimits: a key longer than VictoriaLogs' field-name
 // limit is left out of the fields (kept in _msg) instead of losing the
 // event; an event over its row-size limit is reported invalid, not lost

@@ -30,12 +30,13 @@ type Config struct {
 	// that are looked up in the storage per batch instead. Default 24h.
 	IdentityWindow time.Duration
 	// IdentityMax bounds the identity cache: at most that many stored
-	// events (~50 bytes each), the oldest by event time forgotten first
-	// (and looked up per batch like those out of the window). At 4,000
-	// events/s the default 500,000 covers the last two minutes, which
-	// holds what Kafka redelivers after a crash of a consumer keeping up;
-	// a consumer far behind looks up older redeliveries per batch. Before
-	// the bound, the cache grew with the window's event count (24 h at
+	// events (65–100 bytes each), the oldest by event time forgotten
+	// first and looked up per batch like those out of the window. At
+	// 4,000 events/s the default 250,000 (~25 MB) covers the last minute,
+	// which holds what Kafka redelivers after a crash of a consumer
+	// keeping up (its offsets are committed every second or so); the
+	// redeliveries of a consumer far behind cost a lookup per batch.
+	// Unbounded, the cache grew with the window's event count (24 h at
 	// 4,000/s: 345 million) and starved the process of memory.
 	IdentityMax int
 	// DeferSync: Write adds its events without making them durable, and
@@ -83,7 +84,7 @@ func (c Config) withDefaults() Config {
 		c.IdentityWindow = 24 * time.Hour
 	}
 	if c.IdentityMax <= 0 {
-		c.IdentityMax = 500_000
+		c.IdentityMax = 250_000
 	}
 	if c.CacheBytes <= 0 {
 		c.CacheBytes = 128 << 20

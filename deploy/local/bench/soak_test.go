@@ -248,6 +248,7 @@ func TestSoak(t *testing.T) {
 	t.Logf("soak: POST latency p50 %s p99 %s max %s", p(0.5), p(0.99), p(1))
 	t.Logf("soak: RSS samples (MiB, every 5 s): %s", mib(rss))
 	t.Logf("soak: peak RSS (VmHWM) %d MiB", hwm/1024)
+	logMetrics(t, client, apiURL+"/metrics")
 	require.Empty(t, missing, "acknowledged events not stored after the drain")
 	require.Equal(t, total, stored)
 	require.GreaterOrEqual(t, third, 2, "too few RSS samples for a trend")
@@ -311,6 +312,40 @@ func countStored(t *testing.T, client *http.Client, apiURL, cluster string) int6
 	}
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 	return body.Total
+}
+
+// soakMetrics are the metric series the soak logs at its end: where the
+// local store's time went (writes, checkpoints) and the Go runtime's
+// memory and garbage collection, for a soak that falls behind.
+var soakMetrics = []string{
+	"auditpipe_localstore_write_duration_seconds_sum", "auditpipe_localstore_write_duration_seconds_count",
+	"auditpipe_localstore_checkpoint_duration_seconds_sum", "auditpipe_localstore_checkpoint_duration_seconds_count",
+	"auditpipe_localstore_checkpoint_rounds_sum", "auditpipe_localstore_checkpoint_rounds_count",
+	"go_gc_duration_seconds_sum", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes",
+	"go_gc_gogc_percent", "go_gc_gomemlimit_bytes", "process_cpu_seconds_total",
+}
+
+// logMetrics logs the soakMetrics series the all-in-one serves (best
+// effort: a failure is logged, the soak's verdict does not depend on it).
+func logMetrics(t *testing.T, client *http.Client, metricsURL string) {
+	resp, err := client.Get(metricsURL)
+	if err != nil {
+		t.Logf("soak: metrics: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	var lines []string
+	for sc.Scan() {
+		line := sc.Text()
+		name, _, _ := strings.Cut(line, " ")
+		name, _, _ = strings.Cut(name, "{")
+		if slices.Contains(soakMetrics, name) {
+			lines = append(lines, line)
+		}
+	}
+	t.Logf("soak: metrics at the end:\n%s", strings.Join(lines, "\n"))
 }
 
 // procStatusKB reads a kB field (VmRSS, VmHWM) of /proc/<pid>/status.

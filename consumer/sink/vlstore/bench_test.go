@@ -25,11 +25,14 @@ import (
 //
 // (200x = 100,000 events.) Engines: sqlite; vlogs (checkpoint per Write:
 // the contract); vlogs-every10 (one checkpoint per 10 Writes, 5,000
-// events: what a sink committing offsets after checkpoints would do).
+// events: what a sink committing offsets after checkpoints would do);
+// vlogs-defer (the consumer's: DeferSync, a Sync every 20 Writes).
 func BenchmarkWriteSizes(b *testing.B) {
 	engines := []struct {
 		name string
 		open func(b *testing.B) eventstore.Store
+		// every is how many Writes a Sync follows (0: none).
+		every int
 	}{
 		{"sqlite", func(b *testing.B) eventstore.Store {
 			s, err := local.Open(filepath.Join(b.TempDir(), "bench.db"), local.Options{})
@@ -37,14 +40,14 @@ func BenchmarkWriteSizes(b *testing.B) {
 				b.Fatal(err)
 			}
 			return s
-		}},
+		}, 0},
 		{"vlogs", func(b *testing.B) eventstore.Store {
 			s, err := vlstore.Open(filepath.Join(b.TempDir(), "vlogs"), eventstore.Options{}, vlstore.Config{})
 			if err != nil {
 				b.Fatal(err)
 			}
 			return s
-		}},
+		}, 0},
 		{"vlogs-every10", func(b *testing.B) eventstore.Store {
 			s, err := vlstore.Open(filepath.Join(b.TempDir(), "vlogs"), eventstore.Options{}, vlstore.Config{})
 			if err != nil {
@@ -52,7 +55,14 @@ func BenchmarkWriteSizes(b *testing.B) {
 			}
 			vlstore.SetCheckpointEvery(s, 10)
 			return s
-		}},
+		}, 0},
+		{"vlogs-defer", func(b *testing.B) eventstore.Store {
+			s, err := vlstore.Open(filepath.Join(b.TempDir(), "vlogs"), eventstore.Options{}, vlstore.Config{DeferSync: true, SyncInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return s
+		}, 20},
 	}
 	for _, size := range []int{1400, 22 << 10} {
 		for _, e := range engines {
@@ -77,6 +87,11 @@ func BenchmarkWriteSizes(b *testing.B) {
 					}
 					if res.Inserted != batch {
 						b.Fatalf("inserted %d of %d: %+v", res.Inserted, batch, res)
+					}
+					if e.every > 0 && (i+1)%e.every == 0 {
+						if err := s.(eventstore.Syncer).Sync(context.Background()); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
 				if err := s.Close(); err != nil {

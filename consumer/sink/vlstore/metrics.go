@@ -17,6 +17,7 @@ type metrics struct {
 	writeDuration      prometheus.Histogram
 	checkpointDuration prometheus.Histogram
 	checkpointRounds   prometheus.Histogram
+	checkpointWait     prometheus.Histogram
 	groupWrites        prometheus.Histogram
 	pruned             *prometheus.CounterVec
 	usedBytes          prometheus.Gauge
@@ -60,6 +61,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Snapshots a VictoriaLogs checkpoint took until no row was left only in memory (more than 1: a background merge held rows back).",
 			Buckets: []float64{1, 2, 3, 4, 6, 8, 16},
 		}),
+		checkpointWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "auditpipe_localstore_checkpoint_merge_wait_seconds",
+			Help:    "Part of a VictoriaLogs checkpoint spent waiting for the storage's in-memory merges to end (a snapshot skips the parts in merge); the rest is the snapshot (flush to files, fsync, hard links).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
 		groupWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "auditpipe_localstore_transaction_writes",
 			Help:    "Write calls per checkpoint: concurrent calls share one (group commit).",
@@ -90,7 +96,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.checkpointRounds, m.groupWrites, m.pruned, m.usedBytes, m.queryDuration}
+	return []prometheus.Collector{m.events, m.reused, m.writeErrors, m.writeDuration, m.checkpointDuration, m.checkpointRounds, m.checkpointWait, m.groupWrites, m.pruned, m.usedBytes, m.queryDuration}
 }
 
 // unregister lets a store be reopened on the same registry.

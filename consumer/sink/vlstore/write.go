@@ -297,13 +297,16 @@ func (s *Store) checkpoint() error {
 	}
 	start := time.Now()
 	s.vl.DebugFlush()
+	var waited time.Duration
 	for rounds := 1; ; rounds++ {
+		waitStart := time.Now()
 		for !s.inMemory().idle() {
 			if time.Since(start) > checkpointTimeout {
 				return fmt.Errorf("checkpoint: in-memory merges still running after %v", checkpointTimeout)
 			}
 			time.Sleep(200 * time.Microsecond)
 		}
+		waited += time.Since(waitStart)
 		for day := range s.days {
 			for _, p := range s.vl.PartitionSnapshotMustCreate(day) {
 				if err := s.vl.PartitionSnapshotDelete(p); err != nil {
@@ -314,6 +317,7 @@ func (s *Store) checkpoint() error {
 		m := s.inMemory()
 		if m.idle() && m.rows == 0 {
 			s.metrics.checkpointRounds.Observe(float64(rounds))
+			s.metrics.checkpointWait.Observe(waited.Seconds())
 			break
 		}
 		if time.Since(start) > checkpointTimeout {

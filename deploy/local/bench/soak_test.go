@@ -321,6 +321,8 @@ var soakMetrics = []string{
 	"auditpipe_localstore_write_duration_seconds_sum", "auditpipe_localstore_write_duration_seconds_count",
 	"auditpipe_localstore_checkpoint_duration_seconds_sum", "auditpipe_localstore_checkpoint_duration_seconds_count",
 	"auditpipe_localstore_checkpoint_rounds_sum", "auditpipe_localstore_checkpoint_rounds_count",
+	"auditpipe_localstore_checkpoint_merge_wait_seconds_sum", "auditpipe_localstore_transaction_writes_sum",
+	"auditpipe_localstore_transaction_writes_count",
 	"go_gc_duration_seconds_sum", "go_gc_duration_seconds_count", "go_memstats_heap_inuse_bytes",
 	"go_gc_gogc_percent", "go_gc_gomemlimit_bytes", "process_cpu_seconds_total",
 }

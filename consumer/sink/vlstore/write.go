@@ -507,26 +507,52 @@ func markReused(event string) (string, error) {
 		if raw[0] != '{' || valueStart < startValue {
 			return "", fmt.Errorf("%s is not an object", schemas.PipelineKey)
 		}
-		var p map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &p); err != nil {
+		from, to, members, err := memberValue(raw, "auditIDReused")
+		if err != nil {
 			return "", err
 		}
-		var marked []byte
-		if _, ok := p["auditIDReused"]; ok {
-			p["auditIDReused"] = json.RawMessage("true")
-			if marked, err = json.Marshal(p); err != nil {
-				return "", err
-			}
-		} else {
-			sep := ","
-			if len(p) == 0 {
-				sep = ""
-			}
-			marked = append(append([]byte(nil), raw[:len(raw)-1]...), sep+`"auditIDReused":true}`...)
+		var marked string
+		switch {
+		case from >= 0:
+			// Replaced where it stands, as SQLite's json_set does: a
+			// copy marked already (a migration, a replay of a stored
+			// store) stays byte for byte what it was.
+			marked = string(raw[:from]) + "true" + string(raw[to:])
+		case members == 0:
+			marked = `{"auditIDReused":true}`
+		default:
+			marked = string(raw[:len(raw)-1]) + `,"auditIDReused":true}`
 		}
-		return event[:valueStart] + string(marked) + event[end:], nil
+		return event[:valueStart] + marked + event[end:], nil
 	}
 	return "", fmt.Errorf("no %s object", schemas.PipelineKey)
+}
+
+// memberValue finds key among the members of the compact JSON object obj:
+// the byte range of its value (from -1 when absent) and how many members
+// obj has.
+func memberValue(obj json.RawMessage, key string) (from, to, members int, err error) {
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	if _, err := dec.Token(); err != nil { // '{'
+		return 0, 0, 0, err
+	}
+	from = -1
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return 0, 0, 0, err
+		}
+		members++
+		if tok == key {
+			to = int(dec.InputOffset())
+			from = to - len(v)
+		}
+	}
+	return from, to, members, nil
 }
 
 // spaceOutsideStrings reports whether the valid JSON b has whitespace

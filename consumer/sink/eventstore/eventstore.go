@@ -87,6 +87,18 @@ type Syncer interface {
 	Sync(ctx context.Context) error
 }
 
+// Exporter reads every stored event, a page at a time, in an order that
+// stays stable while the store is written to (new events come after the
+// last position): the source of `consumer store migrate`. A position is
+// the engine's own opaque text; "" is the start. Export returns the
+// position of the page's last event (after itself for an empty page:
+// the end, for now).
+type Exporter interface {
+	Export(ctx context.Context, after string, max int) (values [][]byte, next string, err error)
+	// Count is how many events the store holds (the progress's total).
+	Count(ctx context.Context) (int64, error)
+}
+
 // Store is the local event store, the contract of every engine. It is safe
 // for concurrent use: several Write calls (one per partition), searches
 // and retention at once.

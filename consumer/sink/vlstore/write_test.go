@@ -218,7 +218,7 @@ func TestMarkReused(t *testing.T) {
 		`{"auditpipe":{"auditIDReused":false,"cluster":"c"}}`: `{"auditpipe":{"auditIDReused":true,"cluster":"c"}}`,
 		// Marked already (a migrated copy): byte for byte as it was.
 		`{"auditpipe":{"schemaVersion":1,"cluster":"c","auditIDReused":true,"origin":{"offset":0}}}`: `{"auditpipe":{"schemaVersion":1,"cluster":"c","auditIDReused":true,"origin":{"offset":0}}}`,
-		`{"auditpipe":{"z":1,"auditIDReused":false,"a":2}}`: `{"auditpipe":{"z":1,"auditIDReused":true,"a":2}}`,
+		`{"auditpipe":{"z":1,"auditIDReused":false,"a":2}}`:                                          `{"auditpipe":{"z":1,"auditIDReused":true,"a":2}}`,
 	} {
 		got, err := markReused(in)
 		require.NoError(t, err, in)

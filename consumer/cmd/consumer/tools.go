@@ -23,5 +23,6 @@ func tools() []cli.Command {
 		{Name: "search", Summary: "search the stored events with the CLS query language, through the search API", Run: search.RunSearchCommand},
 		{Name: "events", Summary: "list stored events with simple filters, through the search API", Run: search.RunEventsCommand},
 		{Name: "alerts", Summary: "list the detection alerts delivered last", Run: alerts.RunCommand},
+		{Name: "store", Summary: "local store tools (migrate: copy a store into another engine's)", Sub: storeCommands()},
 	}
 }

@@ -23,8 +23,9 @@ import (
 )
 
 const doc = `consumer: consumes the processed-events topic and writes every event to the sinks:
-  local      the embedded SQLite store (idempotent on cluster, auditID, stage
-             and content hash), with its retention
+  local      the embedded store, SQLite or VictoriaLogs (local.engine; idempotent
+             on cluster, auditID, stage and content hash), with its retention;
+             "consumer store migrate" copies a SQLite store into a vlogs one
   cls        Tencent Cloud CLS, one topic per cluster from the fleet registry
   cls-local  an in-process CLS stand-in (GET <url>/logs shows what would be sent)
 Each sink has its own consumer group (local: the group itself; CLS:

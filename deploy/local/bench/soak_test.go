@@ -31,7 +31,9 @@ import (
 // acknowledged is lost and that the process's memory stays flat. It only
 // runs with AUDITPIPE_LONG=1 (it takes the whole duration plus the drain,
 // and two cores); AUDITPIPE_SOAK_RATE and AUDITPIPE_SOAK_DURATION change
-// the load, AUDITPIPE_SOAK_STORE the store's engine (sqlite, vlogs). It asserts no speed: a loaded machine only makes the backlog
+// the load, AUDITPIPE_SOAK_STORE the store's engine (sqlite, vlogs),
+// AUDITPIPE_SOAK_CPUPROFILE a file for the binary's CPU profile. It asserts
+// no speed: a loaded machine only makes the backlog
 // at the end longer.
 //
 //	AUDITPIPE_LONG=1 go test -run TestSoak -timeout 40m -v ./bench/
@@ -82,8 +84,13 @@ func TestSoak(t *testing.T) {
 	if engine == "" {
 		engine = "sqlite"
 	}
-	cmd := exec.Command(bin, "run", "--data-dir", filepath.Join(dir, "data"), "--store-engine", engine,
-		"--webhook-listen", hook, "--api-listen", api, "--kafka-listen", kafkaAddr, "--log-level", "warn")
+	args := []string{"run", "--data-dir", filepath.Join(dir, "data"), "--store-engine", engine,
+		"--webhook-listen", hook, "--api-listen", api, "--kafka-listen", kafkaAddr, "--log-level", "warn"}
+	if p := os.Getenv("AUDITPIPE_SOAK_CPUPROFILE"); p != "" {
+		// Written when the binary stops, at the test's cleanup.
+		args = append(args, "--cpuprofile", p)
+	}
+	cmd := exec.Command(bin, args...)
 	var logs lockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())

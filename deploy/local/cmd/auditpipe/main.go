@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -90,7 +91,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // runConfig parses the flags of run (and validate): the defaults, then
 // the --config file, then the flags given.
-func runConfig(command string, args []string, stdout io.Writer) (cfg allinone.Config, demoDir string, err error) {
+// runOptions are run's flags that are not config keys.
+type runOptions struct {
+	demoDir    string
+	cpuProfile string
+}
+
+func runConfig(command string, args []string, stdout io.Writer) (cfg allinone.Config, opts runOptions, err error) {
 	cfg = allinone.DefaultConfig()
 	fs := cli.NewFlagSet("auditpipe "+command, `Usage: auditpipe run|validate [flags]
 
@@ -124,12 +131,13 @@ A --config file is read first; flags given on the command line win.`, stdout)
 	storeEngine := fs.String("store-engine", cfg.Store.Engine, "local store `engine` (key store.engine): sqlite (one file, <data-dir>/store/events.db) or vlogs (VictoriaLogs' storage, <data-dir>/store/vlogs)")
 	memoryLimit := fs.Int64("memory-limit-bytes", cfg.MemoryLimitBytes, "soft limit of the process's Go memory in `bytes` (key memoryLimitBytes): the garbage collector works harder near it; 0 leaves GOMEMLIMIT or no limit")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` when it stops (go tool pprof; for diagnosing a slow pipeline)")
 	if err := cli.Parse(fs, args, false); err != nil {
-		return cfg, "", err
+		return cfg, runOptions{}, err
 	}
 	if *configPath != "" {
 		if err := cli.LoadConfig(*configPath, &cfg); err != nil {
-			return cfg, "", err
+			return cfg, runOptions{}, err
 		}
 	}
 	// Flags given explicitly override the file.
@@ -171,7 +179,7 @@ A --config file is read first; flags given on the command line win.`, stdout)
 			}
 		}
 	})
-	return cfg, *demo, nil
+	return cfg, runOptions{demoDir: *demo, cpuProfile: *cpuProfile}, nil
 }
 
 // runValidate is `auditpipe validate`.
@@ -188,11 +196,18 @@ func runValidate(_ context.Context, args []string, stdout, _ io.Writer) error {
 }
 
 func runPipeline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg, demoDir, err := runConfig("run", args, stdout)
+	cfg, opts, err := runConfig("run", args, stdout)
 	if err != nil {
 		return err
 	}
-	demo := &demoDir
+	demo := &opts.demoDir
+	if opts.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(opts.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	logger, err := telemetry.NewLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
@@ -262,4 +277,21 @@ func printKubeconfig(args []string, stdout, _ io.Writer) error {
 	}
 	_, err = stdout.Write(kc)
 	return err
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function runs.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("--cpuprofile %s: %w", path, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }

@@ -123,7 +123,7 @@ func Start(ctx context.Context, cfg Config, logger *slog.Logger) (_ *Pipeline, e
 		return err
 	})
 
-	if err := privatefs.MkdirAll(filepath.Dir(storePath(cfg.DataDir, cfg.Store.Engine))); err != nil {
+	if err := privatefs.MkdirAll(filepath.Dir(StorePath(cfg.DataDir, cfg.Store.Engine))); err != nil {
 		return nil, err
 	}
 	if cfg.Topics.Alerts != "" {

@@ -89,8 +89,9 @@ type StoreConfig struct {
 	Engine string `json:"engine"`
 }
 
-// storePath is where the consumer opens the local store of engine.
-func storePath(dataDir, engine string) string {
+// StorePath is where the consumer opens the local store of engine under
+// dataDir.
+func StorePath(dataDir, engine string) string {
 	if engine == eventstore.EngineVictoriaLogs {
 		return filepath.Join(dataDir, "store", "vlogs")
 	}
@@ -360,7 +361,7 @@ func (c Config) consumerConfig(conn kafka.Connection) consumerapp.Config {
 	cc.Topic = c.Topics.Events
 	cc.FleetFile = c.Fleet
 	cc.Local.Engine = c.Store.Engine
-	cc.Local.Path = storePath(c.DataDir, c.Store.Engine)
+	cc.Local.Path = StorePath(c.DataDir, c.Store.Engine)
 	cc.Local.MaxAge = c.Retention.MaxAge
 	cc.Local.MaxBytes = c.Retention.MaxBytes
 	if c.Retention.Interval > 0 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
 	"io"
 	"os"
 	"os/signal"
@@ -40,6 +41,7 @@ Usage:
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
   auditpipe replay [flags]      re-process history from the raw topic through a policy into Kafka, a store or CLS (or --dry-run)
   auditpipe groups list|describe|reset [flags]  list consumer groups, show or reset one's offsets
+  auditpipe store migrate [flags]  copy the SQLite store into a VictoriaLogs one (then run --store-engine vlogs)
   auditpipe help                this text
 
 Run "auditpipe <command> --help" for the flags of a command.
@@ -82,6 +84,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return replaycmd.Command{Name: "auditpipe replay", Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
 	case "groups":
 		return group.GroupsCommand{Name: "auditpipe groups", Stdin: os.Stdin, Kafka: kafkaFlags}.Run(ctx, args[1:], stdout, stderr)
+	case "store":
+		if len(args) < 2 || args[1] != "migrate" {
+			return errors.New("store: want \"store migrate\" (see auditpipe store migrate --help)")
+		}
+		return consumerapp.MigrateCommand{Name: "auditpipe store migrate", Layout: allinone.StorePath, DataDir: allinone.DefaultConfig().DataDir}.Run(ctx, args[2:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

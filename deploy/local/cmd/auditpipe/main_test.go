@@ -4,11 +4,17 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	consumerapp "github.com/auditpipe/auditpipe/consumer/app"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+	"github.com/auditpipe/auditpipe/consumer/sink/local/localtest"
+	"github.com/auditpipe/auditpipe/deploy/local/allinone"
 )
 
 func TestRunRefusesUnknownConfigKeys(t *testing.T) {
@@ -118,4 +124,33 @@ func TestValidate(t *testing.T) {
 	require.Equal(t, "auditpipe: config is valid\n", out.String())
 	_, err = os.Stat(dataDir)
 	require.True(t, os.IsNotExist(err), "validate created the data directory: %v", err)
+}
+
+// TestStoreMigrate: "auditpipe store migrate --data-dir D" copies D's
+// SQLite store into D's VictoriaLogs store, where "run --store-engine
+// vlogs" opens it.
+func TestStoreMigrate(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	from := allinone.StorePath(dir, eventstore.EngineSQLite)
+	require.NoError(t, os.MkdirAll(filepath.Dir(from), 0o700))
+	src, err := consumerapp.OpenStore(consumerapp.LocalConfig{Engine: eventstore.EngineSQLite, Path: from}, eventstore.Options{})
+	require.NoError(t, err)
+	values := localtest.Values(localtest.Raw(localtest.All(t)))
+	_, err = src.Write(ctx, values)
+	require.NoError(t, err)
+	require.NoError(t, src.Close())
+
+	var out, errOut bytes.Buffer
+	require.NoError(t, run(ctx, []string{"store", "migrate", "--data-dir", dir}, &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), fmt.Sprintf("migrated %d events", len(values)))
+
+	dst, err := consumerapp.OpenStore(consumerapp.LocalConfig{Engine: eventstore.EngineVictoriaLogs, Path: allinone.StorePath(dir, eventstore.EngineVictoriaLogs)}, eventstore.Options{})
+	require.NoError(t, err)
+	defer dst.Close()
+	res, err := dst.Query(ctx, eventstore.Query{Limit: 1})
+	require.NoError(t, err)
+	require.Equal(t, len(values), res.Total)
+
+	require.ErrorContains(t, run(ctx, []string{"store"}, &out, &errOut), `want "store migrate"`)
 }

@@ -40,18 +40,35 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 const maxFallbackCandidates = 100_000
 
 func (s *Store) search(ctx context.Context, req eventstore.SearchRequest, maxCandidates int) (eventstore.SearchResult, error) {
+	run, _, err := s.plan(req, maxCandidates)
+	if err != nil {
+		return eventstore.SearchResult{}, err
+	}
+	return run(ctx)
+}
+
+// Plans, as plan names them.
+const (
+	planNative   = "native"
+	planFallback = "fallback"
+)
+
+// plan decides how req is answered: natively in LogsQL (planNative),
+// where it says the request exactly, else by the fallback
+// (planFallback). Nothing is read until run is called.
+func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(context.Context) (eventstore.SearchResult, error), how string, err error) {
 	q := req.Query
 	if q == nil {
 		q = &cql.Query{}
 	}
 	if q.SQL != nil && req.Cursor != "" {
-		return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "cursor", Msg: "a query with an analysis part (| SELECT ...) has no pages; use its LIMIT"}
+		return nil, "", &eventstore.InvalidSearchError{Param: "cursor", Msg: "a query with an analysis part (| SELECT ...) has no pages; use its LIMIT"}
 	}
 	var after *cursor
 	if req.Cursor != "" {
 		c, err := decodeCursor(req.Cursor)
 		if err != nil {
-			return eventstore.SearchResult{}, err
+			return nil, "", err
 		}
 		after = &c
 	}
@@ -60,56 +77,65 @@ func (s *Store) search(ctx context.Context, req eventstore.SearchRequest, maxCan
 		filters = append(filters, clusterFilter(req.Cluster))
 	}
 	filters = append(filters, timeFilters(req.From, req.To)...)
-	if q.SQL != nil && countOnly(q.SQL) {
-		if exact, ok := exactLogsQL(q.Filter); ok {
-			n, err := s.count(ctx, joinFilters(append(filters, exact)))
+	native := func(f func(ctx context.Context) (eventstore.SearchResult, error)) (func(context.Context) (eventstore.SearchResult, error), string, error) {
+		return func(ctx context.Context) (eventstore.SearchResult, error) {
+			res, err := f(ctx)
 			if err != nil {
 				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
 			}
-			return eventstore.SearchResult{Columns: []string{q.SQL.Items[0].Name()}, Rows: [][]any{{int64(n)}}, Total: 1}, nil
+			return res, nil
+		}, planNative, nil
+	}
+	if q.SQL != nil && countOnly(q.SQL) {
+		if exact, ok := exactLogsQL(q.Filter); ok {
+			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
+				n, err := s.count(ctx, joinFilters(append(filters, exact)))
+				if err != nil {
+					return eventstore.SearchResult{}, err
+				}
+				return eventstore.SearchResult{Columns: []string{q.SQL.Items[0].Name()}, Rows: [][]any{{int64(n)}}, Total: 1}, nil
+			})
 		}
 	}
 	if q.SQL != nil {
 		if g, ok := planGroupCount(q.SQL); ok {
 			if exact, ok := exactLogsQL(q.Filter); ok {
-				res, err := g.run(ctx, s, joinFilters(append(filters, exact)))
-				if err != nil {
-					return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
-				}
-				return res, nil
+				return native(func(ctx context.Context) (eventstore.SearchResult, error) {
+					return g.run(ctx, s, joinFilters(append(filters, exact)))
+				})
 			}
 		}
 	}
 	if q.SQL == nil {
 		if exact, ok := exactLogsQL(q.Filter); ok {
-			res, err := s.searchNative(ctx, append(filters, exact), !req.From.IsZero() || !req.To.IsZero(), req.Limit, after)
-			if err != nil {
-				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
-			}
-			return res, nil
+			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
+				return s.searchNative(ctx, append(filters, exact), !req.From.IsZero() || !req.To.IsZero(), req.Limit, after)
+			})
 		}
 	}
 	if f := cqlPrefilter(q.Filter); f != "" {
 		filters = append(filters, f)
 	}
-	n, err := s.count(ctx, joinFilters(filters))
-	if err != nil {
-		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: count candidates: %w", err)
-	}
-	if n > maxCandidates {
-		return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
-			"this query is evaluated event by event here and would have to read %d events (at most %d): narrow it by time range, cluster or a key:value term", n, maxCandidates)}
-	}
-	cands, err := s.fetch(ctx, joinFilters(filters), nil)
-	if err != nil {
-		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: candidates: %w", err)
-	}
-	// The ephemeral store numbers events in insertion order, and its
-	// cursors carry that number to break ties between copies under a
-	// reused auditID: insert in one fixed order so that a cursor stays
-	// valid in the next call.
-	slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
-	return s.searchEphemeral(ctx, cands, req, after)
+	return func(ctx context.Context) (eventstore.SearchResult, error) {
+		n, err := s.count(ctx, joinFilters(filters))
+		if err != nil {
+			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: count candidates: %w", err)
+		}
+		if n > maxCandidates {
+			return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
+				"this query is evaluated event by event here and would have to read %d events (at most %d): narrow it by time range, cluster or a key:value term", n, maxCandidates)}
+		}
+		cands, err := s.fetch(ctx, joinFilters(filters), nil)
+		if err != nil {
+			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: candidates: %w", err)
+		}
+		// The ephemeral store numbers events in insertion order, and its
+		// cursors carry that number to break ties between copies under a
+		// reused auditID: insert in one fixed order so that a cursor stays
+		// valid in the next call.
+		slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		return s.searchEphemeral(ctx, cands, req, after)
+	}, planFallback, nil
 }
 
 // searchNative is Search for a filter that LogsQL says exactly

@@ -31,10 +31,14 @@ func TestExactLogsQL(t *testing.T) {
 	for q, exact := range map[string]bool{
 		`*`: true, `verb:DELETE`: true, `verb:(get OR list) AND NOT objectRef.resource:pods`: true,
 		`user.username:kube-sys*`: true, `auditpipe.cluster:c1`: true,
-		`forbidden`: false, `verb:"get"`: false, `user.username:system:kube`: false, `objectRef.name:a*b`: false,
+		`forbidden`: false, `verb:"get"`: true, `user.username:system:kube`: true, `objectRef.name:a*b`: false,
+		`user.username:"system:kube-scheduler"`: true, `objectRef.name:"app-1.config_3"`: true,
 		`responseStatus.code:403`: true, `responseStatus.code>=400`: true, `NOT responseStatus.code=404`: true,
 		`responseStatus.code:40*`: false, `responseStatus.code:*`: false, `objectRef.namespace:*`: false,
-		`objectRef.namespace:""`: false, `annotations.x:y`: false, `verb:get AND forbidden`: false, `verb:é`: false,
+		`objectRef.namespace:""`: false, `annotations.x:y`: true, `verb:get AND forbidden`: false, `verb:é`: false,
+		`annotations.authorization.k8s.io/decision:forbid`: true, `user.groups:"system:masters"`: true,
+		`annotations.x:y*`: true, `annotations.x:"a b*"`: true, `annotations.x:*`: false, `annotations.x>1`: false,
+		`stageTimestamp:2026*`: false, `__TIMESTAMP__:1`: false, `_msg:x`: false, `verb:"::"`: false,
 	} {
 		parsed, err := cql.Parse(q)
 		require.NoError(t, err, q)

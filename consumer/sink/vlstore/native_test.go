@@ -1,0 +1,125 @@
+package vlstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditpipe/auditpipe/consumer/search/cql"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+	"github.com/auditpipe/auditpipe/consumer/sink/local/localtest"
+	"github.com/auditpipe/auditpipe/consumer/sink/vlstore"
+)
+
+// jsonPathEvents are varied events whose JSON paths vary too: the
+// decision annotation present (mixed case, delimiters, a phrase in a
+// longer value), empty or missing; an annotation holding a number; extra
+// keys with a number, a boolean, an array and an object; and user names
+// and object names that phrases find or almost find.
+func jsonPathEvents(t *testing.T, n int, start time.Time) [][]byte {
+	t.Helper()
+	decisions := []string{"forbid", "allow", "Forbid", "FORBID:later", "", "-", "not-forbid", "forbidden", "forbid allow", "allow; forbid"}
+	names := []string{"nginx", "nginx-1", "NGINX", "my-nginx", "nginx.deployment", "nginxx", "redis-7", "redis--7", "redis 7", "x-redis-7-y", "redis-70"}
+	out := varied(t, n, start)
+	for i, v := range out {
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal(v, &ev))
+		ann, _ := ev["annotations"].(map[string]any)
+		if ann == nil {
+			ann = map[string]any{}
+		}
+		switch d := decisions[i%len(decisions)]; {
+		case i%13 == 3:
+			delete(ann, "authorization.k8s.io/decision") // missing
+		default:
+			ann["authorization.k8s.io/decision"] = d // "" present and empty
+		}
+		ann["latency"] = fmt.Sprint(i % 7)
+		if i%3 == 0 {
+			ann["reason"] = `RBAC: allowed by ClusterRoleBinding "admin" of ClusterRole "cluster-admin" to User "u-` + fmt.Sprint(i%5) + `"`
+		}
+		ev["annotations"] = ann
+		switch i % 4 {
+		case 0:
+			ev["extra"] = map[string]any{"n": i % 5, "ok": i%2 == 0, "list": []any{"a-b", "forbid", i % 3}, "obj": map[string]any{"k": "forbid"}}
+		case 1:
+			ev["extra"] = map[string]any{"n": 1.5, "ok": "true"}
+		}
+		ref := ev["objectRef"].(map[string]any)
+		ref["name"] = names[i%len(names)]
+		b, err := json.Marshal(ev)
+		require.NoError(t, err)
+		out[i] = b
+	}
+	return out
+}
+
+// TestNativeAgainstSQLite: the filters that became native (JSON paths,
+// phrases, several words) answer as the SQLite store does, over pages,
+// with the request's cluster and time range, and in the native analyses.
+func TestNativeAgainstSQLite(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	p := openPair(t, append(localtest.Values(localtest.All(t)), jsonPathEvents(t, 700, start)...))
+	from, to := start.Add(40*time.Millisecond+100*time.Microsecond), start.Add(190*time.Millisecond+700*time.Microsecond)
+	queries := []string{
+		`annotations.authorization.k8s.io/decision:forbid`,
+		`annotations.authorization.k8s.io/decision:FORBID`,
+		`annotations.authorization.k8s.io/decision:forb*`,
+		`annotations.authorization.k8s.io/decision:"forbid allow"`,
+		`annotations.authorization.k8s.io/decision:"allow forbid"`,
+		`annotations.authorization.k8s.io/decision:"forbid later"`,
+		`NOT annotations.authorization.k8s.io/decision:forbid`,
+		`verb:delete AND annotations.authorization.k8s.io/decision:forbid`,
+		`verb:delete AND annotations.authorization.k8s.io/decision:forbid AND objectRef.namespace:team-a`,
+		`annotations.authorization.k8s.io/decision:allow OR responseStatus.code>=400`,
+		`annotations.latency:3`, `annotations.reason:"cluster-admin"`, `annotations.reason:"ClusterRole cluster-admin to user"`,
+		`annotations.reason:"clusterrole \"cluster-admin"`, `annotations.reason:u-3`,
+		`extra.n:3`, `extra.n:1.5`, `extra.n:"1.5"`, `extra.ok:true`, `extra.list:forbid`, `extra.list:"a-b forbid"`, `extra.list:2`,
+		`extra.obj.k:forbid`, `extra.obj:forbid`, `extra:forbid`, `annotations.nope:forbid`,
+		`user.groups:"system:authenticated"`, `user.groups:system`, `sourceIPs:10.0.3.17`, `requestObject:configmap`,
+		`objectRef.name:"nginx"`, `objectRef.name:nginx`, `objectRef.name:"redis-7"`, `objectRef.name:"redis 7"`,
+		`objectRef.resource:deployments AND objectRef.name:"nginx" AND verb:"delete"`,
+		`user.username:"alice@example.com"`, `user.username:"Alice@Example.com"`, `user.username:"system:kube-scheduler"`,
+		`user.username:"kube-system:replicaset-controller"`, `user.username:"serviceaccount kube-system"`,
+		`user.username:system:kube`, `objectRef.name:"app-1.config_3"`, `userAgent:"linux/amd64 kubernetes"`,
+		`auditpipe.source:webhook`, `auditpipe.schemaVersion:1`, `level:request`,
+	}
+	for _, query := range queries {
+		q, err := cql.Parse(query)
+		require.NoError(t, err, query)
+		for _, req := range []eventstore.SearchRequest{
+			{Query: q, Limit: 37},
+			{Query: q, Limit: 23, Cluster: "c2"},
+			{Query: q, Limit: 9, From: from, To: to},
+		} {
+			name := fmt.Sprintf("%s %s %v %v", query, req.Cluster, req.From, req.To)
+			require.Equal(t, "native", vlstore.SearchPlan(p.vl.(*vlstore.Store), req), name)
+			wantKeys, wantTotal := searchAllPages(t, p.sq, req)
+			gotKeys, gotTotal := searchAllPages(t, p.vl, req)
+			require.Equal(t, wantTotal, gotTotal, name)
+			require.Equal(t, wantKeys, gotKeys, name)
+		}
+	}
+	for _, query := range []string{
+		`annotations.authorization.k8s.io/decision:forbid | SELECT count(*) AS n`,
+		`annotations.authorization.k8s.io/decision:forbid | SELECT "user.username" AS u, count(*) AS n GROUP BY u ORDER BY n DESC, u LIMIT 3`,
+		`objectRef.name:"redis-7" OR extra.list:forbid | SELECT verb, count(*) AS n GROUP BY verb ORDER BY verb`,
+	} {
+		q, err := cql.Parse(query)
+		require.NoError(t, err, query)
+		for _, req := range []eventstore.SearchRequest{{Query: q}, {Query: q, Cluster: "c1", From: from}} {
+			require.Equal(t, "native", vlstore.SearchPlan(p.vl.(*vlstore.Store), req), query)
+			want, err := p.sq.Search(context.Background(), req)
+			require.NoError(t, err, query)
+			got, err := p.vl.Search(context.Background(), req)
+			require.NoError(t, err, query)
+			require.Equal(t, want.Columns, got.Columns, query)
+			require.Equal(t, want.Rows, got.Rows, query)
+			require.NotEmpty(t, got.Rows, query)
+		}
+	}
+}

@@ -3,10 +3,13 @@ package vlstore
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
@@ -14,26 +17,76 @@ import (
 
 // groupCount is an analysis part LogsQL's stats pipe answers exactly:
 //
-//	SELECT k1 [AS a1], ..., count(*) [AS n] GROUP BY k1, ... ORDER BY ... [LIMIT n]
+//	SELECT k1 [AS a1], ..., count(*) [AS n], ... GROUP BY k1, ... [ORDER BY ...] [LIMIT n]
 //
-// with keys among exactFields (the SQLite store's text columns, where a
-// missing and an empty value are both NULL, as VictoriaLogs, which drops
-// empty values, groups them), items in any order, GROUP BY naming every
-// key item (by name or alias), and an ORDER BY that names every key
-// (ascending or descending, NULLs last both ways as the SQLite compiler
-// says), so that the order is total and SQLite's tie order never shows.
-// No DISTINCT, WHERE or HAVING.
+// Items in any order, each a key or a count:
+//   - a key: a text column key (exactFields, where a missing and an empty
+//     value are both NULL, as VictoriaLogs, which drops empty values,
+//     groups them); responseStatus.code (an integer, 0 and missing NULL,
+//     as the SQLite store's column); another JSON path exactKey allows
+//     (the SQLite store reads it from the event: "" is not NULL there and
+//     a JSON number is a number, which the storage's text cannot tell
+//     apart, so a group whose value is missing, empty or a number's text
+//     makes the plan give up: errNotExact, the fallback answers); or a
+//     time bucket, histogram(__TIMESTAMP__, interval n unit) or
+//     date_trunc('unit', __TIMESTAMP__) (optionally cast(... as
+//     timestamp)), at most one, NULL for events without stageTimestamp;
+//   - count(*), count(literal) or count(key) for a text column key (its
+//     non-NULL values).
+//
+// GROUP BY names every key item, by name, alias or position, and nothing
+// else; ORDER BY names items (keys or counts). No DISTINCT, WHERE or
+// HAVING.
+//
+// The order is the SQLite store's, ties included: ORDER BY's items, NULLs
+// last both ways (the SQLite compiler's NULLS LAST), then the order in
+// which SQLite's GROUP BY delivers the groups (tieOrder), because
+// SQLite's ORDER BY with a LIMIT (which the SQLite store always has)
+// keeps rows of equal keys in the order they came.
 type groupCount struct {
 	columns []string
-	// keys are the field of each item, "" for the count.
-	keys []string
-	// order: item index and direction.
-	order []struct {
-		item int
-		desc bool
-	}
+	items   []statItem
+	order   []orderKey
+	// ties is SQLite's group order: the GROUP BY keys, ascending with
+	// NULLs first, or each in the direction of the ORDER BY item in the
+	// same place when ORDER BY has as many items as GROUP BY (SQLite then
+	// sorts the groups that way, hoping to spare the ORDER BY's sort).
+	ties  []orderKey
 	limit int
 }
+
+type itemKind int
+
+const (
+	itemCount      itemKind = iota // count(*)
+	itemCountField                 // count(field): the non-NULL values
+	itemText                       // a text column key
+	itemCode                       // responseStatus.code
+	itemPath                       // another JSON path
+	itemBucket                     // a time bucket of stageTimestamp
+)
+
+type statItem struct {
+	kind  itemKind
+	field string
+	// per is a bucket's width in milliseconds.
+	per int64
+}
+
+func (it statItem) key() bool { return it.kind >= itemText }
+
+type orderKey struct {
+	item int
+	desc bool
+}
+
+// errNotExact: the native plan found data it cannot answer exactly (see
+// groupCount); the fallback answers instead.
+var errNotExact = errors.New("vlstore: the native plan cannot answer this exactly")
+
+// maxBucketMS bounds a bucket's width (the storage computes buckets in
+// nanoseconds): 10,000 days.
+const maxBucketMS = 10_000 * 86_400_000
 
 // planGroupCount returns the plan for sel, or false when sel is not of
 // that form (the fallback answers it).
@@ -46,24 +99,22 @@ func planGroupCount(sel *cql.Select) (*groupCount, bool) {
 		g.limit = sel.Limit
 	}
 	names := map[string]int{} // alias or field name → item
-	counts := 0
+	buckets := 0
 	for i, it := range sel.Items {
 		g.columns = append(g.columns, it.Name())
-		switch e := it.Expr.(type) {
-		case *cql.Ident:
-			if !exactFields[e.Name] {
-				return nil, false
-			}
-			g.keys = append(g.keys, e.Name)
-			names[e.Name] = i
-		case *cql.Call:
-			if e.Name != "count" || !e.Star || e.Distinct || len(e.Args) > 0 {
-				return nil, false
-			}
-			g.keys = append(g.keys, "")
-			counts++
-		default:
+		si, ok := planItem(it.Expr)
+		if !ok {
 			return nil, false
+		}
+		if si.kind == itemBucket {
+			buckets++
+		}
+		g.items = append(g.items, si)
+		if id, ok := it.Expr.(*cql.Ident); ok && si.key() {
+			if _, dup := names[id.Name]; dup {
+				return nil, false
+			}
+			names[id.Name] = i
 		}
 		if it.Alias != "" {
 			if _, dup := names[it.Alias]; dup {
@@ -72,85 +123,154 @@ func planGroupCount(sel *cql.Select) (*groupCount, bool) {
 			names[it.Alias] = i
 		}
 	}
-	if counts != 1 {
+	if buckets > 1 {
 		return nil, false
 	}
 	item := func(e cql.SQLExpr) (int, bool) {
-		id, ok := e.(*cql.Ident)
-		if !ok {
-			return 0, false
+		switch e := e.(type) {
+		case *cql.Ident:
+			i, ok := names[e.Name]
+			return i, ok
+		case *cql.NumberLit:
+			if e.Int && e.Value >= 1 && int(e.Value) <= len(sel.Items) {
+				return int(e.Value) - 1, true
+			}
 		}
-		i, ok := names[id.Name]
-		return i, ok
+		return 0, false
 	}
 	grouped := map[int]bool{}
+	var groupBy []int
 	for _, e := range sel.GroupBy {
 		i, ok := item(e)
-		if !ok || g.keys[i] == "" {
+		if !ok || !g.items[i].key() || grouped[i] {
 			return nil, false
 		}
 		grouped[i] = true
+		groupBy = append(groupBy, i)
 	}
-	ordered := map[int]bool{}
+	for i, it := range g.items {
+		if it.key() && !grouped[i] {
+			return nil, false
+		}
+	}
 	for _, o := range sel.OrderBy {
 		i, ok := item(o.Expr)
 		if !ok {
 			return nil, false
 		}
-		ordered[i] = true
-		g.order = append(g.order, struct {
-			item int
-			desc bool
-		}{i, o.Desc})
+		g.order = append(g.order, orderKey{i, o.Desc})
 	}
-	for i, k := range g.keys {
-		if k != "" && (!grouped[i] || !ordered[i]) {
-			return nil, false
+	for j, i := range groupBy {
+		desc := false
+		if len(sel.OrderBy) == len(sel.GroupBy) {
+			desc = sel.OrderBy[j].Desc
 		}
+		g.ties = append(g.ties, orderKey{i, desc})
 	}
 	return g, true
 }
 
-// run answers the plan over the events filter selects.
-func (g *groupCount) run(ctx context.Context, s *Store, filter string) (eventstore.SearchResult, error) {
-	var by []string
-	for _, k := range g.keys {
-		if k != "" {
-			by = append(by, strconv.Quote(k))
+// planItem classifies one SELECT item.
+func planItem(e cql.SQLExpr) (statItem, bool) {
+	switch e := e.(type) {
+	case *cql.Ident:
+		switch {
+		case exactFields[e.Name]:
+			return statItem{kind: itemText, field: e.Name}, true
+		case e.Name == keyCode:
+			return statItem{kind: itemCode, field: e.Name}, true
+		case exactKey(e.Name):
+			return statItem{kind: itemPath, field: e.Name}, true
 		}
-	}
-	names := make([]string, 0, len(g.keys))
-	for _, k := range g.keys {
-		if k == "" {
-			names = append(names, "auditpipe_count")
-		} else {
-			names = append(names, k)
-		}
-	}
-	rows := [][]any{}
-	var perr error
-	q := filter + " | stats by (" + strings.Join(by, ", ") + ") count() as auditpipe_count"
-	err := s.runRows(ctx, q, names, func(vals []string) {
-		row := make([]any, len(vals))
-		for i, v := range vals {
-			switch {
-			case g.keys[i] == "":
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					perr = fmt.Errorf("count %q is not a number", v)
+	case *cql.Call:
+		switch {
+		case e.Name == "count" && e.Star && !e.Distinct:
+			return statItem{kind: itemCount}, true
+		case e.Name == "count" && !e.Distinct && len(e.Args) == 1:
+			switch a := e.Args[0].(type) {
+			case *cql.NumberLit, *cql.StringLit, *cql.BoolLit:
+				return statItem{kind: itemCount}, true // never NULL: every row
+			case *cql.Ident:
+				if exactFields[a.Name] {
+					return statItem{kind: itemCountField, field: a.Name}, true
 				}
-				row[i] = n
-			case v != "":
-				row[i] = v
+			}
+		case e.Name == "histogram" && len(e.Args) == 2:
+			iv, ok := e.Args[1].(*cql.Interval)
+			if ok && isTimestamp(e.Args[0]) {
+				return bucketItem(iv.N * intervalMS[iv.Unit])
+			}
+		case e.Name == "date_trunc" && len(e.Args) == 2:
+			unit, ok := e.Args[0].(*cql.StringLit)
+			if ok && isTimestamp(e.Args[1]) {
+				return bucketItem(intervalMS[strings.ToLower(strings.TrimSpace(unit.Value))])
 			}
 		}
-		rows = append(rows, row)
-	})
-	if err == nil {
-		err = perr
 	}
-	if err != nil {
+	return statItem{}, false
+}
+
+// intervalMS are the SQLite compiler's interval units.
+var intervalMS = map[string]int64{"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+
+func bucketItem(per int64) (statItem, bool) {
+	if per <= 0 || per > maxBucketMS || per%1000 != 0 {
+		return statItem{}, false
+	}
+	return statItem{kind: itemBucket, per: per}, true
+}
+
+// isTimestamp: __TIMESTAMP__ (any case, as the SQLite compiler takes it),
+// or cast(__TIMESTAMP__ as timestamp), which the SQLite compiler reads as
+// the same milliseconds in a time function.
+func isTimestamp(e cql.SQLExpr) bool {
+	if c, ok := e.(*cql.Cast); ok && c.Type == "timestamp" {
+		e = c.X
+	}
+	id, ok := e.(*cql.Ident)
+	return ok && strings.EqualFold(id.Name, "__TIMESTAMP__")
+}
+
+// run answers the plan over the events filter selects (filters, ANDed;
+// timed: they bound the time, so every event has a stageTimestamp).
+func (g *groupCount) run(ctx context.Context, s *Store, filters []string, timed bool) (eventstore.SearchResult, error) {
+	groups := map[string][]any{}
+	var rows [][]any
+	add := func(row []any) {
+		var b strings.Builder
+		for i, it := range g.items {
+			if it.key() {
+				fmt.Fprintf(&b, "%T:%q,", row[i], fmt.Sprint(row[i]))
+			}
+		}
+		k := b.String()
+		if prev, ok := groups[k]; ok {
+			// Two storage groups that are one SQLite group
+			// (responseStatus.code 0 and missing): add the counts.
+			for i, it := range g.items {
+				if !it.key() {
+					prev[i] = prev[i].(int64) + row[i].(int64)
+				}
+			}
+			return
+		}
+		groups[k] = row
+		rows = append(rows, row)
+	}
+	bucketed := slices.ContainsFunc(g.items, func(it statItem) bool { return it.kind == itemBucket })
+	withTS := filters
+	if bucketed && !timed {
+		withTS = append(slices.Clip(filters), strconv.Quote(keyStageTS)+":*")
+	}
+	if err := g.stats(ctx, s, joinFilters(withTS), true, add); err != nil {
 		return eventstore.SearchResult{}, err
+	}
+	if bucketed && !timed {
+		// Events without stageTimestamp: the bucket is NULL.
+		without := append(slices.Clip(filters), "-"+strconv.Quote(keyStageTS)+":*")
+		if err := g.stats(ctx, s, joinFilters(without), false, add); err != nil {
+			return eventstore.SearchResult{}, err
+		}
 	}
 	slices.SortFunc(rows, func(a, b []any) int {
 		for _, o := range g.order {
@@ -158,14 +278,125 @@ func (g *groupCount) run(ctx context.Context, s *Store, filter string) (eventsto
 				return c
 			}
 		}
+		for _, o := range g.ties {
+			if c := compareGroups(a[o.item], b[o.item], o.desc); c != 0 {
+				return c
+			}
+		}
 		return 0
 	})
 	rows = rows[:min(len(rows), g.limit)]
+	if rows == nil {
+		rows = [][]any{}
+	}
 	return eventstore.SearchResult{Columns: g.columns, Rows: rows, Total: len(rows)}, nil
 }
 
-// compareValues orders two values of a column: NULLs last both ways,
-// strings bytewise (SQLite's BINARY collation), counts numerically.
+// stats runs one stats query and passes each group's row (the items'
+// values as the SQLite store gives them) to add. bucketed: the time
+// bucket is the storage's _time bucket; otherwise it is NULL.
+func (g *groupCount) stats(ctx context.Context, s *Store, filter string, bucketed bool, add func([]any)) error {
+	var by, aggs, names []string
+	for i, it := range g.items {
+		name := "auditpipe_" + strconv.Itoa(i)
+		switch it.kind {
+		case itemCount:
+			aggs = append(aggs, "count() as "+name)
+		case itemCountField:
+			aggs = append(aggs, "count("+strconv.Quote(it.field)+") as "+name)
+		case itemBucket:
+			if !bucketed {
+				name = ""
+				break
+			}
+			by = append(by, "_time:"+strconv.FormatInt(it.per/1000, 10)+"s")
+			name = "_time"
+		default:
+			by = append(by, strconv.Quote(it.field))
+			name = it.field
+		}
+		names = append(names, name)
+	}
+	// The rows of the group: a stats without keys over no events gives
+	// one row of zeros, where SQLite gives no group.
+	aggs = append(aggs, "count() as auditpipe_rows")
+	names = append(names, "auditpipe_rows")
+	q := filter + " | stats"
+	if len(by) > 0 {
+		q += " by (" + strings.Join(by, ", ") + ")"
+	}
+	q += " " + strings.Join(aggs, ", ")
+	var perr error
+	err := s.runRows(ctx, q, names, func(vals []string) {
+		if vals[len(vals)-1] == "0" || perr != nil {
+			return
+		}
+		row := make([]any, len(g.items))
+		for i, it := range g.items {
+			var err error
+			if row[i], err = it.value(vals[i], names[i] != ""); err != nil {
+				perr = err
+				return
+			}
+		}
+		add(row)
+	})
+	if err == nil {
+		err = perr
+	}
+	return err
+}
+
+// jsonNumber is the text of a JSON number (RFC 8259), as flatten passes
+// a number's value.
+var jsonNumber = regexp.MustCompile(`^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$`)
+
+// value is the SQLite store's value of the item for the storage's text v
+// (has: the query returned the column).
+func (it statItem) value(v string, has bool) (any, error) {
+	switch it.kind {
+	case itemCount, itemCountField:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("count %q is not a number", v)
+		}
+		return n, nil
+	case itemBucket:
+		if !has {
+			return nil, nil
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return nil, fmt.Errorf("time bucket %q: %w", v, err)
+		}
+		return t.UTC().Format(time.DateTime), nil
+	case itemCode:
+		if v == "" {
+			return nil, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil {
+			return nil, errNotExact // an event the SQLite store refuses
+		}
+		if n == 0 {
+			return nil, nil
+		}
+		return n, nil
+	case itemPath:
+		if v == "" || jsonNumber.MatchString(v) {
+			return nil, errNotExact
+		}
+		return v, nil
+	}
+	if v == "" {
+		return nil, nil
+	}
+	return v, nil
+}
+
+// compareValues orders two values of a column as the SQLite store's
+// ORDER BY does: NULLs last both ways, strings bytewise (SQLite's BINARY
+// collation), numbers numerically.
 func compareValues(a, b any, desc bool) int {
 	switch {
 	case a == nil && b == nil:
@@ -175,15 +406,39 @@ func compareValues(a, b any, desc bool) int {
 	case b == nil:
 		return -1
 	}
+	c := compareNonNull(a, b)
+	if desc {
+		c = -c
+	}
+	return c
+}
+
+// compareGroups orders two values of a GROUP BY key as SQLite sorts the
+// groups: NULL is the smallest value (first ascending, last descending).
+func compareGroups(a, b any, desc bool) int {
 	var c int
-	switch a := a.(type) {
-	case int64:
-		c = cmp.Compare(a, b.(int64))
-	case string:
-		c = strings.Compare(a, b.(string))
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		c = -1
+	case b == nil:
+		c = 1
+	default:
+		c = compareNonNull(a, b)
 	}
 	if desc {
 		c = -c
 	}
 	return c
+}
+
+func compareNonNull(a, b any) int {
+	switch a := a.(type) {
+	case int64:
+		return cmp.Compare(a, b.(int64))
+	case string:
+		return strings.Compare(a, b.(string))
+	}
+	return 0
 }

@@ -49,16 +49,25 @@ func TestExactLogsQL(t *testing.T) {
 
 func TestPlanGroupCount(t *testing.T) {
 	for q, native := range map[string]bool{
-		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC, verb`:                               true,
-		`* | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY ns`:                    true,
-		`* | SELECT count(*) AS n, "user.username" GROUP BY "user.username" ORDER BY "user.username" DESC`: true,
-		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`:                                     false, // ties
-		`* | SELECT verb, count(*) AS n GROUP BY verb`:                                                     false,
-		`* | SELECT verb, count(*) AS n WHERE verb = 'get' GROUP BY verb ORDER BY verb`:                    false,
-		`* | SELECT "responseStatus.code" AS c, count(*) GROUP BY c ORDER BY c`:                            false,
-		`* | SELECT verb, count(*), count(*) AS m GROUP BY verb ORDER BY verb`:                             false,
-		`* | SELECT verb, sum("responseStatus.code") GROUP BY verb ORDER BY verb`:                          false,
-		`* | SELECT DISTINCT verb, count(*) GROUP BY verb ORDER BY verb`:                                   false,
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC, verb`:                                                                        true,
+		`* | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY ns`:                                                             true,
+		`* | SELECT count(*) AS n, "user.username" GROUP BY "user.username" ORDER BY "user.username" DESC`:                                          true,
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`:                                                                              true, // SQLite's tie order
+		`* | SELECT verb, count(*) AS n GROUP BY verb`:                                                                                              true,
+		`* | SELECT verb, count(*) AS n GROUP BY 1 ORDER BY 2 DESC`:                                                                                 true,
+		`* | SELECT "responseStatus.code" AS c, count(*) GROUP BY c ORDER BY c`:                                                                     true,
+		`* | SELECT "annotations.a/b" AS c, count(*) GROUP BY c ORDER BY c`:                                                                         true,
+		`* | SELECT histogram(cast(__TIMESTAMP__ as timestamp), interval 1 minute) AS t, COUNT(1) AS n, userAgent GROUP BY t, userAgent ORDER BY t`: true,
+		`* | SELECT date_trunc('hour', __TIMESTAMP__) AS t, count(*) AS n, count(verb) GROUP BY t`:                                                  true,
+		`* | SELECT verb, count(*), count(*) AS m GROUP BY verb ORDER BY verb`:                                                                      true,
+		`* | SELECT histogram(__TIMESTAMP__, interval 1 minute) AS t, date_trunc('hour', __TIMESTAMP__) AS h, count(*) GROUP BY t, h`:               false,
+		`* | SELECT verb, count(*) AS n WHERE verb = 'get' GROUP BY verb ORDER BY verb`:                                                             false,
+		`* | SELECT verb, sum("responseStatus.code") GROUP BY verb ORDER BY verb`:                                                                   false,
+		`* | SELECT verb, count("annotations.x") GROUP BY verb ORDER BY verb`:                                                                       false,
+		`* | SELECT DISTINCT verb, count(*) GROUP BY verb ORDER BY verb`:                                                                            false,
+		`* | SELECT verb, "user.username", count(*) GROUP BY verb ORDER BY verb`:                                                                    false, // a bare column
+		`* | SELECT verb, count(*) GROUP BY verb ORDER BY count(*)`:                                                                                 false,
+		`* | SELECT verb, count(*) GROUP BY verb HAVING count(*) > 1`:                                                                               false,
 		`* | SELECT count(*)`: false,
 	} {
 		parsed, err := cql.Parse(q)

@@ -1,6 +1,10 @@
 package vlstore
 
-import "github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+import (
+	"context"
+
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+)
 
 // SetCheckpointEvery makes n Write calls share a checkpoint: for the
 // benchmarks that measure what a less frequent checkpoint would save. It
@@ -19,4 +23,10 @@ func SearchPlan(s *Store, req eventstore.SearchRequest) string {
 		return err.Error()
 	}
 	return how
+}
+
+// SearchNoFallback is Search with a fallback that refuses every request
+// (as too broad): what a native plan answers, or an error.
+func SearchNoFallback(s *Store, req eventstore.SearchRequest) (eventstore.SearchResult, error) {
+	return s.search(context.Background(), req, -1)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,6 +121,89 @@ func TestNativeAgainstSQLite(t *testing.T) {
 			require.Equal(t, want.Columns, got.Columns, query)
 			require.Equal(t, want.Rows, got.Rows, query)
 			require.NotEmpty(t, got.Rows, query)
+		}
+	}
+}
+
+// spreadEvents are jsonPathEvents seven seconds apart (about 80 minutes
+// for 700), so that time buckets hold several events and several user
+// agents; every 37th still has no stageTimestamp.
+func spreadEvents(t *testing.T, n int, start time.Time) [][]byte {
+	t.Helper()
+	out := jsonPathEvents(t, n, start)
+	for i, v := range out {
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal(v, &ev))
+		if ts, _ := ev["stageTimestamp"].(string); ts != "" && !strings.HasPrefix(ts, "0001") {
+			ev["stageTimestamp"] = start.Add(time.Duration(i) * 7 * time.Second).Add(time.Duration(i%3) * time.Millisecond).Format(time.RFC3339Nano)
+		}
+		b, err := json.Marshal(ev)
+		require.NoError(t, err)
+		out[i] = b
+	}
+	return out
+}
+
+// TestAnalysesAgainstSQLite: the native analyses (group counts with time
+// buckets, response codes, JSON paths, partial ORDER BY whose ties
+// SQLite orders, no ORDER BY, LIMIT cutting inside ties) give the SQLite
+// store's rows in its order. native: the plan answers without the
+// fallback (false: it hands over, errNotExact, and the answer is the
+// fallback's).
+func TestAnalysesAgainstSQLite(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	p := openPair(t, append(localtest.Values(localtest.All(t)), spreadEvents(t, 700, start)...))
+	vl := p.vl.(*vlstore.Store)
+	from, to := start.Add(13*time.Minute+500*time.Millisecond), start.Add(61*time.Minute+250*time.Millisecond)
+	for _, tc := range []struct {
+		query  string
+		native bool
+	}{
+		{`* | SELECT "user.username" AS user, count(*) AS deletes GROUP BY user ORDER BY deletes DESC LIMIT 3`, true},
+		{`verb:delete | SELECT "user.username" AS user, count(*) AS deletes GROUP BY user ORDER BY deletes DESC LIMIT 10`, true},
+		{`* | SELECT "user.username" AS user, count(*) AS n GROUP BY user ORDER BY n`, true},
+		{`* | SELECT histogram(cast(__TIMESTAMP__ as timestamp), interval 1 minute) AS time, COUNT(1) AS qps, userAgent GROUP BY time, userAgent ORDER BY time`, true},
+		{`* | SELECT histogram(cast(__TIMESTAMP__ as timestamp), interval 1 minute) AS time, COUNT(1) AS qps, userAgent GROUP BY time, userAgent ORDER BY time DESC LIMIT 17`, true},
+		{`* | SELECT histogram(__TIMESTAMP__, interval 5 minute) AS time, count(*) AS n, verb GROUP BY verb, time ORDER BY n DESC LIMIT 30`, true},
+		{`* | SELECT userAgent, histogram(__TIMESTAMP__, interval 10 second) AS time, count(*) AS n GROUP BY time, userAgent ORDER BY time DESC, n`, true},
+		{`* | SELECT date_trunc('hour', __TIMESTAMP__) AS h, count(*) AS n, count(verb) AS v GROUP BY h ORDER BY h DESC`, true},
+		{`* | SELECT date_trunc('minute', cast(__TIMESTAMP__ as timestamp)) AS m, count(*) AS n GROUP BY m ORDER BY n DESC LIMIT 12`, true},
+		{`* | SELECT verb, "responseStatus.code" AS code, count(*) AS n GROUP BY verb, code ORDER BY n DESC`, true},
+		{`* | SELECT verb, "responseStatus.code" AS code, count(*) AS n GROUP BY code, verb ORDER BY n DESC, code`, true},
+		{`* | SELECT verb, "responseStatus.code" AS code, count(*) AS n GROUP BY code, verb ORDER BY n, code DESC`, true},
+		{`* | SELECT "responseStatus.code" AS c, count(*) AS n GROUP BY c ORDER BY n DESC, c`, true},
+		{`* | SELECT "responseStatus.code" AS c, count(*) AS n GROUP BY c ORDER BY c DESC`, true},
+		{`* | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY n`, true},
+		{`* | SELECT "objectRef.namespace" AS ns, verb, count(*) AS n GROUP BY ns, verb`, true},
+		{`* | SELECT "objectRef.namespace" AS ns, verb, count(*) AS n GROUP BY verb, ns ORDER BY n DESC, verb LIMIT 9`, true},
+		{`* | SELECT "objectRef.namespace" AS ns, verb, count(*) AS n GROUP BY verb, ns ORDER BY n DESC LIMIT 9`, true},
+		{`* | SELECT verb, count(*) AS n GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 4`, true},
+		{`* | SELECT userAgent, count("objectRef.namespace") AS c, count(*) GROUP BY userAgent ORDER BY c DESC`, true},
+		{`annotations.authorization.k8s.io/decision:forbid OR annotations.authorization.k8s.io/decision:allow | SELECT "annotations.authorization.k8s.io/decision" AS d, count(*) AS n GROUP BY d ORDER BY n DESC`, true},
+		{`annotations.authorization.k8s.io/decision:forbid | SELECT "user.username" AS u, count(*) AS n GROUP BY u ORDER BY n DESC LIMIT 10`, true},
+		{`* | SELECT "annotations.authorization.k8s.io/decision" AS d, count(*) AS n GROUP BY d ORDER BY n DESC`, false}, // "" and missing
+		{`* | SELECT "annotations.latency" AS l, count(*) GROUP BY l ORDER BY l`, false},                                 // numbers' text
+		{`extra.ok:* | SELECT "extra.ok" AS o, count(*) AS n GROUP BY o ORDER BY n DESC`, false},
+		{`verb:nope | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`, true},
+	} {
+		q, err := cql.Parse(tc.query)
+		require.NoError(t, err, tc.query)
+		for _, req := range []eventstore.SearchRequest{{Query: q}, {Query: q, Cluster: "c1", From: from}, {Query: q, From: from, To: to}} {
+			name := fmt.Sprintf("%s %s %v %v", tc.query, req.Cluster, req.From, req.To)
+			want, err := p.sq.Search(context.Background(), req)
+			require.NoError(t, err, name)
+			got, err := vl.Search(context.Background(), req)
+			require.NoError(t, err, name)
+			require.Equal(t, want.Columns, got.Columns, name)
+			require.Equal(t, want.Rows, got.Rows, name)
+			require.Equal(t, want.Total, got.Total, name)
+			nat, err := vlstore.SearchNoFallback(vl, req)
+			if tc.native {
+				require.NoError(t, err, name)
+				require.Equal(t, want.Rows, nat.Rows, name)
+			} else if len(want.Rows) > 0 && err == nil {
+				t.Fatalf("%s: answered natively, want the fallback", name)
+			}
 		}
 	}
 }

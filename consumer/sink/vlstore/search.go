@@ -3,6 +3,7 @@ package vlstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,15 +78,47 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 		filters = append(filters, clusterFilter(req.Cluster))
 	}
 	filters = append(filters, timeFilters(req.From, req.To)...)
+	var fallbackFilters []string
+	if f := cqlPrefilter(q.Filter); f != "" {
+		fallbackFilters = append(slices.Clip(filters), f)
+	} else {
+		fallbackFilters = filters
+	}
+	fallback := func(ctx context.Context) (eventstore.SearchResult, error) {
+		n, err := s.count(ctx, joinFilters(fallbackFilters))
+		if err != nil {
+			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: count candidates: %w", err)
+		}
+		if n > maxCandidates {
+			return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
+				"this query is evaluated event by event here and would have to read %d events (at most %d): narrow it by time range, cluster or a key:value term", n, maxCandidates)}
+		}
+		cands, err := s.fetch(ctx, joinFilters(fallbackFilters), nil)
+		if err != nil {
+			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: candidates: %w", err)
+		}
+		// The ephemeral store numbers events in insertion order, and its
+		// cursors carry that number to break ties between copies under a
+		// reused auditID: insert in one fixed order so that a cursor stays
+		// valid in the next call.
+		slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		return s.searchEphemeral(ctx, cands, req, after)
+	}
+	// A native plan that meets data it cannot answer exactly
+	// (errNotExact) hands the request to the fallback.
 	native := func(f func(ctx context.Context) (eventstore.SearchResult, error)) (func(context.Context) (eventstore.SearchResult, error), string, error) {
 		return func(ctx context.Context) (eventstore.SearchResult, error) {
 			res, err := f(ctx)
-			if err != nil {
+			switch {
+			case errors.Is(err, errNotExact):
+				return fallback(ctx)
+			case err != nil:
 				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
 			}
 			return res, nil
 		}, planNative, nil
 	}
+	timed := !req.From.IsZero() || !req.To.IsZero()
 	if q.SQL != nil && countOnly(q.SQL) {
 		if exact, ok := exactLogsQL(q.Filter); ok {
 			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
@@ -101,7 +134,7 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 		if g, ok := planGroupCount(q.SQL); ok {
 			if exact, ok := exactLogsQL(q.Filter); ok {
 				return native(func(ctx context.Context) (eventstore.SearchResult, error) {
-					return g.run(ctx, s, joinFilters(append(filters, exact)))
+					return g.run(ctx, s, append(slices.Clip(filters), exact), timed)
 				})
 			}
 		}
@@ -109,33 +142,11 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 	if q.SQL == nil {
 		if exact, ok := exactLogsQL(q.Filter); ok {
 			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
-				return s.searchNative(ctx, append(filters, exact), !req.From.IsZero() || !req.To.IsZero(), req.Limit, after)
+				return s.searchNative(ctx, append(slices.Clip(filters), exact), timed, req.Limit, after)
 			})
 		}
 	}
-	if f := cqlPrefilter(q.Filter); f != "" {
-		filters = append(filters, f)
-	}
-	return func(ctx context.Context) (eventstore.SearchResult, error) {
-		n, err := s.count(ctx, joinFilters(filters))
-		if err != nil {
-			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: count candidates: %w", err)
-		}
-		if n > maxCandidates {
-			return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
-				"this query is evaluated event by event here and would have to read %d events (at most %d): narrow it by time range, cluster or a key:value term", n, maxCandidates)}
-		}
-		cands, err := s.fetch(ctx, joinFilters(filters), nil)
-		if err != nil {
-			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: candidates: %w", err)
-		}
-		// The ephemeral store numbers events in insertion order, and its
-		// cursors carry that number to break ties between copies under a
-		// reused auditID: insert in one fixed order so that a cursor stays
-		// valid in the next call.
-		slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
-		return s.searchEphemeral(ctx, cands, req, after)
-	}, planFallback, nil
+	return fallback, planFallback, nil
 }
 
 // searchNative is Search for a filter that LogsQL says exactly

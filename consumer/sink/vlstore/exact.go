@@ -1,8 +1,10 @@
 package vlstore
 
 import (
+	"cmp"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -38,9 +40,19 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 	case nil:
 		return "*", true
 	case *cql.And:
-		l, ok1 := exactLogsQL(e.L)
-		r, ok2 := exactLogsQL(e.R)
-		return "(" + l + " " + r + ")", ok1 && ok2
+		// The storage applies an AND's filters in their order, each to
+		// the rows the previous ones left: the cheap ones first (see
+		// filterCost), which AND leaves free to reorder.
+		var parts []string
+		for _, x := range conjuncts(e, nil) {
+			f, ok := exactLogsQL(x)
+			if !ok {
+				return "", false
+			}
+			parts = append(parts, f)
+		}
+		slices.SortStableFunc(parts, func(a, b string) int { return cmp.Compare(filterCost(a), filterCost(b)) })
+		return "(" + strings.Join(parts, " ") + ")", true
 	case *cql.Or:
 		l, ok1 := exactLogsQL(e.L)
 		r, ok2 := exactLogsQL(e.R)
@@ -140,6 +152,28 @@ func matchFilter(t *cql.Term) (string, bool) {
 		return any[0], true
 	}
 	return "(" + strings.Join(any, " OR ") + ")", true
+}
+
+// conjuncts appends the operands of a chain of ANDs to dst.
+func conjuncts(e cql.Expr, dst []cql.Expr) []cql.Expr {
+	if a, ok := e.(*cql.And); ok {
+		return conjuncts(a.R, conjuncts(a.L, dst))
+	}
+	return append(dst, e)
+}
+
+// filterCost ranks a translated filter by its cost per row: a number
+// range (responseStatus.code) reads a number column; one word's regexp
+// (matchFilter) lower-cases and matches strings; anything with OR or NOT
+// may be several of those.
+func filterCost(f string) int {
+	switch {
+	case strings.Contains(f, " OR ") || strings.Contains(f, "(NOT "):
+		return 2
+	case strings.Contains(f, ":~"):
+		return 1
+	}
+	return 0
 }
 
 // keyCode is the one number column of the SQLite store: matched as a

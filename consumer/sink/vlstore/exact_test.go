@@ -83,12 +83,12 @@ func TestCaseFreeFilter(t *testing.T) {
 		prefix bool
 		want   string
 	}{
-		{"id-00042", false, ` f:"00042"`},
-		{"10.0.3.17", false, ` f:"10"`},
-		{"v1.30.2", false, ` f:"30"`},
+		{"id-00042", false, `f:"00042" `},
+		{"10.0.3.17", false, `f:"10" `},
+		{"v1.30.2", false, `f:"30" `},
 		{"kube-system", false, ""},
 		{"app_2", false, ""},          // one token with letters
-		{"12-34567", true, ` f:"12"`}, // the last token may continue in the value
+		{"12-34567", true, `f:"12" `}, // the last token may continue in the value
 		{"2020", true, ""},
 		{"é42", false, ""},
 	} {

@@ -207,3 +207,29 @@ func TestAnalysesAgainstSQLite(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchLargeTotalAgainstSQLite: native event searches with more
+// matches than searchNative reads whole (2,000) take the top-k path;
+// pages and totals still equal the SQLite store's, cursors included.
+func TestSearchLargeTotalAgainstSQLite(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	p := openPair(t, varied(t, 3000, start))
+	for _, query := range []string{`*`, `NOT verb:get`, `verb:get OR verb:list OR objectRef.name:"app-1.config_1"`} {
+		q, err := cql.Parse(query)
+		require.NoError(t, err, query)
+		for _, req := range []eventstore.SearchRequest{
+			{Query: q, Limit: 437},
+			{Query: q, Limit: 389, From: start.Add(100 * time.Millisecond), To: start.Add(900*time.Millisecond + 500*time.Microsecond)},
+		} {
+			name := fmt.Sprintf("%s %v", query, req.From)
+			require.Equal(t, "native", vlstore.SearchPlan(p.vl.(*vlstore.Store), req), name)
+			wantKeys, wantTotal := searchAllPages(t, p.sq, req)
+			gotKeys, gotTotal := searchAllPages(t, p.vl, req)
+			if query != `verb:get OR verb:list OR objectRef.name:"app-1.config_1"` {
+				require.Greater(t, gotTotal, 2000, name)
+			}
+			require.Equal(t, wantTotal, gotTotal, name)
+			require.Equal(t, wantKeys, gotKeys, name)
+		}
+	}
+}

@@ -149,6 +149,10 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 	return fallback, planFallback, nil
 }
 
+// smallTotal is the most matches searchNative reads whole (~1.5 KB each)
+// rather than finding the page by a top-k first.
+const smallTotal = 2000
+
 // searchNative is Search for a filter that LogsQL says exactly
 // (exactLogsQL): the total is a count() and the page the newest after the
 // cursor (Store.newest); nothing goes through SQLite.
@@ -168,7 +172,16 @@ func (s *Store) searchNative(ctx context.Context, filters []string, timed bool, 
 		from = &k
 	}
 	// One more than the page tells whether there is a next one.
-	page, err := s.newest(ctx, filters, timed, limit+1, from)
+	var page []storedEvent
+	if total <= smallTotal {
+		// Few matches: one read of them all, sorted here, instead of
+		// newest's top-k and read (a pass over the filter's rows each).
+		page, err = s.fetch(ctx, joinFilters(filters), func(e *storedEvent) bool { return from == nil || compareStored(from, e) < 0 })
+		slices.SortFunc(page, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		page = page[:min(len(page), limit+1)]
+	} else {
+		page, err = s.newest(ctx, filters, timed, limit+1, from)
+	}
 	if err != nil {
 		return eventstore.SearchResult{}, err
 	}

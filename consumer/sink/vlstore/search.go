@@ -85,17 +85,17 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 		fallbackFilters = filters
 	}
 	fallback := func(ctx context.Context) (eventstore.SearchResult, error) {
-		n, err := s.count(ctx, joinFilters(fallbackFilters))
-		if err != nil {
-			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: count candidates: %w", err)
-		}
-		if n > maxCandidates {
-			return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
-				"this query is evaluated event by event here and would have to read %d events (at most %d): narrow it by time range, cluster or a key:value term", n, maxCandidates)}
-		}
-		cands, err := s.fetch(ctx, joinFilters(fallbackFilters), nil)
+		// One pass: the candidates, one more than the bound at most (the
+		// limit pipe ends the query there), rather than a count and then
+		// a read, each a pass over the prefilter (which for full text
+		// reads every value of every event in range).
+		cands, err := s.fetch(ctx, joinFilters(fallbackFilters)+" | limit "+strconv.Itoa(max(maxCandidates, 0)+1), nil)
 		if err != nil {
 			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: candidates: %w", err)
+		}
+		if len(cands) > maxCandidates {
+			return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
+				"this query is evaluated event by event here and would have to read more than %d events: narrow it by time range, cluster or a key:value term", maxCandidates)}
 		}
 		// The ephemeral store numbers events in insertion order, and its
 		// cursors carry that number to break ties between copies under a

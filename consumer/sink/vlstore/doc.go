@@ -63,7 +63,11 @@
 //     SQLite store's by construction. That is the one import of sink/local
 //     outside tests; it costs ~70 µs of CPU per candidate plus ~7–20 ms
 //     per call (BenchmarkRead), and a search needing more than 100,000
-//     candidates is refused as too broad (InvalidSearchError, q).
+//     candidates is refused as too broad (InvalidSearchError, q): the
+//     candidates are read in one pass, `| limit 100001`. Full text costs
+//     seconds at 1M events (decision 0026, "Step 5 prerequisite"): CLS's
+//     words are case-insensitive, so the storage's bloom filters cannot
+//     skip a block for them.
 //     Cursors are vlstore's (cursor.go): the keyset with a hash of the
 //     event as tie-break, translated to each call's ephemeral row ids.
 //     Every read ANDs liveRows (joinFilters). Both are timed by

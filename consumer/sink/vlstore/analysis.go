@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
@@ -267,8 +268,11 @@ func (g *groupCount) run(ctx context.Context, s *Store, filters []string, timed 
 	}
 	if bucketed && !timed {
 		// Events without stageTimestamp: the bucket is NULL.
-		without := append(slices.Clip(filters), "-"+strconv.Quote(keyStageTS)+":*")
-		if err := g.stats(ctx, s, joinFilters(without), false, add); err != nil {
+		without := joinFilters(append(slices.Clip(filters), "-"+strconv.Quote(keyStageTS)+":*"))
+		if err := checkNoTimestamp(ctx, s, without); err != nil {
+			return eventstore.SearchResult{}, err
+		}
+		if err := g.stats(ctx, s, without, false, add); err != nil {
 			return eventstore.SearchResult{}, err
 		}
 	}
@@ -290,6 +294,37 @@ func (g *groupCount) run(ctx context.Context, s *Store, filters []string, timed 
 		rows = [][]any{}
 	}
 	return eventstore.SearchResult{Columns: g.columns, Rows: rows, Total: len(rows)}, nil
+}
+
+// maxNoTimestamp is the most events without a stageTimestamp field that
+// checkNoTimestamp reads.
+const maxNoTimestamp = 10_000
+
+// checkNoTimestamp returns errNotExact unless every event filter selects
+// (events without a stageTimestamp field) has no time for SQLite either:
+// the field absent or the zero time. An event whose stageTimestamp the
+// storage could not keep as _time (decades old, days ahead: write.go's
+// storableTime) has none here and a time bucket in SQLite. Such events
+// are rare; past maxNoTimestamp of them the check gives up
+// (errNotExact) rather than read them all.
+func checkNoTimestamp(ctx context.Context, s *Store, filter string) error {
+	evs, err := s.fetch(ctx, filter+" | limit "+strconv.Itoa(maxNoTimestamp+1), nil)
+	if err != nil {
+		return err
+	}
+	if len(evs) > maxNoTimestamp {
+		return errNotExact
+	}
+	for _, e := range evs {
+		v, kind, found := flatten.Lookup([]byte(e.msg), keyStageTS)
+		if !found || kind != flatten.String {
+			continue
+		}
+		if t, err := time.Parse(time.RFC3339, v); err != nil || !t.IsZero() {
+			return errNotExact // a time in SQLite, or an event it refuses
+		}
+	}
+	return nil
 }
 
 // stats runs one stats query and passes each group's row (the items'

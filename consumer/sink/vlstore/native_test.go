@@ -88,6 +88,10 @@ func TestNativeAgainstSQLite(t *testing.T) {
 		`user.username:"kube-system:replicaset-controller"`, `user.username:"serviceaccount kube-system"`,
 		`user.username:system:kube`, `objectRef.name:"app-1.config_3"`, `userAgent:"linux/amd64 kubernetes"`,
 		`auditpipe.source:webhook`, `auditpipe.schemaVersion:1`, `level:request`,
+		`level:"request"`, `stage:"response complete"`, `stage:"responsecomplete"`, `auditID:"id-00042"`,
+		`objectRef.apiGroup:"rbac.authorization.k8s.io"`, `objectRef.apiGroup:"rbac authorization"`,
+		`annotations.reason:"allowed by clusterrolebinding"`, `annotations.reason:"by by"`, `userAgent:"kubernetes/abc"`,
+		`user.username:"system kube-scheduler" OR objectRef.name:"redis 7"`, `NOT objectRef.name:"nginx"`,
 	}
 	for _, query := range queries {
 		q, err := cql.Parse(query)
@@ -230,6 +234,43 @@ func TestSearchLargeTotalAgainstSQLite(t *testing.T) {
 			}
 			require.Equal(t, wantTotal, gotTotal, name)
 			require.Equal(t, wantKeys, gotKeys, name)
+		}
+	}
+}
+
+// TestBucketsOfUnstorableTimes: an event whose stageTimestamp the storage
+// cannot keep as its time (1990 here) has no stageTimestamp field, but a
+// time bucket in SQLite: an unbounded time-bucket analysis hands over to
+// the fallback and answers as SQLite; a bounded one (such events never
+// match a range here) stays native.
+func TestBucketsOfUnstorableTimes(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	values := spreadEvents(t, 60, start)
+	for i := range 2 {
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal(values[i], &ev))
+		ev["stageTimestamp"] = time.Date(1990, 1, 2, 3, 4, 5, 0, time.UTC).Add(time.Duration(i) * time.Hour).Format(time.RFC3339Nano)
+		ev["auditID"] = fmt.Sprintf("old-%d", i)
+		b, err := json.Marshal(ev)
+		require.NoError(t, err)
+		values = append(values, b)
+	}
+	p := openPair(t, values)
+	vl := p.vl.(*vlstore.Store)
+	q, err := cql.Parse(`* | SELECT histogram(__TIMESTAMP__, interval 1 hour) AS h, count(*) AS n GROUP BY h ORDER BY h`)
+	require.NoError(t, err)
+	for _, req := range []eventstore.SearchRequest{{Query: q}, {Query: q, From: start, To: start.Add(time.Hour)}} {
+		want, err := p.sq.Search(context.Background(), req)
+		require.NoError(t, err)
+		got, err := vl.Search(context.Background(), req)
+		require.NoError(t, err)
+		require.Equal(t, want.Rows, got.Rows)
+		_, err = vlstore.SearchNoFallback(vl, req)
+		if req.From.IsZero() {
+			require.Contains(t, fmt.Sprint(want.Rows), "1990-01-02 03:00:00")
+			require.Error(t, err, "the native plan hands over")
+		} else {
+			require.NoError(t, err)
 		}
 	}
 }

@@ -36,8 +36,9 @@ import (
 //     non-NULL values).
 //
 // GROUP BY names every key item, by name, alias or position, and nothing
-// else; ORDER BY names items (keys or counts). No DISTINCT, WHERE or
-// HAVING.
+// else; ORDER BY names items (keys or counts); HAVING compares counts
+// (count(*) or a count item's alias) with numbers, joined by AND and OR
+// (planHaving). No DISTINCT or WHERE.
 //
 // The order is the SQLite store's, ties included: ORDER BY's items, NULLs
 // last both ways (the SQLite compiler's NULLS LAST), then the order in
@@ -52,8 +53,11 @@ type groupCount struct {
 	// NULLs first, or each in the direction of the ORDER BY item in the
 	// same place when ORDER BY has as many items as GROUP BY (SQLite then
 	// sorts the groups that way, hoping to spare the ORDER BY's sort).
-	ties  []orderKey
-	limit int
+	ties []orderKey
+	// having keeps a group (nil: every group); rows is the group's
+	// number of events.
+	having func(row []any, rows int64) bool
+	limit  int
 }
 
 type itemKind int
@@ -92,7 +96,7 @@ const maxBucketMS = 10_000 * 86_400_000
 // planGroupCount returns the plan for sel, or false when sel is not of
 // that form (the fallback answers it).
 func planGroupCount(sel *cql.Select) (*groupCount, bool) {
-	if sel.Distinct || sel.Where != nil || sel.Having != nil || len(sel.GroupBy) == 0 || sel.Limit > eventstore.MaxLimit {
+	if sel.Distinct || sel.Where != nil || len(sel.GroupBy) == 0 || sel.Limit > eventstore.MaxLimit {
 		return nil, false
 	}
 	g := &groupCount{limit: eventstore.DefaultLimit}
@@ -100,6 +104,7 @@ func planGroupCount(sel *cql.Select) (*groupCount, bool) {
 		g.limit = sel.Limit
 	}
 	names := map[string]int{} // alias or field name → item
+	aliases := map[string]int{}
 	buckets := 0
 	for i, it := range sel.Items {
 		g.columns = append(g.columns, it.Name())
@@ -122,6 +127,7 @@ func planGroupCount(sel *cql.Select) (*groupCount, bool) {
 				return nil, false
 			}
 			names[it.Alias] = i
+			aliases[it.Alias] = i
 		}
 	}
 	if buckets > 1 {
@@ -161,6 +167,13 @@ func planGroupCount(sel *cql.Select) (*groupCount, bool) {
 		}
 		g.order = append(g.order, orderKey{i, o.Desc})
 	}
+	if sel.Having != nil {
+		h, ok := planHaving(sel.Having, g.items, aliases)
+		if !ok {
+			return nil, false
+		}
+		g.having = h
+	}
 	for j, i := range groupBy {
 		desc := false
 		if len(sel.OrderBy) == len(sel.GroupBy) {
@@ -169,6 +182,73 @@ func planGroupCount(sel *cql.Select) (*groupCount, bool) {
 		g.ties = append(g.ties, orderKey{i, desc})
 	}
 	return g, true
+}
+
+// planHaving translates a HAVING condition on counts: comparisons (= !=
+// <> < <= > >=) between count(*) or count(literal), an alias of a count
+// item (HAVING resolves aliases, as the SQLite compiler does, not field
+// names), and number literals, joined by AND and OR. Counts are never
+// NULL, so two-valued logic is SQL's here.
+func planHaving(e cql.SQLExpr, items []statItem, aliases map[string]int) (func(row []any, rows int64) bool, bool) {
+	b, ok := e.(*cql.Binary)
+	if !ok {
+		return nil, false
+	}
+	switch b.Op {
+	case "AND", "OR":
+		l, ok1 := planHaving(b.L, items, aliases)
+		r, ok2 := planHaving(b.R, items, aliases)
+		if !ok1 || !ok2 {
+			return nil, false
+		}
+		if b.Op == "AND" {
+			return func(row []any, n int64) bool { return l(row, n) && r(row, n) }, true
+		}
+		return func(row []any, n int64) bool { return l(row, n) || r(row, n) }, true
+	case "=", "!=", "<>", "<", "<=", ">", ">=":
+		l, ok1 := havingOperand(b.L, items, aliases)
+		r, ok2 := havingOperand(b.R, items, aliases)
+		if !ok1 || !ok2 {
+			return nil, false
+		}
+		op := b.Op
+		return func(row []any, n int64) bool {
+			c := cmp.Compare(l(row, n), r(row, n))
+			switch op {
+			case "=":
+				return c == 0
+			case "!=", "<>":
+				return c != 0
+			case "<":
+				return c < 0
+			case "<=":
+				return c <= 0
+			case ">":
+				return c > 0
+			}
+			return c >= 0
+		}, true
+	}
+	return nil, false
+}
+
+// havingOperand is a number of HAVING: a count (as float64: SQLite
+// compares integers and reals numerically) or a number literal.
+func havingOperand(e cql.SQLExpr, items []statItem, aliases map[string]int) (func(row []any, rows int64) float64, bool) {
+	switch e := e.(type) {
+	case *cql.NumberLit:
+		v := e.Value
+		return func([]any, int64) float64 { return v }, true
+	case *cql.Call:
+		if it, ok := planItem(e); ok && it.kind == itemCount {
+			return func(_ []any, n int64) float64 { return float64(n) }, true
+		}
+	case *cql.Ident:
+		if i, ok := aliases[e.Name]; ok && !items[i].key() {
+			return func(row []any, _ int64) float64 { return float64(row[i].(int64)) }, true
+		}
+	}
+	return nil, false
 }
 
 // planItem classifies one SELECT item.
@@ -247,9 +327,10 @@ func (g *groupCount) run(ctx context.Context, s *Store, filters []string, timed 
 		k := b.String()
 		if prev, ok := groups[k]; ok {
 			// Two storage groups that are one SQLite group
-			// (responseStatus.code 0 and missing): add the counts.
-			for i, it := range g.items {
-				if !it.key() {
+			// (responseStatus.code 0 and missing): add the counts (and
+			// the events, the last element).
+			for i := range row {
+				if i == len(g.items) || !g.items[i].key() {
 					prev[i] = prev[i].(int64) + row[i].(int64)
 				}
 			}
@@ -276,6 +357,9 @@ func (g *groupCount) run(ctx context.Context, s *Store, filters []string, timed 
 			return eventstore.SearchResult{}, err
 		}
 	}
+	if g.having != nil {
+		rows = slices.DeleteFunc(rows, func(r []any) bool { return !g.having(r, r[len(g.items)].(int64)) })
+	}
 	slices.SortFunc(rows, func(a, b []any) int {
 		for _, o := range g.order {
 			if c := compareValues(a[o.item], b[o.item], o.desc); c != 0 {
@@ -290,9 +374,11 @@ func (g *groupCount) run(ctx context.Context, s *Store, filters []string, timed 
 		return 0
 	})
 	rows = rows[:min(len(rows), g.limit)]
-	if rows == nil {
-		rows = [][]any{}
+	out := make([][]any, len(rows))
+	for i, r := range rows {
+		out[i] = r[:len(g.items)]
 	}
+	rows = out
 	return eventstore.SearchResult{Columns: g.columns, Rows: rows, Total: len(rows)}, nil
 }
 
@@ -366,7 +452,7 @@ func (g *groupCount) stats(ctx context.Context, s *Store, filter string, buckete
 		if vals[len(vals)-1] == "0" || perr != nil {
 			return
 		}
-		row := make([]any, len(g.items))
+		row := make([]any, len(g.items)+1)
 		for i, it := range g.items {
 			var err error
 			if row[i], err = it.value(vals[i], names[i] != ""); err != nil {
@@ -374,6 +460,12 @@ func (g *groupCount) stats(ctx context.Context, s *Store, filter string, buckete
 				return
 			}
 		}
+		n, err := strconv.ParseInt(vals[len(vals)-1], 10, 64)
+		if err != nil {
+			perr = fmt.Errorf("count %q is not a number", vals[len(vals)-1])
+			return
+		}
+		row[len(g.items)] = n
 		add(row)
 	})
 	if err == nil {

@@ -67,7 +67,10 @@ func TestPlanGroupCount(t *testing.T) {
 		`* | SELECT DISTINCT verb, count(*) GROUP BY verb ORDER BY verb`:                                                                            false,
 		`* | SELECT verb, "user.username", count(*) GROUP BY verb ORDER BY verb`:                                                                    false, // a bare column
 		`* | SELECT verb, count(*) GROUP BY verb ORDER BY count(*)`:                                                                                 false,
-		`* | SELECT verb, count(*) GROUP BY verb HAVING count(*) > 1`:                                                                               false,
+		`* | SELECT verb, count(*) GROUP BY verb HAVING count(*) > 1`:                                                                               true,
+		`* | SELECT verb, count(*) AS n GROUP BY verb HAVING n > 1 AND verb = 'get'`:                                                                false,
+		`* | SELECT verb, count(*) AS n GROUP BY verb HAVING NOT n > 1`:                                                                             false,
+		`* | SELECT verb AS v, count(*) AS n GROUP BY v HAVING v > 1`:                                                                               false,
 		`* | SELECT count(*)`: false,
 	} {
 		parsed, err := cql.Parse(q)

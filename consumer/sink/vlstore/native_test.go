@@ -189,6 +189,10 @@ func TestAnalysesAgainstSQLite(t *testing.T) {
 		{`* | SELECT "annotations.latency" AS l, count(*) GROUP BY l ORDER BY l`, false},                                 // numbers' text
 		{`extra.ok:* | SELECT "extra.ok" AS o, count(*) AS n GROUP BY o ORDER BY n DESC`, false},
 		{`verb:nope | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`, true},
+		{`* | SELECT verb, count(*) AS n GROUP BY verb HAVING n > 100 ORDER BY n DESC`, true},
+		{`* | SELECT "user.username" AS u, count(*) AS n GROUP BY u HAVING count(*) >= 2 AND n < 140 OR n = 1 ORDER BY n DESC LIMIT 4`, true},
+		{`* | SELECT "objectRef.namespace" AS ns, count(1) AS n GROUP BY ns HAVING 150.5 <> n`, true},
+		{`* | SELECT "responseStatus.code" AS c, count(*) AS n GROUP BY c HAVING n >= 100 ORDER BY c`, true},
 	} {
 		q, err := cql.Parse(tc.query)
 		require.NoError(t, err, tc.query)
@@ -234,6 +238,32 @@ func TestSearchLargeTotalAgainstSQLite(t *testing.T) {
 			}
 			require.Equal(t, wantTotal, gotTotal, name)
 			require.Equal(t, wantKeys, gotKeys, name)
+		}
+	}
+}
+
+// TestHavingBoundsAgainstSQLite: every HAVING comparison at a count that
+// some group has exactly (so that each operator's boundary shows).
+func TestHavingBoundsAgainstSQLite(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	p := openPair(t, spreadEvents(t, 300, start))
+	q, err := cql.Parse(`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY verb`)
+	require.NoError(t, err)
+	res, err := p.sq.Search(context.Background(), eventstore.SearchRequest{Query: q})
+	require.NoError(t, err)
+	require.Greater(t, len(res.Rows), 2)
+	n := res.Rows[1][1].(int64)
+	for _, op := range []string{"=", "!=", "<>", "<", "<=", ">", ">="} {
+		for _, cond := range []string{fmt.Sprintf("n %s %d", op, n), fmt.Sprintf("count(*) %s %d", op, n), fmt.Sprintf("%d %s n", n, op)} {
+			query := `* | SELECT verb, count(*) AS n GROUP BY verb HAVING ` + cond + ` ORDER BY verb`
+			q, err := cql.Parse(query)
+			require.NoError(t, err, query)
+			req := eventstore.SearchRequest{Query: q}
+			want, err := p.sq.Search(context.Background(), req)
+			require.NoError(t, err, query)
+			got, err := vlstore.SearchNoFallback(p.vl.(*vlstore.Store), req)
+			require.NoError(t, err, query)
+			require.Equal(t, want.Rows, got.Rows, query)
 		}
 	}
 }

@@ -33,12 +33,13 @@ import (
 //     date_trunc('unit', __TIMESTAMP__) (optionally cast(... as
 //     timestamp)), at most one, NULL for events without stageTimestamp;
 //   - count(*), count(literal) or count(key) for a text column key (its
-//     non-NULL values).
+//     non-NULL values), count_if(condition).
 //
 // GROUP BY names every key item, by name, alias or position, and nothing
 // else; ORDER BY names items (keys or counts); HAVING compares counts
 // (count(*) or a count item's alias) with numbers, joined by AND and OR
-// (planHaving). No DISTINCT or WHERE.
+// (planHaving); WHERE and count_if's condition are what sqlCond
+// translates. No DISTINCT.
 //
 // The order is the SQLite store's, ties included: ORDER BY's items, NULLs
 // last both ways (the SQLite compiler's NULLS LAST), then the order in
@@ -54,6 +55,8 @@ type groupCount struct {
 	// same place when ORDER BY has as many items as GROUP BY (SQLite then
 	// sorts the groups that way, hoping to spare the ORDER BY's sort).
 	ties []orderKey
+	// where is the WHERE condition as a LogsQL filter ("" when none).
+	where string
 	// having keeps a group (nil: every group); rows is the group's
 	// number of events.
 	having func(row []any, rows int64) bool
@@ -65,6 +68,7 @@ type itemKind int
 const (
 	itemCount      itemKind = iota // count(*)
 	itemCountField                 // count(field): the non-NULL values
+	itemCountIf                    // count_if(condition): the TRUE ones
 	itemText                       // a text column key
 	itemCode                       // responseStatus.code
 	itemPath                       // another JSON path
@@ -74,6 +78,8 @@ const (
 type statItem struct {
 	kind  itemKind
 	field string
+	// cond is count_if's condition, a LogsQL filter (sqlCond).
+	cond string
 	// per is a bucket's width in milliseconds.
 	per int64
 }
@@ -96,10 +102,17 @@ const maxBucketMS = 10_000 * 86_400_000
 // planGroupCount returns the plan for sel, or false when sel is not of
 // that form (the fallback answers it).
 func planGroupCount(sel *cql.Select) (*groupCount, bool) {
-	if sel.Distinct || sel.Where != nil || len(sel.GroupBy) == 0 || sel.Limit > eventstore.MaxLimit {
+	if sel.Distinct || len(sel.GroupBy) == 0 || sel.Limit > eventstore.MaxLimit {
 		return nil, false
 	}
 	g := &groupCount{limit: eventstore.DefaultLimit}
+	if sel.Where != nil {
+		t, _, ok := sqlCond(sel.Where)
+		if !ok {
+			return nil, false
+		}
+		g.where = t
+	}
 	if sel.Limit >= 0 {
 		g.limit = sel.Limit
 	}
@@ -276,6 +289,10 @@ func planItem(e cql.SQLExpr) (statItem, bool) {
 					return statItem{kind: itemCountField, field: a.Name}, true
 				}
 			}
+		case e.Name == "count_if" && !e.Distinct && len(e.Args) == 1:
+			if t, _, ok := sqlCond(e.Args[0]); ok {
+				return statItem{kind: itemCountIf, cond: t}, true
+			}
 		case e.Name == "histogram" && len(e.Args) == 2:
 			iv, ok := e.Args[1].(*cql.Interval)
 			if ok && isTimestamp(e.Args[0]) {
@@ -315,6 +332,9 @@ func isTimestamp(e cql.SQLExpr) bool {
 // run answers the plan over the events filter selects (filters, ANDed;
 // timed: they bound the time, so every event has a stageTimestamp).
 func (g *groupCount) run(ctx context.Context, s *Store, filters []string, timed bool) (eventstore.SearchResult, error) {
+	if g.where != "" {
+		filters = append(slices.Clip(filters), g.where)
+	}
 	groups := map[string][]any{}
 	var rows [][]any
 	add := func(row []any) {
@@ -425,6 +445,8 @@ func (g *groupCount) stats(ctx context.Context, s *Store, filter string, buckete
 			aggs = append(aggs, "count() as "+name)
 		case itemCountField:
 			aggs = append(aggs, "count("+strconv.Quote(it.field)+") as "+name)
+		case itemCountIf:
+			aggs = append(aggs, "count() if ("+it.cond+") as "+name)
 		case itemBucket:
 			if !bucketed {
 				name = ""
@@ -482,7 +504,7 @@ var jsonNumber = regexp.MustCompile(`^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-
 // (has: the query returned the column).
 func (it statItem) value(v string, has bool) (any, error) {
 	switch it.kind {
-	case itemCount, itemCountField:
+	case itemCount, itemCountField, itemCountIf:
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return nil, fmt.Errorf("count %q is not a number", v)

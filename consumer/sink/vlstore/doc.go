@@ -46,16 +46,19 @@
 //     the words' any-case phrase filters; ranges and integer matches on
 //     responseStatus.code): count() and a keyset page, and the analyses
 //     `SELECT count(*)` and group counts (analysis.go, stats pipe):
-//     `SELECT keys, count(*)|count(1)|count(column) GROUP BY keys [ORDER
-//     BY items] [LIMIT n]` with text column keys, responseStatus.code,
-//     other JSON paths and one time bucket (histogram, date_trunc of
-//     __TIMESTAMP__), in SQLite's order ties included (the GROUP BY's
-//     group order, which the differential tests pin down). A native plan
+//     `SELECT keys, count(*)|count(1)|count(column)|count_if(cond) [WHERE
+//     cond] GROUP BY keys [HAVING counts] [ORDER BY items] [LIMIT n]`
+//     with text column keys, responseStatus.code, other JSON paths and
+//     one time bucket (histogram, date_trunc of __TIMESTAMP__), in
+//     SQLite's order ties included (the GROUP BY's group order, which the
+//     differential tests pin down); conditions (sqlcond.go) are =, !=,
+//     IN, IS NULL on text column keys and comparisons on
+//     responseStatus.code, with SQL's NULLs (AND, OR, NOT). A native plan
 //     that meets data it cannot answer as SQLite would (a JSON path's
 //     group whose value is missing, empty or a number's text; a
 //     non-integer code) hands the request to the fallback. Everything
-//     else (full text, other wildcards, key:* and key:"", WHERE, HAVING,
-//     other functions) takes the fallback
+//     else (full text, other wildcards, key:* and key:"", DISTINCT,
+//     other functions and conditions) takes the fallback
 //     of 0026: a LogsQL superset (cluster, time range, per-term filters
 //     where implied) is loaded into an ephemeral SQLite store
 //     (consumer/sink/local, a temporary directory under

@@ -50,6 +50,9 @@ func jsonPathEvents(t *testing.T, n int, start time.Time) [][]byte {
 		case 1:
 			ev["extra"] = map[string]any{"n": 1.5, "ok": "true"}
 		}
+		if i%29 == 7 {
+			ev["responseStatus"] = map[string]any{"code": 0} // NULL in SQLite's column
+		}
 		ref := ev["objectRef"].(map[string]any)
 		ref["name"] = names[i%len(names)]
 		b, err := json.Marshal(ev)
@@ -190,6 +193,19 @@ func TestAnalysesAgainstSQLite(t *testing.T) {
 		{`extra.ok:* | SELECT "extra.ok" AS o, count(*) AS n GROUP BY o ORDER BY n DESC`, false},
 		{`verb:nope | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`, true},
 		{`* | SELECT verb, count(*) AS n GROUP BY verb HAVING n > 100 ORDER BY n DESC`, true},
+		{`* | SELECT verb, count(*) AS n WHERE verb = 'get' OR verb = 'list' GROUP BY verb ORDER BY verb`, true},
+		{`* | SELECT verb, count(*) AS n WHERE NOT verb = 'get' AND "objectRef.namespace" IS NOT NULL GROUP BY verb ORDER BY n DESC`, true},
+		{`* | SELECT "objectRef.namespace" AS ns, count(*) AS n WHERE NOT ("objectRef.namespace" = 'team-a' OR "responseStatus.code" >= 400) GROUP BY ns ORDER BY ns`, true},
+		{`* | SELECT verb, count(*) AS n WHERE "responseStatus.code" IS NULL GROUP BY verb ORDER BY verb`, true},
+		{`* | SELECT verb, count(*) AS n WHERE "responseStatus.code" != 404 AND 500 > "responseStatus.code" GROUP BY verb ORDER BY verb`, true},
+		{`* | SELECT verb, count_if("responseStatus.code" >= 400) AS errors, count_if(NOT "user.username" IN ('bob', 'system:kube-scheduler')) AS others, count(*) AS n GROUP BY verb ORDER BY verb`, true},
+		{`* | SELECT "auditpipe.cluster" AS c, count_if("responseStatus.code" = 403) AS f GROUP BY c ORDER BY c`, true},
+		{`* | SELECT verb, count_if(NOT "responseStatus.code" < 300) AS x, count_if("responseStatus.code" <> 200.5) AS y GROUP BY verb ORDER BY verb`, true},
+		{`* | SELECT "user.username" AS u, count(*) AS n WHERE "user.username" NOT IN ('bob') GROUP BY u ORDER BY u`, true},
+		{`* | SELECT "objectRef.namespace" AS ns, count_if(NOT "objectRef.namespace" = 'Team-B') AS x, count(*) AS n WHERE "objectRef.namespace" = 'Team-B' OR "objectRef.namespace" = 'team-b' OR "objectRef.namespace" IS NULL GROUP BY ns ORDER BY ns`, true},
+		{`* | SELECT verb, count_if(NOT "objectRef.namespace" IN ('team-a')) AS x, count_if("objectRef.namespace" NOT IN ('team-a', 'Team-B')) AS y, count_if("objectRef.namespace" != 'team-a') AS z GROUP BY verb ORDER BY verb`, true},
+		{`* | SELECT verb, count_if(NOT ("objectRef.namespace" = 'team-a' AND verb = 'get')) AS x, count_if(NOT ("objectRef.namespace" = 'team-a' OR verb = 'get')) AS y GROUP BY verb ORDER BY verb`, true},
+		{`* | SELECT verb, count(*) AS n WHERE verb LIKE 'g%' GROUP BY verb ORDER BY verb`, false},
 		{`* | SELECT "user.username" AS u, count(*) AS n GROUP BY u HAVING count(*) >= 2 AND n < 140 OR n = 1 ORDER BY n DESC LIMIT 4`, true},
 		{`* | SELECT "objectRef.namespace" AS ns, count(1) AS n GROUP BY ns HAVING 150.5 <> n`, true},
 		{`* | SELECT "responseStatus.code" AS c, count(*) AS n GROUP BY c HAVING n >= 100 ORDER BY c`, true},

@@ -14,7 +14,7 @@ import (
 // NULL (SQL's three-valued logic, which NOT must keep: NOT NULL is NULL).
 // ok is false for anything else (the fallback answers). Translated:
 //   - AND, OR, NOT of translated conditions;
-//   - a text column key (exactFields: NULLIF(column, ”) in SQLite, NULL
+//   - a text column key (exactFields: the column NULLIF empty in SQLite, NULL
 //     when missing or empty, as the storage, which drops empty values)
 //     compared with = or != (<>) to a non-empty string literal, [NOT] IN
 //     a list of them, IS [NOT] NULL: exact, case-sensitive matches, as

@@ -149,8 +149,9 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 	return fallback, planFallback, nil
 }
 
-// smallTotal is the most matches searchNative reads whole (~1.5 KB each)
-// rather than finding the page by a top-k first.
+// smallTotal is the most matches searchNative reads whole (~1.5 KB each),
+// counting them as it reads, rather than counting first and finding the
+// page by a top-k.
 const smallTotal = 2000
 
 // searchNative is Search for a filter that LogsQL says exactly
@@ -158,33 +159,36 @@ const smallTotal = 2000
 // cursor (Store.newest); nothing goes through SQLite.
 func (s *Store) searchNative(ctx context.Context, filters []string, timed bool, limit int, after *cursor) (eventstore.SearchResult, error) {
 	limit = pageLimit(limit)
-	total, err := s.count(ctx, joinFilters(filters))
-	if err != nil {
-		return eventstore.SearchResult{}, err
-	}
-	res := eventstore.SearchResult{Events: []json.RawMessage{}, Total: total}
-	if total == 0 {
-		return res, nil
-	}
 	var from *storedEvent
 	if after != nil {
 		k := after.key()
 		from = &k
 	}
-	// One more than the page tells whether there is a next one.
-	var page []storedEvent
-	if total <= smallTotal {
-		// Few matches: one read of them all, sorted here, instead of
-		// newest's top-k and read (a pass over the filter's rows each).
-		page, err = s.fetch(ctx, joinFilters(filters), func(e *storedEvent) bool { return from == nil || compareStored(from, e) < 0 })
-		slices.SortFunc(page, func(a, b storedEvent) int { return compareStored(&a, &b) })
-		page = page[:min(len(page), limit+1)]
-	} else {
-		page, err = s.newest(ctx, filters, timed, limit+1, from)
-	}
+	// Few matches (the usual search with a time range and a term or
+	// two): one read of them all, at most smallTotal+1 (the limit pipe
+	// ends the query there), whose number is the total, sorted here.
+	// Otherwise the total is a count() and the page newest's top-k and
+	// read: each a pass over the filter's rows.
+	all, err := s.fetch(ctx, joinFilters(filters)+" | limit "+strconv.Itoa(smallTotal+1), nil)
 	if err != nil {
 		return eventstore.SearchResult{}, err
 	}
+	var page []storedEvent
+	total := len(all)
+	if total <= smallTotal {
+		page = slices.DeleteFunc(all, func(e storedEvent) bool { return from != nil && compareStored(from, &e) >= 0 })
+		slices.SortFunc(page, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		// One more than the page tells whether there is a next one.
+		page = page[:min(len(page), limit+1)]
+	} else {
+		if total, err = s.count(ctx, joinFilters(filters)); err != nil {
+			return eventstore.SearchResult{}, err
+		}
+		if page, err = s.newest(ctx, filters, timed, limit+1, from); err != nil {
+			return eventstore.SearchResult{}, err
+		}
+	}
+	res := eventstore.SearchResult{Events: []json.RawMessage{}, Total: total}
 	if len(page) > limit {
 		page = page[:limit]
 		res.Cursor = cursorOf(&page[limit-1])

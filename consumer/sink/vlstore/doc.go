@@ -38,12 +38,27 @@
 //     is checked in Go with cql.Pattern, as the SQLite store's
 //     auditpipe_text does; the total is counted there too.
 //   - Search (search.go), native where LogsQL says the CLS filter exactly
-//     (exact.go: *, AND/OR/NOT, key:word and key:prefix* on the SQLite
-//     store's text column keys, as a regexp with CLS's delimiters and
-//     case; ranges and integer matches on responseStatus.code): count()
-//     and a keyset page, and the analyses `SELECT
-//     count(*)` and `SELECT keys, count(*) GROUP BY keys ORDER BY (every
-//     key)` (analysis.go, stats pipe). Everything else takes the fallback
+//     (exact.go: *, AND/OR/NOT, an AND's filters cheapest first;
+//     key:value for literal ASCII words — a word, word*, several words or
+//     a "phrase" — on the SQLite store's text column keys and on every
+//     other JSON path the storage holds as written (annotations.…,
+//     user.groups, …), as regexps with CLS's delimiters and case behind
+//     the words' any-case phrase filters; ranges and integer matches on
+//     responseStatus.code): count() and a keyset page, and the analyses
+//     `SELECT count(*)` and group counts (analysis.go, stats pipe):
+//     `SELECT keys, count(*)|count(1)|count(column)|count_if(cond) [WHERE
+//     cond] GROUP BY keys [HAVING counts] [ORDER BY items] [LIMIT n]`
+//     with text column keys, responseStatus.code, other JSON paths and
+//     one time bucket (histogram, date_trunc of __TIMESTAMP__), in
+//     SQLite's order ties included (the GROUP BY's group order, which the
+//     differential tests pin down); conditions (sqlcond.go) are =, !=,
+//     IN, IS NULL on text column keys and comparisons on
+//     responseStatus.code, with SQL's NULLs (AND, OR, NOT). A native plan
+//     that meets data it cannot answer as SQLite would (a JSON path's
+//     group whose value is missing, empty or a number's text; a
+//     non-integer code) hands the request to the fallback. Everything
+//     else (full text, other wildcards, key:* and key:"", DISTINCT,
+//     other functions and conditions) takes the fallback
 //     of 0026: a LogsQL superset (cluster, time range, per-term filters
 //     where implied) is loaded into an ephemeral SQLite store
 //     (consumer/sink/local, a temporary directory under
@@ -51,7 +66,11 @@
 //     SQLite store's by construction. That is the one import of sink/local
 //     outside tests; it costs ~70 µs of CPU per candidate plus ~7–20 ms
 //     per call (BenchmarkRead), and a search needing more than 100,000
-//     candidates is refused as too broad (InvalidSearchError, q).
+//     candidates is refused as too broad (InvalidSearchError, q): the
+//     candidates are read in one pass, `| limit 100001`. Full text costs
+//     seconds at 1M events (decision 0026, "Step 5 prerequisite"): CLS's
+//     words are case-insensitive, so the storage's bloom filters cannot
+//     skip a block for them.
 //     Cursors are vlstore's (cursor.go): the keyset with a hash of the
 //     event as tie-break, translated to each call's ephemeral row ids.
 //     Every read ANDs liveRows (joinFilters). Both are timed by
@@ -82,7 +101,11 @@
 //     superset); copies under a reused auditID after the first are
 //     ordered by a hash of the event, not by arrival; events the SQLite
 //     store refuses (e.g. a non-numeric responseStatus.code) are stored
-//     but not found by a Search that takes the fallback.
+//     but not found by a Search that takes the fallback; an event with
+//     one key twice (duplicate JSON members, or member names that
+//     flatten.SanitizeKey makes equal) is matched and grouped by the
+//     last value here, by the first in SQLite (key:value on a JSON path,
+//     natively and through the fallback's prefilter alike).
 //
 // Process-wide effects (forced by the dependency, done once in Open):
 // the global flag set is parsed (empty) if nobody did, and VictoriaMetrics'

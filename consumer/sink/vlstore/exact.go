@@ -1,8 +1,10 @@
 package vlstore
 
 import (
+	"cmp"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,25 +26,33 @@ var exactFields = map[string]bool{
 // it cannot (ok false): then Search takes the fallback. Translated:
 //   - *, AND, OR, NOT;
 //   - responseStatus.code's ranges and integer matches (codeFilter);
-//   - key:word and key:prefix* on exactFields, the word literal and of
-//     ASCII characters: a regexp that finds the word between CLS
-//     delimiters (or the ends of the value), each letter a class of the
-//     runes whose strings.ToLower is that letter (what CLS's
-//     case-insensitivity is here), so nothing depends on VictoriaLogs'
-//     own words or case rules.
+//   - key:value on the keys exactKey names (the column keys and the
+//     JSON paths, annotations.authorization.k8s.io/decision), for
+//     literal ASCII words: a word, word*, several words (any of them) or
+//     a "phrase" (all in a row), as matchFilter says.
 //
 // Not translated: full text (it excludes auditpipe's fields, which no
-// LogsQL field list can say), phrases and other wildcards, key:* and
-// key:"" (VictoriaLogs drops empty values), ranges on other keys (CLS
-// parses numbers from text its own way), other keys.
+// LogsQL field list can say), other wildcards, key:* and key:""
+// (VictoriaLogs drops empty values), ranges on other keys (CLS parses
+// numbers from text its own way), the keys exactKey leaves out.
 func exactLogsQL(e cql.Expr) (string, bool) {
 	switch e := e.(type) {
 	case nil:
 		return "*", true
 	case *cql.And:
-		l, ok1 := exactLogsQL(e.L)
-		r, ok2 := exactLogsQL(e.R)
-		return "(" + l + " " + r + ")", ok1 && ok2
+		// The storage applies an AND's filters in their order, each to
+		// the rows the previous ones left: the cheap ones first (see
+		// filterCost), which AND leaves free to reorder.
+		var parts []string
+		for _, x := range conjuncts(e, nil) {
+			f, ok := exactLogsQL(x)
+			if !ok {
+				return "", false
+			}
+			parts = append(parts, f)
+		}
+		slices.SortStableFunc(parts, func(a, b string) int { return cmp.Compare(filterCost(a), filterCost(b)) })
+		return "(" + strings.Join(parts, " ") + ")", true
 	case *cql.Or:
 		l, ok1 := exactLogsQL(e.L)
 		r, ok2 := exactLogsQL(e.R)
@@ -56,14 +66,75 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 			return "*", true
 		case e.Field == keyCode:
 			return codeFilter(e)
-		case e.Kind != cql.Match || !exactFields[e.Field] || e.Quoted:
+		case e.Kind != cql.Match || !exactKey(e.Field):
 			return "", false
 		}
-		pat := cql.CompilePattern(e.Pattern, false)
-		if len(pat.Words) != 1 {
+		return matchFilter(e)
+	}
+	return "", false
+}
+
+// exactKey reports whether key:value on key is translated: the SQLite
+// store's text column keys (exactFields) and every other key the storage
+// holds as a field whose value is the text CLS matches, that is every
+// flattened key (decode in write.go stores flatten's value text as it
+// is) but those it does not keep as written: longer names than the
+// storage takes, stageTimestamp (its zero time is not a field), and names
+// starting with '_' (flatten never makes one; CLS's __SPECIAL__ keys and
+// the storage's own _msg, _time, _stream are not event keys).
+//
+// A key other than exactFields is read by the SQLite store with
+// flatten.Lookup, which takes the first of two values an event has under
+// one key (duplicate JSON members, or two member names that SanitizeKey
+// makes equal, as "a b" and "a_b" in one map); the storage keeps the last
+// one. For such an event the two stores differ, natively as in the
+// fallback (whose prefilter reads the same field): the processor's events
+// have neither.
+func exactKey(key string) bool {
+	if exactFields[key] {
+		return true
+	}
+	return key != "" && key[0] != '_' && len(key) <= maxFieldNameSize && key != keyStageTS && key != keyCode
+}
+
+// matchFilter translates key:value (a Match term on an exactKey): the
+// value's CLS words (cql.CompilePattern), each a regexp that finds it
+// between CLS delimiters (or the ends of the value), every letter a class
+// of the runes whose strings.ToLower is that letter (what CLS's
+// case-insensitivity is here), so nothing depends on VictoriaLogs' own
+// words or case rules; any of the words, or for a "phrase" of several
+// words all of them in a row, separated by delimiters only (the words of
+// a value are what its delimiters separate). Only literal ASCII words,
+// and word* for a plain word; else ok is false.
+//
+// Before each regexp, the word's any-case phrase filter (wordFilter),
+// which every value the regexp matches passes (CLS delimiters are not
+// VictoriaLogs token characters): the same events, but far fewer values
+// for the regexp, which costs ~1 µs a value.
+func matchFilter(t *cql.Term) (string, bool) {
+	field := strconv.Quote(t.Field)
+	pat := cql.CompilePattern(t.Pattern, t.Quoted)
+	if len(pat.Words) == 0 {
+		return "", false
+	}
+	if pat.Phrase && len(pat.Words) > 1 {
+		words := make([]string, len(pat.Words))
+		var pre []string
+		for i, g := range pat.Words {
+			if g.Wild {
+				return "", false
+			}
+			words[i] = g.Text
+			pre = append(pre, wordFilter(field, g))
+		}
+		re, ok := phraseRegexp(words)
+		if !ok {
 			return "", false
 		}
-		g := pat.Words[0]
+		return "(" + strings.Join(pre, " ") + " " + field + ":~" + strconv.Quote(re) + ")", true
+	}
+	var any []string
+	for _, g := range pat.Words {
 		word, prefix := g.Text, false
 		if g.Wild {
 			if !g.PrefixOnly() {
@@ -75,11 +146,34 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 		if !ok {
 			return "", false
 		}
-		// The case-free token (if any) adds nothing but speed: the
-		// bloom filters skip the blocks without it.
-		return "(" + strconv.Quote(e.Field) + ":~" + strconv.Quote(re) + caseFreeFilter(strconv.Quote(e.Field), word, prefix) + ")", true
+		any = append(any, "("+wordFilter(field, g)+" "+field+":~"+strconv.Quote(re)+")")
 	}
-	return "", false
+	if len(any) == 1 {
+		return any[0], true
+	}
+	return "(" + strings.Join(any, " OR ") + ")", true
+}
+
+// conjuncts appends the operands of a chain of ANDs to dst.
+func conjuncts(e cql.Expr, dst []cql.Expr) []cql.Expr {
+	if a, ok := e.(*cql.And); ok {
+		return conjuncts(a.R, conjuncts(a.L, dst))
+	}
+	return append(dst, e)
+}
+
+// filterCost ranks a translated filter by its cost per row: a number
+// range (responseStatus.code) reads a number column; one word's regexp
+// (matchFilter) lower-cases and matches strings; anything with OR or NOT
+// may be several of those.
+func filterCost(f string) int {
+	switch {
+	case strings.Contains(f, " OR ") || strings.Contains(f, "(NOT "):
+		return 2
+	case strings.Contains(f, ":~"):
+		return 1
+	}
+	return 0
 }
 
 // keyCode is the one number column of the SQLite store: matched as a
@@ -126,11 +220,38 @@ var delimiterClass = "[" + regexp.QuoteMeta(cql.Delimiters) + "]"
 // cql.CompilePattern makes it), or with prefix a word starting with it.
 // Only ASCII words: ok is false otherwise.
 func wordRegexp(word string, prefix bool) (string, bool) {
+	w, ok := wordClasses(word)
+	if !ok {
+		return "", false
+	}
+	re := "(?:^|" + delimiterClass + ")" + w
+	if !prefix {
+		re += "(?:$|" + delimiterClass + ")"
+	}
+	return re, true
+}
+
+// phraseRegexp matches a value that has the CLS words consecutively: each
+// separated from the next by delimiters only.
+func phraseRegexp(words []string) (string, bool) {
+	parts := make([]string, len(words))
+	for i, w := range words {
+		c, ok := wordClasses(w)
+		if !ok {
+			return "", false
+		}
+		parts[i] = c
+	}
+	return "(?:^|" + delimiterClass + ")" + strings.Join(parts, delimiterClass+"+") + "(?:$|" + delimiterClass + ")", true
+}
+
+// wordClasses is the regexp of one literal lowercase ASCII word without
+// delimiters, its letters as lowerPreimage classes.
+func wordClasses(word string) (string, bool) {
 	if word == "" {
 		return "", false
 	}
 	var b strings.Builder
-	b.WriteString("(?:^|" + delimiterClass + ")")
 	for i := 0; i < len(word); i++ {
 		c := word[i]
 		switch {
@@ -141,9 +262,6 @@ func wordRegexp(word string, prefix bool) (string, bool) {
 		default:
 			b.WriteString(regexp.QuoteMeta(string(c)))
 		}
-	}
-	if !prefix {
-		b.WriteString("(?:$|" + delimiterClass + ")")
 	}
 	return b.String(), true
 }

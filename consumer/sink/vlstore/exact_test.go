@@ -31,10 +31,14 @@ func TestExactLogsQL(t *testing.T) {
 	for q, exact := range map[string]bool{
 		`*`: true, `verb:DELETE`: true, `verb:(get OR list) AND NOT objectRef.resource:pods`: true,
 		`user.username:kube-sys*`: true, `auditpipe.cluster:c1`: true,
-		`forbidden`: false, `verb:"get"`: false, `user.username:system:kube`: false, `objectRef.name:a*b`: false,
+		`forbidden`: false, `verb:"get"`: true, `user.username:system:kube`: true, `objectRef.name:a*b`: false,
+		`user.username:"system:kube-scheduler"`: true, `objectRef.name:"app-1.config_3"`: true,
 		`responseStatus.code:403`: true, `responseStatus.code>=400`: true, `NOT responseStatus.code=404`: true,
 		`responseStatus.code:40*`: false, `responseStatus.code:*`: false, `objectRef.namespace:*`: false,
-		`objectRef.namespace:""`: false, `annotations.x:y`: false, `verb:get AND forbidden`: false, `verb:é`: false,
+		`objectRef.namespace:""`: false, `annotations.x:y`: true, `verb:get AND forbidden`: false, `verb:é`: false,
+		`annotations.authorization.k8s.io/decision:forbid`: true, `user.groups:"system:masters"`: true,
+		`annotations.x:y*`: true, `annotations.x:"a b*"`: true, `annotations.x:*`: false, `annotations.x>1`: false,
+		`stageTimestamp:2026*`: false, `__TIMESTAMP__:1`: false, `_msg:x`: false, `verb:"::"`: false,
 	} {
 		parsed, err := cql.Parse(q)
 		require.NoError(t, err, q)
@@ -45,16 +49,33 @@ func TestExactLogsQL(t *testing.T) {
 
 func TestPlanGroupCount(t *testing.T) {
 	for q, native := range map[string]bool{
-		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC, verb`:                               true,
-		`* | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY ns`:                    true,
-		`* | SELECT count(*) AS n, "user.username" GROUP BY "user.username" ORDER BY "user.username" DESC`: true,
-		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`:                                     false, // ties
-		`* | SELECT verb, count(*) AS n GROUP BY verb`:                                                     false,
-		`* | SELECT verb, count(*) AS n WHERE verb = 'get' GROUP BY verb ORDER BY verb`:                    false,
-		`* | SELECT "responseStatus.code" AS c, count(*) GROUP BY c ORDER BY c`:                            false,
-		`* | SELECT verb, count(*), count(*) AS m GROUP BY verb ORDER BY verb`:                             false,
-		`* | SELECT verb, sum("responseStatus.code") GROUP BY verb ORDER BY verb`:                          false,
-		`* | SELECT DISTINCT verb, count(*) GROUP BY verb ORDER BY verb`:                                   false,
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC, verb`:                                                                        true,
+		`* | SELECT "objectRef.namespace" AS ns, count(*) AS n GROUP BY ns ORDER BY ns`:                                                             true,
+		`* | SELECT count(*) AS n, "user.username" GROUP BY "user.username" ORDER BY "user.username" DESC`:                                          true,
+		`* | SELECT verb, count(*) AS n GROUP BY verb ORDER BY n DESC`:                                                                              true, // SQLite's tie order
+		`* | SELECT verb, count(*) AS n GROUP BY verb`:                                                                                              true,
+		`* | SELECT verb, count(*) AS n GROUP BY 1 ORDER BY 2 DESC`:                                                                                 true,
+		`* | SELECT "responseStatus.code" AS c, count(*) GROUP BY c ORDER BY c`:                                                                     true,
+		`* | SELECT "annotations.a/b" AS c, count(*) GROUP BY c ORDER BY c`:                                                                         true,
+		`* | SELECT histogram(cast(__TIMESTAMP__ as timestamp), interval 1 minute) AS t, COUNT(1) AS n, userAgent GROUP BY t, userAgent ORDER BY t`: true,
+		`* | SELECT date_trunc('hour', __TIMESTAMP__) AS t, count(*) AS n, count(verb) GROUP BY t`:                                                  true,
+		`* | SELECT verb, count(*), count(*) AS m GROUP BY verb ORDER BY verb`:                                                                      true,
+		`* | SELECT histogram(__TIMESTAMP__, interval 1 minute) AS t, date_trunc('hour', __TIMESTAMP__) AS h, count(*) GROUP BY t, h`:               false,
+		`* | SELECT verb, count(*) AS n WHERE verb = 'get' GROUP BY verb ORDER BY verb`:                                                             true,
+		`* | SELECT verb, count(*) AS n WHERE verb LIKE 'g%' GROUP BY verb`:                                                                         false,
+		`* | SELECT verb, count(*) AS n WHERE "objectRef.namespace" = '' GROUP BY verb`:                                                             false,
+		`* | SELECT verb, count(*) AS n WHERE "annotations.x" = 'a' GROUP BY verb`:                                                                  false,
+		`* | SELECT verb, count(*) AS n WHERE "responseStatus.code" = '403' GROUP BY verb`:                                                          false,
+		`* | SELECT verb, count_if(verb > 'a') GROUP BY verb`:                                                                                       false,
+		`* | SELECT verb, sum("responseStatus.code") GROUP BY verb ORDER BY verb`:                                                                   false,
+		`* | SELECT verb, count("annotations.x") GROUP BY verb ORDER BY verb`:                                                                       false,
+		`* | SELECT DISTINCT verb, count(*) GROUP BY verb ORDER BY verb`:                                                                            false,
+		`* | SELECT verb, "user.username", count(*) GROUP BY verb ORDER BY verb`:                                                                    false, // a bare column
+		`* | SELECT verb, count(*) GROUP BY verb ORDER BY count(*)`:                                                                                 false,
+		`* | SELECT verb, count(*) GROUP BY verb HAVING count(*) > 1`:                                                                               true,
+		`* | SELECT verb, count(*) AS n GROUP BY verb HAVING n > 1 AND verb = 'get'`:                                                                false,
+		`* | SELECT verb, count(*) AS n GROUP BY verb HAVING NOT n > 1`:                                                                             false,
+		`* | SELECT verb AS v, count(*) AS n GROUP BY v HAVING v > 1`:                                                                               false,
 		`* | SELECT count(*)`: false,
 	} {
 		parsed, err := cql.Parse(q)
@@ -70,12 +91,12 @@ func TestCaseFreeFilter(t *testing.T) {
 		prefix bool
 		want   string
 	}{
-		{"id-00042", false, ` f:"00042"`},
-		{"10.0.3.17", false, ` f:"10"`},
-		{"v1.30.2", false, ` f:"30"`},
+		{"id-00042", false, `f:"00042" `},
+		{"10.0.3.17", false, `f:"10" `},
+		{"v1.30.2", false, `f:"30" `},
 		{"kube-system", false, ""},
 		{"app_2", false, ""},          // one token with letters
-		{"12-34567", true, ` f:"12"`}, // the last token may continue in the value
+		{"12-34567", true, `f:"12" `}, // the last token may continue in the value
 		{"2020", true, ""},
 		{"é42", false, ""},
 	} {

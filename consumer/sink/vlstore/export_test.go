@@ -1,5 +1,11 @@
 package vlstore
 
+import (
+	"context"
+
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+)
+
 // SetCheckpointEvery makes n Write calls share a checkpoint: for the
 // benchmarks that measure what a less frequent checkpoint would save. It
 // breaks Write's contract (durable on return) for n > 1.
@@ -7,4 +13,20 @@ func SetCheckpointEvery(s *Store, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checkpointEvery = n
+}
+
+// SearchPlan names how Search answers req: "native" (LogsQL) or
+// "fallback" (the ephemeral SQLite store).
+func SearchPlan(s *Store, req eventstore.SearchRequest) string {
+	_, how, err := s.plan(req, maxFallbackCandidates)
+	if err != nil {
+		return err.Error()
+	}
+	return how
+}
+
+// SearchNoFallback is Search with a fallback that refuses every request
+// (as too broad): what a native plan answers, or an error.
+func SearchNoFallback(s *Store, req eventstore.SearchRequest) (eventstore.SearchResult, error) {
+	return s.search(context.Background(), req, -1)
 }

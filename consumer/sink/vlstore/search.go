@@ -3,6 +3,7 @@ package vlstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,18 +41,35 @@ func (s *Store) Search(ctx context.Context, req eventstore.SearchRequest) (event
 const maxFallbackCandidates = 100_000
 
 func (s *Store) search(ctx context.Context, req eventstore.SearchRequest, maxCandidates int) (eventstore.SearchResult, error) {
+	run, _, err := s.plan(req, maxCandidates)
+	if err != nil {
+		return eventstore.SearchResult{}, err
+	}
+	return run(ctx)
+}
+
+// Plans, as plan names them.
+const (
+	planNative   = "native"
+	planFallback = "fallback"
+)
+
+// plan decides how req is answered: natively in LogsQL (planNative),
+// where it says the request exactly, else by the fallback
+// (planFallback). Nothing is read until run is called.
+func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(context.Context) (eventstore.SearchResult, error), how string, err error) {
 	q := req.Query
 	if q == nil {
 		q = &cql.Query{}
 	}
 	if q.SQL != nil && req.Cursor != "" {
-		return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "cursor", Msg: "a query with an analysis part (| SELECT ...) has no pages; use its LIMIT"}
+		return nil, "", &eventstore.InvalidSearchError{Param: "cursor", Msg: "a query with an analysis part (| SELECT ...) has no pages; use its LIMIT"}
 	}
 	var after *cursor
 	if req.Cursor != "" {
 		c, err := decodeCursor(req.Cursor)
 		if err != nil {
-			return eventstore.SearchResult{}, err
+			return nil, "", err
 		}
 		after = &c
 	}
@@ -60,81 +78,117 @@ func (s *Store) search(ctx context.Context, req eventstore.SearchRequest, maxCan
 		filters = append(filters, clusterFilter(req.Cluster))
 	}
 	filters = append(filters, timeFilters(req.From, req.To)...)
-	if q.SQL != nil && countOnly(q.SQL) {
-		if exact, ok := exactLogsQL(q.Filter); ok {
-			n, err := s.count(ctx, joinFilters(append(filters, exact)))
-			if err != nil {
+	var fallbackFilters []string
+	if f := cqlPrefilter(q.Filter); f != "" {
+		fallbackFilters = append(slices.Clip(filters), f)
+	} else {
+		fallbackFilters = filters
+	}
+	fallback := func(ctx context.Context) (eventstore.SearchResult, error) {
+		// One pass: the candidates, one more than the bound at most (the
+		// limit pipe ends the query there), rather than a count and then
+		// a read, each a pass over the prefilter (which for full text
+		// reads every value of every event in range).
+		cands, err := s.fetch(ctx, joinFilters(fallbackFilters)+" | limit "+strconv.Itoa(max(maxCandidates, 0)+1), nil)
+		if err != nil {
+			return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: candidates: %w", err)
+		}
+		if len(cands) > maxCandidates {
+			return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
+				"this query is evaluated event by event here and would have to read more than %d events: narrow it by time range, cluster or a key:value term", maxCandidates)}
+		}
+		// The ephemeral store numbers events in insertion order, and its
+		// cursors carry that number to break ties between copies under a
+		// reused auditID: insert in one fixed order so that a cursor stays
+		// valid in the next call.
+		slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		return s.searchEphemeral(ctx, cands, req, after)
+	}
+	// A native plan that meets data it cannot answer exactly
+	// (errNotExact) hands the request to the fallback.
+	native := func(f func(ctx context.Context) (eventstore.SearchResult, error)) (func(context.Context) (eventstore.SearchResult, error), string, error) {
+		return func(ctx context.Context) (eventstore.SearchResult, error) {
+			res, err := f(ctx)
+			switch {
+			case errors.Is(err, errNotExact):
+				return fallback(ctx)
+			case err != nil:
 				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
 			}
-			return eventstore.SearchResult{Columns: []string{q.SQL.Items[0].Name()}, Rows: [][]any{{int64(n)}}, Total: 1}, nil
+			return res, nil
+		}, planNative, nil
+	}
+	timed := !req.From.IsZero() || !req.To.IsZero()
+	if q.SQL != nil && countOnly(q.SQL) {
+		if exact, ok := exactLogsQL(q.Filter); ok {
+			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
+				n, err := s.count(ctx, joinFilters(append(filters, exact)))
+				if err != nil {
+					return eventstore.SearchResult{}, err
+				}
+				return eventstore.SearchResult{Columns: []string{q.SQL.Items[0].Name()}, Rows: [][]any{{int64(n)}}, Total: 1}, nil
+			})
 		}
 	}
 	if q.SQL != nil {
 		if g, ok := planGroupCount(q.SQL); ok {
 			if exact, ok := exactLogsQL(q.Filter); ok {
-				res, err := g.run(ctx, s, joinFilters(append(filters, exact)))
-				if err != nil {
-					return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
-				}
-				return res, nil
+				return native(func(ctx context.Context) (eventstore.SearchResult, error) {
+					return g.run(ctx, s, append(slices.Clip(filters), exact), timed)
+				})
 			}
 		}
 	}
 	if q.SQL == nil {
 		if exact, ok := exactLogsQL(q.Filter); ok {
-			res, err := s.searchNative(ctx, append(filters, exact), !req.From.IsZero() || !req.To.IsZero(), req.Limit, after)
-			if err != nil {
-				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
-			}
-			return res, nil
+			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
+				return s.searchNative(ctx, append(slices.Clip(filters), exact), timed, req.Limit, after)
+			})
 		}
 	}
-	if f := cqlPrefilter(q.Filter); f != "" {
-		filters = append(filters, f)
-	}
-	n, err := s.count(ctx, joinFilters(filters))
-	if err != nil {
-		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: count candidates: %w", err)
-	}
-	if n > maxCandidates {
-		return eventstore.SearchResult{}, &eventstore.InvalidSearchError{Param: "q", Msg: fmt.Sprintf(
-			"this query is evaluated event by event here and would have to read %d events (at most %d): narrow it by time range, cluster or a key:value term", n, maxCandidates)}
-	}
-	cands, err := s.fetch(ctx, joinFilters(filters), nil)
-	if err != nil {
-		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: candidates: %w", err)
-	}
-	// The ephemeral store numbers events in insertion order, and its
-	// cursors carry that number to break ties between copies under a
-	// reused auditID: insert in one fixed order so that a cursor stays
-	// valid in the next call.
-	slices.SortFunc(cands, func(a, b storedEvent) int { return compareStored(&a, &b) })
-	return s.searchEphemeral(ctx, cands, req, after)
+	return fallback, planFallback, nil
 }
+
+// smallTotal is the most matches searchNative reads whole (~1.5 KB each),
+// counting them as it reads, rather than counting first and finding the
+// page by a top-k.
+const smallTotal = 2000
 
 // searchNative is Search for a filter that LogsQL says exactly
 // (exactLogsQL): the total is a count() and the page the newest after the
 // cursor (Store.newest); nothing goes through SQLite.
 func (s *Store) searchNative(ctx context.Context, filters []string, timed bool, limit int, after *cursor) (eventstore.SearchResult, error) {
 	limit = pageLimit(limit)
-	total, err := s.count(ctx, joinFilters(filters))
-	if err != nil {
-		return eventstore.SearchResult{}, err
-	}
-	res := eventstore.SearchResult{Events: []json.RawMessage{}, Total: total}
-	if total == 0 {
-		return res, nil
-	}
 	var from *storedEvent
 	if after != nil {
 		k := after.key()
 		from = &k
 	}
-	// One more than the page tells whether there is a next one.
-	page, err := s.newest(ctx, filters, timed, limit+1, from)
+	// Few matches (the usual search with a time range and a term or
+	// two): one read of them all, at most smallTotal+1 (the limit pipe
+	// ends the query there), whose number is the total, sorted here.
+	// Otherwise the total is a count() and the page newest's top-k and
+	// read: each a pass over the filter's rows.
+	all, err := s.fetch(ctx, joinFilters(filters)+" | limit "+strconv.Itoa(smallTotal+1), nil)
 	if err != nil {
 		return eventstore.SearchResult{}, err
 	}
+	var page []storedEvent
+	total := len(all)
+	if total <= smallTotal {
+		page = slices.DeleteFunc(all, func(e storedEvent) bool { return from != nil && compareStored(from, &e) >= 0 })
+		slices.SortFunc(page, func(a, b storedEvent) int { return compareStored(&a, &b) })
+		// One more than the page tells whether there is a next one.
+		page = page[:min(len(page), limit+1)]
+	} else {
+		if total, err = s.count(ctx, joinFilters(filters)); err != nil {
+			return eventstore.SearchResult{}, err
+		}
+		if page, err = s.newest(ctx, filters, timed, limit+1, from); err != nil {
+			return eventstore.SearchResult{}, err
+		}
+	}
+	res := eventstore.SearchResult{Events: []json.RawMessage{}, Total: total}
 	if len(page) > limit {
 		page = page[:limit]
 		res.Cursor = cursorOf(&page[limit-1])

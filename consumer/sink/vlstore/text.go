@@ -101,11 +101,13 @@ func (tq textQuery) prefilterOn(field string) string {
 // glob) implies; "" when it implies none (a glob starting with a
 // wildcard).
 func wordFilter(field string, g cql.Glob) string {
+	// The case-free token first: it is the cheaper one per value, and
+	// the storage applies an AND's filters in order.
 	if !g.Wild {
-		return field + `:i(` + strconv.Quote(g.Text) + `)` + caseFreeFilter(field, g.Text, false)
+		return caseFreeFilter(field, g.Text, false) + field + `:i(` + strconv.Quote(g.Text) + `)`
 	}
 	if p := g.Prefix(); p != "" {
-		return field + `:i(` + strconv.Quote(p) + `*)` + caseFreeFilter(field, p, true)
+		return caseFreeFilter(field, p, true) + field + `:i(` + strconv.Quote(p) + `*)`
 	}
 	return ""
 }
@@ -139,7 +141,7 @@ func caseFreeFilter(field, word string, prefix bool) string {
 	if best == "" {
 		return ""
 	}
-	return " " + field + ":" + strconv.Quote(best)
+	return field + ":" + strconv.Quote(best) + " "
 }
 
 // isTokenByte: VictoriaLogs' token characters are ASCII letters, digits,

@@ -5,7 +5,12 @@
 //
 // Layout (0026): one stream per auditpipe.cluster; every key that
 // consumer/internal/flatten makes (the CLS sink's and the search's key
-// names) is a field; _msg is the event's compact JSON as written (0010);
+// names) is a field; the event's compact JSON as written (0010) is kept
+// in a per-day file of zstd blocks next to the partitions (docs.go) and
+// named by the number field auditpipe:doc (there is no _msg: the storage
+// tokenized it a second time at every merge, half of its CPU); values
+// that are no field (a key over 128 bytes, an unstorable stageTimestamp)
+// are the text field auditpipe:rest, for the full-text prefilter;
 // _time is stageTimestamp (receivedAt, else the write time, for events
 // without one or with the zero time, which then have no stageTimestamp
 // field: that is how reads tell them apart).

@@ -181,6 +181,36 @@ func (ids *identities) addLocked(k idKey, cmp compared) {
 	ids.more[k] = append(ids.more[k], cmp)
 }
 
+// forget takes back one add of (id, cmp): an event that was not stored
+// after all.
+func (ids *identities) forget(id identity, cmp compared) {
+	k := id.key()
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if cs := ids.more[k]; len(cs) > 0 {
+		if i := slices.Index(cs, cmp); i >= 0 {
+			cs = slices.Delete(cs, i, i+1)
+			if len(cs) == 0 {
+				delete(ids.more, k)
+			} else {
+				ids.more[k] = cs
+			}
+			return
+		}
+	}
+	if c, ok := ids.first[k]; ok && c == cmp {
+		delete(ids.first, k)
+		if cs := ids.more[k]; len(cs) > 0 {
+			ids.first[k] = cs[0]
+			if len(cs) == 1 {
+				delete(ids.more, k)
+			} else {
+				ids.more[k] = cs[1:]
+			}
+		}
+	}
+}
+
 // lookupOld loads into ids.old the stored events sharing an identity with
 // the rows older than the window, by one query over those rows' time
 // range (auditID:in(...)). A reused auditID whose other copy lies outside

@@ -30,18 +30,27 @@ type storedEvent struct {
 }
 
 // storedFields are the fields a storedEvent is read from, in readStored's order.
-var storedFields = []string{fieldMsg, "_time", keyCluster, "auditID", "stage", keyStageTS, keyReused}
+var storedFields = []string{fieldDoc, "_time", keyCluster, "auditID", "stage", keyStageTS, keyReused}
 
-func readStored(vals []string) (storedEvent, error) {
-	st := storedEvent{msg: vals[0], cluster: vals[2], auditID: vals[3], stage: vals[4], hasTS: vals[5] != "", reused: vals[6] == "true",
-		tie: strconv.FormatUint(xxhash.Sum64String(vals[0]), 16)}
+// readStored reads a storedEvent from storedFields' values, the event
+// from its day's file (the day of its _time: its partition's).
+func (s *Store) readStored(vals []string) (storedEvent, error) {
+	st := storedEvent{cluster: vals[2], auditID: vals[3], stage: vals[4], hasTS: vals[5] != "", reused: vals[6] == "true"}
+	t, err := time.Parse(time.RFC3339Nano, vals[1])
+	if err != nil {
+		return storedEvent{}, fmt.Errorf("read _time of %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
+	}
 	if st.hasTS {
-		t, err := time.Parse(time.RFC3339Nano, vals[1])
-		if err != nil {
-			return storedEvent{}, fmt.Errorf("read _time of %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
-		}
 		st.ms = t.UnixMilli()
 	}
+	ref, err := parseDocRef(vals[0])
+	if err != nil {
+		return storedEvent{}, fmt.Errorf("read %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
+	}
+	if st.msg, err = s.docs.get(t.UTC().Format(partitionName), ref); err != nil {
+		return storedEvent{}, fmt.Errorf("read %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
+	}
+	st.tie = strconv.FormatUint(xxhash.Sum64String(st.msg), 16)
 	return st, nil
 }
 
@@ -78,7 +87,7 @@ func (s *Store) fetch(ctx context.Context, filter string, keep func(*storedEvent
 	var out []storedEvent
 	var rerr error
 	err := s.runRows(ctx, filter+" | fields "+fieldList(storedFields), storedFields, func(vals []string) {
-		st, err := readStored(vals)
+		st, err := s.readStored(vals)
 		if err != nil {
 			rerr = err
 			return

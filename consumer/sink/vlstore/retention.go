@@ -103,8 +103,8 @@ func (s *Store) PruneStep(ctx context.Context, r eventstore.Retention, now time.
 }
 
 // UsedBytes is the compressed size of the stored data and its indexes, as
-// the storage reports it (in-memory parts included): what r.MaxBytes
-// bounds. It also sets auditpipe_localstore_used_bytes.
+// the storage reports it (in-memory parts included), plus the event files:
+// what r.MaxBytes bounds. It also sets auditpipe_localstore_used_bytes.
 func (s *Store) UsedBytes(context.Context) (int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -119,7 +119,7 @@ func (s *Store) usedBytes() int64 {
 	var st logstorage.StorageStats
 	s.vl.UpdateStats(&st)
 	p := st.PartitionStats
-	used := int64(p.CompressedInmemorySize + p.CompressedSmallPartSize + p.CompressedBigPartSize + p.IndexdbSizeBytes)
+	used := int64(p.CompressedInmemorySize+p.CompressedSmallPartSize+p.CompressedBigPartSize+p.IndexdbSizeBytes) + s.docs.bytes()
 	s.metrics.usedBytes.Set(float64(used))
 	return used
 }
@@ -167,6 +167,11 @@ func (s *Store) pruneBefore(ctx context.Context, cutoff int64, byAge bool) (int,
 		// removed halfway by a crash is dropped by the next Open
 		// instead of being opened broken.
 		fs.MustRemoveDir(filepath.Join(s.path, partitionsDir, name))
+		// Its events' file after it: a crash in between leaves a file
+		// without a partition, which Open removes.
+		if err := s.docs.drop(name); err != nil {
+			return 0, err
+		}
 		dropped = true
 	}
 	left := before

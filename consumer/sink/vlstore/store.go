@@ -128,6 +128,8 @@ type Store struct {
 	mu     sync.Mutex
 	closed bool // under mu
 	ids    *identities
+	// docs holds the events as written (docs.go); rows name them.
+	docs *docs
 	// days are the per-day partitions (YYYYMMDD) written since the last
 	// checkpoint.
 	days map[string]bool
@@ -174,6 +176,11 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open vlstore %s: metrics: %w", path, err)
 	}
+	d, err := openDocs(path)
+	if err != nil {
+		m.unregister()
+		return nil, fmt.Errorf("open vlstore %s: %w", path, err)
+	}
 	vl := logstorage.MustOpenStorage(path, &logstorage.StorageConfig{
 		Retention:       storageRetention,
 		FutureRetention: futureRetention,
@@ -181,6 +188,7 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 	})
 	s := &Store{
 		vl:              vl,
+		docs:            d,
 		path:            path,
 		cfg:             cfg,
 		logger:          logger,
@@ -189,6 +197,11 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 		days:            map[string]bool{},
 		checkpointEvery: 1,
 		writing:         make(chan struct{}, 1),
+	}
+	// An event file whose partition is gone was left by a retention
+	// round a crash interrupted.
+	if err := d.dropOrphans(vl.PartitionList()); err != nil {
+		logger.Warn("vlstore: remove event files without a partition", "err", err)
 	}
 	// Only checkpoints make snapshots in this store, and each deletes its
 	// own at once: any left was left by a process that died in between,
@@ -201,6 +214,7 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 	ids, err := loadIdentities(context.Background(), s.vl, time.Now(), cfg.IdentityWindow, cfg.IdentityMax)
 	if err != nil {
 		vl.MustClose()
+		_ = d.close()
 		m.unregister()
 		return nil, fmt.Errorf("open vlstore %s: load identities: %w", path, err)
 	}
@@ -249,6 +263,9 @@ func (s *Store) Close() error {
 		s.closed = true
 		s.waitMerges(closeMergeWait)
 		s.vl.MustClose()
+		if err := s.docs.close(); err != nil {
+			s.logger.Error("vlstore: close the event files", "err", err)
+		}
 		s.metrics.unregister()
 	})
 	return nil

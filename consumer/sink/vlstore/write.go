@@ -27,7 +27,9 @@ const (
 	keyReceivedAt  = schemas.PipelineKey + ".receivedAt"
 	keyReused      = schemas.PipelineKey + ".auditIDReused"
 	keyStageTS     = "stageTimestamp"
-	fieldMsg       = "_msg"
+	// fieldRest holds the values decode makes no field of (too long a
+	// key, an unstorable stageTimestamp), one per line.
+	fieldRest = "auditpipe:rest"
 )
 
 // maxFieldNameSize is lib/logstorage's limit on a field name (its
@@ -43,7 +45,8 @@ type row struct {
 	timeNs int64 // VictoriaLogs' _time
 	event  string
 	// fields[from:to] of the batch's arena: the stream field (cluster)
-	// first, then every flattened key but the cluster, then _msg.
+	// first, then every flattened key but the cluster, then auditpipe:rest
+	// when any, then auditpipe:doc (filled by insert).
 	from, to int
 }
 
@@ -118,16 +121,27 @@ type insertResult struct {
 }
 
 // insert decides per row whether it is new, a duplicate or a reused
-// identity and adds the new ones in one MustAddRows. Called by the writer
-// (s.mu held), which checkpoints after.
+// identity, writes the new events to their days' event files (docs) and
+// fsyncs them, then adds their rows, each naming its event, in one
+// MustAddRows: a row is never added before its event is durable. Called
+// by the writer (s.mu held), which checkpoints after.
 func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field) (insertResult, error) {
 	var out insertResult
 	// Stored events outside the cache's window: one query for the batch.
 	if err := s.ids.lookupOld(ctx, s.vl, rows); err != nil {
 		return out, fmt.Errorf("look up stored identities: %w", err)
 	}
-	lr := logstorage.GetLogRows(nil, nil, nil, nil, "")
-	defer logstorage.PutLogRows(lr)
+	// The new rows: recorded in the identity cache at once, so that a
+	// second copy in the same batch is a duplicate.
+	type newRow struct {
+		r      *row
+		event  string // as stored: marked when reused
+		reused bool
+		day    string
+		ref    docRef
+	}
+	var news []newRow
+	byDay := map[string][]int{} // day → indexes into news
 	for i := range rows {
 		r := &rows[i]
 		dup, reused := s.ids.check(r.id, r.cmp)
@@ -135,32 +149,78 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 			out.duplicates++
 			continue
 		}
-		fields := arena[r.from:r.to]
+		n := newRow{r: r, event: r.event, reused: reused, day: time.Unix(0, r.timeNs).UTC().Format(partitionName)}
 		if reused {
 			marked, err := markReused(r.event)
 			if err != nil {
 				return insertResult{}, fmt.Errorf("mark %s/%s/%s reused: %w", r.id.cluster, r.id.auditID, r.id.stage, err)
 			}
+			n.event = marked
+		}
+		s.ids.add(r.id, r.cmp)
+		byDay[n.day] = append(byDay[n.day], len(news))
+		news = append(news, n)
+	}
+	if len(news) == 0 {
+		return out, nil
+	}
+	// On failure nothing of the batch is stored: out of the cache, so
+	// that the caller's retry stores it.
+	forgetNews := func() {
+		for _, n := range news {
+			s.ids.forget(n.r.id, n.r.cmp)
+		}
+	}
+	days := make(map[string]bool, len(byDay))
+	for day, idx := range byDay {
+		events := make([]string, len(idx))
+		for j, i := range idx {
+			events[j] = news[i].event
+		}
+		refs, err := s.docs.appendBlock(day, events)
+		if err != nil {
+			forgetNews()
+			return insertResult{}, err
+		}
+		for j, i := range idx {
+			news[i].ref = refs[j]
+		}
+		days[day] = true
+	}
+	if err := s.docs.sync(days); err != nil {
+		forgetNews()
+		return insertResult{}, err
+	}
+
+	lr := logstorage.GetLogRows(nil, nil, nil, nil, "")
+	defer logstorage.PutLogRows(lr)
+	for _, n := range news {
+		r := n.r
+		fields := arena[r.from:r.to]
+		if n.reused {
 			// A copy: the arena's slots are exactly the event's.
 			fields = append(append(fields[:len(fields)-1:len(fields)-1],
 				logstorage.Field{Name: keyReused, Value: "true"}),
-				logstorage.Field{Name: fieldMsg, Value: marked})
+				logstorage.Field{Name: fieldDoc, Value: n.ref.String()})
 			out.reused = append(out.reused, r)
+		} else {
+			fields[len(fields)-1].Value = n.ref.String()
 		}
 		before := lr.RowsCount()
 		lr.MustAdd(logstorage.TenantID{}, r.timeNs, fields, 1)
 		if lr.RowsCount() == before {
 			// VictoriaLogs refused the row (too many fields, too long a
 			// field name or row; it logs why on stderr): never storable.
+			// Its event stays in the file, named by no row.
 			out.refused = append(out.refused, eventstore.InvalidValue{Index: r.index,
 				Reason: fmt.Sprintf("refused by VictoriaLogs (%d fields, %d bytes; too many or too long)", len(fields), len(r.event))})
-			if reused {
+			if n.reused {
 				out.reused = out.reused[:len(out.reused)-1]
 			}
+			s.ids.forget(r.id, r.cmp)
 			continue
 		}
-		s.ids.add(r.id, r.cmp)
-		s.days[time.Unix(0, r.timeNs).UTC().Format("20060102")] = true
+		s.days[n.day] = true
 		out.inserted++
 	}
 	if out.inserted > 0 {
@@ -372,6 +432,7 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 	fields := append(arena, logstorage.Field{Name: keyCluster}) // the stream field, filled below
 	var cols [len(comparedKeys)]string
 	var receivedAt string
+	var rest strings.Builder
 	err := flatten.WalkCompactString(event, func(key, v string, kind flatten.Kind) error {
 		switch key {
 		case keyCluster, "auditID", "stage", keyContentHash:
@@ -396,15 +457,19 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 			cols[i] = v
 		}
 		if key == keyStageTS && !storableTime(v, now) {
+			rest.WriteString(v)
+			rest.WriteByte('\n')
 			// The zero time (year 1) is no time, as in the SQLite store:
 			// not a field, so that the read side's stageTimestamp:*
-			// tells the events with a time apart (the value stays in
-			// _msg).
+			// tells the events with a time apart (the value goes to
+			// auditpipe:rest).
 			return nil
 		}
 		if len(key) > maxFieldNameSize {
 			// VictoriaLogs drops a whole row with a longer field name;
-			// this key stays in _msg, searchable as text only.
+			// the value goes to _rest, searchable as text only.
+			rest.WriteString(v)
+			rest.WriteByte('\n')
 			return nil
 		}
 		fields = append(fields, logstorage.Field{Name: key, Value: v})
@@ -421,7 +486,13 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 		return row{}, arena, errors.New("missing stage")
 	}
 	fields[r.from].Value = r.id.cluster
-	fields = append(fields, logstorage.Field{Name: fieldMsg, Value: event})
+	if rest.Len() > 0 {
+		// Values that are no field (see above) stay searchable as text:
+		// the read side's full-text prefilter looks at every field.
+		fields = append(fields, logstorage.Field{Name: fieldRest, Value: rest.String()})
+	}
+	// The event's reference in its day's file, filled by insert.
+	fields = append(fields, logstorage.Field{Name: fieldDoc})
 	r.to = len(fields)
 
 	ts, err := eventTime(cols[comparedIndex[keyStageTS]], receivedAt, now)
@@ -464,7 +535,7 @@ func eventTime(stageTS, receivedAt string, now time.Time) (int64, error) {
 // writes for an unset time), and inside the range the storage accepts
 // (MustAddRows drops other rows with only a throttled warning). Other
 // events are stored all the same, without the stageTimestamp field (the
-// value stays in _msg), like events without one: an event with a
+// value in the event and in auditpipe:rest), like events without one: an event with a
 // stageTimestamp decades old (a fixture's zero time moved by a replay) is
 // kept, not lost.
 func storableTime(v string, now time.Time) bool {

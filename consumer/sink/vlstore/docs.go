@@ -98,10 +98,27 @@ func (d *docs) file(day string) (*os.File, error) {
 	return f, nil
 }
 
-// appendBlock writes events as one block at the end of day's file and
-// returns their references; the caller syncs (sync) before naming them in
-// rows. Called by the writer only.
+// blockEvents is the most events in a block: a read decompresses a whole
+// block for one event, so blocks stay small (~180 KB of 1.4 KB events)
+// while compressing well.
+const blockEvents = 128
+
+// appendBlock writes events at the end of day's file, blockEvents to a
+// block, and returns their references; the caller syncs (sync) before
+// naming them in rows. Called by the writer only.
 func (d *docs) appendBlock(day string, events []string) ([]docRef, error) {
+	refs := make([]docRef, 0, len(events))
+	for chunk := range slices.Chunk(events, blockEvents) {
+		r, err := d.appendOne(day, chunk)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, r...)
+	}
+	return refs, nil
+}
+
+func (d *docs) appendOne(day string, events []string) ([]docRef, error) {
 	if len(events) > maxBlockEvents {
 		return nil, fmt.Errorf("event file %s: %d events in one block (at most %d)", day, len(events), maxBlockEvents)
 	}

@@ -421,8 +421,12 @@ func checkNoTimestamp(ctx context.Context, s *Store, filter string) error {
 	if len(evs) > maxNoTimestamp {
 		return errNotExact
 	}
-	for _, e := range evs {
-		v, kind, found := flatten.Lookup([]byte(e.msg), keyStageTS)
+	for i := range evs {
+		msg, err := s.event(&evs[i])
+		if err != nil {
+			return err
+		}
+		v, kind, found := flatten.Lookup([]byte(msg), keyStageTS)
 		if !found || kind != flatten.String {
 			continue
 		}

@@ -99,9 +99,9 @@ func (d *docs) file(day string) (*os.File, error) {
 }
 
 // blockEvents is the most events in a block: a read decompresses a whole
-// block for one event, so blocks stay small (~180 KB of 1.4 KB events)
+// block for one event, so blocks stay small (~45 KB of 1.4 KB events)
 // while compressing well.
-const blockEvents = 128
+const blockEvents = 32
 
 // appendBlock writes events at the end of day's file, blockEvents to a
 // block, and returns their references; the caller syncs (sync) before

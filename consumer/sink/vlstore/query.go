@@ -9,14 +9,17 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
 // storedEvent is one event read back, with what the result order needs.
 type storedEvent struct {
+	// msg is the event as written, read from its file on demand
+	// (Store.event): most rows a read looks at are not in its page.
 	msg string
+	// day and ref name the event in its day's file.
+	day string
+	ref docRef
 	// ms is stageTimestamp in unix milliseconds (the SQLite store's
 	// stage_ts, which the order compares); hasTS is false for an event
 	// without one (those sort last).
@@ -32,9 +35,10 @@ type storedEvent struct {
 // storedFields are the fields a storedEvent is read from, in readStored's order.
 var storedFields = []string{fieldDoc, "_time", keyCluster, "auditID", "stage", keyStageTS, keyReused}
 
-// readStored reads a storedEvent from storedFields' values, the event
-// from its day's file (the day of its _time: its partition's).
-func (s *Store) readStored(vals []string) (storedEvent, error) {
+// readStored reads a storedEvent from storedFields' values; the event
+// itself stays in its day's file (the day of its _time: its partition's)
+// until Store.event reads it.
+func readStored(vals []string) (storedEvent, error) {
 	st := storedEvent{cluster: vals[2], auditID: vals[3], stage: vals[4], hasTS: vals[5] != "", reused: vals[6] == "true"}
 	t, err := time.Parse(time.RFC3339Nano, vals[1])
 	if err != nil {
@@ -43,15 +47,39 @@ func (s *Store) readStored(vals []string) (storedEvent, error) {
 	if st.hasTS {
 		st.ms = t.UnixMilli()
 	}
-	ref, err := parseDocRef(vals[0])
-	if err != nil {
+	if st.ref, err = parseDocRef(vals[0]); err != nil {
 		return storedEvent{}, fmt.Errorf("read %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
 	}
-	if st.msg, err = s.docs.get(t.UTC().Format(partitionName), ref); err != nil {
-		return storedEvent{}, fmt.Errorf("read %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
-	}
-	st.tie = strconv.FormatUint(xxhash.Sum64String(st.msg), 16)
+	st.day = t.UTC().Format(partitionName)
+	// The place in the file is the write order within the day: copies
+	// under a reused auditID keep it, as SQLite's row order does.
+	st.tie = st.day + fmt.Sprintf("%016x", uint64(st.ref))
 	return st, nil
+}
+
+// event returns st's event as written, reading it from its file once.
+func (s *Store) event(st *storedEvent) (string, error) {
+	if st.msg == "" {
+		msg, err := s.docs.get(st.day, st.ref)
+		if err != nil {
+			return "", fmt.Errorf("read %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
+		}
+		st.msg = msg
+	}
+	return st.msg, nil
+}
+
+// events returns the page's events as written.
+func (s *Store) events(page []storedEvent) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, len(page))
+	for i := range page {
+		msg, err := s.event(&page[i])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = json.RawMessage(msg)
+	}
+	return out, nil
 }
 
 // compareStored is the result order of both stores: newest first by
@@ -87,7 +115,7 @@ func (s *Store) fetch(ctx context.Context, filter string, keep func(*storedEvent
 	var out []storedEvent
 	var rerr error
 	err := s.runRows(ctx, filter+" | fields "+fieldList(storedFields), storedFields, func(vals []string) {
-		st, err := s.readStored(vals)
+		st, err := readStored(vals)
 		if err != nil {
 			rerr = err
 			return
@@ -140,7 +168,9 @@ func (s *Store) Query(ctx context.Context, q eventstore.Query) (eventstore.Query
 			return eventstore.QueryResult{}, fmt.Errorf("vlstore: query: %w", err)
 		}
 		res.Total = total
-		res.Events = events(page)
+		if res.Events, err = s.events(page); err != nil {
+			return eventstore.QueryResult{}, fmt.Errorf("vlstore: query: %w", err)
+		}
 		return res, nil
 	}
 	total, err := s.count(ctx, joinFilters(filters))
@@ -155,16 +185,10 @@ func (s *Store) Query(ctx context.Context, q eventstore.Query) (eventstore.Query
 	if err != nil {
 		return eventstore.QueryResult{}, fmt.Errorf("vlstore: query: %w", err)
 	}
-	res.Events = events(page)
-	return res, nil
-}
-
-func events(page []storedEvent) []json.RawMessage {
-	out := make([]json.RawMessage, len(page))
-	for i := range page {
-		out[i] = json.RawMessage(page[i].msg)
+	if res.Events, err = s.events(page); err != nil {
+		return eventstore.QueryResult{}, fmt.Errorf("vlstore: query: %w", err)
 	}
-	return out
+	return res, nil
 }
 
 // newest returns the first limit events that filters select, in the
@@ -268,8 +292,14 @@ func (s *Store) queryText(ctx context.Context, filters []string, tq textQuery, l
 		slices.SortFunc(top, func(a, b storedEvent) int { return compareStored(&a, &b) })
 		top = top[:min(len(top), limit)]
 	}
+	var rerr error
 	_, err := s.fetch(ctx, joinFilters(filters), func(st *storedEvent) bool {
-		if tq.match(st.msg) {
+		msg, err := s.event(st)
+		if err != nil {
+			rerr = cmp.Or(rerr, err)
+			return false
+		}
+		if tq.match(msg) {
 			total++
 			top = append(top, *st)
 			if len(top) >= 2*limit {
@@ -278,7 +308,7 @@ func (s *Store) queryText(ctx context.Context, filters []string, tq textQuery, l
 		}
 		return false
 	})
-	if err != nil {
+	if err = cmp.Or(err, rerr); err != nil {
 		return nil, 0, err
 	}
 	cut()

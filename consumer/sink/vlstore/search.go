@@ -193,7 +193,9 @@ func (s *Store) searchNative(ctx context.Context, filters []string, timed bool, 
 		page = page[:limit]
 		res.Cursor = cursorOf(&page[limit-1])
 	}
-	res.Events = events(page)
+	if res.Events, err = s.events(page); err != nil {
+		return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
+	}
 	return res, nil
 }
 
@@ -226,7 +228,11 @@ func (s *Store) searchEphemeral(ctx context.Context, cands []storedEvent, req ev
 	if len(cands) > 0 {
 		values := make([][]byte, len(cands))
 		for i := range cands {
-			values[i] = []byte(cands[i].msg)
+			msg, err := s.event(&cands[i])
+			if err != nil {
+				return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
+			}
+			values[i] = []byte(msg)
 		}
 		wr, err := eph.Write(ctx, values)
 		if err != nil {

@@ -179,24 +179,50 @@ func kill9(t *testing.T, bin, engine string) {
 		}
 		batches[len(batches)-1] = append(batches[len(batches)-1], kafka.Record{Topic: topic, Key: []byte(c), Value: eventgen.Event(c, id, 1400, time.Now())})
 	}
-	// The stream arrives over ~8 s while the consumer runs, as from a
-	// live cluster: a consumer that syncs its store once a second
-	// (vlogs) would otherwise take all of a stream already on the topic
-	// in its first commit, and no kill would land mid-stream.
+	store := filepath.Join(t.TempDir(), "events")
+	group := "kill9-" + fmt.Sprint(time.Now().UnixNano())
+
+	// The stream arrives while the consumer runs, as from a live cluster,
+	// and stays at most backlog ahead of what the group committed: a
+	// consumer that syncs its store once a second (vlogs) would otherwise
+	// take all of a stream already on the topic in one commit (or drain
+	// it while a killed member's session expires), and no kill would land
+	// mid-stream, however fast or slow this machine is.
+	const backlog = 600
 	produced := make(chan error, 1)
 	go func() {
+		sent := 0
 		for _, b := range batches {
+			for {
+				m, err := admin.CommittedOffsets(ctx, group, topic)
+				if err != nil {
+					produced <- err
+					return
+				}
+				var sum int64
+				for _, v := range m {
+					sum += v
+				}
+				if int64(sent) <= sum+backlog {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					produced <- ctx.Err()
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
 			if err := p.Produce(ctx, b...); err != nil {
 				produced <- err
 				return
 			}
-			time.Sleep(200 * time.Millisecond)
+			sent += len(b)
+			time.Sleep(50 * time.Millisecond)
 		}
 		produced <- nil
 	}()
 
-	store := filepath.Join(t.TempDir(), "events")
-	group := "kill9-" + fmt.Sprint(time.Now().UnixNano())
 	args := []string{"--brokers", strings.Join(brokers, ","), "--sink", "local", "--store", store, "--store-engine", engine,
 		"--group", group, "--metrics-listen", "", "--api-listen", "127.0.0.1:0", "--session-timeout", "2s", "--max-batch", "100", "--log-level", "warn"}
 	committed := func() (map[int32]int64, int64) {
@@ -244,13 +270,14 @@ func kill9(t *testing.T, bin, engine string) {
 		_, last = committed()
 	}
 	require.Less(t, last, int64(total), "the kills happened before the end")
-	require.NoError(t, <-produced, "produce the stream")
 
-	// A clean run drains the rest, then stops on SIGTERM.
+	// A clean run drains the rest (the producer follows its commits),
+	// then stops on SIGTERM.
 	cmd := exec.Command(bin, args...)
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	require.NoError(t, cmd.Start())
+	require.NoError(t, <-produced, "produce the stream")
 	require.Eventually(t, func() bool { _, s := committed(); return s == total }, 2*time.Minute, 50*time.Millisecond, stderr.String())
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Wait(), stderr.String())

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage"
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
@@ -104,4 +105,26 @@ func TestDocsFollowPartitions(t *testing.T) {
 	require.Len(t, files(), 2)
 	require.Len(t, stored(t, s, "*"), 20)
 	require.True(t, slices.IsSorted(files()))
+}
+
+// TestReadsRowsWrittenWithMsg: a store written before the event files
+// (the event as the row's _msg, no auditpipe:doc) still answers with its
+// events.
+func TestReadsRowsWrittenWithMsg(t *testing.T) {
+	s := openTest(t, t.TempDir(), eventstore.Options{}, Config{})
+	defer s.Close()
+	ts := time.Now().Add(-time.Minute).UTC()
+	event := string(eventgen.Event("c1", "legacy-1", 600, ts))
+	lr := logstorage.GetLogRows(nil, nil, nil, nil, "")
+	defer logstorage.PutLogRows(lr)
+	lr.MustAdd(logstorage.TenantID{}, ts.UnixNano(), []logstorage.Field{
+		{Name: keyCluster, Value: "c1"}, {Name: "auditID", Value: "legacy-1"}, {Name: "stage", Value: "ResponseComplete"},
+		{Name: keyStageTS, Value: ts.Format(time.RFC3339Nano)}, {Name: "_msg", Value: event},
+	}, 1)
+	s.vl.MustAddRows(lr)
+	s.vl.DebugFlush()
+	res, err := s.Query(context.Background(), eventstore.Query{Cluster: "c1"})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.Total)
+	require.JSONEq(t, event, string(res.Events[0]))
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
@@ -33,7 +35,7 @@ type storedEvent struct {
 }
 
 // storedFields are the fields a storedEvent is read from, in readStored's order.
-var storedFields = []string{fieldDoc, "_time", keyCluster, "auditID", "stage", keyStageTS, keyReused}
+var storedFields = []string{fieldDoc, "_time", keyCluster, "auditID", "stage", keyStageTS, keyReused, "_msg"}
 
 // readStored reads a storedEvent from storedFields' values; the event
 // itself stays in its day's file (the day of its _time: its partition's)
@@ -47,10 +49,17 @@ func readStored(vals []string) (storedEvent, error) {
 	if st.hasTS {
 		st.ms = t.UnixMilli()
 	}
+	st.day = t.UTC().Format(partitionName)
+	if vals[0] == "" && vals[7] != "" {
+		// Written before the event files (3 December 2026): the event is
+		// the row's _msg.
+		st.msg = vals[7]
+		st.tie = st.day + "-" + strconv.FormatUint(xxhash.Sum64String(st.msg), 16)
+		return st, nil
+	}
 	if st.ref, err = parseDocRef(vals[0]); err != nil {
 		return storedEvent{}, fmt.Errorf("read %s/%s/%s: %w", st.cluster, st.auditID, st.stage, err)
 	}
-	st.day = t.UTC().Format(partitionName)
 	// The place in the file is the write order within the day: copies
 	// under a reused auditID keep it, as SQLite's row order does.
 	st.tie = st.day + fmt.Sprintf("%016x", uint64(st.ref))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore/migrate"
@@ -70,7 +71,7 @@ func (c MigrateCommand) Run(ctx context.Context, args []string, stdout, stderr i
 	}
 	fs.StringVar(&opts.After, "after", "", "")
 	fs.IntVar(&opts.BatchSize, "batch", 1000, "")
-	fs.DurationVar(&opts.ReportEvery, "report", 5e9, "")
+	fs.DurationVar(&opts.ReportEvery, "report", 5*time.Second, "")
 	usageErr := func(err error) error { return fmt.Errorf("store migrate: %w (see store migrate --help)", err) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -135,6 +136,6 @@ func (c MigrateCommand) Run(ctx context.Context, args []string, stdout, stderr i
 		return err
 	}
 	fmt.Fprintf(stdout, "migrated %d events from %s (%s) to %s (%s) in %s: %d stored, %d already there\n",
-		p.Read, *from, *fromEngine, *to, *toEngine, p.Elapsed.Round(1e6), p.Inserted, p.Duplicates)
+		p.Read, *from, *fromEngine, *to, *toEngine, p.Elapsed.Round(time.Millisecond), p.Inserted, p.Duplicates)
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -158,7 +159,7 @@ func (d *docs) appendOne(day string, events []string) ([]docRef, error) {
 }
 
 // sync makes the given days' files durable.
-func (d *docs) sync(days map[string]bool) error {
+func (d *docs) sync(days iter.Seq[string]) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for day := range days {

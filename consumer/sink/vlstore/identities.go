@@ -148,20 +148,17 @@ func (ids *identities) check(id identity, cmp compared) (dup, reused bool) {
 	k := id.key()
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
-	seen := false
-	for _, cs := range [][]compared{ids.more[k], ids.old[k]} {
+	first, seen := ids.first[k]
+	if seen && sameEvent(first, cmp) {
+		return true, false
+	}
+	for _, cs := range [...][]compared{ids.more[k], ids.old[k]} {
 		for _, c := range cs {
 			if sameEvent(c, cmp) {
 				return true, false
 			}
 			seen = true
 		}
-	}
-	if c, ok := ids.first[k]; ok {
-		if sameEvent(c, cmp) {
-			return true, false
-		}
-		seen = true
 	}
 	return false, seen
 }
@@ -242,7 +239,10 @@ func (ids *identities) lookupOld(ctx context.Context, vl *logstorage.Storage, ro
 	auditIDs = slices.Compact(auditIDs)
 	q := fmt.Sprintf("_time:[%s, %s] auditID:in(%s)", timeLiteral(lo-int64(time.Second)), timeLiteral(hi+int64(time.Second)), strings.Join(auditIDs, ","))
 	old := map[idKey][]compared{}
-	if err := scanIdentities(ctx, vl, q, func(id identity, c compared) { old[id.key()] = append(old[id.key()], c) }); err != nil {
+	if err := scanIdentities(ctx, vl, q, func(id identity, c compared) {
+		k := id.key()
+		old[k] = append(old[k], c)
+	}); err != nil {
 		return err
 	}
 	ids.mu.Lock()

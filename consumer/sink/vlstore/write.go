@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -171,7 +172,6 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 			s.ids.forget(n.r.id, n.r.cmp)
 		}
 	}
-	days := make(map[string]bool, len(byDay))
 	for day, idx := range byDay {
 		events := make([]string, len(idx))
 		for j, i := range idx {
@@ -185,9 +185,8 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 		for j, i := range idx {
 			news[i].ref = refs[j]
 		}
-		days[day] = true
 	}
-	if err := s.docs.sync(days); err != nil {
+	if err := s.docs.sync(maps.Keys(byDay)); err != nil {
 		forgetNews()
 		return insertResult{}, err
 	}
@@ -467,7 +466,7 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 		}
 		if len(key) > maxFieldNameSize {
 			// VictoriaLogs drops a whole row with a longer field name;
-			// the value goes to _rest, searchable as text only.
+			// the value goes to auditpipe:rest, searchable as text only.
 			rest.WriteString(v)
 			rest.WriteByte('\n')
 			return nil

@@ -24,9 +24,8 @@ import (
 //	go test -run '^$' -bench 'BenchmarkWriteSizes/22528B' -benchtime 40x ./sink/vlstore/
 //
 // (200x = 100,000 events.) Engines: sqlite; vlogs (checkpoint per Write:
-// the contract); vlogs-every10 (one checkpoint per 10 Writes, 5,000
-// events: what a sink committing offsets after checkpoints would do);
-// vlogs-defer (the consumer's: DeferSync, a Sync every 20 Writes).
+// the contract); vlogs-defer (the consumer's: DeferSync, a Sync every 20
+// Writes).
 func BenchmarkWriteSizes(b *testing.B) {
 	engines := []struct {
 		name string
@@ -46,14 +45,6 @@ func BenchmarkWriteSizes(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			return s
-		}, 0},
-		{"vlogs-every10", func(b *testing.B) eventstore.Store {
-			s, err := vlstore.Open(filepath.Join(b.TempDir(), "vlogs"), eventstore.Options{}, vlstore.Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			vlstore.SetCheckpointEvery(s, 10)
 			return s
 		}, 0},
 		{"vlogs-defer", func(b *testing.B) eventstore.Store {

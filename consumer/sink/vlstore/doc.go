@@ -19,10 +19,13 @@
 //   - Write: validation (UTF-8, a JSON object, cluster/auditID/stage
 //     strings, a parsable stageTimestamp in the storage's time range:
 //     narrower than the SQLite store's), one flatten walk per event,
-//     MustAddRows per call, and a checkpoint per call so that Write
-//     returning nil means durable (the contract) — or, with
-//     Config.DeferSync (what the consumer opens), rows made searchable
-//     per call and durable at Sync (eventstore.Syncer), which the local
+//     MustAddRows per call, concurrent Writes running their inserts at
+//     once and each Write decoding and adding in parallel parts (one
+//     cluster's partition is one Write at a time), and a checkpoint per
+//     call so that Write returning nil means durable (the contract) — or,
+//     with Config.DeferSync (what the consumer opens), rows made
+//     searchable by the next read (which flushes the storage's buffer
+//     first) and durable at Sync (eventstore.Syncer), which the local
 //     sink's group runs before each offset commit, at most once per
 //     Config.SyncInterval (1 s). A checkpoint holds the writers, waits
 //     out the storage's in-memory merges and repeats its snapshot until

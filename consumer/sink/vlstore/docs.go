@@ -8,6 +8,7 @@ import (
 	"iter"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -17,14 +18,14 @@ import (
 
 // docs keeps the events as written, outside the storage's columns: one
 // append-only file per day partition (docsDir/YYYYMMDD) of zstd blocks,
-// one block per Write group and day. A stored row names its event by
+// blocks of up to blockEvents events. A stored row names its event by
 // docRef (the block's offset and the event's index in it) in the _doc
 // field, which the storage keeps as a number column: no bloom filter, no
 // tokenizing. Keeping the event as _msg made the storage tokenize every
 // word of it a second time, at every merge: half of the store's CPU
 // (decision 0026, step 4 second round).
 //
-// Crash safety: a Write group's blocks are written and fsynced before its
+// Crash safety: a Write's blocks are written and fsynced before its
 // rows are added, so no row outlives its event. A block torn by a crash
 // is never named by a row (its rows were not added): garbage at the end
 // of the file, which later blocks follow. Files are dropped with their
@@ -32,7 +33,7 @@ import (
 // file until then.
 type docs struct {
 	dir string
-	enc *zstd.Encoder // used by the writer only (Store.mu held)
+	enc *zstd.Encoder // EncodeAll: safe for concurrent use
 	dec *zstd.Decoder // safe for concurrent DecodeAll
 
 	mu     sync.Mutex
@@ -70,7 +71,7 @@ func openDocs(storePath string) (*docs, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("event files: %w", err)
 	}
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
 	if err != nil {
 		return nil, fmt.Errorf("event files: %w", err)
 	}
@@ -106,24 +107,60 @@ const blockEvents = 32
 
 // appendBlock writes events at the end of day's file, blockEvents to a
 // block, and returns their references; the caller syncs (sync) before
-// naming them in rows. Called by the writer only.
+// naming them in rows. The blocks are compressed in parallel (one Write's
+// latency bounds a busy cluster's partition, see decodeAll) and written
+// in one write, so concurrent Writes' blocks never interleave.
 func (d *docs) appendBlock(day string, events []string) ([]docRef, error) {
-	refs := make([]docRef, 0, len(events))
-	for chunk := range slices.Chunk(events, blockEvents) {
-		r, err := d.appendOne(day, chunk)
-		if err != nil {
-			return nil, err
+	chunks := slices.Collect(slices.Chunk(events, blockEvents))
+	blocks := make([][]byte, len(chunks))
+	inParallel(len(chunks), min(len(chunks), runtime.GOMAXPROCS(0)), func(_, lo, hi int) {
+		for i := lo; i < hi; i++ {
+			blocks[i] = d.encodeBlock(chunks[i])
 		}
-		refs = append(refs, r...)
+	})
+	size := 0
+	for _, b := range blocks {
+		size += len(b)
+	}
+	all := make([]byte, 0, size)
+	for _, b := range blocks {
+		all = append(all, b...)
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, err := d.file(day)
+	if err != nil {
+		return nil, err
+	}
+	off := d.sizes[day]
+	if off+int64(size) >= 1<<48 {
+		return nil, fmt.Errorf("event file %s: %d bytes, at the reference's limit", day, off)
+	}
+	// One write: a crash leaves the blocks whole or torn at the end,
+	// never interleaved with another Write's.
+	if _, err := f.WriteAt(all, off); err != nil {
+		return nil, fmt.Errorf("event file %s: write %d bytes at %d: %w", day, len(all), off, err)
+	}
+	d.sizes[day] = off + int64(size)
+	refs := make([]docRef, 0, len(events))
+	for i, b := range blocks {
+		for j := range chunks[i] {
+			refs = append(refs, docRef(uint64(off)<<16|uint64(j)))
+		}
+		off += int64(len(b))
 	}
 	return refs, nil
 }
 
-func (d *docs) appendOne(day string, events []string) ([]docRef, error) {
-	if len(events) > maxBlockEvents {
-		return nil, fmt.Errorf("event file %s: %d events in one block (at most %d)", day, len(events), maxBlockEvents)
+// encodeBlock makes one block of events (at most blockEvents): header,
+// then the zstd of their lengths and bytes.
+func (d *docs) encodeBlock(events []string) []byte {
+	n := binary.MaxVarintLen64
+	for _, e := range events {
+		n += binary.MaxVarintLen64 + len(e)
 	}
-	var raw []byte
+	raw := make([]byte, 0, n)
 	raw = binary.AppendUvarint(raw, uint64(len(events)))
 	for _, e := range events {
 		raw = binary.AppendUvarint(raw, uint64(len(e)))
@@ -134,39 +171,28 @@ func (d *docs) appendOne(day string, events []string) ([]docRef, error) {
 	copy(block, blockMagic)
 	binary.LittleEndian.PutUint32(block[4:], uint32(len(block)-blockHeaderLen))
 	binary.LittleEndian.PutUint32(block[8:], crc32.Checksum(block[blockHeaderLen:], castagnoli))
-
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	f, err := d.file(day)
-	if err != nil {
-		return nil, err
-	}
-	off := d.sizes[day]
-	if off >= 1<<48 {
-		return nil, fmt.Errorf("event file %s: %d bytes, at the reference's limit", day, off)
-	}
-	// One write: a crash leaves the block whole or torn at the end, never
-	// interleaved with another.
-	if _, err := f.WriteAt(block, off); err != nil {
-		return nil, fmt.Errorf("event file %s: write %d bytes at %d: %w", day, len(block), off, err)
-	}
-	d.sizes[day] = off + int64(len(block))
-	refs := make([]docRef, len(events))
-	for i := range refs {
-		refs[i] = docRef(uint64(off)<<16 | uint64(i))
-	}
-	return refs, nil
+	return block
 }
 
-// sync makes the given days' files durable.
+// sync makes the given days' files durable. The fsyncs run outside d.mu:
+// other Writes append meanwhile (files are closed only by retention and
+// Close, which hold the store's writers off).
 func (d *docs) sync(days iter.Seq[string]) error {
+	type dayFile struct {
+		day string
+		f   *os.File
+	}
+	var files []dayFile
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for day := range days {
 		if f := d.files[day]; f != nil {
-			if err := f.Sync(); err != nil {
-				return fmt.Errorf("event file %s: fsync: %w", day, err)
-			}
+			files = append(files, dayFile{day, f})
+		}
+	}
+	d.mu.Unlock()
+	for _, df := range files {
+		if err := df.f.Sync(); err != nil {
+			return fmt.Errorf("event file %s: fsync: %w", df.day, err)
 		}
 	}
 	return nil

@@ -6,15 +6,6 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
-// SetCheckpointEvery makes n Write calls share a checkpoint: for the
-// benchmarks that measure what a less frequent checkpoint would save. It
-// breaks Write's contract (durable on return) for n > 1.
-func SetCheckpointEvery(s *Store, n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.checkpointEvery = n
-}
-
 // SearchPlan names how Search answers req: "native" (LogsQL) or
 // "fallback" (the ephemeral SQLite store).
 func SearchPlan(s *Store, req eventstore.SearchRequest) string {

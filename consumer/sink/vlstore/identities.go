@@ -118,9 +118,10 @@ type identities struct {
 	// reused auditID: rare), so that the common case is one flat entry.
 	first map[idKey]compared
 	more  map[idKey][]compared
-	// old holds what lookupOld found for the current batch.
-	old map[idKey][]compared
 }
+
+// oldCopies are the stored copies lookupOld found for one batch.
+type oldCopies map[idKey][]compared
 
 func newIdentities(window time.Duration, max int, from int64, now time.Time) *identities {
 	return &identities{window: window, max: max, from: from, evicted: now,
@@ -144,15 +145,19 @@ func (ids *identities) lenLocked() int {
 
 // check reports whether an event of identity id with cmp is stored
 // (dup), or whether a different event of the same identity is (reused).
-func (ids *identities) check(id identity, cmp compared) (dup, reused bool) {
-	k := id.key()
+// old is what lookupOld found for the batch (may be nil).
+func (ids *identities) check(id identity, cmp compared, old oldCopies) (dup, reused bool) {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
+	return ids.checkLocked(id.key(), cmp, old)
+}
+
+func (ids *identities) checkLocked(k idKey, cmp compared, old oldCopies) (dup, reused bool) {
 	first, seen := ids.first[k]
 	if seen && sameEvent(first, cmp) {
 		return true, false
 	}
-	for _, cs := range [...][]compared{ids.more[k], ids.old[k]} {
+	for _, cs := range [...][]compared{ids.more[k], old[k]} {
 		for _, c := range cs {
 			if sameEvent(c, cmp) {
 				return true, false
@@ -162,6 +167,26 @@ func (ids *identities) check(id identity, cmp compared) (dup, reused bool) {
 	}
 	return false, seen
 }
+
+// admit checks every row (see check) and records the new ones (add), in
+// one critical section: of two concurrent batches holding the same event,
+// exactly one stores it. It returns each row's verdict.
+func (ids *identities) admit(rows []row, old oldCopies) []verdict {
+	out := make([]verdict, len(rows))
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	for i := range rows {
+		k := rows[i].id.key()
+		out[i].dup, out[i].reused = ids.checkLocked(k, rows[i].cmp, old)
+		if !out[i].dup {
+			ids.addLocked(k, rows[i].cmp)
+		}
+	}
+	return out
+}
+
+// verdict is admit's answer for one row.
+type verdict struct{ dup, reused bool }
 
 // add records a stored event.
 func (ids *identities) add(id identity, cmp compared) {
@@ -208,14 +233,13 @@ func (ids *identities) forget(id identity, cmp compared) {
 	}
 }
 
-// lookupOld loads into ids.old the stored events sharing an identity with
+// lookupOld returns the stored events sharing an identity with
 // the rows older than the window, by one query over those rows' time
 // range (auditID:in(...)). A reused auditID whose other copy lies outside
 // that range is not seen (decision 0026 accepts this for replays).
-func (ids *identities) lookupOld(ctx context.Context, vl *logstorage.Storage, rows []row) error {
+func (ids *identities) lookupOld(ctx context.Context, vl *logstorage.Storage, rows []row) (oldCopies, error) {
 	ids.mu.Lock()
 	from := ids.from
-	ids.old = nil
 	ids.mu.Unlock()
 	var auditIDs []string
 	lo, hi := int64(0), int64(0)
@@ -233,30 +257,27 @@ func (ids *identities) lookupOld(ctx context.Context, vl *logstorage.Storage, ro
 		auditIDs = append(auditIDs, r.auditIDQuoted())
 	}
 	if len(auditIDs) == 0 {
-		return nil
+		return nil, nil
 	}
 	slices.Sort(auditIDs)
 	auditIDs = slices.Compact(auditIDs)
 	q := fmt.Sprintf("_time:[%s, %s] auditID:in(%s)", timeLiteral(lo-int64(time.Second)), timeLiteral(hi+int64(time.Second)), strings.Join(auditIDs, ","))
-	old := map[idKey][]compared{}
+	old := oldCopies{}
 	if err := scanIdentities(ctx, vl, q, func(id identity, c compared) {
 		k := id.key()
 		old[k] = append(old[k], c)
 	}); err != nil {
-		return err
+		return nil, err
 	}
-	ids.mu.Lock()
-	ids.old = old
-	ids.mu.Unlock()
-	return nil
+	return old, nil
 }
 
 // evict forgets the identities older than the window at now (at most
 // every tenth of a window: it scans the whole cache) and, when the cache
 // holds more than max copies, the oldest by event time down to three
-// quarters of max. What it forgets is in the storage (searchable: the
-// writer flushes before it evicts), so lookupOld finds it there from then
-// on.
+// quarters of max. What it forgets is in the storage (searchable: it runs
+// after a checkpoint, with the writers held off), so lookupOld finds it
+// there from then on.
 func (ids *identities) evict(now time.Time) {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()

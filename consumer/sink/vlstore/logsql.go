@@ -66,6 +66,7 @@ func (s *Store) runRows(ctx context.Context, q string, names []string, fn func(v
 	var mu sync.Mutex
 	var fnErr error
 	qctx := logstorage.NewQueryContext(ctx, &logstorage.QueryStats{}, []logstorage.TenantID{{}}, pq, false, nil)
+	s.visible()
 	err = s.vl.RunQuery(qctx, func(_ uint, db *logstorage.DataBlock) {
 		cols := make([][]string, len(names))
 		for i, n := range names {

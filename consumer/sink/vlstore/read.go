@@ -16,6 +16,7 @@ func (s *Store) Clusters(ctx context.Context) ([]string, error) {
 		return nil, fmt.Errorf("vlstore: clusters: %w", err)
 	}
 	qctx := logstorage.NewQueryContext(ctx, &logstorage.QueryStats{}, []logstorage.TenantID{{}}, q, false, nil)
+	s.visible()
 	vals, err := s.vl.GetStreamFieldValues(qctx, keyCluster, "", 0)
 	if err != nil {
 		return nil, fmt.Errorf("vlstore: clusters: %w", err)

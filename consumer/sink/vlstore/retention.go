@@ -342,6 +342,7 @@ func (s *Store) statsRows(ctx context.Context, query string, row func(cols map[s
 	}
 	var mu sync.Mutex
 	qctx := logstorage.NewQueryContext(ctx, &logstorage.QueryStats{}, []logstorage.TenantID{{}}, q, false, nil)
+	s.visible()
 	err = s.vl.RunQuery(qctx, func(_ uint, db *logstorage.DataBlock) {
 		mu.Lock()
 		defer mu.Unlock()

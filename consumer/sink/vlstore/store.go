@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage"
@@ -43,7 +44,7 @@ type Config struct {
 	// Sync (eventstore.Syncer) checkpoints. The consumer's local sink
 	// syncs before each offset commit; a checkpoint per Write costs ~2-3
 	// CPU-s per 100,000 events more (decision 0026). False: every Write
-	// (group) checkpoints, durable on return.
+	// checkpoints (concurrent ones share one), durable on return.
 	DeferSync bool
 	// SyncInterval is the least time between two of Sync's checkpoints: a
 	// Sync sooner after the last one first waits for the rest, without
@@ -117,29 +118,33 @@ type Store struct {
 	metrics *metrics
 	opts    eventstore.Options
 
-	// writing is held by the Write call that writes the queued requests
-	// (group commit, see commit); queue is guarded by queueMu.
-	writing chan struct{}
-	queueMu sync.Mutex
-	queue   []*writeRequest
-	// mu serializes writers with Close: the identity check, MustAddRows
-	// and the checkpoint are one critical section, so that two concurrent
-	// batches holding the same event store it once.
-	mu     sync.Mutex
+	// mu: Writes hold it shared for their whole insert (they run
+	// concurrently: identities, docs and the storage have their own
+	// locks); checkpoints, retention and Close hold it exclusively, so
+	// that no row is added meanwhile.
+	mu     sync.RWMutex
 	closed bool // under mu
 	ids    *identities
 	// docs holds the events as written (docs.go); rows name them.
 	docs *docs
 	// days are the per-day partitions (YYYYMMDD) written since the last
-	// checkpoint.
-	days map[string]bool
-	// checkpointEvery is how many Write calls share a checkpoint; 1 keeps
-	// Write's contract (durable on return). Only the benchmarks change it.
-	checkpointEvery int
-	writes          int
+	// checkpoint: set by inserts under daysMu, read and cleared by the
+	// checkpoint (mu held exclusively).
+	daysMu sync.Mutex
+	days   map[string]bool
+	// added counts the inserts so far; checkpointed is the count the
+	// last successful checkpoint covered (durable's group commit),
+	// lastCovered the one before (for the writes-per-checkpoint metric).
+	added atomic.Uint64
+	// unflushed: rows were added since the last visible (reads flush
+	// them first).
+	unflushed                 atomic.Bool
+	checkpointMu              sync.Mutex
+	checkpointed, lastCovered uint64
 
 	// syncMu orders Syncs; lastSync is when the last one's checkpoint
-	// ended.
+	// ended (Open's time before the first: the first Sync after Open,
+	// right after the consumer's first batch, waits its interval too).
 	syncMu   sync.Mutex
 	lastSync time.Time
 
@@ -187,16 +192,14 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 		FlushInterval:   cfg.FlushInterval,
 	})
 	s := &Store{
-		vl:              vl,
-		docs:            d,
-		path:            path,
-		cfg:             cfg,
-		logger:          logger,
-		metrics:         m,
-		opts:            opts,
-		days:            map[string]bool{},
-		checkpointEvery: 1,
-		writing:         make(chan struct{}, 1),
+		vl:      vl,
+		docs:    d,
+		path:    path,
+		cfg:     cfg,
+		logger:  logger,
+		metrics: m,
+		opts:    opts,
+		days:    map[string]bool{},
 	}
 	// An event file whose partition is gone was left by a retention
 	// round a crash interrupted.
@@ -238,16 +241,10 @@ func (s *Store) Sync(ctx context.Context) error {
 			return fmt.Errorf("vlstore: sync: %w", ctx.Err())
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("vlstore: sync: store closed")
-	}
-	if err := s.checkpoint(); err != nil {
+	if err := s.durable(s.added.Load()); err != nil {
 		return fmt.Errorf("vlstore: sync: %w", err)
 	}
 	s.lastSync = time.Now()
-	s.ids.evict(s.lastSync)
 	return nil
 }
 

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -55,27 +57,15 @@ type row struct {
 // invalid values are counted and skipped, events already stored (same
 // cluster, auditID, stage and content) are duplicates, a different event
 // under a stored identity is stored marked auditpipe.auditIDReused. The
-// batch goes to VictoriaLogs in one MustAddRows, then a checkpoint makes
-// it durable before Write returns (see checkpoint).
+// batch goes to VictoriaLogs in one MustAddRows, concurrently with other
+// Writes; then, unless Config.DeferSync, a checkpoint makes it durable
+// before Write returns (see durable).
 func (s *Store) Write(ctx context.Context, values [][]byte) (eventstore.WriteResult, error) {
 	start := time.Now()
 	var res eventstore.WriteResult
-	// Decode outside the lock: the walk is most of the Go-side work.
-	rows := make([]row, 0, len(values))
-	var arena []logstorage.Field
-	var buf bytes.Buffer
-	now := time.Now()
-	for i, v := range values {
-		r, fields, err := decode(v, &buf, arena, now)
-		if err != nil {
-			res.Invalid++
-			res.InvalidValues = append(res.InvalidValues, eventstore.InvalidValue{Index: i, Reason: err.Error()})
-			continue
-		}
-		r.index = i
-		arena = fields
-		rows = append(rows, r)
-	}
+	// Decode before any lock: the walk is most of the Go-side work.
+	rows, arena, invalid := decodeAll(values, time.Now())
+	res.Invalid, res.InvalidValues = len(invalid), invalid
 	s.metrics.events.WithLabelValues(outcomeInvalid).Add(float64(res.Invalid))
 	if len(rows) == 0 {
 		return res, nil
@@ -85,7 +75,7 @@ func (s *Store) Write(ctx context.Context, values [][]byte) (eventstore.WriteRes
 		return eventstore.WriteResult{}, fmt.Errorf("write %d events to vlstore: %w", len(rows), err)
 	}
 
-	ins, err := s.commit(ctx, rows, arena)
+	ins, err := s.store(ctx, rows, arena)
 	s.metrics.writeDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.metrics.writeErrors.Inc()
@@ -121,19 +111,80 @@ type insertResult struct {
 	refused              []eventstore.InvalidValue // by VictoriaLogs' limits
 }
 
+// store inserts rows with s.mu read-held: Writes of different partitions
+// run their whole insert (identity lookups, event files, MustAddRows)
+// concurrently, and only checkpoints, retention and Close, which take s.mu
+// exclusively, hold them off. Unless DeferSync, it then waits until a
+// checkpoint covers the rows (durable).
+func (s *Store) store(ctx context.Context, rows []row, arena []logstorage.Field) (insertResult, error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return insertResult{}, errors.New("store closed")
+	}
+	out, err := s.insert(ctx, rows, arena)
+	if err == nil {
+		// Searchable from the next read on (see visible).
+		s.unflushed.Store(true)
+	}
+	// Counted even when every row was a duplicate: the stored copies it
+	// saw may have been added by a Write whose checkpoint failed.
+	seq := s.added.Add(1)
+	s.mu.RUnlock()
+	if err != nil || s.cfg.DeferSync {
+		return out, err
+	}
+	if err := s.durable(seq); err != nil {
+		// Not durable: the caller retries, and the rows added meanwhile
+		// are duplicates then (the identity cache has them); the retry's
+		// own durable call checkpoints them.
+		return insertResult{}, err
+	}
+	return out, nil
+}
+
+// durable returns once a checkpoint that began after insert number seq
+// (s.added) ended: concurrent callers share one checkpoint (group commit,
+// as the SQLite store does since decision 0025: N partitions pay one
+// checkpoint, not N). Sync calls it with the count so far.
+func (s *Store) durable(seq uint64) error {
+	s.checkpointMu.Lock()
+	defer s.checkpointMu.Unlock()
+	if s.checkpointed >= seq {
+		return nil // covered by the checkpoint this caller waited for
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("store closed")
+	}
+	// No insert runs now: every one counted so far is in the storage.
+	covered := s.added.Load()
+	if err := s.checkpoint(); err != nil {
+		return err
+	}
+	s.checkpointed = covered
+	s.metrics.groupWrites.Observe(float64(covered - s.lastCovered))
+	s.lastCovered = covered
+	s.ids.evict(time.Now())
+	return nil
+}
+
 // insert decides per row whether it is new, a duplicate or a reused
 // identity, writes the new events to their days' event files (docs) and
 // fsyncs them, then adds their rows, each naming its event, in one
 // MustAddRows: a row is never added before its event is durable. Called
-// by the writer (s.mu held), which checkpoints after.
+// with s.mu read-held, concurrently with other inserts.
 func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field) (insertResult, error) {
 	var out insertResult
 	// Stored events outside the cache's window: one query for the batch.
-	if err := s.ids.lookupOld(ctx, s.vl, rows); err != nil {
+	old, err := s.ids.lookupOld(ctx, s.vl, rows)
+	if err != nil {
 		return out, fmt.Errorf("look up stored identities: %w", err)
 	}
-	// The new rows: recorded in the identity cache at once, so that a
-	// second copy in the same batch is a duplicate.
+	// The new rows: recorded in the identity cache at once (admit), so
+	// that a second copy in this batch or a concurrent one is a
+	// duplicate.
 	type newRow struct {
 		r      *row
 		event  string // as stored: marked when reused
@@ -143,22 +194,18 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 	}
 	var news []newRow
 	byDay := map[string][]int{} // day → indexes into news
-	for i := range rows {
+	var lastDay int64 = -1
+	var dayName string
+	for i, v := range s.ids.admit(rows, old) {
 		r := &rows[i]
-		dup, reused := s.ids.check(r.id, r.cmp)
-		if dup {
+		if v.dup {
 			out.duplicates++
 			continue
 		}
-		n := newRow{r: r, event: r.event, reused: reused, day: time.Unix(0, r.timeNs).UTC().Format(partitionName)}
-		if reused {
-			marked, err := markReused(r.event)
-			if err != nil {
-				return insertResult{}, fmt.Errorf("mark %s/%s/%s reused: %w", r.id.cluster, r.id.auditID, r.id.stage, err)
-			}
-			n.event = marked
+		if d := r.timeNs / int64(24*time.Hour); d != lastDay {
+			lastDay, dayName = d, time.Unix(0, r.timeNs).UTC().Format(partitionName)
 		}
-		s.ids.add(r.id, r.cmp)
+		n := newRow{r: r, event: r.event, reused: v.reused, day: dayName}
 		byDay[n.day] = append(byDay[n.day], len(news))
 		news = append(news, n)
 	}
@@ -171,6 +218,18 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 		for _, n := range news {
 			s.ids.forget(n.r.id, n.r.cmp)
 		}
+	}
+	for i := range news {
+		n := &news[i]
+		if !n.reused {
+			continue
+		}
+		marked, err := markReused(n.event)
+		if err != nil {
+			forgetNews()
+			return insertResult{}, fmt.Errorf("mark %s/%s/%s reused: %w", n.r.id.cluster, n.r.id.auditID, n.r.id.stage, err)
+		}
+		n.event = marked
 	}
 	for day, idx := range byDay {
 		events := make([]string, len(idx))
@@ -191,146 +250,73 @@ func (s *Store) insert(ctx context.Context, rows []row, arena []logstorage.Field
 		return insertResult{}, err
 	}
 
-	lr := logstorage.GetLogRows(nil, nil, nil, nil, "")
-	defer logstorage.PutLogRows(lr)
-	for _, n := range news {
-		r := n.r
-		fields := arena[r.from:r.to]
-		if n.reused {
-			// A copy: the arena's slots are exactly the event's.
-			fields = append(append(fields[:len(fields)-1:len(fields)-1],
-				logstorage.Field{Name: keyReused, Value: "true"}),
-				logstorage.Field{Name: fieldDoc, Value: n.ref.String()})
-			out.reused = append(out.reused, r)
-		} else {
-			fields[len(fields)-1].Value = n.ref.String()
-		}
-		before := lr.RowsCount()
-		lr.MustAdd(logstorage.TenantID{}, r.timeNs, fields, 1)
-		if lr.RowsCount() == before {
-			// VictoriaLogs refused the row (too many fields, too long a
-			// field name or row; it logs why on stderr): never storable.
-			// Its event stays in the file, named by no row.
-			out.refused = append(out.refused, eventstore.InvalidValue{Index: r.index,
-				Reason: fmt.Sprintf("refused by VictoriaLogs (%d fields, %d bytes; too many or too long)", len(fields), len(r.event))})
+	// The rows go to the storage in parts at once, like decodeAll: the
+	// storage's row buffer has a shard per CPU, and building its
+	// in-memory parts is most of its work.
+	type partOut struct {
+		inserted int
+		reused   []*row
+		refused  []eventstore.InvalidValue
+	}
+	parts := make([]partOut, splitCount(len(news)))
+	inParallel(len(news), len(parts), func(p, lo, hi int) {
+		po := &parts[p]
+		lr := logstorage.GetLogRows(nil, nil, nil, nil, "")
+		defer logstorage.PutLogRows(lr)
+		for _, n := range news[lo:hi] {
+			r := n.r
+			fields := arena[r.from:r.to]
 			if n.reused {
-				out.reused = out.reused[:len(out.reused)-1]
+				// A copy: the arena's slots are exactly the event's.
+				fields = append(append(fields[:len(fields)-1:len(fields)-1],
+					logstorage.Field{Name: keyReused, Value: "true"}),
+					logstorage.Field{Name: fieldDoc, Value: n.ref.String()})
+			} else {
+				fields[len(fields)-1].Value = n.ref.String()
 			}
-			s.ids.forget(r.id, r.cmp)
-			continue
+			before := lr.RowsCount()
+			lr.MustAdd(logstorage.TenantID{}, r.timeNs, fields, 1)
+			if lr.RowsCount() == before {
+				// VictoriaLogs refused the row (too many fields, too long a
+				// field name or row; it logs why on stderr): never
+				// storable. Its event stays in the file, named by no row.
+				po.refused = append(po.refused, eventstore.InvalidValue{Index: r.index,
+					Reason: fmt.Sprintf("refused by VictoriaLogs (%d fields, %d bytes; too many or too long)", len(fields), len(r.event))})
+				s.ids.forget(r.id, r.cmp)
+				continue
+			}
+			if n.reused {
+				po.reused = append(po.reused, r)
+			}
+			po.inserted++
 		}
-		s.days[n.day] = true
-		out.inserted++
+		if po.inserted > 0 {
+			s.vl.MustAddRows(lr)
+		}
+	})
+	for _, po := range parts {
+		out.inserted += po.inserted
+		out.reused = append(out.reused, po.reused...)
+		out.refused = append(out.refused, po.refused...)
 	}
 	if out.inserted > 0 {
-		s.vl.MustAddRows(lr)
+		s.daysMu.Lock()
+		for day := range byDay {
+			s.days[day] = true
+		}
+		s.daysMu.Unlock()
 	}
 	return out, nil
 }
 
-// writeRequest is one Write call's rows waiting for the writer.
-type writeRequest struct {
-	rows  []row
-	arena []logstorage.Field
-	// done receives the outcome once the checkpoint covering the rows
-	// ran (buffered: the writer never blocks).
-	done chan writeOutcome
-}
-
-type writeOutcome struct {
-	res insertResult
-	err error
-}
-
-// commit stores rows together with the other Write calls queued
-// meanwhile, sharing one checkpoint (group commit, as the SQLite store
-// does since decision 0025: N partitions pay one checkpoint, not N). The
-// caller that gets the writer takes every queued request, its own
-// included; the others wait for their outcome. ctx bounds the wait: a
-// request not yet taken is withdrawn when ctx ends.
-func (s *Store) commit(ctx context.Context, rows []row, arena []logstorage.Field) (insertResult, error) {
-	req := &writeRequest{rows: rows, arena: arena, done: make(chan writeOutcome, 1)}
-	s.queueMu.Lock()
-	s.queue = append(s.queue, req)
-	s.queueMu.Unlock()
-	select {
-	case out := <-req.done:
-		return out.res, out.err
-	case s.writing <- struct{}{}:
-	case <-ctx.Done():
-		if s.withdraw(req) {
-			return insertResult{}, fmt.Errorf("waiting for the writer: %w", ctx.Err())
-		}
-		// Taken by a writer already: it is stored and checkpointed
-		// shortly, and must not be reported failed.
-		out := <-req.done
-		return out.res, out.err
-	}
-	defer func() { <-s.writing }()
-	s.queueMu.Lock()
-	group := s.queue
-	s.queue = nil
-	s.queueMu.Unlock()
-	if len(group) > 0 {
-		// One caller's cancellation (a revoked partition) must not fail
-		// the others' batches.
-		s.writeGroup(context.WithoutCancel(ctx), group)
-	}
-	out := <-req.done
-	return out.res, out.err
-}
-
-// withdraw removes req from the queue and reports whether it was still
-// there.
-func (s *Store) withdraw(req *writeRequest) bool {
-	s.queueMu.Lock()
-	defer s.queueMu.Unlock()
-	i := slices.Index(s.queue, req)
-	if i < 0 {
-		return false
-	}
-	s.queue = slices.Delete(s.queue, i, i+1)
-	return true
-}
-
-// writeGroup inserts every request's rows in queue order, checkpoints
-// once, and then delivers each request its own outcome.
-func (s *Store) writeGroup(ctx context.Context, group []*writeRequest) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	outs := make([]writeOutcome, len(group))
-	for i, req := range group {
-		if s.closed {
-			outs[i].err = errors.New("store closed")
-			continue
-		}
-		outs[i].res, outs[i].err = s.insert(ctx, req.rows, req.arena)
-	}
-	s.metrics.groupWrites.Observe(float64(len(group)))
-	s.writes++
-	switch {
-	case s.closed:
-	case s.cfg.DeferSync:
-		// Durable at Sync. Visible to searches now: the storage would
-		// make its buffered rows searchable only within a second. (Leaving
-		// them to the next read or Sync measured no cheaper: the storage
-		// then flushes larger buffers inline in MustAddRows.)
+// visible makes every row added so far searchable before a read: the
+// storage buffers added rows and makes them searchable only within a
+// second (or when its buffer fills). Flushing at every Write instead cost
+// its latency about a tenth (decision 0026, step 4 fourth round); reads
+// are far rarer than Writes.
+func (s *Store) visible() {
+	if s.unflushed.Swap(false) {
 		s.vl.DebugFlush()
-		s.ids.evict(time.Now())
-	case s.writes%s.checkpointEvery == 0:
-		if err := s.checkpoint(); err != nil {
-			// Not durable: the callers retry, and the rows added meanwhile
-			// are duplicates then (the identity cache has them).
-			for i := range outs {
-				if outs[i].err == nil {
-					outs[i] = writeOutcome{err: err}
-				}
-			}
-		}
-		s.ids.evict(time.Now())
-	}
-	for i, req := range group {
-		req.done <- outs[i]
 	}
 }
 
@@ -344,8 +330,8 @@ func (s *Store) writeGroup(ctx context.Context, group []*writeRequest) {
 // combining at that moment, and that merge's result is another in-memory
 // part. So checkpoint waits for in-memory merges to finish, snapshots, and
 // repeats until the storage reports no row left only in memory and no
-// in-memory merge running (see inMemory). Called with s.mu held: no rows
-// are added meanwhile, so the loop ends.
+// in-memory merge running (see inMemory). Called with s.mu held
+// exclusively: no rows are added meanwhile, so the loop ends.
 //
 // A failure to delete a snapshot is logged, not returned: the data is
 // durable by then, and the storage deletes stale snapshots itself only
@@ -408,6 +394,76 @@ func (s *Store) inMemory() memoryState {
 		rows:   p.InmemoryRowsCount,
 		merges: p.ActiveInmemoryMerges + p.IndexdbActiveInmemoryMerges,
 	}
+}
+
+// decodeAll decodes values (see decode) in up to GOMAXPROCS parts at
+// once: one busy cluster's events all come through one Kafka partition,
+// so one Write's latency, not the number of partitions, bounds how fast
+// the consumer keeps up with it. It returns the valid rows in values'
+// order, their fields in one arena, and the invalid values.
+func decodeAll(values [][]byte, now time.Time) ([]row, []logstorage.Field, []eventstore.InvalidValue) {
+	type part struct {
+		rows    []row
+		arena   []logstorage.Field
+		invalid []eventstore.InvalidValue
+	}
+	parts := make([]part, splitCount(len(values)))
+	inParallel(len(values), len(parts), func(p, lo, hi int) {
+		var buf bytes.Buffer
+		pt := &parts[p]
+		pt.rows = make([]row, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			r, fields, err := decode(values[i], &buf, pt.arena, now)
+			if err != nil {
+				pt.invalid = append(pt.invalid, eventstore.InvalidValue{Index: i, Reason: err.Error()})
+				continue
+			}
+			r.index = i
+			pt.arena = fields
+			pt.rows = append(pt.rows, r)
+		}
+	})
+	if len(parts) == 1 {
+		return parts[0].rows, parts[0].arena, parts[0].invalid
+	}
+	var nRows, nFields int
+	for _, pt := range parts {
+		nRows += len(pt.rows)
+		nFields += len(pt.arena)
+	}
+	rows := make([]row, 0, nRows)
+	arena := make([]logstorage.Field, 0, nFields)
+	var invalid []eventstore.InvalidValue
+	for _, pt := range parts {
+		for _, r := range pt.rows {
+			r.from += len(arena)
+			r.to += len(arena)
+			rows = append(rows, r)
+		}
+		arena = append(arena, pt.arena...)
+		invalid = append(invalid, pt.invalid...)
+	}
+	return rows, arena, invalid
+}
+
+// minPart is the fewest values worth a goroutine of their own.
+const minPart = 64
+
+// splitCount is how many parts inParallel makes of n items.
+func splitCount(n int) int {
+	return max(1, min(runtime.GOMAXPROCS(0), n/minPart))
+}
+
+// inParallel calls fn for parts consecutive ranges [lo, hi) covering
+// [0, n), each on its own goroutine (the first on the caller's), and
+// returns when all returned.
+func inParallel(n, parts int, fn func(part, lo, hi int)) {
+	var wg sync.WaitGroup
+	for p := 1; p < parts; p++ {
+		wg.Go(func() { fn(p, p*n/parts, (p+1)*n/parts) })
+	}
+	fn(0, 0, n/parts)
+	wg.Wait()
 }
 
 // decode validates value and flattens it into fields appended to arena:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,6 +52,7 @@ func stored(tb testing.TB, s *Store, filter string, fields ...string) []map[stri
 	var mu sync.Mutex
 	var out []map[string]string
 	qctx := logstorage.NewQueryContext(context.Background(), &logstorage.QueryStats{}, []logstorage.TenantID{{}}, q, false, nil)
+	s.visible()
 	require.NoError(tb, s.vl.RunQuery(qctx, func(_ uint, db *logstorage.DataBlock) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -384,13 +386,13 @@ func TestIdentitiesEvictByCount(t *testing.T) {
 	// (time 2) and everything at or before it: 5 newer copies stay.
 	require.Equal(t, 5, ids.len())
 	require.Equal(t, int64(3), ids.from)
-	dup, reused := ids.check(identity{"c", "9", "s"}, compared{cols: 99})
+	dup, reused := ids.check(identity{"c", "9", "s"}, compared{cols: 99}, nil)
 	require.True(t, dup)
 	require.False(t, reused)
-	dup, reused = ids.check(identity{"c", "9", "s"}, compared{cols: 7})
+	dup, reused = ids.check(identity{"c", "9", "s"}, compared{cols: 7}, nil)
 	require.False(t, dup)
 	require.True(t, reused)
-	dup, reused = ids.check(identity{"c", "1", "s"}, compared{cols: 1})
+	dup, reused = ids.check(identity{"c", "1", "s"}, compared{cols: 1}, nil)
 	require.False(t, dup || reused, "forgotten")
 }
 
@@ -468,4 +470,68 @@ func TestConcurrentWriters(t *testing.T) {
 	require.NoError(t, s.Close())
 	_, err := s.Write(ctx, batch(0, 0))
 	require.ErrorContains(t, err, "store closed")
+}
+
+// TestWriteInParts: a batch large enough to be decoded and added in
+// parallel parts (decodeAll, insert) gives the answer a one-part Write
+// gives: invalid values named by their index in order, a duplicate of a
+// value in another part found, a reused auditID across parts marked, and
+// every event stored as written, each row naming its own.
+func TestWriteInParts(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	const n = 8 * minPart
+	require.Equal(t, 4, splitCount(n), "the batch is split")
+	var reusedHook [][]byte
+	s := openTest(t, t.TempDir(), eventstore.Options{OnReused: func(_ context.Context, events [][]byte) {
+		reusedHook = append(reusedHook, events...)
+	}}, Config{DeferSync: true})
+	defer s.Close()
+	now := time.Now()
+	values := make([][]byte, n)
+	for i := range values {
+		values[i] = eventgen.Event("c1", fmt.Sprintf("part-%03d", i), 1400, now.Add(time.Duration(i)*time.Millisecond))
+	}
+	// In the last part: a copy of an event of the first, and a different
+	// event under the identity of another one of the first.
+	values[n-1] = values[3]
+	var pe map[string]any
+	require.NoError(t, json.Unmarshal(values[5], &pe))
+	pe["verb"] = "delete"
+	pe[schemas.PipelineKey].(map[string]any)["contentHash"] = strings.Repeat("c", 64)
+	other, err := json.Marshal(pe)
+	require.NoError(t, err)
+	values[n-2] = other
+	// Invalid values in the second and third parts.
+	invalidAt := []int{n/4 + 1, n/2 + 7}
+	for _, i := range invalidAt {
+		values[i] = []byte(`{"not":"an event"}`)
+	}
+
+	res, err := s.Write(context.Background(), values)
+	require.NoError(t, err)
+	require.Equal(t, n-len(invalidAt)-1, res.Inserted)
+	require.Equal(t, 1, res.Duplicates)
+	require.Equal(t, 1, res.Reused)
+	require.Len(t, res.InvalidValues, len(invalidAt))
+	for i, iv := range res.InvalidValues {
+		require.Equal(t, invalidAt[i], iv.Index)
+	}
+	require.Equal(t, [][]byte{other}, reusedHook)
+
+	rows := stored(t, s, "*", "auditID")
+	require.Len(t, rows, res.Inserted)
+	byEvent := map[string]bool{}
+	for _, r := range rows {
+		byEvent[r[eventKey]] = true
+	}
+	require.Len(t, byEvent, len(rows), "each row names its own event")
+	for i, v := range values {
+		if slices.Contains(invalidAt, i) || i == n-1 || i == n-2 {
+			continue
+		}
+		require.True(t, byEvent[string(v)], "value %d stored as written", i)
+	}
+	marked := stored(t, s, `"auditpipe.auditIDReused":=true`, "verb")
+	require.Len(t, marked, 1)
+	require.Equal(t, "delete", marked[0]["verb"])
 }

@@ -2,7 +2,6 @@ package jsonbytes
 
 import (
 	"bytes"
-	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -328,8 +327,8 @@ func (n *normalizer) keyBytes(r keyRef) []byte {
 
 // unescape decodes a JSON string (with its quotes) that holds escapes.
 func unescape(quoted []byte) []byte {
-	var s string
-	if err := json.Unmarshal(quoted, &s); err != nil {
+	s, ok := Unescape(quoted[1 : len(quoted)-1])
+	if !ok {
 		return quoted // validated by str already; keep something unique
 	}
 	return []byte(s)

@@ -99,40 +99,12 @@ func str(v []byte, s *string) bool {
 		*s = string(v[1 : len(v)-1])
 		return true
 	default:
-		return unescape(v[1:len(v)-1], s) || json.Unmarshal(v, s) == nil
-	}
-}
-
-// unescape decodes the escapes of a valid string's contents but \u
-// (false: encoding/json decodes those, surrogates and all).
-func unescape(v []byte, s *string) bool {
-	out := make([]byte, 0, len(v))
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c != '\\' {
-			out = append(out, c)
-			continue
+		if u, ok := jsonbytes.Unescape(v[1 : len(v)-1]); ok {
+			*s = u
+			return true
 		}
-		i++
-		switch v[i] {
-		case '"', '\\', '/':
-			out = append(out, v[i])
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		default:
-			return false
-		}
+		return json.Unmarshal(v, s) == nil
 	}
-	*s = string(out)
-	return true
 }
 
 // strs decodes an array of strings (null: nil; [] an empty slice, as

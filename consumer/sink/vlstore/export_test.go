@@ -21,3 +21,10 @@ func SearchPlan(s *Store, req eventstore.SearchRequest) string {
 func SearchNoFallback(s *Store, req eventstore.SearchRequest) (eventstore.SearchResult, error) {
 	return s.search(context.Background(), req, -1)
 }
+
+// check is admit's test for one event, without recording it.
+func (ids *identities) check(id identity, cmp compared, old oldCopies) (dup, reused bool) {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	return ids.checkLocked(id.key(), cmp, old)
+}

@@ -143,15 +143,9 @@ func (ids *identities) lenLocked() int {
 	return n
 }
 
-// check reports whether an event of identity id with cmp is stored
-// (dup), or whether a different event of the same identity is (reused).
-// old is what lookupOld found for the batch (may be nil).
-func (ids *identities) check(id identity, cmp compared, old oldCopies) (dup, reused bool) {
-	ids.mu.Lock()
-	defer ids.mu.Unlock()
-	return ids.checkLocked(id.key(), cmp, old)
-}
-
+// checkLocked reports whether an event of identity key k with cmp is
+// stored (dup), or whether a different event of the same identity is
+// (reused); old is what lookupOld found for the batch (may be nil).
 func (ids *identities) checkLocked(k idKey, cmp compared, old oldCopies) (dup, reused bool) {
 	first, seen := ids.first[k]
 	if seen && sameEvent(first, cmp) {
@@ -168,7 +162,7 @@ func (ids *identities) checkLocked(k idKey, cmp compared, old oldCopies) (dup, r
 	return false, seen
 }
 
-// admit checks every row (see check) and records the new ones (add), in
+// admit checks every row (checkLocked) and records the new ones, in
 // one critical section: of two concurrent batches holding the same event,
 // exactly one stores it. It returns each row's verdict.
 func (ids *identities) admit(rows []row, old oldCopies) []verdict {
@@ -188,13 +182,14 @@ func (ids *identities) admit(rows []row, old oldCopies) []verdict {
 // verdict is admit's answer for one row.
 type verdict struct{ dup, reused bool }
 
-// add records a stored event.
+// add records a stored event (loading the cache: see admit for Writes).
 func (ids *identities) add(id identity, cmp compared) {
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
 	ids.addLocked(id.key(), cmp)
 }
 
+// addLocked records a stored event.
 func (ids *identities) addLocked(k idKey, cmp compared) {
 	if _, ok := ids.first[k]; !ok {
 		ids.first[k] = cmp

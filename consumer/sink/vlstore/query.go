@@ -3,6 +3,8 @@ package vlstore
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -62,7 +64,11 @@ func readStored(vals []string) (storedEvent, error) {
 	}
 	// The place in the file is the write order within the day: copies
 	// under a reused auditID keep it, as SQLite's row order does.
-	st.tie = st.day + fmt.Sprintf("%016x", uint64(st.ref))
+	// 16 hex digits, so that ties compare as strings in ref order (once
+	// per row read: no fmt).
+	var ref [8]byte
+	binary.BigEndian.PutUint64(ref[:], uint64(st.ref))
+	st.tie = st.day + hex.EncodeToString(ref[:])
 	return st, nil
 }
 

@@ -135,12 +135,12 @@ type Store struct {
 	// added counts the inserts so far; checkpointed is the count the
 	// last successful checkpoint covered (durable's group commit),
 	// lastCovered the one before (for the writes-per-checkpoint metric).
-	added atomic.Uint64
-	// unflushed: rows were added since the last visible (reads flush
-	// them first).
-	unflushed                 atomic.Bool
+	added                     atomic.Uint64
 	checkpointMu              sync.Mutex
 	checkpointed, lastCovered uint64
+	// unflushed: rows were added since the last visible (reads flush
+	// them first).
+	unflushed atomic.Bool
 
 	// syncMu orders Syncs; lastSync is when the last one's checkpoint
 	// ended (Open's time before the first: the first Sync after Open,

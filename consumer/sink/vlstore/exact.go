@@ -24,15 +24,24 @@ var exactFields = map[string]bool{
 // exactLogsQL translates a CLS filter to a LogsQL filter that selects
 // exactly the events the SQLite store's compiler matches, or reports that
 // it cannot (ok false): then Search takes the fallback. Translated:
+//
 //   - *, AND, OR, NOT;
+//
 //   - responseStatus.code's ranges and integer matches (codeFilter);
+//
 //   - key:value on the keys exactKey names (the column keys and the
 //     JSON paths, annotations.authorization.k8s.io/decision), for
 //     literal ASCII words: a word, word*, several words (any of them) or
 //     a "phrase" (all in a row), as matchFilter says.
 //
-// Not translated: full text (it excludes auditpipe's fields, which no
-// LogsQL field list can say), other wildcards, key:* and key:""
+//   - full text (a Match term without a key) for the same words, on every
+//     field ("*"). That is exact only where no event in range has the
+//     words in a field that is not the event's value (auditpipe's own
+//     fields and the storage's _msg, _time, _stream, _stream_id, which full
+//     text must not see and no LogsQL field list can leave out): the
+//     caller checks textGuard first.
+//
+// Not translated: other wildcards, key:* and key:""
 // (VictoriaLogs drops empty values), ranges on other keys (CLS parses
 // numbers from text its own way), the keys exactKey leaves out.
 func exactLogsQL(e cql.Expr) (string, bool) {
@@ -64,14 +73,58 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 		switch {
 		case e.Kind == cql.All:
 			return "*", true
+		case e.Field == "" && e.Kind == cql.Match:
+			return matchFilter(`"*"`, e)
 		case e.Field == keyCode:
 			return codeFilter(e)
 		case e.Kind != cql.Match || !exactKey(e.Field):
 			return "", false
 		}
-		return matchFilter(e)
+		return matchFilter(strconv.Quote(e.Field), e)
 	}
 	return "", false
+}
+
+// textGuard is, for the full-text terms of e, a LogsQL filter that selects
+// the events in which exactLogsQL's translation of a term could match a
+// field full text does not see: the term's filter on auditpipe's fields
+// (every name starting with "auditpipe": auditpipe.*, and this store's
+// auditpipe:rest and auditpipe:doc) and on the storage's own (every name
+// starting with '_'; flatten makes none). "" when e has no full text. When
+// no event in range passes it, "*" in the translation is exactly the
+// event's values there. Names starting with "auditpipe" that are event
+// keys, if any, only send a search to the fallback needlessly; and
+// auditpipe:rest (values that are no field) is an event's value: a word
+// there makes the fallback answer, as it should.
+func textGuard(e cql.Expr) string {
+	var any []string
+	var walk func(cql.Expr)
+	walk = func(e cql.Expr) {
+		switch e := e.(type) {
+		case *cql.And:
+			walk(e.L)
+			walk(e.R)
+		case *cql.Or:
+			walk(e.L)
+			walk(e.R)
+		case *cql.Not:
+			walk(e.X)
+		case *cql.Term:
+			if e.Field != "" || e.Kind != cql.Match {
+				return
+			}
+			for _, field := range [...]string{`"auditpipe*"`, `"_*"`} {
+				if f, ok := matchFilter(field, e); ok {
+					any = append(any, f)
+				}
+			}
+		}
+	}
+	walk(e)
+	if len(any) == 0 {
+		return ""
+	}
+	return "(" + strings.Join(any, " OR ") + ")"
 }
 
 // exactKey reports whether key:value on key is translated: the SQLite
@@ -111,8 +164,9 @@ func exactKey(key string) bool {
 // which every value the regexp matches passes (CLS delimiters are not
 // VictoriaLogs token characters): the same events, but far fewer values
 // for the regexp, which costs ~1 µs a value.
-func matchFilter(t *cql.Term) (string, bool) {
-	field := strconv.Quote(t.Field)
+//
+// field is the quoted LogsQL field name, or a wildcard: "*" for full text.
+func matchFilter(field string, t *cql.Term) (string, bool) {
 	pat := cql.CompilePattern(t.Pattern, t.Quoted)
 	if len(pat.Words) == 0 {
 		return "", false

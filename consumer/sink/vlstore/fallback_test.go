@@ -38,11 +38,11 @@ func TestFallbackBound(t *testing.T) {
 		req.Query = q
 		return s.search(ctx, req, 10)
 	}
-	_, err = run(`deployer`, eventstore.SearchRequest{}) // full text: the fallback, 20 candidates
+	_, err = run(`deplo*er`, eventstore.SearchRequest{}) // a wildcard inside a word: the fallback, 20 candidates
 	var ie *eventstore.InvalidSearchError
 	require.True(t, errors.As(err, &ie), "got %v", err)
 	require.Equal(t, "q", ie.Param)
-	res, err := run(`deployer`, eventstore.SearchRequest{Cluster: "c1"}) // 10 candidates
+	res, err := run(`deplo*er`, eventstore.SearchRequest{Cluster: "c1"}) // 10 candidates
 	require.NoError(t, err)
 	require.Equal(t, 10, res.Total)
 	res, err = run(`verb:update`, eventstore.SearchRequest{}) // native: no bound
@@ -97,7 +97,7 @@ func TestSearchTempDir(t *testing.T) {
 	_, err = s.Write(ctx, [][]byte{eventgen.Event("c1", "id-1", 800, time.Now())})
 	require.NoError(t, err)
 	var seen []string
-	q, err := cql.Parse(`deployer`) // full text: the fallback
+	q, err := cql.Parse(`deplo*er`) // a wildcard inside a word: the fallback
 	require.NoError(t, err)
 	res, err := s.search(ctx, eventstore.SearchRequest{Query: q, Limit: 10, Cluster: "c1"}, 10)
 	require.NoError(t, err)

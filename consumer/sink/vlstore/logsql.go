@@ -112,6 +112,13 @@ func (s *Store) count(ctx context.Context, filter string) (int, error) {
 	return n, err
 }
 
+// exists reports whether filter selects any event.
+func (s *Store) exists(ctx context.Context, filter string) (bool, error) {
+	found := false
+	err := s.runRows(ctx, filter+" | limit 1 | fields _time", []string{"_time"}, func([]string) { found = true })
+	return found, err
+}
+
 // fieldList quotes names for a `fields` pipe.
 func fieldList(names []string) string {
 	q := make([]string, len(names))

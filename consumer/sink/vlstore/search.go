@@ -105,9 +105,21 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 		return s.searchEphemeral(ctx, cands, req, after)
 	}
 	// A native plan that meets data it cannot answer exactly
-	// (errNotExact) hands the request to the fallback.
+	// (errNotExact) hands the request to the fallback; so does full text
+	// whose words some event in range has in a field full text does not
+	// see (textGuard: rare, e.g. a cluster's name).
+	guard := textGuard(q.Filter)
 	native := func(f func(ctx context.Context) (eventstore.SearchResult, error)) (func(context.Context) (eventstore.SearchResult, error), string, error) {
 		return func(ctx context.Context) (eventstore.SearchResult, error) {
+			if guard != "" {
+				hit, err := s.exists(ctx, joinFilters(append(slices.Clip(filters), guard)))
+				if err != nil {
+					return eventstore.SearchResult{}, fmt.Errorf("vlstore: search: %w", err)
+				}
+				if hit {
+					return fallback(ctx)
+				}
+			}
 			res, err := f(ctx)
 			switch {
 			case errors.Is(err, errNotExact):

@@ -44,7 +44,7 @@ var exactFields = map[string]bool{
 // Not translated: other wildcards, key:* and key:""
 // (VictoriaLogs drops empty values), ranges on other keys (CLS parses
 // numbers from text its own way), the keys exactKey leaves out.
-func exactLogsQL(e cql.Expr) (string, bool) {
+func exactLogsQL(e cql.Expr, lowered bool) (string, bool) {
 	switch e := e.(type) {
 	case nil:
 		return "*", true
@@ -54,7 +54,7 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 		// filterCost), which AND leaves free to reorder.
 		var parts []string
 		for _, x := range conjuncts(e, nil) {
-			f, ok := exactLogsQL(x)
+			f, ok := exactLogsQL(x, lowered)
 			if !ok {
 				return "", false
 			}
@@ -63,24 +63,24 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 		slices.SortStableFunc(parts, func(a, b string) int { return cmp.Compare(filterCost(a), filterCost(b)) })
 		return "(" + strings.Join(parts, " ") + ")", true
 	case *cql.Or:
-		l, ok1 := exactLogsQL(e.L)
-		r, ok2 := exactLogsQL(e.R)
+		l, ok1 := exactLogsQL(e.L, lowered)
+		r, ok2 := exactLogsQL(e.R, lowered)
 		return "(" + l + " OR " + r + ")", ok1 && ok2
 	case *cql.Not:
-		x, ok := exactLogsQL(e.X)
+		x, ok := exactLogsQL(e.X, lowered)
 		return "(NOT " + x + ")", ok
 	case *cql.Term:
 		switch {
 		case e.Kind == cql.All:
 			return "*", true
 		case e.Field == "" && e.Kind == cql.Match:
-			return matchFilter(`"*"`, e)
+			return matchFilter(`"*"`, e, lowered)
 		case e.Field == keyCode:
 			return codeFilter(e)
 		case e.Kind != cql.Match || !exactKey(e.Field):
 			return "", false
 		}
-		return matchFilter(strconv.Quote(e.Field), e)
+		return matchFilter(strconv.Quote(e.Field), e, false)
 	}
 	return "", false
 }
@@ -88,14 +88,15 @@ func exactLogsQL(e cql.Expr) (string, bool) {
 // textGuard is, for the full-text terms of e, a LogsQL filter that selects
 // the events in which exactLogsQL's translation of a term could match a
 // field full text does not see: the term's filter on auditpipe's fields
-// (every name starting with "auditpipe": auditpipe.*, and this store's
-// auditpipe:rest and auditpipe:doc) and on the storage's own (every name
-// starting with '_'; flatten makes none). "" when e has no full text. When
-// no event in range passes it, "*" in the translation is exactly the
-// event's values there. Names starting with "auditpipe" that are event
-// keys, if any, only send a search to the fallback needlessly; and
-// auditpipe:rest (values that are no field) is an event's value: a word
-// there makes the fallback answer, as it should.
+// (auditpipe.*, and this store's auditpipe:rest and auditpipe:doc) and on
+// the storage's own (every name starting with '_'; flatten makes none).
+// "" when e has no full text. When no event in range passes it, "*" in
+// the translation is exactly the event's values there. auditpipe:rest
+// holds event values (that are no field), one per line: a phrase could
+// span two of them, so a word there makes the fallback answer. Not
+// auditpipe:lower: its values are the event's own, lower-cased, and
+// lowerSeparator keeps phrases inside one, so a match there is a match
+// in the event.
 func textGuard(e cql.Expr) string {
 	var any []string
 	var walk func(cql.Expr)
@@ -113,8 +114,8 @@ func textGuard(e cql.Expr) string {
 			if e.Field != "" || e.Kind != cql.Match {
 				return
 			}
-			for _, field := range [...]string{`"auditpipe*"`, `"_*"`} {
-				if f, ok := matchFilter(field, e); ok {
+			for _, field := range [...]string{`"auditpipe.*"`, `"auditpipe"`, strconv.Quote(fieldRest), strconv.Quote(fieldDoc), `"_*"`} {
+				if f, ok := matchFilter(field, e, false); ok {
 					any = append(any, f)
 				}
 			}
@@ -165,8 +166,9 @@ func exactKey(key string) bool {
 // VictoriaLogs token characters): the same events, but far fewer values
 // for the regexp, which costs ~1 µs a value.
 //
-// field is the quoted LogsQL field name, or a wildcard: "*" for full text.
-func matchFilter(field string, t *cql.Term) (string, bool) {
+// field is the quoted LogsQL field name, or a wildcard: "*" for full text
+// (with lowered, see wordFilter).
+func matchFilter(field string, t *cql.Term, lowered bool) (string, bool) {
 	pat := cql.CompilePattern(t.Pattern, t.Quoted)
 	if len(pat.Words) == 0 {
 		return "", false
@@ -179,7 +181,7 @@ func matchFilter(field string, t *cql.Term) (string, bool) {
 				return "", false
 			}
 			words[i] = g.Text
-			pre = append(pre, wordFilter(field, g))
+			pre = append(pre, wordFilter(field, g, lowered))
 		}
 		re, ok := phraseRegexp(words)
 		if !ok {
@@ -200,7 +202,7 @@ func matchFilter(field string, t *cql.Term) (string, bool) {
 		if !ok {
 			return "", false
 		}
-		any = append(any, "("+wordFilter(field, g)+" "+field+":~"+strconv.Quote(re)+")")
+		any = append(any, "("+wordFilter(field, g, lowered)+" "+field+":~"+strconv.Quote(re)+")")
 	}
 	if len(any) == 1 {
 		return any[0], true

@@ -43,7 +43,7 @@ func TestExactLogsQL(t *testing.T) {
 	} {
 		parsed, err := cql.Parse(q)
 		require.NoError(t, err, q)
-		_, ok := exactLogsQL(parsed.Filter)
+		_, ok := exactLogsQL(parsed.Filter, true)
 		require.Equal(t, exact, ok, q)
 	}
 }
@@ -102,5 +102,22 @@ func TestCaseFreeFilter(t *testing.T) {
 		{"é42", false, ""},
 	} {
 		require.Equal(t, tc.want, caseFreeFilter("f", tc.word, tc.prefix), tc.word)
+	}
+}
+
+// TestAppendLower: only values that lower-casing changes (or may:
+// non-ASCII) are appended, lower-cased as strings.ToLower does (CLS's
+// words), separated by lowerSeparator.
+func TestAppendLower(t *testing.T) {
+	var b strings.Builder
+	for _, v := range []string{"kube-system", "", "Metadata", "get", "RBAC: allowed by \"Admin\"", "\u212Aubectl", "naïve", "ÉTÉ x"} {
+		appendLower(&b, v)
+	}
+	want := strings.Join([]string{"metadata", "rbac: allowed by \"admin\"", "kubectl", "naïve", "été x"}, lowerSeparator)
+	require.Equal(t, want, b.String())
+	for _, v := range []string{"Metadata", "\u212Aubectl", "ÉTÉ x", "İstanbul"} {
+		var one strings.Builder
+		appendLower(&one, v)
+		require.Equal(t, strings.ToLower(v), one.String(), v)
 	}
 }

@@ -28,3 +28,9 @@ func (ids *identities) check(id identity, cmp compared, old oldCopies) (dup, reu
 	defer ids.mu.Unlock()
 	return ids.checkLocked(id.key(), cmp, old)
 }
+
+// Lowered reports whether s narrows full text by auditpipe:lower.
+func Lowered(s *Store) bool { return s.lowered }
+
+// LowerMarker is lowerMarker.
+const LowerMarker = lowerMarker

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/auditpipe/auditpipe/consumer/search/cql"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
+	"github.com/auditpipe/auditpipe/consumer/sink/local"
 	"github.com/auditpipe/auditpipe/consumer/sink/local/localtest"
 	"github.com/auditpipe/auditpipe/consumer/sink/vlstore"
 )
@@ -409,5 +412,48 @@ func TestFullTextAgainstSQLite(t *testing.T) {
 			require.Equal(t, want.Rows, got.Rows, query)
 			require.NotEmpty(t, got.Rows, query)
 		}
+	}
+}
+
+// TestFullTextWithoutLower: a store whose events were written before
+// auditpipe:lower (no marker, events already there) is not taken for a
+// lowered one at Open, and its full text still answers as SQLite does;
+// a new store is marked before its first event, and an emptied one is
+// not re-marked while it has events.
+func TestFullTextWithoutLower(t *testing.T) {
+	start := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	values := fullTextEvents(t, 300, start)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vlogs")
+	vl, err := vlstore.Open(path, eventstore.Options{}, vlstore.Config{})
+	require.NoError(t, err)
+	require.True(t, vlstore.Lowered(vl), "a new store")
+	require.FileExists(t, filepath.Join(path, vlstore.LowerMarker))
+	_, err = vl.Write(context.Background(), values)
+	require.NoError(t, err)
+	require.NoError(t, vl.Close())
+
+	require.NoError(t, os.Remove(filepath.Join(path, vlstore.LowerMarker)))
+	vl, err = vlstore.Open(path, eventstore.Options{}, vlstore.Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, vl.Close()) })
+	require.False(t, vlstore.Lowered(vl), "events and no marker: written before auditpipe:lower")
+	require.NoFileExists(t, filepath.Join(path, vlstore.LowerMarker))
+
+	sq, err := local.Open(filepath.Join(dir, "ref.db"), local.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sq.Close()) })
+	_, err = sq.Write(context.Background(), values)
+	require.NoError(t, err)
+	for _, query := range []string{`forbid`, `FORB*`, `kubectl`, `"forbid allow"`, `NOT nginx`} {
+		q, err := cql.Parse(query)
+		require.NoError(t, err, query)
+		req := eventstore.SearchRequest{Query: q, Limit: 50}
+		_, err = vlstore.SearchNoFallback(vl, req)
+		require.NoError(t, err, query)
+		wantKeys, wantTotal := searchAllPages(t, sq, req)
+		gotKeys, gotTotal := searchAllPages(t, vl, req)
+		require.Equal(t, wantTotal, gotTotal, query)
+		require.Equal(t, wantKeys, gotKeys, query)
 	}
 }

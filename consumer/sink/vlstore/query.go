@@ -295,7 +295,7 @@ func (s *Store) queryText(ctx context.Context, filters []string, tq textQuery, l
 	if tq.none {
 		return nil, 0, nil
 	}
-	if pf := tq.prefilter(); pf != "" {
+	if pf := tq.prefilter(s.lowered); pf != "" {
 		filters = append(slices.Clip(filters), pf)
 	}
 	// Only the page is kept: the matches are counted, and the newest

@@ -79,7 +79,7 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 	}
 	filters = append(filters, timeFilters(req.From, req.To)...)
 	var fallbackFilters []string
-	if f := cqlPrefilter(q.Filter); f != "" {
+	if f := cqlPrefilter(q.Filter, s.lowered); f != "" {
 		fallbackFilters = append(slices.Clip(filters), f)
 	} else {
 		fallbackFilters = filters
@@ -132,7 +132,7 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 	}
 	timed := !req.From.IsZero() || !req.To.IsZero()
 	if q.SQL != nil && countOnly(q.SQL) {
-		if exact, ok := exactLogsQL(q.Filter); ok {
+		if exact, ok := exactLogsQL(q.Filter, s.lowered); ok {
 			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
 				n, err := s.count(ctx, joinFilters(append(filters, exact)))
 				if err != nil {
@@ -144,7 +144,7 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 	}
 	if q.SQL != nil {
 		if g, ok := planGroupCount(q.SQL); ok {
-			if exact, ok := exactLogsQL(q.Filter); ok {
+			if exact, ok := exactLogsQL(q.Filter, s.lowered); ok {
 				return native(func(ctx context.Context) (eventstore.SearchResult, error) {
 					return g.run(ctx, s, append(slices.Clip(filters), exact), timed)
 				})
@@ -152,7 +152,7 @@ func (s *Store) plan(req eventstore.SearchRequest, maxCandidates int) (run func(
 		}
 	}
 	if q.SQL == nil {
-		if exact, ok := exactLogsQL(q.Filter); ok {
+		if exact, ok := exactLogsQL(q.Filter, s.lowered); ok {
 			return native(func(ctx context.Context) (eventstore.SearchResult, error) {
 				return s.searchNative(ctx, append(slices.Clip(filters), exact), timed, req.Limit, after)
 			})
@@ -297,10 +297,10 @@ func firstReason(wr eventstore.WriteResult) string {
 //   - a range (key>=n): the key is present and not empty (a number).
 //   - key:* and key:"": none (VictoriaLogs drops empty values, so
 //     "present" cannot be told from "missing").
-func cqlPrefilter(e cql.Expr) string {
+func cqlPrefilter(e cql.Expr, lowered bool) string {
 	switch e := e.(type) {
 	case *cql.And:
-		l, r := cqlPrefilter(e.L), cqlPrefilter(e.R)
+		l, r := cqlPrefilter(e.L, lowered), cqlPrefilter(e.R, lowered)
 		switch {
 		case l == "":
 			return r
@@ -309,18 +309,18 @@ func cqlPrefilter(e cql.Expr) string {
 		}
 		return l + " " + r
 	case *cql.Or:
-		l, r := cqlPrefilter(e.L), cqlPrefilter(e.R)
+		l, r := cqlPrefilter(e.L, lowered), cqlPrefilter(e.R, lowered)
 		if l == "" || r == "" {
 			return ""
 		}
 		return "(" + l + " OR " + r + ")"
 	case *cql.Term:
-		return termPrefilter(e)
+		return termPrefilter(e, lowered)
 	}
 	return ""
 }
 
-func termPrefilter(t *cql.Term) string {
+func termPrefilter(t *cql.Term, lowered bool) string {
 	field := `"*"`
 	if t.Field != "" {
 		// stageTimestamp: the zero time is not stored as a field.
@@ -332,7 +332,7 @@ func termPrefilter(t *cql.Term) string {
 	switch t.Kind {
 	case cql.Match:
 		pat := cql.CompilePattern(t.Pattern, t.Quoted)
-		return textQuery{patterns: []cql.Pattern{pat}}.prefilterOn(field)
+		return textQuery{patterns: []cql.Pattern{pat}}.prefilterOn(field, lowered)
 	case cql.Range:
 		if t.Field == "" {
 			return ""

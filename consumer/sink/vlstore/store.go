@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -117,6 +118,12 @@ type Store struct {
 	logger  *slog.Logger
 	metrics *metrics
 	opts    eventstore.Options
+	// lowered: every event in the store has auditpipe:lower (it was
+	// created by a version that writes it: lowerMarker), so full text
+	// narrows by bloom-filtered phrases (wordFilter). A store written
+	// before keeps the any-case filters: exact too, but every value in
+	// range is read.
+	lowered bool
 
 	// mu: Writes hold it shared for their whole insert (they run
 	// concurrently: identities, docs and the storage have their own
@@ -191,7 +198,15 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 		FutureRetention: futureRetention,
 		FlushInterval:   cfg.FlushInterval,
 	})
+	lowered, err := markLowered(path, vl)
+	if err != nil {
+		vl.MustClose()
+		_ = d.close()
+		m.unregister()
+		return nil, fmt.Errorf("open vlstore %s: %w", path, err)
+	}
 	s := &Store{
+		lowered: lowered,
 		vl:      vl,
 		docs:    d,
 		path:    path,
@@ -222,7 +237,10 @@ func Open(path string, opts eventstore.Options, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open vlstore %s: load identities: %w", path, err)
 	}
 	s.ids = ids
-	logger.Info("vlstore opened", "path", path, "identities", ids.len(), "identityWindow", cfg.IdentityWindow, "identityMax", cfg.IdentityMax)
+	logger.Info("vlstore opened", "path", path, "identities", ids.len(), "identityWindow", cfg.IdentityWindow, "identityMax", cfg.IdentityMax, "lowerCaseWords", lowered)
+	if !lowered {
+		logger.Warn("vlstore: this store was written before auditpipe:lower (3 December 2026): full-text searches read every value in their range; a store migrated into a new directory (auditpipe store migrate) has it")
+	}
 	return s, nil
 }
 
@@ -352,4 +370,31 @@ func setupProcess(cacheBytes int64) error {
 	}
 	setupDone = true
 	return nil
+}
+
+// lowerMarker is the file in the store's directory saying that every
+// event in it has auditpipe:lower: Open writes it into a store without
+// partitions, before its first event.
+const lowerMarker = "lower-case-words"
+
+// markLowered reports whether every event in the store at path has
+// auditpipe:lower, writing lowerMarker when the store has no events yet.
+func markLowered(path string, vl *logstorage.Storage) (bool, error) {
+	marker := filepath.Join(path, lowerMarker)
+	switch _, err := os.Stat(marker); {
+	case err == nil:
+		return true, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return false, fmt.Errorf("%s: %w", lowerMarker, err)
+	}
+	if len(vl.PartitionList()) > 0 {
+		return false, nil // events written before auditpipe:lower
+	}
+	const text = "Every event in this store has the field auditpipe:lower (consumer/sink/vlstore).\n"
+	// Not synced: a marker a crash loses costs speed, not answers (the
+	// next Open finds events and no marker).
+	if err := os.WriteFile(marker, []byte(text), 0o640); err != nil {
+		return false, fmt.Errorf("%s: %w", lowerMarker, err)
+	}
+	return true, nil
 }

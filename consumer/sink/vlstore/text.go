@@ -70,17 +70,17 @@ func compileText(text string) textQuery {
 // i("word") on some field finds it too; a wildcard word narrows by its
 // literal prefix, i("prefix"*). A phrase needs all its words, a plain
 // pattern any of them (cql.Pattern.Match).
-func (tq textQuery) prefilter() string { return tq.prefilterOn(`"*"`) }
+func (tq textQuery) prefilter(lowered bool) string { return tq.prefilterOn(`"*"`, lowered) }
 
 // prefilterOn is prefilter on one field (quoted LogsQL field name; "*" is
-// every field).
-func (tq textQuery) prefilterOn(field string) string {
+// every field). lowered: the store holds auditpipe:lower (wordFilter).
+func (tq textQuery) prefilterOn(field string, lowered bool) string {
 	var and []string
 	for _, p := range tq.patterns {
 		var words []string
 		complete := true
 		for _, g := range p.Words {
-			if f := wordFilter(field, g); f != "" {
+			if f := wordFilter(field, g, lowered); f != "" {
 				words = append(words, f)
 			} else {
 				complete = false
@@ -100,7 +100,23 @@ func (tq textQuery) prefilterOn(field string) string {
 // wordFilter is the any-case LogsQL filter on field that a CLS word (or
 // glob) implies; "" when it implies none (a glob starting with a
 // wildcard).
-func wordFilter(field string, g cql.Glob) string {
+//
+// On every field ("*") of a store whose events all have auditpipe:lower
+// (lowered), it is the lower-case word's case-sensitive phrase (or
+// prefix): a value that has the word in any case has it as written, or
+// has upper case or non-ASCII text and so its lower-case copy in
+// auditpipe:lower. The storage's bloom filters (tokens as written) then
+// skip the blocks without it, where i() reads every value.
+func wordFilter(field string, g cql.Glob, lowered bool) string {
+	if lowered && field == `"*"` {
+		if !g.Wild {
+			return field + ":" + strconv.Quote(g.Text)
+		}
+		if p := g.Prefix(); p != "" {
+			return field + ":" + strconv.Quote(p) + "*"
+		}
+		return ""
+	}
 	// The case-free token first: it is the cheaper one per value, and
 	// the storage applies an AND's filters in order.
 	if !g.Wild {

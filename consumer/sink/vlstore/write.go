@@ -33,6 +33,18 @@ const (
 	// fieldRest holds the values decode makes no field of (too long a
 	// key, an unstorable stageTimestamp), one per line.
 	fieldRest = "auditpipe:rest"
+	// fieldLower holds, lower-cased, every value of the event (not
+	// auditpipe's own) that has upper case or non-ASCII text, separated
+	// by lowerSeparator: with it, a lower-case word that CLS finds in
+	// any case in some value is, as written, in some field, so full text
+	// narrows by case-sensitive phrase filters, which the storage's bloom
+	// filters serve (see textQuery and wordFilter).
+	fieldLower = "auditpipe:lower"
+	// lowerSeparator separates fieldLower's values: CLS delimiters around
+	// a byte that is none, so that no phrase's regexp (words separated by
+	// delimiters only) spans two values, while a word at a value's edge
+	// still has a delimiter next to it.
+	lowerSeparator = "\n\x00\n"
 )
 
 // maxFieldNameSize is lib/logstorage's limit on a field name (its
@@ -48,7 +60,7 @@ type row struct {
 	timeNs int64 // VictoriaLogs' _time
 	event  string
 	// fields: the stream field (cluster) first, then every flattened key
-	// but the cluster, then auditpipe:rest when any, then auditpipe:doc
+	// but the cluster, then auditpipe:rest and auditpipe:lower when any, then auditpipe:doc
 	// (filled by insert). A window of its decoding part's arena
 	// (decodeAll), which decode addresses by from and to.
 	fields   []logstorage.Field
@@ -489,8 +501,11 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 	fields := append(arena, logstorage.Field{Name: keyCluster}) // the stream field, filled below
 	var cols [len(comparedKeys)]string
 	var receivedAt string
-	var rest strings.Builder
+	var rest, lower strings.Builder
 	err := flatten.WalkCompactString(event, func(key, v string, kind flatten.Kind) error {
+		if !ownField(key) {
+			appendLower(&lower, v)
+		}
 		switch key {
 		case keyCluster, "auditID", "stage", keyContentHash:
 			if kind != flatten.String {
@@ -548,6 +563,9 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 		// the read side's full-text prefilter looks at every field.
 		fields = append(fields, logstorage.Field{Name: fieldRest, Value: rest.String()})
 	}
+	if lower.Len() > 0 {
+		fields = append(fields, logstorage.Field{Name: fieldLower, Value: lower.String()})
+	}
 	// The event's reference in its day's file, filled by insert.
 	fields = append(fields, logstorage.Field{Name: fieldDoc})
 	r.to = len(fields)
@@ -560,6 +578,33 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 	r.cmp.cols = fingerprint(cols[:])
 	r.cmp.timeNs = ts
 	return r, fields, nil
+}
+
+// appendLower appends v lower-cased to b (fieldLower) when lower-casing
+// changes it or may (non-ASCII text: strings.ToLower, as CLS's words).
+func appendLower(b *strings.Builder, v string) {
+	i := 0
+	for i < len(v) && v[i] < utf8.RuneSelf && (v[i] < 'A' || v[i] > 'Z') {
+		i++
+	}
+	if i == len(v) {
+		return
+	}
+	if b.Len() > 0 {
+		b.WriteString(lowerSeparator)
+	}
+	b.WriteString(v[:i])
+	for ; i < len(v); i++ {
+		c := v[i]
+		if c >= utf8.RuneSelf {
+			b.WriteString(strings.ToLower(v[i:]))
+			return
+		}
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
 }
 
 // eventTime is VictoriaLogs' _time for an event: its stageTimestamp, or

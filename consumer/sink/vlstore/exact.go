@@ -94,9 +94,9 @@ func exactLogsQL(e cql.Expr, lowered bool) (string, bool) {
 // the translation is exactly the event's values there. auditpipe:rest
 // holds event values (that are no field), one per line: a phrase could
 // span two of them, so a word there makes the fallback answer. Not
-// auditpipe:lower: its values are the event's own, lower-cased, and
-// lowerSeparator keeps phrases inside one, so a match there is a match
-// in the event.
+// auditpipe:lower: its words are the event's own, lower-cased, and
+// lowerSeparator keeps a phrase from spanning two, so a match there is a
+// match in the event.
 func textGuard(e cql.Expr) string {
 	var any []string
 	var walk func(cql.Expr)

@@ -104,8 +104,8 @@ func (tq textQuery) prefilterOn(field string, lowered bool) string {
 // On every field ("*") of a store whose events all have auditpipe:lower
 // (lowered), it is the lower-case word's case-sensitive phrase (or
 // prefix): a value that has the word in any case has it as written, or
-// has upper case or non-ASCII text and so its lower-case copy in
-// auditpipe:lower. The storage's bloom filters (tokens as written) then
+// the word there has upper case or non-ASCII text, and so its lower-case
+// copy is in auditpipe:lower. The storage's bloom filters (tokens as written) then
 // skip the blocks without it, where i() reads every value.
 func wordFilter(field string, g cql.Glob, lowered bool) string {
 	if lowered && field == `"*"` {

@@ -17,6 +17,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaLogs/lib/logstorage"
 
 	"github.com/auditpipe/auditpipe/consumer/internal/flatten"
+	"github.com/auditpipe/auditpipe/consumer/search/cql"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/jsonbytes"
 	"github.com/auditpipe/auditpipe/schemas"
@@ -33,17 +34,17 @@ const (
 	// fieldRest holds the values decode makes no field of (too long a
 	// key, an unstorable stageTimestamp), one per line.
 	fieldRest = "auditpipe:rest"
-	// fieldLower holds, lower-cased, every value of the event (not
-	// auditpipe's own) that has upper case or non-ASCII text, separated
-	// by lowerSeparator: with it, a lower-case word that CLS finds in
-	// any case in some value is, as written, in some field, so full text
-	// narrows by case-sensitive phrase filters, which the storage's bloom
-	// filters serve (see textQuery and wordFilter).
+	// fieldLower holds, lower-cased, every CLS word of the event's
+	// values (not auditpipe's own) that has upper case or non-ASCII
+	// text, separated by lowerSeparator: with it, a lower-case word that
+	// CLS finds in any case in some value is, as written, in some field,
+	// so full text narrows by case-sensitive phrase filters, which the
+	// storage's bloom filters serve (see wordFilter).
 	fieldLower = "auditpipe:lower"
-	// lowerSeparator separates fieldLower's values: CLS delimiters around
+	// lowerSeparator separates fieldLower's words: CLS delimiters around
 	// a byte that is none, so that no phrase's regexp (words separated by
-	// delimiters only) spans two values, while a word at a value's edge
-	// still has a delimiter next to it.
+	// delimiters only) spans two of them, while each word still has a
+	// delimiter on both sides.
 	lowerSeparator = "\n\x00\n"
 )
 
@@ -580,31 +581,62 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 	return r, fields, nil
 }
 
-// appendLower appends v lower-cased to b (fieldLower) when lower-casing
-// changes it or may (non-ASCII text: strings.ToLower, as CLS's words).
+// appendLower appends to b (fieldLower) each CLS word of v (the runs
+// between cql.Delimiters) that lower-casing changes or may (upper case,
+// non-ASCII: strings.ToLower, as CLS's words), lower-cased: words, not
+// whole values, so that a request body with one "kind":"Pod" adds a word,
+// not a lower-cased copy of the body.
 func appendLower(b *strings.Builder, v string) {
-	i := 0
-	for i < len(v) && v[i] < utf8.RuneSelf && (v[i] < 'A' || v[i] > 'Z') {
-		i++
-	}
-	if i == len(v) {
-		return
-	}
-	if b.Len() > 0 {
-		b.WriteString(lowerSeparator)
-	}
-	b.WriteString(v[:i])
-	for ; i < len(v); i++ {
-		c := v[i]
-		if c >= utf8.RuneSelf {
-			b.WriteString(strings.ToLower(v[i:]))
-			return
+	start, mixed := -1, false
+	for i := 0; i <= len(v); i++ {
+		if i < len(v) && !isDelimiterByte[v[i]] {
+			if start < 0 {
+				start, mixed = i, false
+			}
+			if c := v[i]; c >= utf8.RuneSelf || c >= 'A' && c <= 'Z' {
+				mixed = true
+			}
+			continue
 		}
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
+		if start < 0 || !mixed {
+			start = -1
+			continue
 		}
-		b.WriteByte(c)
+		if b.Len() > 0 {
+			b.WriteString(lowerSeparator)
+		}
+		word := v[start:i]
+		start = -1
+		if !asciiOnly(word) {
+			b.WriteString(strings.ToLower(word))
+			continue
+		}
+		for j := 0; j < len(word); j++ {
+			c := word[j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b.WriteByte(c)
+		}
 	}
+}
+
+// isDelimiterByte is cql.Delimiters by byte (they are all ASCII: a byte
+// of a multi-byte rune is never one).
+var isDelimiterByte = func() (t [256]bool) {
+	for i := 0; i < len(cql.Delimiters); i++ {
+		t[cql.Delimiters[i]] = true
+	}
+	return t
+}()
+
+func asciiOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // eventTime is VictoriaLogs' _time for an event: its stageTimestamp, or

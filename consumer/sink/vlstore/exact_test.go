@@ -1,6 +1,7 @@
 package vlstore
 
 import (
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"unicode"
@@ -124,4 +125,29 @@ func TestAppendLower(t *testing.T) {
 	require.Equal(t, strings.Join(want, lowerSeparator), b.String())
 	require.Equal(t, []string{"metadata", "rbac", "admin", "kubectl", "naïve", "été", "pod", "dnspolicy", "clusterfirst", "kube-system.io", "b", "d"},
 		strings.Split(b.String(), lowerSeparator))
+
+	// Random text over letters of both cases, digits, delimiters and
+	// non-ASCII runes, long enough for nextMixed's eight-byte steps to
+	// meet every alignment.
+	r := rand.New(rand.NewPCG(1, 2))
+	alphabet := []rune("abcxyzABCXYZ019-._ /:\"{}\n\u00e9\u00c9\u212a\u0130")
+	for range 2000 {
+		runes := make([]rune, r.IntN(40))
+		for i := range runes {
+			runes[i] = alphabet[r.IntN(len(alphabet))]
+			if r.IntN(3) > 0 {
+				runes[i] = rune('a' + r.IntN(26)) // long lower-case runs
+			}
+		}
+		v := string(runes)
+		var got strings.Builder
+		appendLower(&got, v)
+		var want []string
+		for _, w := range strings.FieldsFunc(v, cql.IsDelimiter) {
+			if l := strings.ToLower(w); l != w || !asciiOnly(w) {
+				want = append(want, l)
+			}
+		}
+		require.Equal(t, strings.Join(want, lowerSeparator), got.String(), "%q", v)
+	}
 }

@@ -585,40 +585,64 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 // between cql.Delimiters) that lower-casing changes or may (upper case,
 // non-ASCII: strings.ToLower, as CLS's words), lower-cased: words, not
 // whole values, so that a request body with one "kind":"Pod" adds a word,
-// not a lower-cased copy of the body.
+// not a lower-cased copy of the body. Most text has no such word: it is
+// skipped eight bytes at a time (nextMixed).
 func appendLower(b *strings.Builder, v string) {
-	start, mixed := -1, false
-	for i := 0; i <= len(v); i++ {
-		if i < len(v) && !isDelimiterByte[v[i]] {
-			if start < 0 {
-				start, mixed = i, false
-			}
-			if c := v[i]; c >= utf8.RuneSelf || c >= 'A' && c <= 'Z' {
-				mixed = true
-			}
-			continue
+	for i := 0; ; {
+		j := nextMixed(v, i)
+		if j == len(v) {
+			return
 		}
-		if start < 0 || !mixed {
-			start = -1
-			continue
+		// The word around j: i is 0 or just past the last word appended.
+		start, end := j, j+1
+		for start > i && !isDelimiterByte[v[start-1]] {
+			start--
+		}
+		for end < len(v) && !isDelimiterByte[v[end]] {
+			end++
 		}
 		if b.Len() > 0 {
 			b.WriteString(lowerSeparator)
 		}
-		word := v[start:i]
-		start = -1
+		word := v[start:end]
+		i = end
 		if !asciiOnly(word) {
 			b.WriteString(strings.ToLower(word))
 			continue
 		}
-		for j := 0; j < len(word); j++ {
-			c := word[j]
+		for k := 0; k < len(word); k++ {
+			c := word[k]
 			if c >= 'A' && c <= 'Z' {
 				c += 'a' - 'A'
 			}
 			b.WriteByte(c)
 		}
 	}
+}
+
+// nextMixed is the index of the first byte of v at or after i that is an
+// ASCII upper-case letter or not ASCII, len(v) when there is none.
+func nextMixed(v string, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(v); i += 8 {
+		x := uint64(v[i]) | uint64(v[i+1])<<8 | uint64(v[i+2])<<16 | uint64(v[i+3])<<24 |
+			uint64(v[i+4])<<32 | uint64(v[i+5])<<40 | uint64(v[i+6])<<48 | uint64(v[i+7])<<56
+		if x&highs != 0 {
+			break // a non-ASCII byte: found below
+		}
+		// Every byte < 0x80, so adding less than 0x80 carries out of none:
+		// the high bit of byte+0x3F says byte >= 'A', of byte+0x25 byte >
+		// 'Z'.
+		if (x+0x3F*ones)&^(x+0x25*ones)&highs != 0 {
+			break
+		}
+	}
+	for ; i < len(v); i++ {
+		if c := v[i]; c >= utf8.RuneSelf || c >= 'A' && c <= 'Z' {
+			return i
+		}
+	}
+	return i
 }
 
 // isDelimiterByte is cql.Delimiters by byte (they are all ASCII: a byte

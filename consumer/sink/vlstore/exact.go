@@ -97,7 +97,7 @@ func exactLogsQL(e cql.Expr, lowered bool) (string, bool) {
 // auditpipe:lower: its words are the event's own, lower-cased, and
 // lowerSeparator keeps a phrase from spanning two, so a match there is a
 // match in the event.
-func textGuard(e cql.Expr) string {
+func textGuard(e cql.Expr, lowered bool) string {
 	var any []string
 	var walk func(cql.Expr)
 	walk = func(e cql.Expr) {
@@ -114,11 +114,30 @@ func textGuard(e cql.Expr) string {
 			if e.Field != "" || e.Kind != cql.Match {
 				return
 			}
+			var own []string
 			for _, field := range [...]string{`"auditpipe.*"`, `"auditpipe"`, strconv.Quote(fieldRest), strconv.Quote(fieldDoc), `"_*"`} {
 				if f, ok := matchFilter(field, e, false); ok {
-					any = append(any, f)
+					own = append(own, f)
 				}
 			}
+			if len(own) == 0 {
+				return
+			}
+			g := "(" + strings.Join(own, " OR ") + ")"
+			// Only events the term's every-field prefilter passes can match
+			// it in those fields: with auditpipe:lower that prefilter is
+			// bloom-filtered, and first (the storage applies an AND's
+			// filters in order), the any-case filters above read only
+			// the few events it leaves (a rare word: none). Not for a
+			// prefix, which most blocks pass (kube*: 7 days at 1M events
+			// took 651 ms with it, 403 without).
+			pat := cql.CompilePattern(e.Pattern, e.Quoted)
+			if lowered && !slices.ContainsFunc(pat.Words, func(g cql.Glob) bool { return g.Wild }) {
+				if pf := (textQuery{patterns: []cql.Pattern{pat}}).prefilterOn(`"*"`, true); pf != "" {
+					g = "(" + pf + " " + g + ")"
+				}
+			}
+			any = append(any, g)
 		}
 	}
 	walk(e)

@@ -107,47 +107,51 @@ func TestCaseFreeFilter(t *testing.T) {
 }
 
 // TestAppendLower: the CLS words that lower-casing changes (or may:
-// non-ASCII) are appended, lower-cased as strings.ToLower does (CLS's
-// words), separated by lowerSeparator; other words are not.
+// non-ASCII) are appended once per event (as written), lower-cased as
+// strings.ToLower does (CLS's words), separated by lowerSeparator; other
+// words are not.
 func TestAppendLower(t *testing.T) {
-	values := []string{"kube-system", "", "Metadata", "get", `RBAC: allowed by "Admin"`, "\u212Aubectl/v1", "naïve", "ÉTÉ x",
-		`{"kind":"Pod","spec":{"dnsPolicy":"ClusterFirst"}}`, "Kube-System.Io/x", "a\nB\tc D"}
-	var b strings.Builder
-	var want []string
-	for _, v := range values {
-		appendLower(&b, v)
-		for _, w := range strings.FieldsFunc(v, cql.IsDelimiter) {
-			if l := strings.ToLower(w); l != w || !asciiOnly(w) {
-				want = append(want, l)
+	// want is appendLower's result by another route: CLS's words.
+	want := func(values ...string) string {
+		var out []string
+		seen := map[string]bool{}
+		for _, v := range values {
+			for _, w := range strings.FieldsFunc(v, cql.IsDelimiter) {
+				if l := strings.ToLower(w); (l != w || !asciiOnly(w)) && !seen[w] {
+					seen[w] = true
+					out = append(out, l)
+				}
 			}
 		}
+		return strings.Join(out, lowerSeparator)
 	}
-	require.Equal(t, strings.Join(want, lowerSeparator), b.String())
-	require.Equal(t, []string{"metadata", "rbac", "admin", "kubectl", "naïve", "été", "pod", "dnspolicy", "clusterfirst", "kube-system.io", "b", "d"},
-		strings.Split(b.String(), lowerSeparator))
+	values := []string{"kube-system", "", "Metadata", "get", `RBAC: allowed by "Admin"`, "\u212Aubectl/v1", "naïve", "ÉTÉ x",
+		`{"kind":"Pod","spec":{"dnsPolicy":"ClusterFirst"}}`, "Kube-System.Io/x", "a\nB\tc D", "Pod POD pod Metadata"}
+	var b strings.Builder
+	seen := map[string]struct{}{}
+	for _, v := range values {
+		appendLower(&b, v, seen)
+	}
+	require.Equal(t, want(values...), b.String())
+	require.Equal(t, []string{"metadata", "rbac", "admin", "kubectl", "naïve", "été", "pod", "dnspolicy", "clusterfirst", "kube-system.io", "b", "d", "pod"},
+		strings.Split(b.String(), lowerSeparator), "Pod once, POD once (the words as written)")
 
 	// Random text over letters of both cases, digits, delimiters and
 	// non-ASCII runes, long enough for nextMixed's eight-byte steps to
-	// meet every alignment.
+	// meet every alignment, and with words repeated.
 	r := rand.New(rand.NewPCG(1, 2))
 	alphabet := []rune("abcxyzABCXYZ019-._ /:\"{}\n\u00e9\u00c9\u212a\u0130")
-	for range 2000 {
-		runes := make([]rune, r.IntN(40))
+	for range 3000 {
+		runes := make([]rune, r.IntN(60))
 		for i := range runes {
 			runes[i] = alphabet[r.IntN(len(alphabet))]
 			if r.IntN(3) > 0 {
-				runes[i] = rune('a' + r.IntN(26)) // long lower-case runs
+				runes[i] = rune('a' + r.IntN(3)) // long lower-case runs, words that repeat
 			}
 		}
 		v := string(runes)
 		var got strings.Builder
-		appendLower(&got, v)
-		var want []string
-		for _, w := range strings.FieldsFunc(v, cql.IsDelimiter) {
-			if l := strings.ToLower(w); l != w || !asciiOnly(w) {
-				want = append(want, l)
-			}
-		}
-		require.Equal(t, strings.Join(want, lowerSeparator), got.String(), "%q", v)
+		appendLower(&got, v, map[string]struct{}{})
+		require.Equal(t, want(v), got.String(), "%q", v)
 	}
 }

@@ -424,12 +424,12 @@ func decodeAll(values [][]byte, now time.Time) ([]row, []eventstore.InvalidValue
 	}
 	parts := make([]part, splitCount(len(values)))
 	inParallel(len(values), len(parts), func(p, lo, hi int) {
-		var buf bytes.Buffer
+		var sc scratch
 		var arena []logstorage.Field
 		pt := &parts[p]
 		pt.rows = make([]row, 0, hi-lo)
 		for i := lo; i < hi; i++ {
-			r, fields, err := decode(values[i], &buf, arena, now)
+			r, fields, err := decode(values[i], &sc, arena, now)
 			if err != nil {
 				pt.invalid = append(pt.invalid, eventstore.InvalidValue{Index: i, Reason: err.Error()})
 				continue
@@ -484,7 +484,8 @@ func inParallel(n, parts int, fn func(part, lo, hi int)) {
 // decode validates value and flattens it into fields appended to arena:
 // one walk over the compact JSON (flatten.WalkCompactString), the fields
 // borrowing from the row's event string. On error arena is unchanged.
-func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.Time) (row, []logstorage.Field, error) {
+func decode(value []byte, sc *scratch, arena []logstorage.Field, now time.Time) (row, []logstorage.Field, error) {
+	buf := &sc.buf
 	if !utf8.Valid(value) {
 		return row{}, arena, errors.New("not valid UTF-8")
 	}
@@ -503,9 +504,13 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 	var cols [len(comparedKeys)]string
 	var receivedAt string
 	var rest, lower strings.Builder
+	if sc.seen == nil {
+		sc.seen = map[string]struct{}{}
+	}
+	clear(sc.seen)
 	err := flatten.WalkCompactString(event, func(key, v string, kind flatten.Kind) error {
 		if !ownField(key) {
-			appendLower(&lower, v)
+			appendLower(&lower, v, sc.seen)
 		}
 		switch key {
 		case keyCluster, "auditID", "stage", keyContentHash:
@@ -581,13 +586,22 @@ func decode(value []byte, buf *bytes.Buffer, arena []logstorage.Field, now time.
 	return r, fields, nil
 }
 
+// scratch is what decode reuses from one event to the next.
+type scratch struct {
+	buf bytes.Buffer
+	// seen: the words appendLower appended for the event, as written.
+	seen map[string]struct{}
+}
+
 // appendLower appends to b (fieldLower) each CLS word of v (the runs
 // between cql.Delimiters) that lower-casing changes or may (upper case,
-// non-ASCII: strings.ToLower, as CLS's words), lower-cased: words, not
-// whole values, so that a request body with one "kind":"Pod" adds a word,
-// not a lower-cased copy of the body. Most text has no such word: it is
-// skipped eight bytes at a time (nextMixed).
-func appendLower(b *strings.Builder, v string) {
+// non-ASCII: strings.ToLower, as CLS's words), lower-cased, once per
+// event (seen: the words as written so far): words, not whole values, so
+// that a request body with its "kind":"Pod" and a last-applied
+// configuration repeating "IfNotPresent" adds a few words, not a
+// lower-cased copy of the body. Most text has no such word: it is skipped
+// eight bytes at a time (nextMixed).
+func appendLower(b *strings.Builder, v string, seen map[string]struct{}) {
 	for i := 0; ; {
 		j := nextMixed(v, i)
 		if j == len(v) {
@@ -601,11 +615,15 @@ func appendLower(b *strings.Builder, v string) {
 		for end < len(v) && !isDelimiterByte[v[end]] {
 			end++
 		}
+		word := v[start:end]
+		i = end
+		if _, ok := seen[word]; ok {
+			continue
+		}
+		seen[word] = struct{}{}
 		if b.Len() > 0 {
 			b.WriteString(lowerSeparator)
 		}
-		word := v[start:end]
-		i = end
 		if !asciiOnly(word) {
 			b.WriteString(strings.ToLower(word))
 			continue

@@ -369,7 +369,10 @@ func TestFullTextAgainstSQLite(t *testing.T) {
 		`kubectl`, `"by by"`, `u-3`, `NOT nginx AND NOT forbid`, `"linux amd64"`, `amd64 AND NOT kubectl`,
 		`auditpipe.cluster`, // only in the storage's _stream, which "*" does not read
 	}
-	guarded := []string{`webhook`, `c1`, `longkeyword`, `nginx OR webhook`}
+	// Timestamps' words are also auditpipe.receivedAt's, and not in
+	// auditpipe:lower (timeShaped): the fallback's prefilter must not
+	// look for them there.
+	guarded := []string{`webhook`, `c1`, `longkeyword`, `nginx OR webhook`, `2026-11-30T10`, `2026-11-30t1*`, `2026*`}
 	requests := func(q *cql.Query) []eventstore.SearchRequest {
 		return []eventstore.SearchRequest{
 			{Query: q, Limit: 37},

@@ -617,6 +617,9 @@ func appendLower(b *strings.Builder, v string, seen map[string]struct{}) {
 		}
 		word := v[start:end]
 		i = end
+		if timeShaped(word) {
+			continue
+		}
 		if _, ok := seen[word]; ok {
 			continue
 		}
@@ -636,6 +639,22 @@ func appendLower(b *strings.Builder, v string, seen map[string]struct{}) {
 			b.WriteByte(c)
 		}
 	}
+}
+
+// timeShaped reports whether word has no letters but T and Z (digits,
+// '.', '+', '-'): the words of a timestamp (2026-12-03T10:00:00.5Z has
+// 2026-12-03T10 and 00.5Z), two new ones in every event. appendLower
+// leaves them out; full text looks for such words without
+// auditpipe:lower (wordFilter, lowerFree).
+func timeShaped(word string) bool {
+	for i := 0; i < len(word); i++ {
+		switch c := word[i]; {
+		case c >= '0' && c <= '9', c == '.', c == '+', c == '-', c == 'T', c == 'Z', c == 't', c == 'z':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // nextMixed is the index of the first byte of v at or after i that is an

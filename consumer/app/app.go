@@ -131,6 +131,11 @@ func New(cfg Config, d Deps) (_ *App, err error) {
 	if cfg.Local.Enabled {
 		a.store = d.Store
 		if a.store == nil {
+			// Not in OpenStore: store migrate opens a new vlogs store
+			// beside the SQLite one it copies.
+			if err = checkNoSQLiteStore(cfg.Local); err != nil {
+				return nil, err
+			}
 			a.store, err = OpenStore(cfg.Local, eventstore.Options{Logger: logger.With("component", "store"), Registerer: reg, OnReused: d.OnReused})
 			if err != nil {
 				return nil, err

@@ -265,9 +265,10 @@ func (c *Config) ResolveSecrets() error {
 }
 
 // Check resolves the secret files and validates cfg and what it names
-// (the fleet registry, the store's directory) without side effects: it
-// creates nothing and connects to nothing. `consumer validate` runs it,
-// and `consumer run` before it starts.
+// (the fleet registry, the store's directory, no old SQLite store where
+// a vlogs one is expected) without side effects: it creates nothing and
+// connects to nothing. `consumer validate` runs it, and `consumer run`
+// before it starts.
 func Check(cfg *Config) error {
 	if err := cfg.ResolveSecrets(); err != nil {
 		return fmt.Errorf("consumer config: %w", err)
@@ -293,6 +294,9 @@ func Check(cfg *Config) error {
 			return fmt.Errorf("local.path: directory of the store: %w", err)
 		} else if !st.IsDir() {
 			return fmt.Errorf("local.path: %s is not a directory", dir)
+		}
+		if err := checkNoSQLiteStore(cfg.Local); err != nil {
+			return err
 		}
 	}
 	return nil

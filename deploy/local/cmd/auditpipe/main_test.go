@@ -128,7 +128,8 @@ func TestValidate(t *testing.T) {
 
 // TestStoreMigrate: "auditpipe store migrate --data-dir D" copies D's
 // SQLite store into D's VictoriaLogs store, where "run --store-engine
-// vlogs" opens it.
+// vlogs" opens it. Before, validate and run refuse engine vlogs on D and
+// say how to go on: keep sqlite, or that very command.
 func TestStoreMigrate(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -142,6 +143,14 @@ func TestStoreMigrate(t *testing.T) {
 	require.NoError(t, src.Close())
 
 	var out, errOut bytes.Buffer
+	for _, command := range []string{"validate", "run"} {
+		err := run(ctx, []string{command, "--data-dir", dir, "--store-engine", "vlogs"}, &out, &errOut)
+		require.ErrorContains(t, err, from+" holds the SQLite store of an earlier version")
+		require.ErrorContains(t, err, "--store-engine sqlite")
+		require.ErrorContains(t, err, `"auditpipe store migrate --data-dir `+dir+`"`)
+	}
+	require.NoError(t, run(ctx, []string{"validate", "--data-dir", dir, "--store-engine", "sqlite"}, &out, &errOut))
+
 	require.NoError(t, run(ctx, []string{"store", "migrate", "--data-dir", dir}, &out, &errOut), errOut.String())
 	require.Contains(t, out.String(), fmt.Sprintf("migrated %d events", len(values)))
 
@@ -151,6 +160,7 @@ func TestStoreMigrate(t *testing.T) {
 	res, err := dst.Query(ctx, eventstore.Query{Limit: 1})
 	require.NoError(t, err)
 	require.Equal(t, len(values), res.Total)
+	require.NoError(t, run(ctx, []string{"validate", "--data-dir", dir, "--store-engine", "vlogs"}, &out, &errOut), "migrated: the vlogs store is used")
 
 	require.ErrorContains(t, run(ctx, []string{"store"}, &out, &errOut), `want "store migrate"`)
 }

@@ -44,7 +44,7 @@ func TestConsumerServesSearchAPI(t *testing.T) {
 	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
-	cfg.Local.Path = filepath.Join(dir, "events.db")
+	cfg.Local.Path = filepath.Join(dir, "store")
 	cfg.API.Listen = "127.0.0.1:0"
 	cfg.API.TokenFile = filepath.Join(dir, "token")
 	require.NoError(t, os.WriteFile(cfg.API.TokenFile, []byte("s3cret\n"), 0o600))
@@ -132,7 +132,7 @@ func TestConsumerAPIOverTLS(t *testing.T) {
 	certFile, keyFile, pool := selfSigned(t, dir)
 	cfg := app.DefaultConfig()
 	cfg.Kafka.Brokers = []string{"unused:9092"}
-	cfg.Local.Path = filepath.Join(dir, "events.db")
+	cfg.Local.Path = filepath.Join(dir, "store")
 	cfg.API = app.APIConfig{Listen: "0.0.0.0:0", Token: "s3cret", TLS: app.APITLSConfig{CertFile: certFile, KeyFile: keyFile}}
 	a, err := app.New(cfg, app.Deps{})
 	require.NoError(t, err)
@@ -194,7 +194,7 @@ func TestAPIReloadsTokenAndCertificate(t *testing.T) {
 	require.NoError(t, os.WriteFile(tokenFile, []byte("old\n"), 0o600))
 	cfg := app.DefaultConfig()
 	cfg.Kafka.Brokers = []string{"unused:9092"}
-	cfg.Local.Path = filepath.Join(dir, "events.db")
+	cfg.Local.Path = filepath.Join(dir, "store")
 	cfg.API = app.APIConfig{Listen: "127.0.0.1:0", TokenFile: tokenFile, TLS: app.APITLSConfig{CertFile: certFile, KeyFile: keyFile}}
 	a, err := app.New(cfg, app.Deps{})
 	require.NoError(t, err)

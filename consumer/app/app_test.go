@@ -80,28 +80,31 @@ func TestLoadRejects(t *testing.T) {
 	require.ErrorContains(t, err, "duration")
 }
 
-// TestLocalEngine: local.engine defaults to sqlite; vlogs (decision 0026)
-// opens a VictoriaLogs directory at local.path; anything else is refused
-// before anything is opened, by run and validate alike.
+// TestLocalEngine: local.engine defaults to vlogs (decision 0026), a
+// VictoriaLogs directory at local.path; sqlite opens one file there;
+// anything else is refused before anything is opened, by run and
+// validate alike.
 func TestLocalEngine(t *testing.T) {
 	cfg := app.DefaultConfig()
 	cfg.Kafka.Brokers = []string{"k:9092"}
-	require.Equal(t, "sqlite", cfg.Local.Engine)
-	cfg.Local.Path = filepath.Join(t.TempDir(), "events.db")
+	require.Equal(t, "vlogs", cfg.Local.Engine)
+	require.Equal(t, "auditpipe-events", cfg.Local.Path, "a directory's name: no .db")
+	cfg.Local.Path = filepath.Join(t.TempDir(), "vlogs")
 	a, err := app.New(cfg, app.Deps{})
 	require.NoError(t, err)
 	require.NotNil(t, a.Store())
 	require.NoError(t, a.Close())
+	require.DirExists(t, cfg.Local.Path, "the VictoriaLogs directory")
+	require.DirExists(t, cfg.Local.Path+".search-tmp", "the search fallback's temporary stores are on the store's volume")
 
-	vl := cfg
-	vl.Local.Engine = "vlogs"
-	vl.Local.Path = filepath.Join(t.TempDir(), "vlogs")
-	a, err = app.New(vl, app.Deps{})
+	sq := cfg
+	sq.Local.Engine = "sqlite"
+	sq.Local.Path = filepath.Join(t.TempDir(), "events.db")
+	a, err = app.New(sq, app.Deps{})
 	require.NoError(t, err)
 	require.NotNil(t, a.Store())
 	require.NoError(t, a.Close())
-	require.DirExists(t, vl.Local.Path, "the VictoriaLogs directory")
-	require.DirExists(t, vl.Local.Path+".search-tmp", "the search fallback's temporary stores are on the store's volume")
+	require.FileExists(t, sq.Local.Path, "the SQLite file")
 
 	for engine, msg := range map[string]string{
 		"VLogs":  `local.engine: "VLogs", want sqlite or vlogs`,
@@ -168,7 +171,7 @@ func TestCLSLocalMode(t *testing.T) {
 	cfg := app.DefaultConfig()
 	cfg.API.Listen = "" // no search API here
 	cfg.Kafka.Brokers = []string{"unused:9092"}
-	cfg.Local.Path = t.TempDir() + "/events.db"
+	cfg.Local.Path = filepath.Join(t.TempDir(), "store")
 	cfg.CLS.Mode = app.CLSLocal
 	reg := prometheus.NewRegistry()
 	a, err := app.New(cfg, app.Deps{Registerer: reg})

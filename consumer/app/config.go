@@ -55,11 +55,13 @@ type Config struct {
 // LocalConfig configures the local store sink.
 type LocalConfig struct {
 	Enabled bool `json:"enabled"`
-	// Engine is the store's storage engine: sqlite (the default: one
-	// file) or vlogs (VictoriaLogs' storage, embedded: a directory;
-	// decision 0026's migration, step 4).
+	// Engine is the store's storage engine: vlogs (the default:
+	// VictoriaLogs' storage, embedded: a directory) or sqlite (one file).
+	// Decision 0026: vlogs took over as the default at its migration
+	// plan's step 4; a store an earlier version kept with sqlite is
+	// refused under vlogs (checkNoSQLiteStore), not silently replaced.
 	Engine string `json:"engine"`
-	// Path is the store: the SQLite file, or the VictoriaLogs directory.
+	// Path is the store: the VictoriaLogs directory, or the SQLite file.
 	Path string `json:"path"`
 	// Retention; zero values keep everything.
 	MaxAge   Duration `json:"maxAge"`
@@ -113,7 +115,7 @@ func DefaultConfig() Config {
 		Group:    DefaultGroup,
 		Topic:    schemas.DefaultTopics().Events,
 		MaxBatch: 500,
-		Local:    LocalConfig{Enabled: true, Engine: eventstore.EngineSQLite, Path: "auditpipe-events.db", RetentionInterval: Duration(time.Minute)},
+		Local:    LocalConfig{Enabled: true, Engine: eventstore.EngineVictoriaLogs, Path: "auditpipe-events", RetentionInterval: Duration(time.Minute)},
 		CLS:      CLSConfig{Mode: CLSOff, LocalAddr: "127.0.0.1:0"},
 		API:      APIConfig{Listen: DefaultAPIListen},
 	}

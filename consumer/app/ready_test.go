@@ -38,7 +38,7 @@ func TestReadiness(t *testing.T) {
 	cfg.Kafka.ClientID = "ready-" + suffix
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
-	cfg.Local.Path = filepath.Join(t.TempDir(), "events.db")
+	cfg.Local.Path = filepath.Join(t.TempDir(), "store")
 	cfg.CLS = app.CLSConfig{Mode: app.CLSCloud, Endpoint: clsSrv.URL, SecretID: "AKIDr", SecretKey: "kr",
 		DefaultTopicID: "t1", RetryBase: app.Duration(20 * time.Millisecond), RetryMax: app.Duration(100 * time.Millisecond)}
 

@@ -16,6 +16,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/app"
 	"github.com/auditpipe/auditpipe/consumer/internal/eventgen"
 	"github.com/auditpipe/auditpipe/consumer/sink/cls/clslocal"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkatest"
@@ -37,8 +38,10 @@ func TestRunOnKafka(t *testing.T) {
 	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
+	// SQLite: the store is read back through a connection of its own
+	// (storeCount, usedBytes), and used_bytes is SQLite's pages in use.
 	dbPath := filepath.Join(t.TempDir(), "events.db")
-	cfg.Local.Path = dbPath
+	cfg.Local.Engine, cfg.Local.Path = eventstore.EngineSQLite, dbPath
 	cfg.Local.MaxAge = app.Duration(time.Hour)
 	cfg.Local.RetentionInterval = app.Duration(100 * time.Millisecond)
 	cfg.CLS.Mode = app.CLSLocal
@@ -174,7 +177,9 @@ func TestUpgradePositionsCLSGroup(t *testing.T) {
 	cfg.Kafka.Brokers = brokers
 	cfg.Topic = "audit.events." + suffix
 	cfg.Group = "consumer-" + suffix
-	cfg.Local.Path = filepath.Join(t.TempDir(), "events.db")
+	// SQLite: the store is counted through a connection of its own
+	// (storeCount).
+	cfg.Local.Engine, cfg.Local.Path = eventstore.EngineSQLite, filepath.Join(t.TempDir(), "events.db")
 	cfg.CLS.Mode = app.CLSLocal
 
 	admin, err := saramakafka.NewAdmin(brokers, "test-admin")

@@ -23,7 +23,7 @@ import (
 )
 
 const doc = `consumer: consumes the processed-events topic and writes every event to the sinks:
-  local      the embedded store, SQLite or VictoriaLogs (local.engine; idempotent
+  local      the embedded store, VictoriaLogs or SQLite (local.engine; idempotent
              on cluster, auditID, stage and content hash), with its retention;
              "consumer store migrate" copies a SQLite store into a vlogs one
   cls        Tencent Cloud CLS, one topic per cluster from the fleet registry
@@ -70,8 +70,8 @@ func flags(fs *flag.FlagSet, cfg *app.Config) {
 		}
 		return nil
 	})
-	fs.StringVar(&cfg.Local.Path, "store", cfg.Local.Path, "local store `path`: the SQLite file, or the VictoriaLogs directory (local.path)")
-	fs.StringVar(&cfg.Local.Engine, "store-engine", cfg.Local.Engine, "local store `engine`: sqlite or vlogs (local.engine)")
+	fs.StringVar(&cfg.Local.Path, "store", cfg.Local.Path, "local store `path`: the VictoriaLogs directory, or the SQLite file (local.path)")
+	fs.StringVar(&cfg.Local.Engine, "store-engine", cfg.Local.Engine, "local store `engine`: vlogs or sqlite (local.engine)")
 	fs.StringVar(&cfg.FleetFile, "fleet", cfg.FleetFile, "fleet registry `file` mapping clusters to CLS topics (fleet)")
 	fs.StringVar(&cfg.Group, "group", cfg.Group, "consumer group `id` (group)")
 	fs.DurationVar((*time.Duration)(&cfg.SessionTimeout), "session-timeout", time.Duration(cfg.SessionTimeout), "how long the group waits for a silent (crashed) member; 0 is 10s (sessionTimeout)")

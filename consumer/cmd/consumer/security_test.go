@@ -28,12 +28,14 @@ type secureRun struct {
 	config string
 }
 
+// startSecure runs the consumer with a SQLite store at store: the tests
+// read it back through a connection of their own while it runs.
 func startSecure(t *testing.T, conn kafka.Connection, topic, group, store string) *secureRun {
 	t.Helper()
 	config := filepath.Join(t.TempDir(), "consumer.yaml")
 	require.NoError(t, os.WriteFile(config, []byte(kafkatest.KafkaYAML(conn)+"group: "+group+"\ntopic: "+topic+"\n"+
 		"metrics:\n  listen: 127.0.0.1:0\nlog:\n  format: text\n"), 0o600))
-	return &secureRun{config: config, Run: clitest.Start(t, program(), "run", "--config", config, "--sink", "local", "--store", store,
+	return &secureRun{config: config, Run: clitest.Start(t, program(), "run", "--config", config, "--sink", "local", "--store", store, "--store-engine", "sqlite",
 		"--api-listen", "127.0.0.1:0", "--session-timeout", "6s")}
 }
 

@@ -5,9 +5,10 @@
 // consumer's wiring and `auditpipe run` (consumer/app, deploy/local/allinone)
 // and the replay tool's local target (processor/replay/replaycmd).
 //
-// Engines: consumer/sink/local (SQLite, today the only one) and, by the
-// migration plan of decision 0026, VictoriaLogs' storage. The behaviours a
-// new engine must keep are the conformance suite in eventstore/storetest.
+// Engines: consumer/sink/vlstore (VictoriaLogs' storage, embedded; the
+// default since step 4 of decision 0026's migration plan) and
+// consumer/sink/local (SQLite). The behaviours an engine must keep are the
+// conformance suite in eventstore/storetest.
 //
 // Why one shared package, against Go's habit of declaring an interface
 // where it is used: the request and result types must be shared by every
@@ -28,10 +29,10 @@ import (
 
 // Engines, the values of the consumer's local.engine.
 const (
-	// EngineSQLite is consumer/sink/local, the default.
+	// EngineSQLite is consumer/sink/local: one file.
 	EngineSQLite = "sqlite"
-	// EngineVictoriaLogs is consumer/sink/vlstore, decision 0026's next
-	// engine (VictoriaLogs' storage, embedded).
+	// EngineVictoriaLogs is consumer/sink/vlstore (VictoriaLogs' storage,
+	// embedded: a directory), the default (decision 0026).
 	EngineVictoriaLogs = "vlogs"
 )
 

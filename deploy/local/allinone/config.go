@@ -83,9 +83,10 @@ const minMemoryLimitBytes = 128 << 20
 
 // StoreConfig chooses the local store's engine.
 type StoreConfig struct {
-	// Engine is sqlite (the default; <dataDir>/store/events.db) or vlogs
-	// (VictoriaLogs' storage, embedded; <dataDir>/store/vlogs). Decision
-	// 0026.
+	// Engine is vlogs (the default: VictoriaLogs' storage, embedded;
+	// <dataDir>/store/vlogs) or sqlite (<dataDir>/store/events.db).
+	// Decision 0026. Check refuses vlogs over an earlier version's SQLite
+	// store.
 	Engine string `json:"engine"`
 }
 
@@ -194,7 +195,7 @@ func DefaultConfig() Config {
 		Tail:    producer.Tail,
 		API:     APIConfig{Listen: "127.0.0.1:8080"},
 		CLS:     consumerapp.DefaultConfig().CLS,
-		Store:   StoreConfig{Engine: eventstore.EngineSQLite},
+		Store:   StoreConfig{Engine: eventstore.EngineVictoriaLogs},
 		Processor: ProcessorConfig{
 			Delivery:       processorapp.DeliveryAtLeastOnce,
 			ReloadInterval: config.Duration(processorapp.DefaultReloadInterval),

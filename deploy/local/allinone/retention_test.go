@@ -15,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/config"
 )
 
@@ -72,9 +73,12 @@ func fileUsedBytes(t *testing.T, path string) (used, onDisk int64) {
 // TestRetentionInAllInOne: the all-in-one accepts retention keys in its
 // config file and runs the store's retention: events older than maxAge go,
 // the store is cut back to maxBytes oldest first, and
-// auditpipe_localstore_used_bytes is what the file holds.
+// auditpipe_localstore_used_bytes is what the file holds. On SQLite: the
+// store is read back through a connection of its own, and used_bytes is
+// its pages in use.
 func TestRetentionInAllInOne(t *testing.T) {
 	cfg := testConfig(t)
+	cfg.Store.Engine = eventstore.EngineSQLite
 	file := filepath.Join(t.TempDir(), "auditpipe.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("retention:\n  maxAge: 1h\n  maxBytes: 1048576\n  interval: 200ms\n"), 0o600))
 	require.NoError(t, config.LoadFile(file, &cfg))
@@ -125,7 +129,7 @@ func TestRetentionInAllInOne(t *testing.T) {
 	require.Positive(t, stored)
 	require.Less(t, stored, newN, "size retention deleted some")
 	// Oldest first: the newest event stays, the oldest went.
-	dbPath := filepath.Join(cfg.DataDir, "store", "events.db")
+	dbPath := StorePath(cfg.DataDir, eventstore.EngineSQLite)
 	db, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
 	require.NoError(t, err)
 	defer db.Close()

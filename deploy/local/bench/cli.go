@@ -70,7 +70,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Fixtures, "fixtures", "", "testdata/public-audit directory (default: found from the working directory upwards)")
 	stages := fs.String("stages", strings.Join(o.Stages, ","), "stages to measure, comma-separated")
 	kafkaBrokers := fs.String("kafka", os.Getenv(kafkatest.BrokersEnv), "comma-separated bootstrap addresses of an external Kafka cluster to measure next to the embedded broker (default $"+kafkatest.BrokersEnv+")")
-	fs.StringVar(&o.StoreEngine, "store-engine", o.StoreEngine, "local store engine of the consumer and e2e stages: sqlite or vlogs")
+	fs.StringVar(&o.StoreEngine, "store-engine", o.StoreEngine, "local store engine of the consumer and e2e stages: vlogs or sqlite")
 	fs.BoolVar(&o.SyncWrites, "sync-writes", o.SyncWrites, "embedded broker fsyncs before acknowledging, as make run does")
 	fs.DurationVar(&o.RoundTimeout, "round-timeout", o.RoundTimeout, "give up on a round after this long")
 	fs.StringVar(&o.CPUProfileDir, "cpuprofile", "", "directory for a CPU profile of each unit's measured rounds (go tool pprof)")

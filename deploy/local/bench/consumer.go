@@ -1,7 +1,7 @@
 package bench
 
 // Adapter for the consumer stage: the real group handler with the local
-// SQLite store as its sink, under the real sarama consumer group, as
+// store (Options.StoreEngine) as its sink, under the real sarama consumer group, as
 // deploy/local/allinone wires it. The events topic is loaded with the
 // processor's real output (pipeline.Handle on generated raw records).
 

@@ -83,7 +83,8 @@ type Options struct {
 	// embedded broker.
 	KafkaBrokers []string `json:"kafkaBrokers,omitempty"`
 	// StoreEngine is the local store's engine in the consumer and e2e
-	// stages: sqlite or vlogs (consumer local.engine, decision 0026).
+	// stages: vlogs (the default, as make run's) or sqlite (consumer
+	// local.engine, decision 0026).
 	StoreEngine string `json:"storeEngine"`
 	// SyncWrites makes the embedded broker fsync before acknowledging, as
 	// `make run` does.
@@ -118,7 +119,7 @@ func DefaultOptions() Options {
 		Mix:          DefaultMix(),
 		Stages:       slices.Clone(AllStages),
 		SyncWrites:   true,
-		StoreEngine:  eventstore.EngineSQLite,
+		StoreEngine:  eventstore.EngineVictoriaLogs,
 		RoundTimeout: 2 * time.Minute,
 	}
 }

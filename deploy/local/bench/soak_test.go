@@ -31,7 +31,7 @@ import (
 // acknowledged is lost and that the process's memory stays flat. It only
 // runs with AUDITPIPE_LONG=1 (it takes the whole duration plus the drain,
 // and two cores); AUDITPIPE_SOAK_RATE and AUDITPIPE_SOAK_DURATION change
-// the load, AUDITPIPE_SOAK_STORE the store's engine (sqlite, vlogs),
+// the load, AUDITPIPE_SOAK_STORE the store's engine (vlogs, the default, or sqlite),
 // AUDITPIPE_SOAK_CPUPROFILE a file for the binary's CPU profile. It asserts
 // no speed: a loaded machine only makes the backlog
 // at the end longer.
@@ -82,7 +82,7 @@ func TestSoak(t *testing.T) {
 	hook, api, kafkaAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	engine := os.Getenv("AUDITPIPE_SOAK_STORE")
 	if engine == "" {
-		engine = "sqlite"
+		engine = "vlogs"
 	}
 	args := []string{"run", "--data-dir", filepath.Join(dir, "data"), "--store-engine", engine,
 		"--webhook-listen", hook, "--api-listen", api, "--kafka-listen", kafkaAddr, "--log-level", "warn"}

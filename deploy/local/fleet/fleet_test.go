@@ -164,7 +164,7 @@ func newFleet(t *testing.T, conn kafka.Connection) *fleet {
 		f.processors = append(f.processors, f.processor(t, i+1, fleetFile))
 		f.clsConsumers = append(f.clsConsumers, f.consumer(t, fmt.Sprintf("consumer-cls-%d", i+1), fleetFile, false))
 	}
-	f.storePath = filepath.Join(dir, "store", "events.db")
+	f.storePath = filepath.Join(dir, "store", "events")
 	f.api = searchAPI{addr: f.ports.free(t), token: "fleet-api-token-" + suffix}
 	require.NoError(t, os.MkdirAll(filepath.Dir(f.storePath), 0o700))
 	f.store = f.consumer(t, "consumer-store", fleetFile, true)

@@ -41,7 +41,7 @@ Usage:
   auditpipe kubeconfig [flags]  print the webhook config for kube-apiserver
   auditpipe replay [flags]      re-process history from the raw topic through a policy into Kafka, a store or CLS (or --dry-run)
   auditpipe groups list|describe|reset [flags]  list consumer groups, show or reset one's offsets
-  auditpipe store migrate [flags]  copy the SQLite store into a VictoriaLogs one (then run --store-engine vlogs)
+  auditpipe store migrate [flags]  copy the SQLite store of an earlier version into a VictoriaLogs one (vlogs, the default engine)
   auditpipe help                this text
 
 Run "auditpipe <command> --help" for the flags of a command.
@@ -135,7 +135,7 @@ A --config file is read first; flags given on the command line win.`, stdout)
 	rules := fs.String("rules", "", "detection rules `file` added to the shipped rules (processor --rules)")
 	alertmanager := fs.String("alertmanager", "", "deliver detection alerts to the Alertmanager at `URL` (its v2 API)")
 	alertWebhook := fs.String("alert-webhook", "", "deliver detection alerts to a Slack-compatible incoming webhook `URL`")
-	storeEngine := fs.String("store-engine", cfg.Store.Engine, "local store `engine` (key store.engine): sqlite (one file, <data-dir>/store/events.db) or vlogs (VictoriaLogs' storage, <data-dir>/store/vlogs)")
+	storeEngine := fs.String("store-engine", cfg.Store.Engine, "local store `engine` (key store.engine): vlogs (VictoriaLogs' storage, <data-dir>/store/vlogs) or sqlite (one file, <data-dir>/store/events.db)")
 	memoryLimit := fs.Int64("memory-limit-bytes", cfg.MemoryLimitBytes, "soft limit of the process's Go memory in `bytes` (key memoryLimitBytes): the garbage collector works harder near it; 0 leaves GOMEMLIMIT or no limit")
 	demo := fs.String("demo", "", "after start, post the audit events under `directory` (e.g. testdata/public-audit) as cluster \"demo\"")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` when it stops (go tool pprof; for diagnosing a slow pipeline)")

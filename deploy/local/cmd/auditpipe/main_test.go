@@ -58,12 +58,13 @@ func TestMemoryLimitKeyAndFlag(t *testing.T) {
 }
 
 // TestStoreEngineKeyAndFlag: store.engine is a config key and a flag of
-// run, listed in its help; an unknown engine stops validate and names
-// the key.
+// run, listed in its help with its default, vlogs (decision 0026); an
+// unknown engine stops validate and names the key.
 func TestStoreEngineKeyAndFlag(t *testing.T) {
 	var out bytes.Buffer
 	require.ErrorIs(t, run(context.Background(), []string{"run", "--help"}, &out, &bytes.Buffer{}), flag.ErrHelp)
 	require.Contains(t, out.String(), "-store-engine")
+	require.Contains(t, out.String(), `<data-dir>/store/events.db) (default "vlogs")`)
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "auditpipe.yaml")
@@ -127,9 +128,9 @@ func TestValidate(t *testing.T) {
 }
 
 // TestStoreMigrate: "auditpipe store migrate --data-dir D" copies D's
-// SQLite store into D's VictoriaLogs store, where "run --store-engine
-// vlogs" opens it. Before, validate and run refuse engine vlogs on D and
-// say how to go on: keep sqlite, or that very command.
+// SQLite store into D's VictoriaLogs store, where run (engine vlogs, the
+// default) opens it. Before, validate and run refuse the default engine on
+// D and say how to go on: keep sqlite, or that very command.
 func TestStoreMigrate(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -144,7 +145,7 @@ func TestStoreMigrate(t *testing.T) {
 
 	var out, errOut bytes.Buffer
 	for _, command := range []string{"validate", "run"} {
-		err := run(ctx, []string{command, "--data-dir", dir, "--store-engine", "vlogs"}, &out, &errOut)
+		err := run(ctx, []string{command, "--data-dir", dir}, &out, &errOut)
 		require.ErrorContains(t, err, from+" holds the SQLite store of an earlier version")
 		require.ErrorContains(t, err, "--store-engine sqlite")
 		require.ErrorContains(t, err, `"auditpipe store migrate --data-dir `+dir+`"`)
@@ -160,7 +161,7 @@ func TestStoreMigrate(t *testing.T) {
 	res, err := dst.Query(ctx, eventstore.Query{Limit: 1})
 	require.NoError(t, err)
 	require.Equal(t, len(values), res.Total)
-	require.NoError(t, run(ctx, []string{"validate", "--data-dir", dir, "--store-engine", "vlogs"}, &out, &errOut), "migrated: the vlogs store is used")
+	require.NoError(t, run(ctx, []string{"validate", "--data-dir", dir}, &out, &errOut), "migrated: the vlogs store is used")
 
 	require.ErrorContains(t, run(ctx, []string{"store"}, &out, &errOut), `want "store migrate"`)
 }

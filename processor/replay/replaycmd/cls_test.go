@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditpipe/auditpipe/consumer/sink/cls/clslocal"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 )
 
 // clsEnv is a local CLS server (the real SDK's wire format, signatures
@@ -79,11 +80,11 @@ func TestReplayToCLS(t *testing.T) {
 	base := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic}
 
 	// The reference: the same replay into a local store.
-	store := filepath.Join(dir, "ref.db")
+	store := filepath.Join(dir, "ref")
 	require.NoError(t, run(ctx, append(base, "--target", "local", "--store", store, "--checkpoint", filepath.Join(dir, "ref.json")), &bytes.Buffer{}, &bytes.Buffer{}))
 	want := map[string]bool{}
 	clusters := map[string]bool{}
-	for _, pe := range storedRows(t, store) {
+	for _, pe := range storedEvents(t, eventstore.EngineVictoriaLogs, store) {
 		want[pe.Pipeline.Cluster+"/"+pe.AuditID+"/"+pe.Stage+"/"+pe.Pipeline.ContentHash] = true
 		clusters[pe.Pipeline.Cluster] = true
 	}
@@ -115,10 +116,10 @@ func TestReplayToCLSResumes(t *testing.T) {
 	const batch = 25
 	base := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic, "--parallelism", "1", "--batch-size", strconv.Itoa(batch)}
 
-	store := filepath.Join(dir, "ref.db")
+	store := filepath.Join(dir, "ref")
 	require.NoError(t, run(context.Background(), append(base, "--target", "local", "--store", store, "--checkpoint", filepath.Join(dir, "ref.json")), &bytes.Buffer{}, &bytes.Buffer{}))
 	want := map[string]bool{}
-	for _, pe := range storedRows(t, store) {
+	for _, pe := range storedEvents(t, eventstore.EngineVictoriaLogs, store) {
 		want[pe.Pipeline.Cluster+"/"+pe.AuditID+"/"+pe.Stage+"/"+pe.Pipeline.ContentHash] = true
 	}
 
@@ -198,10 +199,10 @@ func TestReplayToCLSSurvivesKill(t *testing.T) {
 
 	const batch = 25
 	base := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic, "--parallelism", "1", "--batch-size", strconv.Itoa(batch)}
-	store := filepath.Join(dir, "ref.db")
+	store := filepath.Join(dir, "ref")
 	require.NoError(t, run(context.Background(), append(base, "--target", "local", "--store", store, "--checkpoint", filepath.Join(dir, "ref.json")), &bytes.Buffer{}, &bytes.Buffer{}))
 	want := map[string]bool{}
-	for _, pe := range storedRows(t, store) {
+	for _, pe := range storedEvents(t, eventstore.EngineVictoriaLogs, store) {
 		want[pe.Pipeline.Cluster+"/"+pe.AuditID+"/"+pe.Stage+"/"+pe.Pipeline.ContentHash] = true
 	}
 

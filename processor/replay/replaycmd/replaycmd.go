@@ -1,6 +1,6 @@
 // Package replaycmd is the replay command ("processor replay", and
 // "auditpipe replay" in the all-in-one): the flags, the targets (a Kafka
-// topic, a local store file, CLS) and the summary around package replay.
+// topic, a local store, CLS) and the summary around package replay.
 package replaycmd
 
 import (
@@ -26,6 +26,7 @@ import (
 	"github.com/auditpipe/auditpipe/consumer/sink/cls"
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/vlstore"
 	"github.com/auditpipe/auditpipe/internal/cli"
 	"github.com/auditpipe/auditpipe/internal/fleet"
 	"github.com/auditpipe/auditpipe/internal/kafka"
@@ -42,7 +43,7 @@ const usage = `Usage: %[1]s [flags]
 
 Re-reads the raw topic (the bytes as the apiservers sent them) for a time
 window or offset range, optionally for chosen clusters, through an audit
-policy, into a target: a Kafka topic, a local store file, or CLS. The
+policy, into a target: a Kafka topic, a local store, or CLS. The
 detection rules run as in the processor (the shipped set plus --rules):
 replayed events carry auditpipe.detections and the summary counts matches
 per rule; alerts are written only with --alerts-topic.
@@ -76,8 +77,11 @@ the last batch, which the local store, CLS searches and the live sinks
 de-duplicate on (cluster, auditID, stage, auditpipe.contentHash). The
 output is deterministic: processedAt is the raw record's timestamp.
 
-The local store allows one writing process: stop the consumer writing it
-first, or replay into another --store file.
+--target local writes a local store of the engine --store-engine names:
+vlogs (the default, a directory such as data/store/vlogs) or sqlite (one
+file such as data/store/events.db), as the consumer's local.engine and
+auditpipe run --store-engine. The store allows one writing process: stop
+the consumer writing it first, or replay into another --store.
 
 Flags:
 `
@@ -120,7 +124,8 @@ func (c Command) Run(ctx context.Context, args []string, stdout, stderr io.Write
 	target := fs.String("target", "kafka", "where processed events go: kafka (--target-topic), local (--store) or cls (--fleet, --cls-*)")
 	targetTopic := fs.String("target-topic", "", "`topic` for --target kafka (must exist)")
 	dlqTopic := fs.String("dlq-topic", "", "`topic` for records the processor cannot handle (default: counted, not written)")
-	store := fs.String("store", "", "local store `file` for --target local, e.g. data/store/events.db")
+	store := fs.String("store", "", "local store `path` for --target local: a directory for vlogs, e.g. data/store/vlogs; a file for sqlite, e.g. data/store/events.db")
+	storeEngine := fs.String("store-engine", eventstore.EngineVictoriaLogs, "local store `engine` for --target local: vlogs (VictoriaLogs' storage, a directory) or sqlite (one file)")
 	fleetFile := fs.String("fleet", "", "fleet registry `file` for --target cls: each cluster's CLS topic, as the consumer's")
 	clsEndpoint := fs.String("cls-endpoint", "", "CLS upload `host` for --target cls, e.g. ap-guangzhou.cls.tencentcs.com (http://host:port for a local server)")
 	clsIDFile := fs.String("cls-secret-id-file", "", "`file` holding the CLS SecretId (default $AUDITPIPE_CLS_SECRET_ID)")
@@ -143,6 +148,9 @@ func (c Command) Run(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see %s --help)", fs.Args(), name)
+	}
+	if err := validateStoreEngine(*storeEngine); err != nil {
+		return err
 	}
 	logger, err := telemetry.NewLogger(stderr, *logLevel, "text")
 	if err != nil {
@@ -223,7 +231,7 @@ func (c Command) Run(ctx context.Context, args []string, stdout, stderr io.Write
 			if *store == "" {
 				return errors.New("--target local needs --store")
 			}
-			s, err := local.Open(*store, local.Options{Logger: logger})
+			s, err := openStore(*storeEngine, *store, logger)
 			if err != nil {
 				return err
 			}
@@ -298,10 +306,11 @@ func printSummary(w io.Writer, cfg replay.Config, sum replay.Summary) {
 
 // StoreTarget writes replayed events to the local store. The store is
 // idempotent on (cluster, auditID, stage, content hash) and a Write is
-// durable when it returns, so a repeated batch changes nothing. The hash is of
-// the raw event, so replaying history through another policy into a store
-// that holds it adds nothing (and marks nothing as a reused auditID);
-// decision 0012.
+// durable when it returns (SQLite's always; vlogs' because openStore opens
+// it without DeferSync, so no Sync is needed), so a repeated batch changes
+// nothing. The hash is of the raw event, so replaying history through
+// another policy into a store that holds it adds nothing (and marks
+// nothing as a reused auditID); decision 0012.
 type StoreTarget struct{ Store eventstore.Writer }
 
 // Write stores the records' values.
@@ -320,6 +329,44 @@ func (t StoreTarget) Write(ctx context.Context, records []kafka.Record) error {
 		return fmt.Errorf("local store refused %d of %d replayed events as invalid", res.Invalid, len(values))
 	}
 	return nil
+}
+
+// validateStoreEngine checks --store-engine, whatever the target: a
+// mistyped engine is refused before anything connects.
+func validateStoreEngine(engine string) error {
+	switch engine {
+	case eventstore.EngineVictoriaLogs, eventstore.EngineSQLite:
+		return nil
+	}
+	return fmt.Errorf("--store-engine %q: want %s or %s", engine, eventstore.EngineVictoriaLogs, eventstore.EngineSQLite)
+}
+
+// openStore opens the --target local store at path with engine, durable
+// on each Write's return. Not consumer/app.OpenStore: that opens vlogs
+// with DeferSync for the consumer, whose local sink syncs before each
+// offset commit; the replay's checkpoint file moves after each Write, so
+// the Write itself must be durable (one VictoriaLogs checkpoint per
+// batch, the zero vlstore.Config).
+func openStore(engine, path string, logger *slog.Logger) (eventstore.Store, error) {
+	if engine == eventstore.EngineSQLite {
+		s, err := local.Open(path, local.Options{Logger: logger})
+		if err != nil {
+			return nil, err // not s: a nil *local.Store in the interface is not nil
+		}
+		return s, nil
+	}
+	// vlogs keeps a directory. A file at path is most likely a SQLite
+	// store (the default engine before vlogs); refuse it rather than let
+	// the storage fail on it.
+	if st, err := os.Stat(path); err == nil && st.Mode().IsRegular() {
+		return nil, fmt.Errorf("--store %s is a file, probably a SQLite store, but the vlogs engine keeps its store in a directory: "+
+			"give --store-engine %s to replay into it, or a directory as --store", path, eventstore.EngineSQLite)
+	}
+	s, err := vlstore.Open(path, eventstore.Options{Logger: logger}, vlstore.Config{})
+	if err != nil {
+		return nil, err // not s: a nil *vlstore.Store in the interface is not nil
+	}
+	return s, nil
 }
 
 // loadPolicy loads the policy and names it by file and content, so

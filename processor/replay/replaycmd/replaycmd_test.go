@@ -16,7 +16,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/vlstore"
 	"github.com/auditpipe/auditpipe/internal/audittest"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
@@ -79,19 +81,45 @@ func rawTopic(tb testing.TB, phases int) ([]string, string, []time.Time) {
 	return brokers, topic, times
 }
 
-// storedIDs returns the (cluster, auditID, stage) identities in a store.
-func storedIDs(tb testing.TB, path string) map[string]bool {
+// openStore opens a store a replay wrote, with the engine it wrote it
+// with.
+func openStore(tb testing.TB, engine, path string) eventstore.Store {
 	tb.Helper()
-	s, err := local.Open(path, local.Options{})
-	require.NoError(tb, err)
+	switch engine {
+	case eventstore.EngineSQLite:
+		s, err := local.Open(path, local.Options{})
+		require.NoError(tb, err)
+		return s
+	case eventstore.EngineVictoriaLogs:
+		s, err := vlstore.Open(path, eventstore.Options{}, vlstore.Config{})
+		require.NoError(tb, err)
+		return s
+	}
+	tb.Fatalf("test: engine %q", engine)
+	return nil
+}
+
+// storedEvents returns every event in a store, read through the
+// engine-neutral Query.
+func storedEvents(tb testing.TB, engine, path string) []schemas.ProcessedEvent {
+	tb.Helper()
+	s := openStore(tb, engine, path)
 	defer s.Close()
-	res, err := s.Query(context.Background(), local.Query{Limit: local.MaxLimit})
+	res, err := s.Query(context.Background(), eventstore.Query{Limit: eventstore.MaxLimit})
 	require.NoError(tb, err)
 	require.Len(tb, res.Events, res.Total)
+	out := make([]schemas.ProcessedEvent, len(res.Events))
+	for i, raw := range res.Events {
+		require.NoError(tb, json.Unmarshal(raw, &out[i]))
+	}
+	return out
+}
+
+// storedIDs returns the (cluster, auditID, stage) identities in a store.
+func storedIDs(tb testing.TB, engine, path string) map[string]bool {
+	tb.Helper()
 	ids := map[string]bool{}
-	for _, raw := range res.Events {
-		var pe schemas.ProcessedEvent
-		require.NoError(tb, json.Unmarshal(raw, &pe))
+	for _, pe := range storedEvents(tb, engine, path) {
 		ids[pe.Pipeline.Cluster+"/"+pe.AuditID+"/"+pe.Stage] = true
 	}
 	return ids
@@ -130,11 +158,11 @@ func TestReplayCommandDryRunAndLocalStore(t *testing.T) {
 
 	store := filepath.Join(dir, "events.db")
 	var out bytes.Buffer
-	args := append(base, "--target", "local", "--store", store, "--checkpoint", filepath.Join(dir, "cp.json"))
+	args := append(base, "--target", "local", "--store-engine", "sqlite", "--store", store, "--checkpoint", filepath.Join(dir, "cp.json"))
 	require.NoError(t, run(ctx, args, &out, &bytes.Buffer{}))
 	require.Contains(t, out.String(), "complete")
 	require.Equal(t, predicted, totalEventsOut(t, out.String()), "the replay kept what the dry run predicted")
-	ids := storedIDs(t, store)
+	ids := storedIDs(t, eventstore.EngineSQLite, store)
 	require.NotEmpty(t, ids)
 	require.LessOrEqual(t, len(ids), predicted, "the store keeps each (cluster, auditID, stage) once")
 	for id := range ids {
@@ -142,15 +170,8 @@ func TestReplayCommandDryRunAndLocalStore(t *testing.T) {
 	}
 	// The replay ran the detection rules: the dry run's table lists the
 	// rules that matched and the stored events carry them.
-	s, err := local.Open(store, local.Options{})
-	require.NoError(t, err)
-	all, err := s.Query(ctx, local.Query{Limit: local.MaxLimit})
-	require.NoError(t, err)
-	require.NoError(t, s.Close())
 	detected := 0
-	for _, raw := range all.Events {
-		var pe schemas.ProcessedEvent
-		require.NoError(t, json.Unmarshal(raw, &pe))
+	for _, pe := range storedEvents(t, eventstore.EngineSQLite, store) {
 		if len(pe.Pipeline.Detections) > 0 {
 			detected++
 		}
@@ -167,50 +188,57 @@ func TestReplayCommandDryRunAndLocalStore(t *testing.T) {
 	require.ErrorContains(t, run(ctx, append(base, "--target", "kafka", "--checkpoint", filepath.Join(dir, "x.json")), &out, &bytes.Buffer{}), "--target-topic")
 }
 
-// TestReplayCommandSurvivesKill runs the replay binary into a local store,
-// kills it (SIGKILL) while it is half-way, runs it again, and compares the
-// store with an uninterrupted replay: nothing missing, nothing twice.
+// TestReplayCommandSurvivesKill runs the replay binary into a local store
+// of each engine, kills it (SIGKILL) while it is half-way, runs it again,
+// and compares the store with an uninterrupted replay: nothing missing,
+// nothing twice. The rerun repeats the batch in flight at the kill, which
+// the store must already hold durably and take again as duplicates.
 func TestReplayCommandSurvivesKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	brokers, topic, _ := rawTopic(t, 1)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "processor")
+	bin := filepath.Join(t.TempDir(), "processor")
 	build := exec.Command("go", "build", "-o", bin, "../../cmd/processor")
 	build.Stderr = os.Stderr
 	require.NoError(t, build.Run())
 
-	store, cp := filepath.Join(dir, "killed.db"), filepath.Join(dir, "cp.json")
-	args := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic,
-		"--target", "local", "--store", store, "--checkpoint", cp, "--parallelism", "1", "--batch-size", "3"}
-	cmd := exec.Command(bin, args...)
-	require.NoError(t, cmd.Start())
-	// Kill once the checkpoint shows progress on a partition.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		data, err := os.ReadFile(cp)
-		if err == nil && bytes.Contains(data, []byte(`"next": `)) && progressed(data) {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "no progress in the checkpoint")
-		time.Sleep(2 * time.Millisecond)
+	for _, engine := range []string{eventstore.EngineVictoriaLogs, eventstore.EngineSQLite} {
+		t.Run(engine, func(t *testing.T) {
+			dir := t.TempDir()
+			store, cp := filepath.Join(dir, "killed"), filepath.Join(dir, "cp.json")
+			args := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic, "--store-engine", engine,
+				"--target", "local", "--store", store, "--checkpoint", cp, "--parallelism", "1", "--batch-size", "3"}
+			cmd := exec.Command(bin, args...)
+			require.NoError(t, cmd.Start())
+			// Kill once the checkpoint shows progress on a partition.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				data, err := os.ReadFile(cp)
+				if err == nil && bytes.Contains(data, []byte(`"next": `)) && progressed(data) {
+					break
+				}
+				require.True(t, time.Now().Before(deadline), "no progress in the checkpoint")
+				time.Sleep(2 * time.Millisecond)
+			}
+			require.NoError(t, cmd.Process.Kill())
+			_ = cmd.Wait()
+			data, err := os.ReadFile(cp)
+			require.NoError(t, err)
+			require.False(t, complete(data), "killed before the end:\n%s", data)
+
+			var out bytes.Buffer
+			require.NoError(t, run(context.Background(), args, &out, &bytes.Buffer{}))
+			require.Contains(t, out.String(), "complete")
+
+			ref := filepath.Join(dir, "ref")
+			refArgs := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic, "--store-engine", engine,
+				"--target", "local", "--store", ref, "--checkpoint", filepath.Join(dir, "ref.json")}
+			require.NoError(t, run(context.Background(), refArgs, &bytes.Buffer{}, &bytes.Buffer{}))
+			require.Equal(t, storedIDs(t, engine, ref), storedIDs(t, engine, store))
+			require.Len(t, storedEvents(t, engine, store), len(storedEvents(t, engine, ref)), "nothing stored twice")
+		})
 	}
-	require.NoError(t, cmd.Process.Kill())
-	_ = cmd.Wait()
-	data, err := os.ReadFile(cp)
-	require.NoError(t, err)
-	require.False(t, complete(data), "killed before the end:\n%s", data)
-
-	var out bytes.Buffer
-	require.NoError(t, run(context.Background(), args, &out, &bytes.Buffer{}))
-	require.Contains(t, out.String(), "complete")
-
-	ref := filepath.Join(dir, "ref.db")
-	refArgs := []string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic,
-		"--target", "local", "--store", ref, "--checkpoint", filepath.Join(dir, "ref.json")}
-	require.NoError(t, run(context.Background(), refArgs, &bytes.Buffer{}, &bytes.Buffer{}))
-	require.Equal(t, storedIDs(t, ref), storedIDs(t, store))
 }
 
 type cpFile struct {

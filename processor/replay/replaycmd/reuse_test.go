@@ -14,7 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/auditpipe/auditpipe/consumer/sink/local"
+	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
 	"github.com/auditpipe/auditpipe/internal/audittest"
 	"github.com/auditpipe/auditpipe/internal/kafka"
 	"github.com/auditpipe/auditpipe/internal/kafka/kafkago"
@@ -23,7 +23,8 @@ import (
 )
 
 // TestReplayKeepsReusedAuditIDs replays a raw topic holding the public
-// fixtures and issue 12's attack into a local store (decision 0012): a
+// fixtures and issue 12's attack into a local store of each engine
+// (decision 0012): a
 // different event under a reused auditID is kept and marked, the same
 // event sent again (re-formatted, or as an audit.log line) collapses; and
 // replaying the same history through another policy into the same store
@@ -78,55 +79,59 @@ func TestReplayKeepsReusedAuditIDs(t *testing.T) {
 	attackID := cluster + "/6e1f2d4c-0000-4000-8000-reused000001/ResponseComplete"
 	require.Len(t, contents[attackID], 2)
 
-	dir := t.TempDir()
-	store := filepath.Join(dir, "events.db")
-	replay := func(policyArgs []string, checkpoint string) {
-		args := append([]string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic,
-			"--target", "local", "--store", store, "--checkpoint", filepath.Join(dir, checkpoint)}, policyArgs...)
-		var out bytes.Buffer
-		require.NoError(t, run(ctx, args, &out, &bytes.Buffer{}))
-		require.Contains(t, out.String(), "complete")
-	}
-	check := func() map[string]string {
-		rows := storedRows(t, store)
-		perID := map[string]int{}
-		byRow := map[string]string{}
-		for _, pe := range rows {
-			id := pe.Pipeline.Cluster + "/" + pe.AuditID + "/" + pe.Stage
-			perID[id]++
-			if pe.Pipeline.AuditIDReused {
-				require.Greater(t, len(contents[id]), 1, "%s marked, but its raw events are all the same", id)
+	for _, engine := range []string{eventstore.EngineVictoriaLogs, eventstore.EngineSQLite} {
+		t.Run(engine, func(t *testing.T) {
+			dir := t.TempDir()
+			store := filepath.Join(dir, "store")
+			replay := func(policyArgs []string, checkpoint string) {
+				args := append([]string{"replay", "--brokers", strings.Join(brokers, ","), "--topic", topic,
+					"--target", "local", "--store-engine", engine, "--store", store, "--checkpoint", filepath.Join(dir, checkpoint)}, policyArgs...)
+				var out bytes.Buffer
+				require.NoError(t, run(ctx, args, &out, &bytes.Buffer{}))
+				require.Contains(t, out.String(), "complete")
 			}
-			byRow[id+"/"+pe.Pipeline.ContentHash] = pe.Verb + "/" + strconv.FormatBool(pe.Pipeline.AuditIDReused)
-		}
-		for id, n := range perID {
-			require.LessOrEqual(t, n, len(contents[id]), "%s stored more often than it has distinct contents", id)
-		}
-		return byRow
-	}
+			check := func() map[string]string {
+				rows := storedEvents(t, engine, store)
+				perID := map[string]int{}
+				byRow := map[string]string{}
+				for _, pe := range rows {
+					id := pe.Pipeline.Cluster + "/" + pe.AuditID + "/" + pe.Stage
+					perID[id]++
+					if pe.Pipeline.AuditIDReused {
+						require.Greater(t, len(contents[id]), 1, "%s marked, but its raw events are all the same", id)
+					}
+					byRow[id+"/"+pe.Pipeline.ContentHash] = pe.Verb + "/" + strconv.FormatBool(pe.Pipeline.AuditIDReused)
+				}
+				for id, n := range perID {
+					require.LessOrEqual(t, n, len(contents[id]), "%s stored more often than it has distinct contents", id)
+				}
+				return byRow
+			}
 
-	replay(nil, "cp1.json")
-	first := check()
-	var attack []string
-	for k, v := range first {
-		if strings.HasPrefix(k, attackID+"/") {
-			attack = append(attack, v)
-		}
-	}
-	require.ElementsMatch(t, []string{"create/false", "delete/true"}, attack, "both kept, the second marked")
+			replay(nil, "cp1.json")
+			first := check()
+			var attack []string
+			for k, v := range first {
+				if strings.HasPrefix(k, attackID+"/") {
+					attack = append(attack, v)
+				}
+			}
+			require.ElementsMatch(t, []string{"create/false", "delete/true"}, attack, "both kept, the second marked")
 
-	// The same history through a policy that keeps everything at
-	// Metadata (the default drops some events and keeps others with
-	// bodies): the rows stored before stay as they are, none is stored
-	// again, nothing new is marked unless its raw contents differ.
-	pol := filepath.Join(dir, "metadata.yaml")
-	require.NoError(t, os.WriteFile(pol, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n"), 0o600))
-	replay([]string{"--policy", pol}, "cp2.json")
-	second := check()
-	for k, v := range first {
-		require.Equal(t, v, second[k], "row %s", k)
+			// The same history through a policy that keeps everything at
+			// Metadata (the default drops some events and keeps others with
+			// bodies): the rows stored before stay as they are, none is stored
+			// again, nothing new is marked unless its raw contents differ.
+			pol := filepath.Join(dir, "metadata.yaml")
+			require.NoError(t, os.WriteFile(pol, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n"), 0o600))
+			replay([]string{"--policy", pol}, "cp2.json")
+			second := check()
+			for k, v := range first {
+				require.Equal(t, v, second[k], "row %s", k)
+			}
+			require.Greater(t, len(second), len(first), "the wider policy stored events the default dropped")
+		})
 	}
-	require.Greater(t, len(second), len(first), "the wider policy stored events the default dropped")
 }
 
 func containsDeep(list []any, v any) bool {
@@ -161,19 +166,4 @@ func writeRaw(t *testing.T, ctx context.Context, brokers []string, topic, cluste
 		}}
 	}
 	require.NoError(t, prod.Produce(ctx, recs...))
-}
-
-// storedRows returns every event in a store.
-func storedRows(t *testing.T, path string) []schemas.ProcessedEvent {
-	s, err := local.Open(path, local.Options{})
-	require.NoError(t, err)
-	defer s.Close()
-	res, err := s.Query(context.Background(), local.Query{Limit: local.MaxLimit})
-	require.NoError(t, err)
-	require.Len(t, res.Events, res.Total)
-	out := make([]schemas.ProcessedEvent, len(res.Events))
-	for i, raw := range res.Events {
-		require.NoError(t, json.Unmarshal(raw, &out[i]))
-	}
-	return out
 }

@@ -93,8 +93,9 @@
 //     day past MaxAge) and, for a finer granularity, deletes the bound's
 //     day's older rows by a VictoriaLogs delete task (a rewrite of that
 //     day's parts); events without a stageTimestamp stay. By size: whole
-//     oldest days, then the oldest minutes of the next by a delete task,
-//     down to 95 % of MaxBytes. Counts are exact (counted before and
+//     oldest days (a day's event file goes only with its day), never the
+//     newest, until under 95 % of MaxBytes; a store whose newest day alone
+//     is over stays over, with a warning. Counts are exact (counted before and
 //     after, writers held off), the identity cache forgets what went;
 //     RunRetention, the used-bytes and pruned metrics. A delete task
 //     leaves, of each block it deletes part of, the first row's

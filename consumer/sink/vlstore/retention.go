@@ -31,10 +31,7 @@ const (
 	partitionName = "20060102"
 	oneDay        = 24 * time.Hour
 	// sizeHeadroom: retention by size, once over MaxBytes, deletes down
-	// to MaxBytes less 1/sizeHeadroom of it. Deleting only the excess
-	// would delete a minute's worth of the oldest events every round, and
-	// each such delete rewrites the oldest day's parts (see rowDelete);
-	// with the headroom that happens once per 5 % of growth.
+	// to MaxBytes less 1/sizeHeadroom of it (in whole days: sizeCutoff).
 	sizeHeadroom = 20
 	// deletePoll is how often pruneBefore asks whether its delete task is
 	// done (the storage's watcher starts pending tasks about every second).
@@ -60,10 +57,10 @@ func (s *Store) RunRetention(ctx context.Context, r eventstore.Retention) {
 // PruneStep deletes, at time now, the events older than r.MaxAge (the
 // bound rounded down to Config.AgeGranularity; events without a
 // stageTimestamp stay), else, when the store is over r.MaxBytes, the
-// oldest ones (by _time, receivedAt for those without a stageTimestamp)
-// down to 95 % of it. One step does all of either: the storage drops
-// whole days or runs one delete task, not row by row, so r.StepRows does
-// not apply. more reports whether another step may find work. The
+// oldest days (by _time, receivedAt for those without a stageTimestamp)
+// down to 95 % of it, never the newest (sizeCutoff). One step does all of
+// either: the storage drops whole days or runs one delete task, not row
+// by row, so r.StepRows does not apply. more reports whether another step may find work. The
 // deleted count is counted, not estimated: the matching events before
 // minus after, with the writers held off.
 func (s *Store) PruneStep(ctx context.Context, r eventstore.Retention, now time.Time) (deleted int, more bool, err error) {
@@ -91,6 +88,11 @@ func (s *Store) PruneStep(ctx context.Context, r eventstore.Retention, now time.
 		cutoff, err := s.sizeCutoff(ctx, used, used-(r.MaxBytes-r.MaxBytes/sizeHeadroom))
 		if err != nil {
 			return 0, false, fmt.Errorf("vlstore: prune by size: %w", err)
+		}
+		if cutoff == 0 {
+			s.logger.Warn("vlstore: over local.maxBytes with one day of events: retention by size frees whole days, the oldest first, never the newest",
+				"usedBytes", used, "maxBytes", r.MaxBytes)
+			return 0, false, nil
 		}
 		n, err := s.pruneBefore(ctx, cutoff, false)
 		s.metrics.pruned.WithLabelValues(pruneSize).Add(float64(n))
@@ -251,12 +253,15 @@ func (s *Store) rowDelete(ctx context.Context, filter string) error {
 	}
 }
 
-// sizeCutoff is the _time before which the oldest events hold about
-// excess of the used bytes: the rows to delete are estimated from the
-// average row size (used over the row count); whole days are counted
-// first, then the minutes of the day the bound falls in, so that the
-// bound is a minute boundary. Another step deletes more if the estimate
-// was short.
+// sizeCutoff is the time before which the oldest events make up at least
+// excess of the used bytes, at a day boundary: the rows to delete are
+// estimated from the average row size (used over the row count), and
+// whole days are taken, oldest first, until they cover it. Only whole
+// days free space: a day's events stay in its event file (docs.go) until
+// the day is dropped, so deleting some rows of a day would shrink little
+// and, round after round, delete the whole day anyway. The newest day is
+// never taken: 0 when the days before it do not cover the excess (the
+// caller says why). Another step deletes more if the estimate was short.
 func (s *Store) sizeCutoff(ctx context.Context, used, excess int64) (int64, error) {
 	total, err := s.countEvents(ctx, "*")
 	if err != nil || total == 0 {
@@ -268,26 +273,12 @@ func (s *Store) sizeCutoff(ctx context.Context, used, excess int64) (int64, erro
 		return 0, err
 	}
 	cum, cutoff := 0, int64(0)
-	for _, d := range days {
-		if cum+d.n <= need {
-			cum += d.n
-			cutoff = d.start + int64(oneDay)
-			if cum == need {
-				return cutoff, nil
-			}
-			continue
+	for _, d := range days[:max(len(days)-1, 0)] {
+		cum += d.n
+		cutoff = d.start + int64(oneDay)
+		if cum >= need {
+			break
 		}
-		minutes, err := s.buckets(ctx, fmt.Sprintf("_time:[%s, %s)", timeLiteral(d.start), timeLiteral(d.start+int64(oneDay))), "1m")
-		if err != nil {
-			return 0, err
-		}
-		for _, m := range minutes {
-			cum += m.n
-			if cum >= need {
-				return m.start + int64(time.Minute), nil
-			}
-		}
-		return d.start + int64(oneDay), nil
 	}
 	return cutoff, nil
 }

@@ -315,3 +315,27 @@ func TestClustersAfterRowDelete(t *testing.T) {
 	// deleted whole leaves nothing for Clusters to find.
 	require.Equal(t, []string{"kept"}, got, "a cluster whose events were all deleted is not listed")
 }
+
+// TestPruneBySizeWholeDays: retention by size frees whole days, the
+// oldest first, and never the newest: a day's events stay in its event
+// file until the day is dropped, so deleting rows of a day frees little
+// (before, round after round deleted the newest day's events and the
+// store stayed over the limit). A store whose one day is over the limit
+// keeps it.
+func TestPruneBySizeWholeDays(t *testing.T) {
+	s := openTest(t, t.TempDir(), eventstore.Options{}, Config{})
+	defer s.Close()
+	ctx := context.Background()
+	now := time.Now()
+	writeAged(t, s, "today", 200, 3000, now.Add(-time.Hour))
+	used, err := s.UsedBytes(ctx)
+	require.NoError(t, err)
+	r := eventstore.Retention{MaxBytes: used / 4}
+	require.Zero(t, pruneAll(t, s, r, now), "one day: nothing to drop")
+	require.Len(t, stored(t, s, liveRows), 200)
+
+	writeAged(t, s, "older", 200, 3000, now.Add(-3*24*time.Hour))
+	require.Equal(t, 200, pruneAll(t, s, r, now), "the older day, whole")
+	require.Len(t, stored(t, s, liveRows), 200)
+	require.Len(t, stored(t, s, "auditID:=today-00000"), 1)
+}

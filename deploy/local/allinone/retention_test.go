@@ -3,7 +3,9 @@ package allinone
 import (
 	"bufio"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditpipe/auditpipe/consumer/sink/eventstore"
@@ -156,4 +159,75 @@ func TestRetentionInAllInOne(t *testing.T) {
 		return metric > 0 && metric <= 1<<20 && int64(metric) == used && used <= onDisk
 	}, time.Minute, 200*time.Millisecond, "used_bytes metric %v, measured %d, on disk %d", metric, used, onDisk)
 	t.Logf("kept %d of %d events (oldest kept new-%05d); used_bytes %v, on disk %d", n, newN, loIdx, metric, onDisk)
+}
+
+// TestRetentionInAllInOneVlogs: the same on the default engine (vlogs),
+// whose retention goes by whole days: events older than maxAge (rounded
+// down to a day) go, the store is cut back to maxBytes by its oldest
+// days, and auditpipe_localstore_used_bytes (the storage's compressed
+// parts, index and event files) ends within the limit. The bodies are
+// random hex: the storage compresses repeated text ~20×, and these must
+// exceed 1 MiB stored, over four days.
+func TestRetentionInAllInOneVlogs(t *testing.T) {
+	cfg := testConfig(t)
+	require.Equal(t, eventstore.EngineVictoriaLogs, cfg.Store.Engine, "the default engine")
+	cfg.Retention.MaxAge = config.Duration(7 * 24 * time.Hour)
+	cfg.Retention.MaxBytes = 1 << 20
+	cfg.Retention.Interval = config.Duration(200 * time.Millisecond)
+
+	p := startPipeline(t, cfg)
+	api := p.APIURL()
+	const (
+		oldCluster = "ret-old"
+		newCluster = "ret-new"
+		oldN       = 40
+		newN       = 1500
+		batch      = 100
+	)
+	var items []string
+	for i := range oldN {
+		items = append(items, eventAt(fmt.Sprintf("old-%04d", i), time.Now().Add(-10*24*time.Hour), 200))
+	}
+	postItems(t, p, oldCluster, items...)
+	waitForMetric(t, api, `auditpipe_localstore_pruned_events_total{reason="age"}`, oldN)
+	require.Zero(t, queryEvents(t, api, url.Values{"cluster": {oldCluster}}).Total, "old events are gone")
+
+	r := rand.New(rand.NewPCG(7, 8))
+	// Four days, a quarter of the events each, the newest ending now.
+	base := time.Now().Add(-30 * time.Minute)
+	at := func(i int) time.Time {
+		return base.Add(-time.Duration(3-i*4/newN)*24*time.Hour + time.Duration(i)*time.Millisecond)
+	}
+	for from := 0; from < newN; from += batch {
+		items = items[:0]
+		for i := from; i < min(from+batch, newN); i++ {
+			noise := make([]byte, 600)
+			for j := range noise {
+				noise[j] = byte(r.Uint32())
+			}
+			ev := eventAt(fmt.Sprintf("new-%05d", i), at(i), 0)
+			items = append(items, strings.Replace(ev, `"v":""`, `"v":"`+hex.EncodeToString(noise)+`"`, 1))
+		}
+		postItems(t, p, newCluster, items...)
+	}
+	var stored int
+	require.Eventually(t, func() bool {
+		pruned := metricValue(t, api, `auditpipe_localstore_pruned_events_total{reason="size"}`)
+		stored = queryEvents(t, api, url.Values{"cluster": {newCluster}}).Total
+		return float64(stored)+pruned >= newN
+	}, 2*time.Minute, 200*time.Millisecond)
+	require.Positive(t, stored)
+	require.Less(t, stored, newN, "size retention deleted some")
+	newest := queryEvents(t, api, url.Values{"cluster": {newCluster}, "limit": {"1"}})
+	require.Len(t, newest.Events, 1)
+	require.Equal(t, fmt.Sprintf("new-%05d", newN-1), newest.Events[0].AuditID, "the newest event is kept")
+	require.Zero(t, searchAPI(t, api, url.Values{"cluster": {newCluster}, "q": {"auditID:new-00000"}}).Total, "the oldest event is gone")
+
+	var metric float64
+	ok := assert.Eventually(t, func() bool {
+		metric = metricValue(t, api, "auditpipe_localstore_used_bytes")
+		return metric > 0 && metric <= 1<<20
+	}, time.Minute, 200*time.Millisecond)
+	require.True(t, ok, "used_bytes metric %v, want (0, 1 MiB]", metric)
+	t.Logf("kept %d of %d events; used_bytes %v", stored, newN, metric)
 }

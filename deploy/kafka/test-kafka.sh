@@ -271,8 +271,14 @@ start_cluster() {
 		fi
 		voters+="${voters:+,}$i@127.0.0.1:${cports[i]}"
 	done
-	local cluster_id
-	cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+	# A cluster id is 16 random bytes in URL-safe base64. One in 64 starts
+	# with '-', which kafka-storage's argument parser reads as an option
+	# ("--cluster-id: expected one argument"); Kafka's own Uuid.randomUuid
+	# draws again for the same reason, and so does this.
+	local cluster_id=-
+	while [[ $cluster_id == -* ]]; do
+		cluster_id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+	done
 	local format_args=()
 	if [[ -n $security ]]; then
 		local pw

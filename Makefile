@@ -34,10 +34,12 @@ run: build ## Run the whole pipeline on an embedded broker and store (ARGS='--he
 demo: build ## Run the pipeline and load the public sample events into it.
 	$(BIN)/auditpipe run --data-dir $(DATA_DIR) --demo $(CURDIR)/testdata/public-audit $(ARGS)
 
+# -timeout is per test binary: vlstore's -race suite took 13 minutes on a
+# fresh machine (cold build cache, other packages compiling beside it).
 test: helm-tools ## Unit and end-to-end tests of every module on the in-process broker, with -race.
 	@set -e; for m in $(MODULES); do \
 		echo "== $$m"; \
-		(cd $$m && $(GO) test -race -count=1 -timeout 15m ./...); \
+		(cd $$m && $(GO) test -race -count=1 -timeout 30m ./...); \
 	done
 
 test-short: ## The tests without -race, for a quick loop.

@@ -60,9 +60,9 @@ func (s *Store) RunRetention(ctx context.Context, r eventstore.Retention) {
 // oldest days (by _time, receivedAt for those without a stageTimestamp)
 // down to 95 % of it, never the newest (sizeCutoff). One step does all of
 // either: the storage drops whole days or runs one delete task, not row
-// by row, so r.StepRows does not apply. more reports whether another step may find work. The
-// deleted count is counted, not estimated: the matching events before
-// minus after, with the writers held off.
+// by row, so r.StepRows does not apply. more reports whether another step
+// may find work. The deleted count is counted, not estimated: the
+// matching events before minus after, with the writers held off.
 func (s *Store) PruneStep(ctx context.Context, r eventstore.Retention, now time.Time) (deleted int, more bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -263,15 +263,18 @@ func (s *Store) rowDelete(ctx context.Context, filter string) error {
 // never taken: 0 when the days before it do not cover the excess (the
 // caller says why). Another step deletes more if the estimate was short.
 func (s *Store) sizeCutoff(ctx context.Context, used, excess int64) (int64, error) {
-	total, err := s.countEvents(ctx, "*")
-	if err != nil || total == 0 {
-		return 0, err
-	}
-	need := int((excess*int64(total) + used - 1) / used)
-	days, err := s.buckets(ctx, "*", "1d")
+	days, err := s.eventsPerDay(ctx)
 	if err != nil {
 		return 0, err
 	}
+	total := 0
+	for _, d := range days {
+		total += d.n
+	}
+	if total == 0 {
+		return 0, nil
+	}
+	need := int((excess*int64(total) + used - 1) / used)
 	cum, cutoff := 0, int64(0)
 	for _, d := range days[:max(len(days)-1, 0)] {
 		cum += d.n
@@ -289,12 +292,12 @@ type bucket struct {
 	n     int
 }
 
-// buckets counts the stored events (liveRows) matching filter per time bucket of step (a
-// LogsQL duration), oldest first, empty buckets left out.
-func (s *Store) buckets(ctx context.Context, filter, step string) ([]bucket, error) {
+// eventsPerDay counts the stored events (liveRows) per UTC day, oldest
+// first, days without events left out.
+func (s *Store) eventsPerDay(ctx context.Context) ([]bucket, error) {
 	var out []bucket
 	var parseErr error
-	err := s.statsRows(ctx, filter+" "+liveRows+" | stats by (_time:"+step+") count() as n", func(cols map[string]string) {
+	err := s.statsRows(ctx, "* "+liveRows+" | stats by (_time:1d) count() as n", func(cols map[string]string) {
 		t, err := time.Parse(time.RFC3339Nano, cols["_time"])
 		n, err2 := strconv.Atoi(cols["n"])
 		if err := errors.Join(err, err2); err != nil {

@@ -73,6 +73,24 @@ func fileUsedBytes(t *testing.T, path string) (used, onDisk int64) {
 	return (pages - free) * pageSize, onDisk
 }
 
+// waitStoredOrPrunedBySize waits until each of cluster's n events is
+// either stored or was pruned by size, and returns how many are stored:
+// some, not all. The counter is read first: an event pruned between the
+// two reads is then counted in neither (the wait goes on) rather than in
+// both (it would end before every event arrived).
+func waitStoredOrPrunedBySize(t *testing.T, api, cluster string, n int) int {
+	t.Helper()
+	var stored int
+	require.Eventually(t, func() bool {
+		pruned := metricValue(t, api, `auditpipe_localstore_pruned_events_total{reason="size"}`)
+		stored = queryEvents(t, api, url.Values{"cluster": {cluster}}).Total
+		return float64(stored)+pruned >= float64(n)
+	}, 2*time.Minute, 200*time.Millisecond)
+	require.Positive(t, stored)
+	require.Less(t, stored, n, "size retention deleted some")
+	return stored
+}
+
 // TestRetentionInAllInOne: the all-in-one accepts retention keys in its
 // config file and runs the store's retention: events older than maxAge go,
 // the store is cut back to maxBytes oldest first, and
@@ -119,18 +137,7 @@ func TestRetentionInAllInOne(t *testing.T) {
 		}
 		postItems(t, p, newCluster, items...)
 	}
-	// Every event is either stored or was pruned by size. The counter is
-	// read first: an event pruned between the two reads is then counted
-	// in neither (the wait goes on) rather than in both (it would end
-	// before every event arrived).
-	var stored int
-	require.Eventually(t, func() bool {
-		pruned := metricValue(t, api, `auditpipe_localstore_pruned_events_total{reason="size"}`)
-		stored = queryEvents(t, api, url.Values{"cluster": {newCluster}}).Total
-		return float64(stored)+pruned >= newN
-	}, 2*time.Minute, 200*time.Millisecond)
-	require.Positive(t, stored)
-	require.Less(t, stored, newN, "size retention deleted some")
+	waitStoredOrPrunedBySize(t, api, newCluster, newN)
 	// Oldest first: the newest event stays, the oldest went.
 	dbPath := StorePath(cfg.DataDir, eventstore.EngineSQLite)
 	db, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
@@ -210,14 +217,7 @@ func TestRetentionInAllInOneVlogs(t *testing.T) {
 		}
 		postItems(t, p, newCluster, items...)
 	}
-	var stored int
-	require.Eventually(t, func() bool {
-		pruned := metricValue(t, api, `auditpipe_localstore_pruned_events_total{reason="size"}`)
-		stored = queryEvents(t, api, url.Values{"cluster": {newCluster}}).Total
-		return float64(stored)+pruned >= newN
-	}, 2*time.Minute, 200*time.Millisecond)
-	require.Positive(t, stored)
-	require.Less(t, stored, newN, "size retention deleted some")
+	stored := waitStoredOrPrunedBySize(t, api, newCluster, newN)
 	newest := queryEvents(t, api, url.Values{"cluster": {newCluster}, "limit": {"1"}})
 	require.Len(t, newest.Events, 1)
 	require.Equal(t, fmt.Sprintf("new-%05d", newN-1), newest.Events[0].AuditID, "the newest event is kept")
